@@ -1,0 +1,5 @@
+"""`python -m tavern` runs the same entry point as the `tavern` script."""
+
+from tavern.cli import main
+
+raise SystemExit(main())

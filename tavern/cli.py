@@ -1,0 +1,480 @@
+"""The command line: a thin front over `tavern.session` and the domain modules.
+
+Each subcommand parses its arguments, calls a service, and prints. Expected failures
+(TavernError) become one line on stderr and exit status 1; nothing here holds logic of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+from tavern import __version__
+from tavern.errors import TavernError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except TavernError as err:
+        print(f"tavern: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tavern: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tavern", description="Roleplay chat in the terminal, with its own llama.cpp engine.")
+    p.add_argument("--version", action="version", version=f"tavern {__version__}")
+    p.add_argument("--home", help="data home (default: $TAVERN_HOME, else the user data folder)")
+    p.add_argument("--model", help="GGUF file or a name in the models folder (default: bundled SmolLM2)")
+    p.set_defaults(func=cmd_tui)
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+
+    def run_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--ctx", type=int, help="context size in tokens")
+        sp.add_argument("--max-tokens", type=int, help="reply length in tokens")
+        sp.add_argument("--seed", type=int, help="sampler seed (default: a new one per reply)")
+        sp.add_argument("--temperature", type=float, help="override the preset's temperature")
+
+    sp = sub.add_parser("tui", help="open the chat app (the default)")
+    sp.set_defaults(func=cmd_tui)
+
+    sp = sub.add_parser("chat", help="chat headless: --message, or one message per line on stdin")
+    sp.add_argument("character")
+    sp.add_argument("--message", "-m", help="send one message and print the reply")
+    sp.add_argument("--new", action="store_true", help="start a new chat")
+    sp.add_argument("--chat", help="continue this chat (file name without .jsonl)")
+    sp.add_argument("--json", action="store_true", help="one JSON object per turn, with stats")
+    run_opts(sp)
+    sp.set_defaults(func=cmd_chat)
+
+    sp = sub.add_parser("prompt", help="print the exact prompt of the next turn")
+    sp.add_argument("character")
+    sp.add_argument("--chat")
+    sp.add_argument("--explain", action="store_true", help="add tokens per slot and what was dropped")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--mode", choices=["normal", "continue", "impersonate"], default="normal")
+    run_opts(sp)
+    sp.set_defaults(func=cmd_prompt)
+
+    sp = sub.add_parser("characters", help="list characters")
+    sp.add_argument("--search")
+    sp.add_argument("--tag")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_characters)
+
+    sp = sub.add_parser("chats", help="list a character's chats")
+    sp.add_argument("character")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_chats)
+
+    sp = sub.add_parser("import", help="import cards, lorebooks, chats or presets (detected by content)")
+    sp.add_argument("files", nargs="+")
+    sp.add_argument("--character", help="character that imported chats belong to")
+    sp.set_defaults(func=cmd_import)
+
+    card = sub.add_parser("card", help="character cards").add_subparsers(metavar="ACTION")
+    sp = card.add_parser("show", help="print a normalized card")
+    sp.add_argument("name", help="character name or a card file")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_card_show)
+
+    export = sub.add_parser("export", help="export cards and chats").add_subparsers(metavar="WHAT")
+    sp = export.add_parser("card", help="write a card as PNG (V2+V3 chunks) or JSON")
+    sp.add_argument("name")
+    sp.add_argument("--to", required=True, help="FILE.png or FILE.json")
+    sp.set_defaults(func=cmd_export_card)
+    sp = export.add_parser("chat", help="write a chat as JSONL, Markdown or text")
+    sp.add_argument("character")
+    sp.add_argument("--chat")
+    sp.add_argument("--to", required=True, help="FILE.jsonl, FILE.md or FILE.txt")
+    sp.set_defaults(func=cmd_export_chat)
+
+    lore = sub.add_parser("lore", help="lorebooks").add_subparsers(metavar="ACTION")
+    sp = lore.add_parser("scan", help="show which entries activate, and why")
+    sp.add_argument("lorebook", help="a lorebook file or a name in the lorebooks folder")
+    g = sp.add_mutually_exclusive_group(required=True)
+    g.add_argument("--text")
+    g.add_argument("--character")
+    sp.add_argument("--chat")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_lore_scan)
+
+    models = sub.add_parser("models", help="GGUF models").add_subparsers(metavar="ACTION")
+    sp = models.add_parser("list", help="GGUFs in the models folder and the default")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_models_list)
+    sp = models.add_parser("info", help="what a GGUF holds and what it needs")
+    sp.add_argument("file")
+    sp.add_argument("--ctx", type=int, default=None)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_models_info)
+    return p
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from tavern.session import Tavern
+
+    overrides = {
+        "model.path": getattr(args, "model", None),
+        "model.n_ctx": getattr(args, "ctx", None),
+        "generation.max_tokens": getattr(args, "max_tokens", None),
+        "generation.seed": getattr(args, "seed", None),
+        "generation.temperature": getattr(args, "temperature", None),
+    }
+    return Tavern.open(args.home, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    from tavern.tui.app import make_app
+
+    app = make_app(_open(args))
+    app.run()
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    app = _open(args)
+    session = app.open_chat(args.character, new=args.new, chat_name=args.chat)
+    if args.message is not None:
+        messages: Any = [args.message]
+    elif not sys.stdin.isatty():
+        messages = (line.rstrip("\n") for line in sys.stdin)
+    else:
+        raise TavernError("no message: use --message TEXT, pipe lines on stdin, or run `tavern` for the app")
+    app.engine  # load before the first turn so a bad model fails before anything is written
+    turns = 0
+    for text in messages:
+        if args.message is None and not text.strip():
+            continue  # blank lines between piped messages are not messages
+        if _chat_turn(session, text, args.json) != 0:
+            return 1
+        turns += 1
+    if turns == 0:
+        raise TavernError("no message on standard input")
+    return 0
+
+
+def _chat_turn(session: Any, text: str, as_json: bool) -> int:
+    from tavern.engines.base import Finished
+
+    cancel = threading.Event()
+    final = None
+    try:
+        for event in session.send(text, cancel):
+            if isinstance(event, Finished):
+                final = event
+            elif not as_json:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        cancel.set()
+        raise
+    assert final is not None
+    if as_json:
+        _print_json(
+            {
+                "character": session.card.name,
+                "chat": session.chat.name,
+                "message": text,
+                "reply": final.text,
+                "stats": final.stats.as_dict(),
+                "error": final.error,
+            }
+        )
+    else:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    if final.error:
+        print(f"tavern: error: generation failed: {final.error} (your message was saved)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_prompt(args: argparse.Namespace) -> int:
+    app = _open(args)
+    session = app.open_chat(args.character, chat_name=args.chat)
+    prompt = session.build_prompt(args.mode)
+    if args.json:
+        data = prompt.to_json()
+        data["format"] = app.prompt_format().id
+        data["format_reason"] = app.format_reason
+        if session.last_lore is not None:
+            from tavern.lore.report import scan_result_to_json
+
+            data["lore"] = scan_result_to_json(session.last_lore)
+        _print_json(data)
+        return 0
+    sys.stdout.write(prompt.text)
+    if args.explain:
+        sys.stdout.write("\n\n" + "-" * 60 + "\n")
+        sys.stdout.write(f"format: {app.prompt_format().id} ({app.format_reason})\n")
+        sys.stdout.write(prompt.explain() + "\n")
+    return 0
+
+
+def cmd_characters(args: argparse.Namespace) -> int:
+    app = _open(args)
+    entries = app.library.search(text=args.search, tag=args.tag) if (args.search or args.tag) else app.library.list()
+    if args.json:
+        _print_json([{"key": e.key, "name": e.name, "tags": e.tags, "creator": e.creator} for e in entries])
+    else:
+        for e in entries:
+            tags = f"  [{', '.join(e.tags)}]" if e.tags else ""
+            print(f"{e.key}\t{e.name}{tags}")
+    return 0
+
+
+def cmd_chats(args: argparse.Namespace) -> int:
+    app = _open(args)
+    key, _card = app.character(args.character)
+    infos = app.chats.list_chats(key)
+    if args.json:
+        _print_json([{"name": i.name, "messages": i.message_count} for i in infos])
+    else:
+        for i in infos:
+            print(f"{i.name}\t{i.message_count} messages")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from tavern.cards import detect_kind
+
+    app = _open(args)
+    failed = 0
+    for name in args.files:
+        path = Path(name)
+        try:
+            kind = detect_kind(path)
+            if kind == "card":
+                key = app.library.import_file(path)
+                print(f"{path}: character '{key}' imported")
+            elif kind == "lorebook":
+                from tavern.lore import load_lorebook, save_lorebook
+
+                book = load_lorebook(path)
+                target = app.home.lorebooks / f"{_safe_stem(book.name or path.stem)}.json"
+                save_lorebook(book, target)
+                print(f"{path}: lorebook '{target.stem}' imported ({len(book.entries)} entries)")
+            elif kind == "chat":
+                if not args.character:
+                    raise TavernError("importing a chat needs --character NAME")
+                key, _ = app.character(args.character)
+                chat = app.chats.import_jsonl(path, key)
+                print(f"{path}: chat '{chat.name}' imported for {key} ({len(chat)} messages)")
+            elif kind.startswith("preset"):
+                _import_preset(app, path, kind)
+            else:
+                raise TavernError(f"{path}: not a card, lorebook, chat or preset")
+        except TavernError as err:
+            print(f"tavern: error: {err}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def _import_preset(app: Any, path: Path, kind: str) -> None:
+    from tavern.errors import PresetError
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError) as err:
+        raise PresetError(f"{path}: cannot read preset: {err}") from None
+    if kind == "preset:sampler":
+        from tavern.engines.presets import import_st_preset, save_preset
+
+        settings, unsupported = import_st_preset(data, path.stem)
+        save_preset(settings, app.home.presets / f"{_safe_stem(path.stem)}.json")
+        note = f"; not supported: {', '.join(unsupported)}" if unsupported else ""
+        print(f"{path}: sampler preset '{path.stem}' imported{note}")
+    else:
+        target = app.home.presets / kind.split(":", 1)[1] / f"{_safe_stem(path.stem)}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        from tavern.prompt.st_presets import load_st_preset
+
+        load_st_preset(path)  # validates
+        target.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+        print(f"{path}: {kind.split(':', 1)[1]} preset '{path.stem}' imported")
+
+
+def _safe_stem(name: str) -> str:
+    keep = "".join(c if c.isalnum() or c in " _-." else "_" for c in name).strip(" .")
+    return keep[:100] or "unnamed"
+
+
+def cmd_card_show(args: argparse.Namespace) -> int:
+    from tavern.cards import read_card
+
+    path = Path(args.name)
+    if path.is_file():
+        card = read_card(path)
+    else:
+        card = _open(args).character(args.name)[1]
+    data = card.to_v3_dict()
+    if args.json:
+        _print_json(data)
+        return 0
+    d = data["data"]
+    print(f"{d['name']}  (by {d.get('creator') or 'unknown'}, tags: {', '.join(d.get('tags', []))})")
+    for field in ("description", "personality", "scenario", "first_mes"):
+        if d.get(field):
+            print(f"\n[{field}]\n{d[field]}")
+    if d.get("alternate_greetings"):
+        print(f"\n[alternate_greetings] {len(d['alternate_greetings'])}")
+    return 0
+
+
+def cmd_export_card(args: argparse.Namespace) -> int:
+    from tavern.cards import read_avatar, write_card_json, write_card_png
+
+    app = _open(args)
+    key, card = app.character(args.name)
+    to = Path(args.to)
+    if to.suffix.lower() == ".png":
+        write_card_png(card, to, read_avatar(app.library.path(key)))
+    elif to.suffix.lower() == ".json":
+        write_card_json(card, to, version=3 if card.spec.endswith("v3") else 2)
+    else:
+        raise TavernError(f"{to}: use a .png or .json file name")
+    print(f"{key} -> {to}")
+    return 0
+
+
+def cmd_export_chat(args: argparse.Namespace) -> int:
+    app = _open(args)
+    session = app.open_chat(args.character, chat_name=args.chat)
+    to = Path(args.to)
+    suffix = to.suffix.lower()
+    if suffix == ".jsonl":
+        app.chats.export_jsonl(session.chat, to)
+    elif suffix == ".md":
+        app.chats.export_markdown(session.chat, to)
+    elif suffix == ".txt":
+        app.chats.export_text(session.chat, to)
+    else:
+        raise TavernError(f"{to}: use .jsonl, .md or .txt")
+    print(f"{session.chat.name} -> {to}")
+    return 0
+
+
+def cmd_lore_scan(args: argparse.Namespace) -> int:
+    from tavern.lore import LoreSettings, ScanMessage, load_lorebook, scan_lore
+    from tavern.lore.report import format_scan_report, scan_result_to_json
+
+    app = _open(args)
+    path = Path(args.lorebook)
+    if not path.is_file():
+        path = app.home.lorebooks / f"{args.lorebook}.json"
+        if not path.is_file():
+            raise TavernError(f"{args.lorebook}: no such lorebook file or name in {app.home.lorebooks}")
+    book = load_lorebook(path)
+    ls = app.settings.lore
+    settings = LoreSettings(
+        scan_depth=ls.scan_depth,
+        budget_percent=ls.budget_percent,
+        budget_cap=ls.budget_cap,
+        recursive=ls.recursive,
+        case_sensitive=ls.case_sensitive,
+        match_whole_words=ls.match_whole_words,
+        include_names=ls.include_names,
+        max_recursion_steps=ls.max_recursion_steps,
+    )
+    if args.text is not None:
+        messages = [ScanMessage(app.settings.chat.user_name, args.text, True)]
+        chat_length = 1
+        timed = None
+        char_name, tags = "", []
+    else:
+        session = app.open_chat(args.character, chat_name=args.chat)
+        hist = session.history(limit=200)
+        messages = [ScanMessage(h.name, h.text, h.is_user) for h in hist if not h.is_system]
+        chat_length = len(session.chat)
+        timed = session.chat.header.chat_metadata.get("timedWorldInfo")
+        char_name, tags = session.card.name, list(session.card.tags)
+    result = scan_lore(
+        [("global", book)],
+        messages,
+        settings,
+        context_size=app.settings.model.n_ctx,
+        count_tokens=_approx_tokens,
+        timed_state=timed,
+        chat_length=chat_length,
+        rng_seed=0,
+        character_name=char_name,
+        character_tags=tags,
+    )
+    if args.json:
+        _print_json(scan_result_to_json(result))
+    else:
+        print(format_scan_report(result))
+    return 0
+
+
+def _approx_tokens(text: str) -> int:
+    """`lore scan` runs without loading a model; the budget uses ~4 characters a token there."""
+    return max(1, len(text) // 4) if text else 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from tavern.engines.models import find_models
+
+    app = _open(args)
+    entries = find_models(app.home.models)
+    if args.json:
+        _print_json([{k: str(v) if isinstance(v, Path) else v for k, v in vars(e).items()} for e in entries])
+    else:
+        for e in entries:
+            print(f"{e.name}\t{e.path}")
+    return 0
+
+
+def cmd_models_info(args: argparse.Namespace) -> int:
+    from tavern.engines.gguf_info import detect_free_vram, read_gguf
+    from tavern.engines.models import format_info, info_to_json
+
+    app = _open(args)
+    path = Path(args.file)
+    if not path.exists():
+        from tavern.engines.models import resolve_model
+
+        path = resolve_model(args.file, app.home.models)
+    info = read_gguf(path)
+    n_ctx = args.ctx or app.settings.model.n_ctx
+    fmt_id = None
+    try:
+        from tavern.prompt.templates import select_format
+
+        fmt, _reason = select_format(info.name or path.name, info.chat_template, None)
+        fmt_id = fmt.id
+    except (ImportError, TavernError):
+        pass
+    vram = detect_free_vram()
+    if args.json:
+        _print_json(info_to_json(info, n_ctx, fmt_id, vram))
+    else:
+        print(format_info(info, n_ctx, fmt_id, vram))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

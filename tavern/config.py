@@ -1,0 +1,150 @@
+"""Settings: one pydantic model read from `settings.toml` in the data home.
+
+`load_settings(path)` is called once at start-up by the CLI and the TUI (never at import). A
+typo is an error that names the file and the key (`extra="forbid"`); a missing file means the
+defaults below, which are every default Tavern has. The CLI's `--ctx`, `--max-tokens`, `--seed`
+and `--temperature` are applied on top with `Settings.with_overrides`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tavern.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSettings(_Section):
+    path: str = ""
+    """A GGUF path or a name in the models folder; empty means the bundled SmolLM2."""
+    n_ctx: int = Field(4096, ge=256, le=1_048_576)
+    """Context size in tokens; the prompt plus the reply must fit in it."""
+    n_gpu_layers: int = -1
+    """-1: as many as fit in free VRAM (all when they fit); 0: CPU only."""
+    n_threads: int = 0
+    """0: every core (llama-cpp-python's default of half the cores costs ~40% here)."""
+    n_batch: int = 512
+    flash_attn: bool = False
+    type_k: str = "f16"
+    type_v: str = "f16"
+    rope_freq_base: float = 0.0
+    """0: from the model file."""
+    rope_alpha: float = 0.0
+    """NTK alpha; when set, rope_freq_base = 10000 x alpha^(64/63) (the seed's formula)."""
+    format: str = ""
+    """Prompt format id (see prompt_templates/); empty: chosen from the model file."""
+    cache_reuse: int = 32
+    """Minimum chunk (tokens) the engine shifts in its KV cache instead of re-evaluating; 0 = off."""
+
+
+class GenerationSettings(_Section):
+    max_tokens: int = Field(250, ge=1, le=32768)
+    """Reply length: also the reply reserve taken from the context budget."""
+    preset: str = "Default"
+    """Sampler preset: a bundled name or a file in the presets folder."""
+    seed: int | None = None
+    """None: a new random seed each reply (recorded with the message)."""
+    temperature: float | None = None
+    """Overrides the preset's temperature when set."""
+
+
+class ChatSettings(_Section):
+    user_name: str = "User"
+    persona: str = ""
+    """The user's persona description ({{persona}})."""
+
+
+class PromptSettings(_Section):
+    system_prompt: str = (
+        "Write {{char}}'s next reply in a fictional chat between {{char}} and {{user}}. "
+        "Stay in character."
+    )
+    layout: Literal["cache_friendly", "sillytavern"] = "cache_friendly"
+    """cache_friendly keeps what changes per turn late in the prompt; sillytavern matches its order."""
+    names_in_history: bool = True
+    """Prefix each message with 'Name: ' as SillyTavern's instruct mode does by default."""
+    trim_step: float = Field(0.0, ge=0.0, le=0.9)
+    """When history overflows, drop this fraction of the budget at once (0: one message at a time)."""
+
+
+class LoreSettingsModel(_Section):
+    scan_depth: int = 2
+    budget_percent: int = 25
+    budget_cap: int = 0
+    recursive: bool = True
+    case_sensitive: bool = False
+    match_whole_words: bool = True
+    include_names: bool = True
+    max_recursion_steps: int = 0
+    global_books: list[str] = []
+
+
+class Settings(_Section):
+    model: ModelSettings = ModelSettings()
+    generation: GenerationSettings = GenerationSettings()
+    chat: ChatSettings = ChatSettings()
+    prompt: PromptSettings = PromptSettings()
+    lore: LoreSettingsModel = LoreSettingsModel()
+
+    def with_overrides(self, **overrides: Any) -> "Settings":
+        """Dotted keys (`model.n_ctx=2048`) applied on a copy; None values are ignored."""
+        data = self.model_dump()
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            section, _, key = dotted.partition(".")
+            data[section][key] = value
+        try:
+            return Settings.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(_first_error("command line", err)) from None
+
+
+def _first_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{source}: {where}: {first['msg']}"
+
+
+def load_settings(path: Path) -> Settings:
+    """Read settings.toml; a missing file gives the defaults."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Settings()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_first_error(str(path), err)) from None
+
+
+DEFAULT_SETTINGS_TOML = """\
+# Tavern settings. Every key is optional; these are the defaults.
+# Docs: README.md, "Settings".
+
+[model]
+path = ""            # GGUF path or name in the models folder; "" = bundled SmolLM2-135M
+n_ctx = 4096
+n_gpu_layers = -1    # -1 = as many as fit; 0 = CPU only
+
+[generation]
+max_tokens = 250
+preset = "Default"   # Default, Creative, Deterministic, or a file in presets/
+
+[chat]
+user_name = "User"
+persona = ""
+"""

@@ -1,0 +1,436 @@
+"""Context assembly: the exact prompt for one turn, within the token budget.
+
+Called by the chat session (and `tavern prompt`) with plain data: a card, the chat's messages,
+the lorebook scan, optional summary and recalled memories, and the prompt format. It returns the
+prompt text plus an itemized account of where every token went and what was dropped and why,
+which the CLI's `--explain` and the TUI's prompt inspector print.
+
+Budget: `n_ctx - reply reserve`. The fixed parts go in first (system prompt, card, persona,
+lore, summary, recall, depth injections), then the history newest first until the next message
+would not fit, then example dialogue blocks (SillyTavern's order) unless they are pinned.
+Tokens are counted with the engine's own tokenizer, and the final text is counted once more
+as a whole: if template seams made it longer than the sum of its parts, one more old message
+goes, so the budget always holds.
+
+Layout (`layout="cache_friendly"`, Tavern's default, documented in the README): the system
+block holds only what is stable for the whole chat (system prompt, card, persona, examples),
+so the engine's KV cache keeps it across turns. What changes from turn to turn (lorebook
+entries, the summary, recalled memories) goes into one system message placed just before the
+newest messages, where a change costs re-evaluating only the few messages after it. The
+`sillytavern` layout puts lore before/after the card in the system block as SillyTavern does.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Sequence
+
+Mode = Literal["normal", "continue", "impersonate"]
+
+
+@dataclass
+class HistoryMessage:
+    name: str
+    text: str
+    is_user: bool
+    is_system: bool = False
+    index: int = -1
+    """Position in the chat file; kept so the inspector can say which messages were dropped."""
+
+
+@dataclass
+class DepthInjection:
+    """Text injected `depth` messages from the end (0 = after the last message)."""
+
+    text: str
+    depth: int
+    role: str = "system"
+    source: str = "author's note"
+
+
+@dataclass
+class AuthorNote:
+    text: str = ""
+    depth: int = 4
+    frequency: int = 1
+    """Insert every N user turns (0 = never), as SillyTavern's note_interval."""
+    role: str = "system"
+
+
+@dataclass
+class CardFields:
+    """What the assembler needs of a card, with macros not yet substituted."""
+
+    name: str
+    description: str = ""
+    personality: str = ""
+    scenario: str = ""
+    mes_example: str = ""
+    system_prompt: str = ""
+    post_history_instructions: str = ""
+    depth_prompt: tuple[str, int, str] | None = None
+
+    @classmethod
+    def from_card(cls, card: Any) -> "CardFields":
+        return cls(
+            name=card.name,
+            description=card.description,
+            personality=card.personality,
+            scenario=card.scenario,
+            mes_example=card.mes_example,
+            system_prompt=card.system_prompt,
+            post_history_instructions=card.post_history_instructions,
+            depth_prompt=card.depth_prompt,
+        )
+
+
+@dataclass
+class PromptInputs:
+    card: CardFields
+    user_name: str
+    history: Sequence[HistoryMessage]
+    persona: str = ""
+    system_prompt: str = ""
+    """The user's system prompt; a card's own system_prompt replaces it ({{original}} keeps it)."""
+    lore: Any = None
+    """A tavern.lore.ScanResult, or None."""
+    summary: str = ""
+    recalled: Sequence[str] = ()
+    author_note: AuthorNote | None = None
+    mode: Mode = "normal"
+    names_in_history: bool = True
+    layout: Literal["cache_friendly", "sillytavern"] = "cache_friendly"
+    pin_examples: bool | None = None
+    """None: pinned in the cache-friendly layout (dropping examples rewrites the prompt's top)."""
+    trim_step: float = 0.0
+    macro: Callable[[str], str] = staticmethod(lambda s: s)  # type: ignore[assignment]
+    """Macro substitution for card fields, lore and notes (tavern.prompt.macros.substitute)."""
+
+
+@dataclass
+class SlotUsage:
+    slot: str
+    tokens: int
+    detail: str = ""
+
+
+@dataclass
+class AssembledPrompt:
+    text: str
+    stop: list[str]
+    add_bos: bool
+    messages: list[dict]
+    """The same prompt as role-tagged messages, for chat-completion APIs."""
+    slots: list[SlotUsage]
+    dropped: list[str]
+    prompt_tokens: int
+    budget: int
+    n_ctx: int
+    reply_reserve: int
+    first_message_index: int
+    """Index (in the chat) of the oldest message that made it in; -1 when none did."""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def free_tokens(self) -> int:
+        return max(0, self.budget - self.prompt_tokens)
+
+    def explain(self) -> str:
+        width = max([len(s.slot) for s in self.slots] + [12])
+        lines = [f"{'slot':<{width}}  tokens  detail"]
+        for s in self.slots:
+            lines.append(f"{s.slot:<{width}}  {s.tokens:>6}  {s.detail}")
+        lines.append(f"{'reply reserve':<{width}}  {self.reply_reserve:>6}")
+        lines.append(f"{'free':<{width}}  {self.free_tokens:>6}")
+        lines.append(f"{'total':<{width}}  {self.n_ctx:>6}  context size")
+        if self.dropped:
+            lines.append("dropped:")
+            lines.extend(f"  - {d}" for d in self.dropped)
+        if self.warnings:
+            lines.append("warnings:")
+            lines.extend(f"  ! {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {
+            "prompt": self.text,
+            "prompt_tokens": self.prompt_tokens,
+            "budget": self.budget,
+            "n_ctx": self.n_ctx,
+            "reply_reserve": self.reply_reserve,
+            "free": self.free_tokens,
+            "slots": [{"slot": s.slot, "tokens": s.tokens, "detail": s.detail} for s in self.slots],
+            "dropped": self.dropped,
+            "warnings": self.warnings,
+            "stop": self.stop,
+            "first_message_index": self.first_message_index,
+        }
+
+
+class TokenCounter:
+    """Counts with the backend's tokenizer and remembers: a turn re-counts only new text."""
+
+    def __init__(self, count: Callable[[str], int], max_entries: int = 100_000):
+        self._count = count
+        self._cache: OrderedDict[str, int] = OrderedDict()
+        self._max = max_entries
+
+    def __call__(self, text: str) -> int:
+        if not text:
+            return 0
+        hit = self._cache.get(text)
+        if hit is not None:
+            self._cache.move_to_end(text)
+            return hit
+        n = self._count(text)
+        self._cache[text] = n
+        if len(self._cache) > self._max:
+            self._cache.popitem(last=False)
+        return n
+
+
+def split_examples(mes_example: str) -> list[str]:
+    """`<START>`-separated example blocks, each kept whole."""
+    text = mes_example.replace("\r", "")
+    blocks = [b.strip("\n") for b in text.split("<START>")]
+    return [b for b in blocks if b.strip()]
+
+
+ROLE = {True: "user", False: "assistant"}
+
+
+def assemble_prompt(
+    inputs: PromptInputs,
+    fmt: Any,
+    count: Callable[[str], int],
+    n_ctx: int,
+    reply_reserve: int,
+) -> AssembledPrompt:
+    """Build the prompt. `fmt` is a tavern.prompt.templates.PromptFormat; `count` a TokenCounter."""
+    m = inputs.macro
+    card = inputs.card
+    char, user = card.name, inputs.user_name
+    budget = max(0, n_ctx - reply_reserve)
+    slots: list[SlotUsage] = []
+    dropped: list[str] = []
+    warnings: list[str] = []
+
+    # -- the stable system block ----------------------------------------------------------------
+    system = inputs.system_prompt
+    if card.system_prompt.strip():
+        # A card's own system prompt wins; {{original}} inside it stands for the user's.
+        system = card.system_prompt.replace("{{original}}", inputs.system_prompt)
+    sys_parts = [("system prompt", m(system))]
+    lore_before = lore_after = ""
+    an_top = an_bottom = ""
+    depth_lore: list[tuple[int, str, str]] = []
+    examples_top = examples_bottom = ""
+    lore_detail = ""
+    if inputs.lore is not None:
+        by_pos = inputs.lore.by_position()
+        lore_before = m(by_pos.get(0, "") or "")
+        lore_after = m(by_pos.get(1, "") or "")
+        an_top = m(by_pos.get(2, "") or "")
+        an_bottom = m(by_pos.get(3, "") or "")
+        examples_top = m(by_pos.get(5, "") or "")
+        examples_bottom = m(by_pos.get(6, "") or "")
+        depth_lore = [(d, _role_name(r), m(t)) for d, r, t in by_pos.get(4, [])]
+        lore_detail = f"{len(inputs.lore.activated)} entries"
+    card_text = "\n".join(
+        p
+        for p in (
+            m(card.description),
+            _labelled(f"{char}'s personality", m(card.personality)),
+            _labelled("Scenario", m(card.scenario)),
+        )
+        if p
+    )
+    st_layout = inputs.layout == "sillytavern"
+    if st_layout:
+        sys_parts += [("lore (before card)", lore_before), ("card", card_text), ("lore (after card)", lore_after)]
+    else:
+        sys_parts += [("card", card_text)]
+    sys_parts.append(("persona", _labelled(f"{user}'s persona", m(inputs.persona))))
+
+    example_blocks = [m(b) for b in split_examples(card.mes_example)]
+    pin = inputs.pin_examples if inputs.pin_examples is not None else not st_layout
+
+    # -- the volatile notes block (lore, summary, recall) -----------------------------------
+    notes_parts: list[tuple[str, str]] = []
+    if not st_layout:
+        notes_parts += [("lore", "\n".join(t for t in (lore_before, lore_after) if t))]
+    notes_parts += [
+        ("summary", _labelled("Summary of earlier events", inputs.summary)),
+        ("memory", _labelled("Recalled from earlier in the chat", "\n".join(inputs.recalled))),
+    ]
+    notes_text = "\n\n".join(t for _, t in notes_parts if t)
+
+    # -- depth injections --------------------------------------------------------------------
+    injections: list[DepthInjection] = []
+    note = inputs.author_note
+    user_turns = sum(1 for h in inputs.history if h.is_user and not h.is_system)
+    if note and (note.text or an_top or an_bottom) and note.frequency > 0 and user_turns % note.frequency == 0:
+        text = "\n".join(t for t in (an_top, m(note.text), an_bottom) if t)
+        injections.append(DepthInjection(text, note.depth, note.role, "author's note"))
+    for d, role, text in depth_lore:
+        injections.append(DepthInjection(text, d, role, "lore @depth"))
+    if card.depth_prompt and card.depth_prompt[0].strip():
+        p, d, role = card.depth_prompt
+        injections.append(DepthInjection(m(p), int(d), role, "character's note"))
+    if card.post_history_instructions.strip():
+        injections.append(DepthInjection(m(card.post_history_instructions), 0, "system", "post-history"))
+    if notes_text:
+        # Just before the newest exchange: changes here re-evaluate only what follows.
+        injections.append(DepthInjection(notes_text, 1 if not inputs.history or not inputs.history[-1].is_user else 1, "system", "notes"))
+
+    # -- history, newest first -----------------------------------------------------------------
+    history = [h for h in inputs.history if not h.is_system]
+    hidden = len(inputs.history) - len(history)
+
+    def msg(h: HistoryMessage) -> dict:
+        text = h.text
+        if inputs.names_in_history:
+            text = f"{h.name}: {text}"
+        return {"role": ROLE[h.is_user], "content": text}
+
+    def build(n_hist: int, n_examples: int) -> tuple[list[dict], list[tuple[str, int]]]:
+        """Messages for the last n_hist history entries and the first n_examples blocks."""
+        sys_text_parts = [t for _, t in sys_parts if t]
+        ex = example_blocks[:n_examples]
+        if ex or examples_top or examples_bottom:
+            body = "\n".join(t for t in [examples_top, *[f"<START>\n{b}" for b in ex], examples_bottom] if t)
+            sys_text_parts.append(f"Example dialogue:\n{body}")
+        system_msg = {"role": "system", "content": "\n\n".join(sys_text_parts)}
+        kept = history[len(history) - n_hist :] if n_hist else []
+        chat = [msg(h) for h in kept]
+        # Depth injections, deepest first so indices stay valid.
+        for inj in sorted(injections, key=lambda i: -i.depth):
+            pos = max(0, len(chat) - inj.depth)
+            chat.insert(pos, {"role": inj.role if inj.role in ("system", "user", "assistant") else "system", "content": inj.text})
+        msgs = ([system_msg] if system_msg["content"] else []) + chat
+        return msgs, []
+
+    # Cost of the fixed part: the system block plus injections, plus the generation prompt.
+    def render(msgs: list[dict]) -> str:
+        return _render(fmt, msgs, inputs, char, user)
+
+    fixed_msgs, _ = build(0, len(example_blocks) if pin else 0)
+    fixed_tokens = count(render(fixed_msgs))
+    n_examples = len(example_blocks) if pin else 0
+    if pin:
+        while n_examples and fixed_tokens > budget // 2:
+            n_examples -= 1
+            dropped.append(f"example block {n_examples + 1}: examples may use at most half the budget")
+            fixed_msgs, _ = build(0, n_examples)
+            fixed_tokens = count(render(fixed_msgs))
+    if fixed_tokens > budget:
+        warnings.append(
+            f"the card, system prompt and notes take {fixed_tokens} tokens, over the {budget}-token budget: no room for history"
+        )
+
+    # Per-message costs: each message rendered alone through the format.
+    used = fixed_tokens
+    n_hist = 0
+    for h in reversed(history):
+        cost = count(fmt.render_message(msg(h)))
+        if used + cost > budget:
+            break
+        used += cost
+        n_hist += 1
+    if inputs.trim_step and n_hist < len(history):
+        # Drop a larger slice at once so the window start moves rarely (engines without shift).
+        target = budget * (1 - inputs.trim_step)
+        while n_hist > 1 and used > target:
+            used -= count(fmt.render_message(msg(history[len(history) - n_hist])))
+            n_hist -= 1
+    if not pin:
+        for i, block in enumerate(example_blocks):
+            trial = count(render(build(0, i + 1)[0])) - fixed_tokens
+            if used + trial > budget:
+                dropped.append(f"example blocks {i + 1}-{len(example_blocks)}: no room after the history")
+                break
+            used += trial - (count(render(build(0, i)[0])) - fixed_tokens)
+            n_examples = i + 1
+
+    msgs, _ = build(n_hist, n_examples)
+    text = render(msgs)
+    total = count(text)
+    while total > budget and n_hist > 0:  # template seams can cost a few tokens more
+        n_hist -= 1
+        msgs, _ = build(n_hist, n_examples)
+        text = render(msgs)
+        total = count(text)
+    if n_hist < len(history):
+        gone = len(history) - n_hist
+        dropped.append(f"{gone} oldest message{'s' if gone != 1 else ''}: over the budget")
+    if hidden:
+        dropped.append(f"{hidden} hidden (system) message{'s' if hidden != 1 else ''}")
+
+    # -- the account -----------------------------------------------------------------------------
+    for name, t in sys_parts:
+        if t:
+            slots.append(SlotUsage(name, count(fmt.render_message({"role": "system", "content": t}))))
+    if n_examples:
+        slots.append(SlotUsage("examples", count(render(build(0, n_examples)[0])) - count(render(build(0, 0)[0])), f"{n_examples} of {len(example_blocks)} blocks"))
+    for name, t in notes_parts:
+        if t:
+            slots.append(SlotUsage(name, count(t), lore_detail if name == "lore" else ""))
+    for inj in injections:
+        if inj.source != "notes":
+            slots.append(SlotUsage(inj.source, count(inj.text), f"depth {inj.depth}, {inj.role}"))
+    hist_tokens = sum(count(fmt.render_message(msg(h))) for h in history[len(history) - n_hist :])
+    slots.append(SlotUsage("history", hist_tokens, f"{n_hist} of {len(history)} messages"))
+    accounted = sum(s.tokens for s in slots)
+    slots.append(SlotUsage("format", max(0, total - accounted), "template tokens, generation prompt"))
+
+    first_index = history[len(history) - n_hist].index if n_hist else -1
+    if inputs.lore is not None:
+        for r in getattr(inputs.lore, "rejected", []):
+            if "budget" in str(getattr(r, "reason", "")):
+                dropped.append(f"lore entry {getattr(r, 'comment', '') or getattr(r, 'uid', '')}: {r.reason}")
+
+    return AssembledPrompt(
+        text=text,
+        stop=_stops(fmt, inputs, char, user),
+        add_bos=not getattr(fmt, "template_adds_bos", False),
+        messages=msgs,
+        slots=slots,
+        dropped=dropped,
+        prompt_tokens=total,
+        budget=budget,
+        n_ctx=n_ctx,
+        reply_reserve=reply_reserve,
+        first_message_index=first_index,
+        warnings=warnings,
+    )
+
+
+def _render(fmt: Any, msgs: list[dict], inputs: PromptInputs, char: str, user: str) -> str:
+    if inputs.mode == "continue" and msgs and msgs[-1]["role"] == "assistant":
+        return fmt.render(msgs, add_generation_prompt=False, continue_final=True)
+    if inputs.mode == "impersonate":
+        prefill = f"{user}:" if inputs.names_in_history else ""
+        return fmt.render(msgs, add_generation_prompt=True, prefill=prefill, role="user")
+    prefill = f"{char}:" if inputs.names_in_history else ""
+    return fmt.render(msgs, add_generation_prompt=True, prefill=prefill)
+
+
+def _stops(fmt: Any, inputs: PromptInputs, char: str, user: str) -> list[str]:
+    stops = list(getattr(fmt, "stop", []) or [])
+    if inputs.names_in_history:
+        other = char if inputs.mode == "impersonate" else user
+        stops.append(f"\n{other}:")
+    seen: list[str] = []
+    for s in stops:
+        if s and s not in seen:
+            seen.append(s)
+    return seen
+
+
+def _labelled(label: str, text: str) -> str:
+    return f"{label}: {text}" if text and text.strip() else ""
+
+
+def _role_name(role: Any) -> str:
+    return {0: "system", 1: "user", 2: "assistant"}.get(role, role if isinstance(role, str) else "system")

@@ -1,0 +1,488 @@
+"""The service layer: what the CLI and the TUI both call.
+
+`Tavern` owns the data home, the settings, the card library, the chat store and the one engine
+of the process (loaded lazily). `ChatSession` is one open chat with one character: `send`,
+`regenerate`, `continue_reply` and `impersonate` return iterators of engine events (token
+deltas, then `Finished`) and save the chat themselves, so the CLI and the TUI save alike.
+
+Data flows one way: store -> assembler -> engine -> stream -> store (and the screen, which only
+listens to the events). The user's message is written durably before generation starts, so a
+crash or an engine failure never loses it; the reply is appended once it is complete (or
+cancelled: the partial reply is kept, as SillyTavern does).
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from tavern.config import Settings, load_settings
+from tavern.engines.base import Finished, GenerationRequest, Token
+from tavern.errors import NotFoundError, TavernError
+from tavern.paths import DataHome, bundled_dir, open_home
+from tavern.prompt.assemble import (
+    AssembledPrompt,
+    AuthorNote,
+    CardFields,
+    HistoryMessage,
+    PromptInputs,
+    TokenCounter,
+    assemble_prompt,
+)
+
+SEED_MARKER = ".seeded"
+
+
+class Tavern:
+    """One data home, its settings, and the engine. Build with `Tavern.open(...)`."""
+
+    def __init__(self, home: DataHome, settings: Settings, engine: Any = None):
+        from tavern.cards.library import CardLibrary
+        from tavern.store import ChatStore
+
+        self.home = home
+        self.settings = settings
+        self.library = CardLibrary(home.characters)
+        self.chats = ChatStore(home.chats)
+        self._engine = engine
+        self._engine_lock = threading.Lock()
+        self._format: Any = None
+        self._format_reason = ""
+        self._counter: TokenCounter | None = None
+
+    @classmethod
+    def open(cls, home: Path | str | None = None, settings: Settings | None = None, **overrides: Any) -> "Tavern":
+        data_home = open_home(home).ensure()
+        if settings is None:
+            settings = load_settings(data_home.settings_file)
+        if overrides:
+            settings = settings.with_overrides(**overrides)
+        app = cls(data_home, settings)
+        app.seed_bundled()
+        return app
+
+    # -- first start -------------------------------------------------------------------------
+
+    def seed_bundled(self) -> None:
+        """Copy the bundled characters and lorebooks in, once: a character the user deletes
+        must not come back on the next start."""
+        marker = self.home.root / SEED_MARKER
+        if marker.exists():
+            return
+        cards = bundled_dir("cards")
+        for png in sorted(cards.glob("*.png")) if cards.is_dir() else []:
+            try:
+                self.library.import_file(png)
+            except TavernError:
+                continue  # a broken bundled file must not stop the app from starting
+        books = bundled_dir("lorebooks")
+        for book in sorted(books.glob("*.json")) if books.is_dir() else []:
+            target = self.home.lorebooks / book.name
+            if not target.exists():
+                shutil.copyfile(book, target)
+        if not self.home.settings_file.exists():
+            from tavern.config import DEFAULT_SETTINGS_TOML
+
+            self.home.settings_file.write_text(DEFAULT_SETTINGS_TOML, encoding="utf-8")
+        marker.write_text(datetime.now().isoformat(), encoding="utf-8")
+
+    # -- engine ------------------------------------------------------------------------------
+
+    def model_path(self) -> Path:
+        from tavern.engines.models import resolve_model
+
+        return resolve_model(self.settings.model.path or None, self.home.models)
+
+    @property
+    def engine(self) -> Any:
+        """The process's one engine, loaded on first use (raises ModelLoadError cleanly)."""
+        with self._engine_lock:
+            if self._engine is None:
+                from tavern.engines.local import LocalEngine
+
+                m = self.settings.model
+                rope_base = m.rope_freq_base
+                if m.rope_alpha:
+                    from tavern.engines.gguf_info import rope_freq_base_for_alpha
+
+                    rope_base = rope_freq_base_for_alpha(m.rope_alpha)
+                engine = LocalEngine(
+                    self.model_path(),
+                    n_ctx=m.n_ctx,
+                    n_threads=m.n_threads,
+                    n_gpu_layers=m.n_gpu_layers,
+                    n_batch=m.n_batch,
+                    flash_attn=m.flash_attn,
+                    type_k=m.type_k,
+                    type_v=m.type_v,
+                    rope_freq_base=rope_base,
+                    cache_reuse=m.cache_reuse,
+                )
+                engine.load()
+                self._engine = engine
+            elif hasattr(self._engine, "loaded") and not self._engine.loaded:
+                self._engine.load()
+            return self._engine
+
+    @property
+    def engine_loaded(self) -> bool:
+        return self._engine is not None and getattr(self._engine, "loaded", True)
+
+    def prompt_format(self) -> Any:
+        if self._format is None:
+            from tavern.prompt.templates import select_format
+
+            engine = self.engine
+            meta = engine.metadata()
+            self._format, self._format_reason = select_format(
+                engine.model_name, meta.get("tokenizer.chat_template"), self.settings.model.format or None
+            )
+        return self._format
+
+    @property
+    def format_reason(self) -> str:
+        return self._format_reason
+
+    def counter(self) -> TokenCounter:
+        if self._counter is None:
+            self._counter = TokenCounter(self.engine.count_tokens)
+        return self._counter
+
+    def sampler_settings(self, seed: int | None = None, temperature: float | None = None) -> Any:
+        from tavern.engines.presets import load_preset
+
+        g = self.settings.generation
+        name = g.preset
+        user_file = self.home.presets / f"{name}.json"
+        settings = load_preset(user_file if user_file.exists() else name)
+        overrides = {}
+        seed = seed if seed is not None else g.seed
+        temperature = temperature if temperature is not None else g.temperature
+        if seed is not None:
+            overrides["seed"] = seed
+        if temperature is not None:
+            overrides["temperature"] = temperature
+        return settings.with_overrides(**overrides) if overrides else settings
+
+    # -- characters and chats --------------------------------------------------------------------
+
+    def character(self, name: str) -> tuple[str, Any]:
+        """(key, Card) for a key, a name or a unique prefix; NotFoundError otherwise."""
+        card = self.library.get(name)
+        key = getattr(card, "_library_key", None) or self.library.key_for(name)
+        return key, card
+
+    def open_chat(self, character: str, new: bool = False, chat_name: str | None = None) -> "ChatSession":
+        key, card = self.character(character)
+        chat = None
+        if chat_name:
+            chat = self.chats.open(key, chat_name)
+        elif not new:
+            chat = self.chats.latest(key)
+        if chat is None:
+            chat = self.new_chat(key, card)
+        return ChatSession(self, key, card, chat)
+
+    def new_chat(self, key: str, card: Any, greeting_index: int = 0) -> Any:
+        from tavern.prompt.macros import MacroContext, substitute
+        from tavern.store import ChatMessage
+
+        user = self.settings.chat.user_name
+        greetings = [card.first_mes, *card.alternate_greetings]
+        greeting = None
+        if any(g.strip() for g in greetings):
+            ctx = MacroContext(char=card.name, user=user)
+            texts = [substitute(g, ctx) for g in greetings if g.strip()]
+            idx = min(greeting_index, len(texts) - 1)
+            greeting = ChatMessage(name=card.name, is_user=False, mes=texts[idx])
+            if len(texts) > 1:  # SillyTavern offers alternate greetings as swipes of the first message
+                greeting.swipes = texts
+                greeting.swipe_id = idx
+        return self.chats.create(key, card.name, user, greeting=greeting)
+
+
+@dataclass
+class TurnResult:
+    text: str
+    stats: Any
+    prompt: AssembledPrompt | None = None
+    error: str | None = None
+
+
+@dataclass
+class ChatSession:
+    app: Tavern
+    key: str
+    card: Any
+    chat: Any
+    last_prompt: AssembledPrompt | None = None
+    last_lore: Any = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def user_name(self) -> str:
+        return self.app.settings.chat.user_name
+
+    # -- prompt --------------------------------------------------------------------------------
+
+    def history(self, limit: int | None = None, upto: int | None = None) -> list[HistoryMessage]:
+        """The last `limit` messages before index `upto` (default: the whole chat)."""
+        end = len(self.chat) if upto is None else upto
+        start = 0 if limit is None else max(0, end - limit)
+        msgs = self.chat.tail(len(self.chat) - start)[: end - start]
+        return [
+            HistoryMessage(m.name, m.mes, m.is_user, m.is_system, index=start + i) for i, m in enumerate(msgs)
+        ]
+
+    def build_prompt(self, mode: str = "normal", upto: int | None = None) -> AssembledPrompt:
+        """The prompt for the next reply; `upto` leaves later messages out (a new swipe)."""
+        app = self.app
+        s = app.settings
+        engine = app.engine
+        fmt = app.prompt_format()
+        n_ctx = engine.context_size
+        # Never more messages than could fit at one token each: a 10,000-message chat doesn't
+        # parse every line each turn.
+        history = self.history(limit=n_ctx, upto=upto)
+        count = app.counter()
+        macro = self._macro_fn(history)
+        lore = self._scan_lore(history, n_ctx, count)
+        meta = self.chat.header.chat_metadata
+        note = None
+        if meta.get("note_prompt"):
+            note = AuthorNote(
+                text=meta.get("note_prompt", ""),
+                depth=int(meta.get("note_depth", 4)),
+                frequency=int(meta.get("note_interval", 1)),
+                role={0: "system", 1: "user", 2: "assistant"}.get(meta.get("note_role", 0), "system"),
+            )
+        inputs = PromptInputs(
+            card=CardFields.from_card(self.card),
+            user_name=self.user_name,
+            history=history,
+            persona=s.chat.persona,
+            system_prompt=s.prompt.system_prompt,
+            lore=lore,
+            summary=str(meta.get("tavern_summary", "") or ""),
+            author_note=note,
+            mode=mode,  # type: ignore[arg-type]
+            names_in_history=s.prompt.names_in_history,
+            layout=s.prompt.layout,
+            trim_step=s.prompt.trim_step,
+            macro=macro,
+        )
+        prompt = assemble_prompt(inputs, fmt, count, n_ctx, s.generation.max_tokens)
+        if lore is not None:
+            for b in getattr(lore, "broken", []):
+                prompt.warnings.append(f"lore entry broken: {b}")
+        self.last_prompt = prompt
+        self.last_lore = lore
+        return prompt
+
+    def _macro_fn(self, history: list[HistoryMessage]) -> Any:
+        from tavern.prompt.macros import MacroContext, substitute
+
+        card = self.card
+        last = next((h for h in reversed(history)), None)
+        last_user = next((h for h in reversed(history) if h.is_user), None)
+        last_char = next((h for h in reversed(history) if not h.is_user), None)
+        meta = self.chat.header.chat_metadata
+        variables = meta.setdefault("variables", {})
+        ctx = MacroContext(
+            char=card.name,
+            user=self.user_name,
+            description=card.description,
+            personality=card.personality,
+            scenario=card.scenario,
+            persona=self.app.settings.chat.persona,
+            mes_examples=card.mes_example,
+            original=self.app.settings.prompt.system_prompt,
+            last_message=last.text if last else "",
+            last_user_message=last_user.text if last_user else "",
+            last_char_message=last_char.text if last_char else "",
+            chat_id=self.chat.name,
+            variables=variables,
+        )
+        return lambda text: substitute(text, ctx) if text else text
+
+    def _scan_lore(self, history: list[HistoryMessage], n_ctx: int, count: Any) -> Any:
+        books = self.lorebooks()
+        if not books:
+            return None
+        from tavern.lore import LoreSettings, ScanMessage, scan_lore
+
+        ls = self.app.settings.lore
+        settings = LoreSettings(
+            scan_depth=ls.scan_depth,
+            budget_percent=ls.budget_percent,
+            budget_cap=ls.budget_cap,
+            recursive=ls.recursive,
+            case_sensitive=ls.case_sensitive,
+            match_whole_words=ls.match_whole_words,
+            include_names=ls.include_names,
+            max_recursion_steps=ls.max_recursion_steps,
+        )
+        meta = self.chat.header.chat_metadata
+        msgs = [ScanMessage(h.name, h.text, h.is_user) for h in history if not h.is_system]
+        result = scan_lore(
+            books,
+            msgs,
+            settings,
+            context_size=n_ctx,
+            count_tokens=count,
+            timed_state=meta.get("timedWorldInfo"),
+            chat_length=history[-1].index + 1 if history else 0,
+            rng_seed=hash_seed(self.chat.name, len(self.chat)),
+            character_name=self.card.name,
+            character_tags=list(self.card.tags),
+        )
+        self._pending_timed_state = result.timed_state
+        return result
+
+    def lorebooks(self) -> list[tuple[str, Any]]:
+        """(kind, Lorebook) for the chat's, the character's (embedded and linked) and global books."""
+        from tavern.lore import load_lorebook, lorebook_from_character_book
+
+        books: list[tuple[str, Any]] = []
+        home = self.app.home
+        meta = self.chat.header.chat_metadata
+        chat_world = meta.get("world_info")
+        if chat_world:
+            path = home.lorebooks / f"{chat_world}.json"
+            if path.exists():
+                books.append(("chat", load_lorebook(path)))
+        if self.card.character_book:
+            books.append(("character", lorebook_from_character_book(self.card.character_book, self.card.name)))
+        world = (self.card.extensions or {}).get("world")
+        if world:
+            path = home.lorebooks / f"{world}.json"
+            if path.exists():
+                books.append(("character", load_lorebook(path)))
+        for name in self.app.settings.lore.global_books:
+            path = home.lorebooks / f"{name}.json"
+            if path.exists():
+                books.append(("global", load_lorebook(path)))
+        return books
+
+    # -- turns -----------------------------------------------------------------------------------
+
+    def send(self, text: str, cancel: threading.Event | None = None) -> Iterator[Token | Finished]:
+        from tavern.store import ChatMessage
+
+        if not text.strip():
+            raise TavernError("empty message: type something to send")
+        self.chat.append(ChatMessage(name=self.user_name, is_user=True, mes=text, send_date=now_date()))
+        yield from self._reply("normal", cancel)
+
+    def regenerate(self, cancel: threading.Event | None = None) -> Iterator[Token | Finished]:
+        """A new swipe for the last character message (or a new reply if the user spoke last)."""
+        if len(self.chat) and not self.chat[-1].is_user:
+            yield from self._reply("swipe", cancel)
+        else:
+            yield from self._reply("normal", cancel)
+
+    def continue_reply(self, cancel: threading.Event | None = None) -> Iterator[Token | Finished]:
+        yield from self._reply("continue", cancel)
+
+    def impersonate(self, cancel: threading.Event | None = None) -> Iterator[Token | Finished]:
+        """Write the user's next message; the text is returned, not saved (the user edits it)."""
+        yield from self._reply("impersonate", cancel)
+
+    def _reply(self, mode: str, cancel: threading.Event | None) -> Iterator[Token | Finished]:
+        from tavern.store import ChatMessage
+
+        cancel = cancel or threading.Event()
+        swipe_of = None
+        if mode == "swipe":
+            swipe_of = len(self.chat) - 1
+            prompt = self.build_prompt("normal", upto=len(self.chat) - 1)
+        else:
+            prompt = self.build_prompt("continue" if mode == "continue" else mode)
+        app = self.app
+        request = GenerationRequest(
+            prompt=prompt.text,
+            max_tokens=app.settings.generation.max_tokens,
+            stop=prompt.stop,
+            sampler=app.sampler_settings(),
+            add_bos=prompt.add_bos,
+            messages=prompt.messages,
+        )
+        started = now_date()
+        final: Finished | None = None
+        for event in app.engine.generate(request, cancel):
+            if isinstance(event, Finished):
+                final = event
+            else:
+                yield event
+        assert final is not None
+        text = final.text
+        if mode != "continue":
+            text = text.strip()
+        if mode == "impersonate":
+            yield final
+            return
+        if not text.strip() and final.error:
+            yield final  # nothing to save; the user's message is already safe on disk
+            return
+        extra = {
+            "api": "llama.cpp",
+            "model": app.engine.model_name,
+            "token_count": final.stats.gen_tokens,
+            "tavern": {**final.stats.as_dict(), "prompt_tokens_budget": prompt.budget},
+        }
+        if final.error:
+            extra["tavern"]["error"] = final.error
+        if mode == "continue" and len(self.chat) and not self.chat[-1].is_user:
+            msg = self.chat[-1]
+            msg.mes = msg.mes + text
+            if msg.swipes is not None and msg.swipe_id is not None:
+                msg.swipes[msg.swipe_id] = msg.mes
+            self.chat.replace(len(self.chat) - 1, msg)
+        elif swipe_of is not None:
+            msg = self.chat[swipe_of]
+            msg.add_swipe(text, {"send_date": now_date(), "gen_started": started, "gen_finished": now_date(), "extra": extra})
+            msg.extra = extra
+            self.chat.replace(swipe_of, msg)
+        else:
+            msg = ChatMessage(
+                name=self.card.name,
+                is_user=False,
+                mes=text,
+                send_date=now_date(),
+                extra=extra,
+                gen_started=started,
+                gen_finished=now_date(),
+            )
+            self.chat.append(msg)
+        state = getattr(self, "_pending_timed_state", None)
+        if state is not None and state != self.chat.header.chat_metadata.get("timedWorldInfo"):
+            self.chat.update_metadata({"timedWorldInfo": state})
+        final.text = text
+        yield final
+
+    def delete_last(self) -> None:
+        if len(self.chat):
+            self.chat.delete(len(self.chat) - 1)
+
+
+def now_date() -> str:
+    from tavern.store import format_send_date
+
+    return format_send_date(datetime.now())
+
+
+def hash_seed(*parts: Any) -> int:
+    import zlib
+
+    return zlib.crc32("\x1f".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
+
+
+def open_app(home: Path | str | None = None, **overrides: Any) -> Tavern:
+    return Tavern.open(home, **overrides)
+
+
+__all__ = ["Tavern", "ChatSession", "TurnResult", "open_app", "NotFoundError"]

@@ -1,0 +1,201 @@
+"""The chat screen: history (only the recent tail is mounted), the composer, a status line.
+
+Generation runs in a thread worker (`group="generation"`, exclusive); the worker iterates
+`ChatSession.send` and posts `ReplyDelta` batches (~every 50 ms) and one `ReplyFinished`. The
+session saves the chat, so this screen only renders. Esc stops a reply (the partial text is
+kept, as in SillyTavern); Esc with nothing running goes back to the library.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+
+from tavern.tui.messages import ReplyDelta, ReplyFailed, ReplyFinished
+from tavern.tui.widgets.message import ChatMessageView
+
+TAIL = 40
+"""Messages mounted when a chat opens: Textual has no virtual list for rows of varying height."""
+BATCH_SECONDS = 0.05
+
+
+class ChatScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "stop_or_back", "Stop/Back", id="chat.stop", priority=True),
+        Binding("ctrl+r", "regenerate", "Swipe", id="chat.regenerate"),
+        Binding("ctrl+t", "continue_reply", "Continue", id="chat.continue"),
+        Binding("ctrl+d", "delete_last", "Delete last", id="chat.delete_last"),
+    ]
+
+    def __init__(self, session: Any) -> None:
+        super().__init__()
+        self.session = session
+        self.cancel = threading.Event()
+        self.generating = False
+        self.live: ChatMessageView | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="status")
+        yield VerticalScroll(id="messages")
+        yield Input(placeholder=f"Message {self.session.card.name}… (Enter to send)", id="composer")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._set_status()
+        self.load_history()
+        self.query_one("#composer", Input).focus()
+
+    def _set_status(self, extra: str = "") -> None:
+        app = self.app
+        model = app.engine_status
+        text = f"{self.session.card.name} · {self.session.chat.name} · {model}"
+        if extra:
+            text += f" · {extra}"
+        self.query_one("#status", Static).update(text)
+
+    def load_history(self) -> None:
+        box = self.query_one("#messages", VerticalScroll)
+        box.remove_children()
+        n = len(self.session.chat)
+        start = max(0, n - TAIL)
+        views = []
+        for i, m in enumerate(self.session.chat.tail(n - start) if n else []):
+            views.append(ChatMessageView(m.name, m.mes, m.is_user, start + i, _swipe_label(m)))
+        if start:
+            views.insert(0, Static(f"[dim]… {start} earlier messages[/dim]"))
+        box.mount_all(views)
+        box.anchor()
+
+    # -- sending -----------------------------------------------------------------------------
+
+    @on(Input.Submitted, "#composer")
+    def _submitted(self, event: Input.Submitted) -> None:
+        text = event.value
+        if self.generating:
+            self.app.notify("A reply is still being written (Esc stops it).", severity="warning")
+            return
+        if not text.strip():
+            self.app.notify("Type a message first.", severity="warning")
+            return
+        event.input.value = ""
+        box = self.query_one("#messages", VerticalScroll)
+        box.mount(ChatMessageView(self.session.user_name, text, True, len(self.session.chat)))
+        self._start("send", text)
+
+    def _start(self, mode: str, text: str = "") -> None:
+        box = self.query_one("#messages", VerticalScroll)
+        if mode in ("send", "regenerate_new"):
+            self.live = ChatMessageView(self.session.card.name, "", False, len(self.session.chat) + 1)
+            box.mount(self.live)
+        elif mode in ("regenerate", "continue"):
+            views = list(box.query(ChatMessageView))
+            self.live = views[-1] if views else None
+            if self.live is not None and mode == "regenerate":
+                self.live.set_text("")
+        box.anchor()
+        self.generating = True
+        self.cancel = threading.Event()
+        self._set_status("writing… (Esc to stop)")
+        self.generate(mode, text)
+
+    @work(thread=True, exclusive=True, group="generation", exit_on_error=False)
+    def generate(self, mode: str, text: str) -> None:
+        from tavern.engines.base import Finished
+
+        session = self.session
+        try:
+            if mode == "send":
+                events = session.send(text, self.cancel)
+            elif mode in ("regenerate", "regenerate_new"):
+                events = session.regenerate(self.cancel)
+            else:
+                events = session.continue_reply(self.cancel)
+            pending = ""
+            last = time.monotonic()
+            for event in events:
+                if isinstance(event, Finished):
+                    if pending:
+                        self.post_message(ReplyDelta(pending))
+                    self.post_message(ReplyFinished(event.text, event.stats, event.error, mode))
+                    return
+                pending += event.text
+                now = time.monotonic()
+                if now - last >= BATCH_SECONDS:
+                    self.post_message(ReplyDelta(pending))
+                    pending, last = "", now
+        except Exception as err:  # the message is on disk already; say what failed
+            self.post_message(ReplyFailed(str(err), text))
+
+    @on(ReplyDelta)
+    def _delta(self, message: ReplyDelta) -> None:
+        if self.live is not None:
+            self.live.append(message.text)
+
+    @on(ReplyFinished)
+    def _finished(self, message: ReplyFinished) -> None:
+        self.generating = False
+        if self.live is not None:
+            chat = self.session.chat
+            last = chat[-1] if len(chat) else None
+            if last is not None and not last.is_user:
+                self.live.set_text(last.mes, _swipe_label(last))
+            elif not message.text:
+                self.live.remove()
+        self.live = None
+        s = message.stats
+        info = f"{s.gen_tokens} tok · {s.gen_tps:.1f} tok/s · ttft {s.ttft_ms:.0f} ms · cached {s.cached_tokens}/{s.prompt_tokens}"
+        if s.stop_reason == "cancelled":
+            info = "stopped · " + info
+        self._set_status(info)
+        if message.error:
+            self.app.notify(f"Generation failed: {message.error}", title="Engine", severity="error")
+
+    @on(ReplyFailed)
+    def _failed(self, message: ReplyFailed) -> None:
+        self.generating = False
+        if self.live is not None and not self.live.body:
+            self.live.remove()
+        self.live = None
+        self._set_status("error")
+        self.app.notify(message.error, title="Error", severity="error")
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def action_stop_or_back(self) -> None:
+        if self.generating:
+            self.cancel.set()
+            self._set_status("stopping…")
+        else:
+            self.app.pop_screen()
+
+    def action_regenerate(self) -> None:
+        if self.generating:
+            return
+        chat = self.session.chat
+        mode = "regenerate" if len(chat) and not chat[-1].is_user else "regenerate_new"
+        self._start(mode)
+
+    def action_continue_reply(self) -> None:
+        if not self.generating and len(self.session.chat) and not self.session.chat[-1].is_user:
+            self._start("continue")
+
+    def action_delete_last(self) -> None:
+        if self.generating or not len(self.session.chat):
+            return
+        self.session.delete_last()
+        self.load_history()
+
+
+def _swipe_label(message: Any) -> str:
+    swipes = getattr(message, "swipes", None)
+    if swipes and len(swipes) > 1 and message.swipe_id is not None:
+        return f"‹{message.swipe_id + 1}/{len(swipes)}›"
+    return ""
