@@ -53,6 +53,7 @@ class Tavern:
         self._format: Any = None
         self._format_reason = ""
         self._counter: TokenCounter | None = None
+        self.load_warnings: list[str] = []
 
     @classmethod
     def open(cls, home: Path | str | None = None, settings: Settings | None = None, **overrides: Any) -> "Tavern":
@@ -104,29 +105,42 @@ class Tavern:
             if self._engine is None:
                 from tavern.engines.local import LocalEngine
 
-                m = self.settings.model
-                rope_base = m.rope_freq_base
-                if m.rope_alpha:
-                    from tavern.engines.gguf_info import rope_freq_base_for_alpha
-
-                    rope_base = rope_freq_base_for_alpha(m.rope_alpha)
-                engine = LocalEngine(
-                    self.model_path(),
-                    n_ctx=m.n_ctx,
-                    n_threads=m.n_threads,
-                    n_gpu_layers=m.n_gpu_layers,
-                    n_batch=m.n_batch,
-                    flash_attn=m.flash_attn,
-                    type_k=m.type_k,
-                    type_v=m.type_v,
-                    rope_freq_base=rope_base,
-                    cache_reuse=m.cache_reuse,
-                )
+                engine = LocalEngine(self.model_path(), **self._load_plan())
                 engine.load()
                 self._engine = engine
             elif hasattr(self._engine, "loaded") and not self._engine.loaded:
                 self._engine.load()
             return self._engine
+
+    def _load_plan(self) -> dict[str, Any]:
+        """Context, RoPE and GPU layers from the settings and the model file's metadata."""
+        from tavern.engines.gguf_info import detect_free_vram, plan_load, read_gguf
+
+        m = self.settings.model
+        info = read_gguf(self.model_path())
+        gpu_layers = m.n_gpu_layers
+        if gpu_layers != 0 and not _gpu_offload_supported():
+            gpu_layers = 0
+        plan = plan_load(
+            info,
+            n_ctx=m.n_ctx,
+            rope_freq_base=m.rope_freq_base or None,
+            rope_alpha=m.rope_alpha or None,
+            gpu_layers=gpu_layers,
+            free_vram=detect_free_vram() if gpu_layers != 0 else None,
+        )
+        self.load_warnings = list(plan.warnings)
+        return dict(
+            n_ctx=plan.n_ctx,
+            n_threads=m.n_threads,
+            n_gpu_layers=plan.n_gpu_layers,
+            n_batch=m.n_batch,
+            flash_attn=m.flash_attn,
+            type_k=m.type_k,
+            type_v=m.type_v,
+            rope_freq_base=plan.rope_freq_base or 0.0,
+            cache_reuse=m.cache_reuse,
+        )
 
     @property
     def engine_loaded(self) -> bool:
@@ -172,9 +186,8 @@ class Tavern:
 
     def character(self, name: str) -> tuple[str, Any]:
         """(key, Card) for a key, a name or a unique prefix; NotFoundError otherwise."""
-        card = self.library.get(name)
-        key = getattr(card, "_library_key", None) or self.library.key_for(name)
-        return key, card
+        key = self.library.resolve(name)
+        return key, self.library.get(key)
 
     def open_chat(self, character: str, new: bool = False, chat_name: str | None = None) -> "ChatSession":
         key, card = self.character(character)
@@ -467,6 +480,16 @@ class ChatSession:
     def delete_last(self) -> None:
         if len(self.chat):
             self.chat.delete(len(self.chat) - 1)
+
+
+def _gpu_offload_supported() -> bool:
+    """A CPU-only llama.cpp build cannot offload, whatever GPU the machine has."""
+    try:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except Exception:  # no library at all: the load itself will say so
+        return False
 
 
 def now_date() -> str:

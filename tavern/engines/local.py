@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import codecs
 import os
-import secrets
 import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 from tavern.engines.base import Finished, GenerationRequest, Token, TurnStats
+from tavern.engines.gguf_info import read_gguf
 from tavern.engines.lowlevel import AbortFlag, KVCache, plan_reuse, silence_llama_logs, token_piece
 from tavern.errors import EngineError, ModelLoadError
-
-GGUF_MAGIC = b"GGUF"
 
 
 class LocalEngine:
@@ -77,7 +75,7 @@ class LocalEngine:
         if self._llama is not None:
             return
         path = self.model_path
-        _check_gguf_file(path)
+        read_gguf(path)  # a missing, truncated or foreign file: one clear line, before llama.cpp's noise
         t0 = time.perf_counter()
         try:
             import llama_cpp  # deferred: ~0.2 s and 55 MB
@@ -269,11 +267,6 @@ class LocalEngine:
             yield Finished(text, stats, error=f"{type(err).__name__}: {err}")
 
 
-def new_seed() -> int:
-    """llama.cpp's default seed gives the same text in every process; draw a real one."""
-    return secrets.randbelow(2**31 - 1)
-
-
 def _is_eog(vocab: Any, token: int) -> bool:
     import llama_cpp
 
@@ -311,18 +304,3 @@ class _CancelWatcher:
         self._done.set()
         self._thread.join()
         self._abort.should_abort = False
-
-
-def _check_gguf_file(path: Path) -> None:
-    """A missing or non-GGUF file is one clear line, before llama.cpp prints its own noise."""
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except FileNotFoundError:
-        raise ModelLoadError(f"{path}: model file not found") from None
-    except IsADirectoryError:
-        raise ModelLoadError(f"{path}: is a folder, not a GGUF file") from None
-    except OSError as err:
-        raise ModelLoadError(f"{path}: cannot read model file: {err.strerror}") from None
-    if magic != GGUF_MAGIC:
-        raise ModelLoadError(f"{path}: not a GGUF model file (bad magic {magic!r})")

@@ -1,0 +1,71 @@
+"""The real app through Textual's Pilot at 80x24: pick a character, send, watch the reply stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from tavern.session import Tavern
+from tavern.tui.app import make_app
+from tavern.tui.messages import ReplyDelta, ReplyFinished
+from tavern.tui.screens.chat import ChatScreen
+from tavern.tui.widgets.message import ChatMessageView
+
+
+async def wait_until(pilot, predicate, timeout: float = 120.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError("timed out waiting for the app")
+        await pilot.pause(0.05)
+
+
+async def test_send_a_message_and_see_the_reply_stream(home: Path) -> None:
+    tavern = Tavern.open(home, **{"generation.max_tokens": 40, "model.n_ctx": 2048, "generation.seed": 3})
+    seen: list = []
+    app = make_app(tavern)
+    async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
+        await wait_until(pilot, lambda: app.engine_status != "loading model…")
+        # The library lists the bundled characters; pick Mira.
+        keys = [e.key for e in tavern.library.list()]
+        assert "Mira" in keys
+        app.open_character("Mira")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
+        screen = app.screen
+        views = list(screen.query(ChatMessageView))
+        assert views and "Mira" in views[0].speaker  # the greeting is shown
+        await pilot.click("#composer")
+        await pilot.press(*"Hello!")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: any(isinstance(m, ReplyFinished) for m in seen))
+        deltas = [m for m in seen if isinstance(m, ReplyDelta)]
+        assert deltas, "the reply arrived as a stream of deltas"
+        await wait_until(pilot, lambda: not screen.generating)
+        views = list(screen.query(ChatMessageView))
+        assert views[-2].body == "Hello!" and views[-1].speaker == "Mira"
+        assert views[-1].body.strip()
+    chat = next((home / "chats" / "Mira").glob("*.jsonl"))
+    lines = [json.loads(x) for x in chat.read_text().splitlines()]
+    assert lines[-1]["mes"] == views[-1].body
+
+
+async def test_escape_stops_a_reply_and_keeps_the_partial_text(home: Path) -> None:
+    tavern = Tavern.open(home, **{"generation.max_tokens": 400, "model.n_ctx": 2048, "generation.seed": 5})
+    seen: list = []
+    app = make_app(tavern)
+    async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
+        app.open_character("Mira")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
+        screen = app.screen
+        await pilot.click("#composer")
+        await pilot.press(*"Tell me a very long story about the harbor.")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: any(isinstance(m, ReplyDelta) for m in seen))
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: any(isinstance(m, ReplyFinished) for m in seen))
+        finished = next(m for m in seen if isinstance(m, ReplyFinished))
+        assert finished.stats.stop_reason == "cancelled"
+        assert finished.stats.gen_tokens < 400
+        assert isinstance(app.screen, ChatScreen)  # Esc stopped the reply, it did not leave the chat
