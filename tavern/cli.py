@@ -149,14 +149,19 @@ def _print_json(obj: Any) -> None:
 def cmd_tui(args: argparse.Namespace) -> int:
     from tavern.tui.app import make_app
 
-    app = make_app(_open(args))
+    tavern = _open(args)
+    tavern.lock_home()
+    app = make_app(tavern)
     app.run()
     return 0
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
     app = _open(args)
+    app.lock_home()
     session = app.open_chat(args.character, new=args.new, chat_name=args.chat)
+    for warning in session.warnings:
+        print(f"tavern: warning: {warning}", file=sys.stderr)
     if args.message is not None:
         messages: Any = [args.message]
     elif not sys.stdin.isatty():
@@ -181,16 +186,23 @@ def _chat_turn(session: Any, text: str, as_json: bool) -> int:
 
     cancel = threading.Event()
     final = None
-    try:
-        for event in session.send(text, cancel):
-            if isinstance(event, Finished):
-                final = event
-            elif not as_json:
-                sys.stdout.write(event.text)
-                sys.stdout.flush()
-    except KeyboardInterrupt:
-        cancel.set()
-        raise
+    interrupted = False
+    events = session.send(text, cancel)
+    while True:
+        try:
+            event = next(events)
+        except StopIteration:
+            break
+        except KeyboardInterrupt:
+            # Ctrl+C stops the reply within a token; the partial reply is saved like an Esc in the app.
+            cancel.set()
+            interrupted = True
+            continue
+        if isinstance(event, Finished):
+            final = event
+        elif not as_json:
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
     assert final is not None
     if as_json:
         _print_json(
@@ -209,6 +221,8 @@ def _chat_turn(session: Any, text: str, as_json: bool) -> int:
     if final.error:
         print(f"tavern: error: generation failed: {final.error} (your message was saved)", file=sys.stderr)
         return 1
+    if interrupted:
+        raise KeyboardInterrupt
     return 0
 
 
@@ -384,9 +398,10 @@ def cmd_lore_scan(args: argparse.Namespace) -> int:
     app = _open(args)
     path = Path(args.lorebook)
     if not path.is_file():
-        path = app.home.lorebooks / f"{args.lorebook}.json"
-        if not path.is_file():
+        found = app.find_lorebook(args.lorebook)
+        if found is None:
             raise TavernError(f"{args.lorebook}: no such lorebook file or name in {app.home.lorebooks}")
+        path = found
     book = load_lorebook(path)
     ls = app.settings.lore
     settings = LoreSettings(

@@ -54,6 +54,7 @@ class Tavern:
         self._format_reason = ""
         self._counter: TokenCounter | None = None
         self.load_warnings: list[str] = []
+        self._home_lock: Any = None
 
     @classmethod
     def open(cls, home: Path | str | None = None, settings: Settings | None = None, **overrides: Any) -> "Tavern":
@@ -189,7 +190,9 @@ class Tavern:
         key = self.library.resolve(name)
         return key, self.library.get(key)
 
-    def open_chat(self, character: str, new: bool = False, chat_name: str | None = None) -> "ChatSession":
+    def open_chat(
+        self, character: str, new: bool = False, chat_name: str | None = None, greeting_index: int = 0
+    ) -> "ChatSession":
         key, card = self.character(character)
         chat = None
         if chat_name:
@@ -197,8 +200,33 @@ class Tavern:
         elif not new:
             chat = self.chats.latest(key)
         if chat is None:
-            chat = self.new_chat(key, card)
-        return ChatSession(self, key, card, chat)
+            chat = self.new_chat(key, card, greeting_index)
+        if chat.recovered_reply is not None:
+            # A reply was being written when Tavern stopped: keep it, as a cancelled one is kept.
+            recovered = chat.recovered_reply
+            chat.discard_reply()
+            chat.append(recovered)
+        return ChatSession(self, key, card, chat, warnings=list(chat.warnings))
+
+    def find_lorebook(self, name: str) -> Path | None:
+        """A lorebook file in the data home by its name (SillyTavern links books by name; file
+        names may differ in case)."""
+        folder = self.home.lorebooks
+        exact = folder / f"{name}.json"
+        if exact.is_file():
+            return exact
+        wanted = name.casefold()
+        for path in sorted(folder.glob("*.json")):
+            if path.stem.casefold() == wanted:
+                return path
+        return None
+
+    def lock_home(self) -> None:
+        """One writer per data home: a second Tavern that would write chats is refused."""
+        from tavern.store.lock import acquire_home_lock
+
+        if self._home_lock is None:
+            self._home_lock = acquire_home_lock(self.home.root)
 
     def new_chat(self, key: str, card: Any, greeting_index: int = 0) -> Any:
         from tavern.prompt.macros import MacroContext, substitute
@@ -234,6 +262,7 @@ class ChatSession:
     chat: Any
     last_prompt: AssembledPrompt | None = None
     last_lore: Any = None
+    notes_anchor: tuple[int, str] | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -287,8 +316,10 @@ class ChatSession:
             layout=s.prompt.layout,
             trim_step=s.prompt.trim_step,
             macro=macro,
+            notes_anchor=self.notes_anchor,
         )
         prompt = assemble_prompt(inputs, fmt, count, n_ctx, s.generation.max_tokens)
+        self.notes_anchor = prompt.notes_anchor
         if lore is not None:
             for b in getattr(lore, "broken", []):
                 prompt.warnings.append(f"lore entry broken: {b}")
@@ -361,23 +392,22 @@ class ChatSession:
         from tavern.lore import load_lorebook, lorebook_from_character_book
 
         books: list[tuple[str, Any]] = []
-        home = self.app.home
         meta = self.chat.header.chat_metadata
         chat_world = meta.get("world_info")
         if chat_world:
-            path = home.lorebooks / f"{chat_world}.json"
-            if path.exists():
+            path = self.app.find_lorebook(chat_world)
+            if path:
                 books.append(("chat", load_lorebook(path)))
         if self.card.character_book:
             books.append(("character", lorebook_from_character_book(self.card.character_book, self.card.name)))
         world = (self.card.extensions or {}).get("world")
         if world:
-            path = home.lorebooks / f"{world}.json"
-            if path.exists():
+            path = self.app.find_lorebook(world)
+            if path:
                 books.append(("character", load_lorebook(path)))
         for name in self.app.settings.lore.global_books:
-            path = home.lorebooks / f"{name}.json"
-            if path.exists():
+            path = self.app.find_lorebook(name)
+            if path:
                 books.append(("global", load_lorebook(path)))
         return books
 
@@ -426,11 +456,29 @@ class ChatSession:
         )
         started = now_date()
         final: Finished | None = None
-        for event in app.engine.generate(request, cancel):
-            if isinstance(event, Finished):
-                final = event
-            else:
-                yield event
+        streaming = mode in ("normal",)
+        if streaming:
+            # The reply in progress lives in a sidecar file: a kill mid-reply never touches the
+            # chat file, and the next open recovers the partial text.
+            self.chat.begin_reply(ChatMessage(name=self.card.name, is_user=False, mes="", gen_started=started))
+        so_far = ""
+        try:
+            for event in app.engine.generate(request, cancel):
+                if isinstance(event, Finished):
+                    final = event
+                else:
+                    so_far += event.text
+                    if streaming:
+                        self.chat.update_partial(so_far)
+                    yield event
+        finally:
+            if final is None and streaming:  # the consumer stopped early: keep what we have
+                if so_far.strip():
+                    self.chat.finish_reply(
+                        ChatMessage(name=self.card.name, is_user=False, mes=so_far.strip(), gen_started=started)
+                    )
+                else:
+                    self.chat.discard_reply()
         assert final is not None
         text = final.text
         if mode != "continue":
@@ -439,6 +487,8 @@ class ChatSession:
             yield final
             return
         if not text.strip() and final.error:
+            if streaming:
+                self.chat.discard_reply()
             yield final  # nothing to save; the user's message is already safe on disk
             return
         extra = {
@@ -461,16 +511,17 @@ class ChatSession:
             msg.extra = extra
             self.chat.replace(swipe_of, msg)
         else:
-            msg = ChatMessage(
-                name=self.card.name,
-                is_user=False,
-                mes=text,
-                send_date=now_date(),
-                extra=extra,
-                gen_started=started,
-                gen_finished=now_date(),
+            self.chat.finish_reply(
+                ChatMessage(
+                    name=self.card.name,
+                    is_user=False,
+                    mes=text,
+                    send_date=now_date(),
+                    extra=extra,
+                    gen_started=started,
+                    gen_finished=now_date(),
+                )
             )
-            self.chat.append(msg)
         state = getattr(self, "_pending_timed_state", None)
         if state is not None and state != self.chat.header.chat_metadata.get("timedWorldInfo"):
             self.chat.update_metadata({"timedWorldInfo": state})

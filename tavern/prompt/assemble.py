@@ -47,6 +47,8 @@ class DepthInjection:
     depth: int
     role: str = "system"
     source: str = "author's note"
+    before_index: int | None = None
+    """When set, placed right before the chat message with this index (if it is in the window)."""
 
 
 @dataclass
@@ -106,6 +108,9 @@ class PromptInputs:
     trim_step: float = 0.0
     macro: Callable[[str], str] = staticmethod(lambda s: s)  # type: ignore[assignment]
     """Macro substitution for card fields, lore and notes (tavern.prompt.macros.substitute)."""
+    notes_anchor: tuple[int, str] | None = None
+    """(chat index, notes text) of the last turn's notes block: unchanged notes stay where they
+    were, so the engine's cache keeps them; changed notes move next to the newest messages."""
 
 
 @dataclass
@@ -131,6 +136,8 @@ class AssembledPrompt:
     first_message_index: int
     """Index (in the chat) of the oldest message that made it in; -1 when none did."""
     warnings: list[str] = field(default_factory=list)
+    notes_anchor: tuple[int, str] | None = None
+    """Where the notes block went this turn; pass it back as PromptInputs.notes_anchor."""
 
     @property
     def free_tokens(self) -> int:
@@ -188,6 +195,29 @@ class TokenCounter:
         if len(self._cache) > self._max:
             self._cache.popitem(last=False)
         return n
+
+
+_PIECES: OrderedDict[tuple[int, str, str], str] = OrderedDict()
+
+
+def message_cost(fmt: Any, message: dict, count: Callable[[str], int]) -> int:
+    """Tokens one history message adds to the prompt.
+
+    For formats that render message by message (ChatML, Llama 3, Alpaca...) this is exact: the
+    message's own rendered piece, remembered so a turn renders only new messages. For formats
+    that fold text across turns (Llama 2, Mistral, Gemma) it is an estimate (content plus a few
+    tokens of markup); the assembler's final whole-prompt count corrects it.
+    """
+    if getattr(fmt, "is_concatenative", False):
+        key = (id(fmt), message["role"], message["content"])
+        piece = _PIECES.get(key)
+        if piece is None:
+            piece = fmt.render_message(message)
+            _PIECES[key] = piece
+            if len(_PIECES) > 50_000:
+                _PIECES.popitem(last=False)
+        return count(piece)
+    return count(message["content"]) + 8
 
 
 def split_examples(mes_example: str) -> list[str]:
@@ -280,13 +310,24 @@ def assemble_prompt(
         injections.append(DepthInjection(m(p), int(d), role, "character's note"))
     if card.post_history_instructions.strip():
         injections.append(DepthInjection(m(card.post_history_instructions), 0, "system", "post-history"))
-    if notes_text:
-        # Just before the newest exchange: changes here re-evaluate only what follows.
-        injections.append(DepthInjection(notes_text, 1 if not inputs.history or not inputs.history[-1].is_user else 1, "system", "notes"))
-
-    # -- history, newest first -----------------------------------------------------------------
     history = [h for h in inputs.history if not h.is_system]
     hidden = len(inputs.history) - len(history)
+    notes_anchor: tuple[int, str] | None = None
+    if notes_text:
+        # Unchanged notes stay before the same message as last turn (their cells stay cached);
+        # new or changed notes go just before the newest message, where a change re-evaluates
+        # only what follows. The window can drop the anchor message: then they move too.
+        anchor = inputs.notes_anchor
+        in_window = {h.index for h in history}
+        if anchor and anchor[1] == notes_text and anchor[0] in in_window:
+            before = anchor[0]
+        else:
+            before = history[-1].index if history else None
+        injections.append(DepthInjection(notes_text, 1, "system", "notes", before_index=before))
+        if before is not None:
+            notes_anchor = (before, notes_text)
+
+    # -- history, newest first -----------------------------------------------------------------
 
     def msg(h: HistoryMessage) -> dict:
         text = h.text
@@ -304,10 +345,16 @@ def assemble_prompt(
         system_msg = {"role": "system", "content": "\n\n".join(sys_text_parts)}
         kept = history[len(history) - n_hist :] if n_hist else []
         chat = [msg(h) for h in kept]
-        # Depth injections, deepest first so indices stay valid.
-        for inj in sorted(injections, key=lambda i: -i.depth):
-            pos = max(0, len(chat) - inj.depth)
-            chat.insert(pos, {"role": inj.role if inj.role in ("system", "user", "assistant") else "system", "content": inj.text})
+        # Injections by position in the window, computed before any insertion; stable for ties.
+        placed = []
+        for order, inj in enumerate(injections):
+            pos = max(0, len(kept) - inj.depth)
+            if inj.before_index is not None:
+                pos = next((i for i, h in enumerate(kept) if h.index == inj.before_index), pos)
+            placed.append((pos, order, inj))
+        for pos, _order, inj in sorted(placed, key=lambda p: (-p[0], -p[1])):
+            role = inj.role if inj.role in ("system", "user", "assistant") else "system"
+            chat.insert(pos, {"role": role, "content": inj.text})
         msgs = ([system_msg] if system_msg["content"] else []) + chat
         return msgs, []
 
@@ -333,7 +380,7 @@ def assemble_prompt(
     used = fixed_tokens
     n_hist = 0
     for h in reversed(history):
-        cost = count(fmt.render_message(msg(h)))
+        cost = message_cost(fmt, msg(h), count)
         if used + cost > budget:
             break
         used += cost
@@ -342,7 +389,7 @@ def assemble_prompt(
         # Drop a larger slice at once so the window start moves rarely (engines without shift).
         target = budget * (1 - inputs.trim_step)
         while n_hist > 1 and used > target:
-            used -= count(fmt.render_message(msg(history[len(history) - n_hist])))
+            used -= message_cost(fmt, msg(history[len(history) - n_hist]), count)
             n_hist -= 1
     if not pin:
         for i, block in enumerate(example_blocks):
@@ -356,8 +403,13 @@ def assemble_prompt(
     msgs, _ = build(n_hist, n_examples)
     text = render(msgs)
     total = count(text)
-    while total > budget and n_hist > 0:  # template seams can cost a few tokens more
-        n_hist -= 1
+    while total > budget and n_hist > 0:
+        # Seams between rendered pieces (or an estimating format) cost more than the sum:
+        # drop the oldest messages worth the overshoot, then count the whole prompt again.
+        over = total - budget
+        while over > 0 and n_hist > 0:
+            over -= message_cost(fmt, msg(history[len(history) - n_hist]), count)
+            n_hist -= 1
         msgs, _ = build(n_hist, n_examples)
         text = render(msgs)
         total = count(text)
@@ -370,7 +422,7 @@ def assemble_prompt(
     # -- the account -----------------------------------------------------------------------------
     for name, t in sys_parts:
         if t:
-            slots.append(SlotUsage(name, count(fmt.render_message({"role": "system", "content": t}))))
+            slots.append(SlotUsage(name, count(t)))
     if n_examples:
         slots.append(SlotUsage("examples", count(render(build(0, n_examples)[0])) - count(render(build(0, 0)[0])), f"{n_examples} of {len(example_blocks)} blocks"))
     for name, t in notes_parts:
@@ -379,7 +431,7 @@ def assemble_prompt(
     for inj in injections:
         if inj.source != "notes":
             slots.append(SlotUsage(inj.source, count(inj.text), f"depth {inj.depth}, {inj.role}"))
-    hist_tokens = sum(count(fmt.render_message(msg(h))) for h in history[len(history) - n_hist :])
+    hist_tokens = sum(message_cost(fmt, msg(h), count) for h in history[len(history) - n_hist :])
     slots.append(SlotUsage("history", hist_tokens, f"{n_hist} of {len(history)} messages"))
     accounted = sum(s.tokens for s in slots)
     slots.append(SlotUsage("format", max(0, total - accounted), "template tokens, generation prompt"))
@@ -403,6 +455,7 @@ def assemble_prompt(
         reply_reserve=reply_reserve,
         first_message_index=first_index,
         warnings=warnings,
+        notes_anchor=notes_anchor,
     )
 
 
@@ -411,7 +464,7 @@ def _render(fmt: Any, msgs: list[dict], inputs: PromptInputs, char: str, user: s
         return fmt.render(msgs, add_generation_prompt=False, continue_final=True)
     if inputs.mode == "impersonate":
         prefill = f"{user}:" if inputs.names_in_history else ""
-        return fmt.render(msgs, add_generation_prompt=True, prefill=prefill, role="user")
+        return fmt.render(msgs, add_generation_prompt=True, prefill=prefill, gen_role="user")
     prefill = f"{char}:" if inputs.names_in_history else ""
     return fmt.render(msgs, add_generation_prompt=True, prefill=prefill)
 

@@ -69,9 +69,9 @@ class TavernApp(App):
         if event.state == WorkerState.ERROR and event.worker.error is not None:
             self.notify(str(event.worker.error), title="Error", severity="error")
 
-    def open_character(self, key: str, new: bool = False) -> None:
+    def open_character(self, key: str, new: bool = False, greeting_index: int = 0) -> None:
         try:
-            session = self.tavern.open_chat(key, new=new)
+            session = self.tavern.open_chat(key, new=new, greeting_index=greeting_index)
         except TavernError as err:
             self.notify(str(err), title=getattr(err, "title", "Error"), severity="error")
             return

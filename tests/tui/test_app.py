@@ -34,8 +34,9 @@ async def test_send_a_message_and_see_the_reply_stream(home: Path) -> None:
         app.open_character("Mira")
         await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
         screen = app.screen
+        await wait_until(pilot, lambda: bool(screen.query(ChatMessageView)))
         views = list(screen.query(ChatMessageView))
-        assert views and "Mira" in views[0].speaker  # the greeting is shown
+        assert views[0].speaker == "Mira" and "dripping" in views[0].body  # the greeting is shown
         await pilot.click("#composer")
         await pilot.press(*"Hello!")
         await pilot.press("enter")
@@ -59,6 +60,7 @@ async def test_escape_stops_a_reply_and_keeps_the_partial_text(home: Path) -> No
         app.open_character("Mira")
         await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
         screen = app.screen
+        await wait_until(pilot, lambda: bool(screen.query(ChatMessageView)))
         await pilot.click("#composer")
         await pilot.press(*"Tell me a very long story about the harbor.")
         await pilot.press("enter")
