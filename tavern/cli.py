@@ -149,8 +149,11 @@ def _print_json(obj: Any) -> None:
 def cmd_tui(args: argparse.Namespace) -> int:
     from tavern.tui.app import make_app
 
+    from tavern.tui.widgets.avatar import prepare_graphics
+
     tavern = _open(args)
     tavern.lock_home()
+    prepare_graphics()  # must query the terminal before Textual takes it over
     app = make_app(tavern)
     app.run()
     return 0
@@ -229,7 +232,7 @@ def _chat_turn(session: Any, text: str, as_json: bool) -> int:
 def cmd_prompt(args: argparse.Namespace) -> int:
     app = _open(args)
     session = app.open_chat(args.character, chat_name=args.chat)
-    prompt = session.build_prompt(args.mode)
+    prompt = session.build_prompt(args.mode, explain=args.explain or args.json)
     if args.json:
         data = prompt.to_json()
         data["format"] = app.prompt_format().id

@@ -280,8 +280,10 @@ class ChatSession:
             HistoryMessage(m.name, m.mes, m.is_user, m.is_system, index=start + i) for i, m in enumerate(msgs)
         ]
 
-    def build_prompt(self, mode: str = "normal", upto: int | None = None) -> AssembledPrompt:
-        """The prompt for the next reply; `upto` leaves later messages out (a new swipe)."""
+    def build_prompt(self, mode: str = "normal", upto: int | None = None, explain: bool = False) -> AssembledPrompt:
+        """The prompt for the next reply; `upto` leaves later messages out (a new swipe).
+        `explain` records why each lorebook entry stayed out (for the inspector; slower on
+        big books)."""
         app = self.app
         s = app.settings
         engine = app.engine
@@ -292,7 +294,7 @@ class ChatSession:
         history = self.history(limit=n_ctx, upto=upto)
         count = app.counter()
         macro = self._macro_fn(history)
-        lore = self._scan_lore(history, n_ctx, count)
+        lore = self._scan_lore(history, n_ctx, count, macro, explain)
         meta = self.chat.header.chat_metadata
         note = None
         if meta.get("note_prompt"):
@@ -353,7 +355,7 @@ class ChatSession:
         )
         return lambda text: substitute(text, ctx) if text else text
 
-    def _scan_lore(self, history: list[HistoryMessage], n_ctx: int, count: Any) -> Any:
+    def _scan_lore(self, history: list[HistoryMessage], n_ctx: int, count: Any, macro: Any, explain: bool) -> Any:
         books = self.lorebooks()
         if not books:
             return None
@@ -383,13 +385,15 @@ class ChatSession:
             rng_seed=hash_seed(self.chat.name, len(self.chat)),
             character_name=self.card.name,
             character_tags=list(self.card.tags),
+            substitute_macros=macro,
+            explain=explain,
         )
         self._pending_timed_state = result.timed_state
         return result
 
     def lorebooks(self) -> list[tuple[str, Any]]:
         """(kind, Lorebook) for the chat's, the character's (embedded and linked) and global books."""
-        from tavern.lore import load_lorebook, lorebook_from_character_book
+        from tavern.lore import load_lorebook_cached as load_lorebook, lorebook_from_character_book
 
         books: list[tuple[str, Any]] = []
         meta = self.chat.header.chat_metadata

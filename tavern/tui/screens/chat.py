@@ -33,6 +33,8 @@ class ChatScreen(Screen):
         Binding("ctrl+r", "regenerate", "Swipe", id="chat.regenerate"),
         Binding("ctrl+t", "continue_reply", "Continue", id="chat.continue"),
         Binding("ctrl+d", "delete_last", "Delete last", id="chat.delete_last"),
+        Binding("f2", "inspect", "Prompt", id="chat.inspect"),
+        Binding("f3", "lorebooks", "Lore", id="chat.lorebooks"),
     ]
 
     def __init__(self, session: Any) -> None:
@@ -186,6 +188,33 @@ class ChatScreen(Screen):
     def action_continue_reply(self) -> None:
         if not self.generating and len(self.session.chat) and not self.session.chat[-1].is_user:
             self._start("continue")
+
+    def action_inspect(self) -> None:
+        """The prompt inspector for the next turn: where every token goes, and which lore fired."""
+        if self.generating:
+            return
+        self.inspect_prompt()
+
+    @work(thread=True, exclusive=True, group="inspect", exit_on_error=False)
+    def inspect_prompt(self) -> None:
+        prompt = self.session.build_prompt(explain=True)
+        fmt = self.session.app.prompt_format()
+        self.app.call_from_thread(self._show_inspector, prompt, self.session.last_lore, fmt.name)
+
+    def _show_inspector(self, prompt: Any, lore: Any, fmt_name: str) -> None:
+        from tavern.tui.screens.inspector import PromptInspectorScreen
+
+        self.app.push_screen(PromptInspectorScreen(prompt, lore, fmt_name))
+
+    def action_lorebooks(self) -> None:
+        from tavern.tui.screens.lore_editor import LoreBooksScreen, LoreEditorScreen
+
+        world = (self.session.card.extensions or {}).get("world")
+        path = self.session.app.find_lorebook(world) if world else None
+        if path is not None:
+            self.app.push_screen(LoreEditorScreen(self.session.app, path))
+        else:
+            self.app.push_screen(LoreBooksScreen(self.session.app))
 
     def action_delete_last(self) -> None:
         if self.generating or not len(self.session.chat):

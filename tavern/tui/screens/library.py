@@ -1,22 +1,221 @@
-"""The character library: pick a character, see its greeting, open its latest chat."""
+"""The character library: find a character, see its picture and greetings, open a chat.
+
+Callers: `TavernApp` pushes `LibraryScreen(tavern)` first. Every change goes through
+`tavern.library` (a `tavern.cards.CardLibrary`): rename, duplicate, delete to the trash and
+undo (restore). Errors become notifications; nothing here writes files itself.
+
+Layout at 80x24: a search box and the list on the left (~30 columns), the preview on the right
+(picture 16x12 cells, hidden below 70 columns; name, tags, creator; the chosen greeting). The
+list is an `OptionList`, which draws only the rows on screen, so a thousand cards scroll as
+fast as ten. The card and picture of the highlighted row are read in a thread worker, so
+holding the arrow key over big PNGs never freezes the screen.
+
+Search syntax: words are matched against name, key, creator and tags; `tag:x` keeps cards
+with a tag starting with x, `creator:x` cards whose creator contains x (both repeatable,
+quotes allowed: `tag:"sci fi"`).
+
+Also here: two small dialogs the other screens reuse, `ConfirmModal` and `TextPromptModal`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from textual import on
+from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal
-from textual.screen import Screen
-from textual.widgets import Footer, OptionList, Static
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
+from textual.events import Resize
+from textual.screen import ModalScreen, Screen
+from textual.timer import Timer
+from textual.widgets import Button, Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
+
+from tavern.errors import TavernError
+from tavern.tui.widgets.avatar import AvatarView, decode
+
+NARROW = 70
+"""Below this many columns the picture is hidden: the text needs the room more."""
+LABEL_WIDTH = 26
+DEBOUNCE_ABOVE = 300
+"""Libraries bigger than this are filtered after a short pause in typing."""
+DEBOUNCE_SECONDS = 0.15
+
+
+# ---------------------------------------------------------------------------------------------
+# small dialogs
+
+
+class ConfirmModal(ModalScreen[bool]):
+    """A yes/no question. Dismisses with True (y, Enter on Yes) or False (n, Esc)."""
+
+    DEFAULT_CSS = """
+    ConfirmModal { align: center middle; }
+    ConfirmModal > Vertical {
+        width: 60; max-width: 90%; height: auto;
+        border: thick $warning; background: $surface; padding: 1 2;
+    }
+    ConfirmModal Horizontal { height: auto; margin-top: 1; align-horizontal: right; }
+    ConfirmModal Button { margin-left: 2; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes", id="confirm.yes"),
+        Binding("n,escape", "answer(False)", "No", id="confirm.no"),
+    ]
+
+    def __init__(self, question: str, yes: str = "Yes", no: str = "Cancel") -> None:
+        super().__init__()
+        self.question = question
+        self.yes, self.no = yes, no
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text(self.question))
+            with Horizontal():
+                yield Button(self.no, id="no")
+                yield Button(self.yes, id="yes", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class TextPromptModal(ModalScreen[str | None]):
+    """One line of text (rename, new name). Enter returns it; Esc returns None."""
+
+    DEFAULT_CSS = """
+    TextPromptModal { align: center middle; }
+    TextPromptModal > Vertical {
+        width: 60; max-width: 90%; height: auto;
+        border: thick $primary; background: $surface; padding: 1 2;
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="prompt.cancel")]
+
+    def __init__(self, title: str, value: str = "", placeholder: str = "") -> None:
+        super().__init__()
+        self.title_text = title
+        self.value = value
+        self.placeholder = placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text(self.title_text))
+            yield Input(self.value, placeholder=self.placeholder, id="prompt-input")
+
+    def on_mount(self) -> None:
+        self.query_one("#prompt-input", Input).focus()
+
+    @on(Input.Submitted, "#prompt-input")
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+# ---------------------------------------------------------------------------------------------
+# search
+
+
+@dataclass
+class Query:
+    words: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    creators: list[str] = field(default_factory=list)
+
+
+def parse_query(text: str) -> Query:
+    """`tag:x creator:y words` -> Query. An unbalanced quote is taken literally."""
+    try:
+        parts = shlex.split(text)
+    except ValueError:
+        parts = text.split()
+    q = Query()
+    for part in parts:
+        low = part.casefold()
+        if low.startswith("tag:") and len(part) > 4:
+            q.tags.append(low[4:])
+        elif low.startswith("creator:") and len(part) > 8:
+            q.creators.append(low[8:])
+        elif low:
+            q.words.append(low)
+    return q
+
+
+def matches(entry: Any, q: Query) -> bool:
+    """Does a `CardEntry` match? Same fields as `CardLibrary.search`; tags match by prefix
+    so the list narrows while the tag is being typed."""
+    tags = [t.casefold() for t in entry.tags]
+    creator = entry.creator.casefold()
+    hay = [entry.name.casefold(), entry.key.casefold(), creator, *tags]
+    if any(not any(w in h for h in hay) for w in q.words):
+        return False
+    if any(not any(t.startswith(want) for t in tags) for want in q.tags):
+        return False
+    return all(c in creator for c in q.creators)
+
+
+def greetings_of(card: Any) -> list[str]:
+    """The greetings a new chat can start with, in the order `Tavern.new_chat` counts them
+    (empty ones skipped), so index i here is `greeting_index=i` there."""
+    return [g for g in [card.first_mes, *card.alternate_greetings] if g.strip()]
+
+
+def _substitute(text: str, char: str, user: str) -> str:
+    try:
+        from tavern.prompt.macros import MacroContext, substitute
+
+        return substitute(text, MacroContext(char=char, user=user))
+    except (ImportError, TavernError):  # no macro module yet, or a bad macro: the everyday ones by hand
+        for tag, value in (("{{char}}", char), ("{{user}}", user), ("<BOT>", char), ("<USER>", user)):
+            text = text.replace(tag, value).replace(tag.lower(), value).replace(tag.upper(), value)
+        return text
+
+
+# ---------------------------------------------------------------------------------------------
+# the screen
 
 
 class LibraryScreen(Screen):
-    BINDINGS = [
-        Binding("enter", "open", "Chat", id="library.open", show=True),
+    DEFAULT_CSS = """
+    LibraryScreen { layout: vertical; }
+    LibraryScreen #lib-status { height: 1; background: $panel; color: $text-muted; padding: 0 1; }
+    LibraryScreen #lib-body { height: 1fr; }
+    LibraryScreen #lib-left { width: 30; height: 1fr; }
+    LibraryScreen #lib-search { width: 1fr; margin: 0 0 0 0; }
+    LibraryScreen #lib-list { height: 1fr; border: round $primary; }
+    LibraryScreen #lib-list:focus { border: round $accent; }
+    LibraryScreen #lib-preview { width: 1fr; height: 1fr; border: round $secondary; padding: 0 1; }
+    LibraryScreen #lib-top { height: auto; }
+    LibraryScreen #lib-avatar { width: 16; height: 12; margin-right: 1; }
+    LibraryScreen #lib-avatar.-hidden { display: none; }
+    LibraryScreen #lib-info { width: 1fr; height: auto; }
+    LibraryScreen #lib-picker { height: 1; margin-top: 1; color: $accent; }
+    LibraryScreen #lib-greeting { height: auto; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "open", "Chat", id="library.open", show=False),
         Binding("n", "new_chat", "New chat", id="library.new"),
+        Binding("left", "greeting(-1)", "Greeting", id="library.greeting_prev", show=False),
+        Binding("right", "greeting(1)", "Greeting", id="library.greeting_next"),
+        Binding("f2", "rename", "Rename", id="library.rename"),
+        Binding("d", "duplicate", "Duplicate", id="library.duplicate"),
+        Binding("delete", "delete", "Delete", id="library.delete"),
+        Binding("u", "undo", "Undo delete", id="library.undo", show=False),
+        Binding("slash", "search", "Search", id="library.search", show=False),
+        Binding("w", "lorebooks", "Lorebooks", id="library.lorebooks"),
         Binding("q", "app.quit", "Quit", id="app.quit"),
     ]
 
@@ -24,61 +223,319 @@ class LibraryScreen(Screen):
         super().__init__()
         self.tavern = tavern
         self.entries: list[Any] = []
+        """Every character, as listed by the library (CardEntry)."""
+        self.shown: list[Any] = []
+        """The entries the search lets through, in list order."""
+        self.card: Any = None
+        """The card of the highlighted row, once read (None while reading or unreadable)."""
+        self.card_key: str | None = None
+        self.greetings: list[str] = []
+        self.greeting_index = 0
+        self._labels: dict[tuple[str, str, bool], Content] = {}
+        self._filter_timer: Timer | None = None
+        self.deleted: list[tuple[str, str]] = []
+        """(trash file name, display name) of this session's deletions, newest last (undo)."""
+
+    # -- layout ---------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Static("Tavern — choose a character", id="status")
-        with Horizontal(id="library"):
-            yield OptionList(id="library-list")
-            yield Static("", id="library-preview")
+        yield Static("Tavern — characters", id="lib-status")
+        with Horizontal(id="lib-body"):
+            with Vertical(id="lib-left"):
+                yield Input(placeholder="search  tag:x  creator:y", id="lib-search", compact=True)
+                yield OptionList(id="lib-list")
+            with VerticalScroll(id="lib-preview"):
+                with Horizontal(id="lib-top"):
+                    yield AvatarView(id="lib-avatar")
+                    yield Static("", id="lib-info")
+                yield Static("", id="lib-picker")
+                yield Static("", id="lib-greeting")
         yield Footer()
 
     def on_mount(self) -> None:
         self.reload()
+        self.query_one("#lib-list", OptionList).focus()
 
-    def reload(self) -> None:
-        self.entries = self.tavern.library.list()
-        options = self.query_one("#library-list", OptionList)
-        options.clear_options()
-        options.add_options([Option(e.name, id=e.key) for e in self.entries])
-        if self.entries:
-            options.highlighted = 0
-        options.focus()
+    def on_screen_resume(self) -> None:
+        # Back from a chat (or another screen): the folder may have changed.
+        if self.is_mounted and self.entries:
+            self.reload(keep=self.current_key())
 
-    @on(OptionList.OptionHighlighted, "#library-list")
-    def _preview(self, event: OptionList.OptionHighlighted) -> None:
-        key = event.option.id
+    @on(Resize)
+    def _resized(self, event: Resize) -> None:
+        self._place_avatar()
+
+    def _place_avatar(self) -> None:
+        """No picture (or a narrow terminal): give its columns to the text."""
+        avatar = self.query_one("#lib-avatar", AvatarView)
+        avatar.set_class(self.size.width < NARROW or not avatar.has_image, "-hidden")
+
+    # -- listing --------------------------------------------------------------------------------
+
+    def reload(self, keep: str | None = None) -> None:
+        """Re-list the folder and re-apply the search; highlight `keep` if it is still shown."""
         try:
-            card = self.tavern.library.get(key)
-        except Exception as err:  # a broken card shows its error, not a crash
-            self.query_one("#library-preview", Static).update(f"cannot read card: {err}")
+            self.entries = self.tavern.library.list()
+        except TavernError as err:
+            self.entries = []
+            self.notify(str(err), severity="error")
+        self.apply_filter(keep=keep)
+
+    def apply_filter(self, keep: str | None = None) -> None:
+        q = parse_query(self.query_one("#lib-search", Input).value)
+        self.shown = [e for e in self.entries if matches(e, q)]
+        options = self.query_one("#lib-list", OptionList)
+        options.clear_options()
+        options.add_options([Option(self._label(e), id=e.key) for e in self.shown])
+        n, total = len(self.shown), len(self.entries)
+        count = f"{total} characters" if n == total else f"{n} of {total} characters"
+        self.query_one("#lib-status", Static).update(f"Tavern — {count}")
+        if not self.shown:
+            self._show_nothing(
+                "No characters match." if self.entries else "No characters yet: import a card."
+            )
             return
-        tags = ", ".join(card.tags)
-        greeting = card.first_mes.replace("{{char}}", card.name).replace("{{user}}", self.tavern.settings.chat.user_name)
-        text = f"[b]{card.name}[/b]\n[dim]{tags}[/dim]\n\n{_escape(greeting)}"
-        if card.alternate_greetings:
-            text += f"\n\n[dim]+{len(card.alternate_greetings)} alternate greetings[/dim]"
-        self.query_one("#library-preview", Static).update(text)
+        index = next((i for i, e in enumerate(self.shown) if e.key == keep), 0)
+        options.highlighted = index
+        # OptionHighlighted is not sent when the index stays the same: load the preview anyway.
+        self.load_preview(self.shown[index].key)
 
-    @on(OptionList.OptionSelected, "#library-list")
-    def _selected(self, event: OptionList.OptionSelected) -> None:
-        self.app.open_character(event.option.id, new=False)
+    def _label(self, entry: Any) -> Content:
+        """The row for an entry, cached: with a thousand cards every keystroke in the search
+        rebuilds the list, and building the rows was a good part of that."""
+        cache_key = (entry.key, entry.name, entry.error is not None)
+        label = self._labels.get(cache_key)
+        if label is None:
+            # OptionList wraps a long prompt onto more lines: cut it to the list's width instead.
+            name = entry.name if len(entry.name) <= LABEL_WIDTH else entry.name[: LABEL_WIDTH - 1] + "…"
+            if entry.error is not None:
+                label = Content.from_markup("[bold red]⚠[/] $name", name=name[: LABEL_WIDTH - 2])
+            else:
+                label = Content(name)
+            self._labels[cache_key] = label
+        return label
 
-    def _current(self) -> str | None:
-        options = self.query_one("#library-list", OptionList)
-        if options.highlighted is None:
+    def current_key(self) -> str | None:
+        options = self.query_one("#lib-list", OptionList)
+        if options.highlighted is None or not self.shown:
             return None
         return options.get_option_at_index(options.highlighted).id
 
+    @on(Input.Changed, "#lib-search")
+    def _search_changed(self, event: Input.Changed) -> None:
+        # A big library is re-filtered once typing pauses, not on every key.
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+            self._filter_timer = None
+        if len(self.entries) <= DEBOUNCE_ABOVE:
+            self.apply_filter(keep=self.current_key())
+        else:
+            self._filter_timer = self.set_timer(
+                DEBOUNCE_SECONDS, lambda: self.apply_filter(keep=self.current_key())
+            )
+
+    @on(Input.Submitted, "#lib-search")
+    def _search_submitted(self, event: Input.Submitted) -> None:
+        self.query_one("#lib-list", OptionList).focus()
+
+    def action_search(self) -> None:
+        self.query_one("#lib-search", Input).focus()
+
+    # -- preview --------------------------------------------------------------------------------
+
+    @on(OptionList.OptionHighlighted, "#lib-list")
+    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option.id:
+            self.load_preview(event.option.id)
+
+    def load_preview(self, key: str) -> None:
+        if key == self.card_key and self.card is not None:
+            return
+        self.card_key = key
+        self.card = None
+        self._read_card(key)
+
+    @work(thread=True, exclusive=True, group="library-preview", exit_on_error=False)
+    def _read_card(self, key: str) -> None:
+        from tavern.cards.formats import load_card_with_avatar
+
+        try:
+            card, avatar = load_card_with_avatar(self.tavern.library.path(key))
+        except TavernError as err:
+            self.app.call_from_thread(self._show_error, key, str(err))
+            return
+        decoded = decode(avatar)  # the costly part, kept off the UI thread
+        self.app.call_from_thread(self._show_card, key, card, avatar, decoded)
+
+    def _show_error(self, key: str, error: str) -> None:
+        if key != self.card_key:
+            return  # the user moved on
+        self.card, self.greetings = None, []
+        self.query_one("#lib-avatar", AvatarView).set_image(None)
+        self._place_avatar()
+        self.query_one("#lib-info", Static).update(Text(f"Cannot read this card:\n{error}", style="red"))
+        self.query_one("#lib-picker", Static).update("")
+        self.query_one("#lib-greeting", Static).update("")
+
+    def _show_nothing(self, message: str) -> None:
+        self.card, self.card_key, self.greetings = None, None, []
+        self.query_one("#lib-avatar", AvatarView).set_image(None)
+        self._place_avatar()
+        self.query_one("#lib-info", Static).update(Text(message, style="dim"))
+        self.query_one("#lib-picker", Static).update("")
+        self.query_one("#lib-greeting", Static).update("")
+
+    def _show_card(self, key: str, card: Any, avatar: bytes | None, decoded: Any) -> None:
+        if key != self.card_key:
+            return
+        self.card = card
+        self.greetings = greetings_of(card)
+        self.greeting_index = 0
+        self.query_one("#lib-avatar", AvatarView).set_image(avatar, decoded)
+        self._place_avatar()
+        info = Text()
+        info.append(card.name, style="bold")
+        if key != card.name:
+            info.append(f"  ({key})", style="dim")
+        if card.tags:
+            info.append("\n" + ", ".join(card.tags), style="italic")
+        if card.creator:
+            info.append(f"\nby {card.creator}", style="dim")
+        if card.creator_notes.strip():
+            notes = card.creator_notes.strip().splitlines()[0]
+            info.append("\n" + (notes[:200] + "…" if len(notes) > 200 else notes), style="dim")
+        self.query_one("#lib-info", Static).update(info)
+        self._show_greeting()
+
+    def _show_greeting(self) -> None:
+        picker = self.query_one("#lib-picker", Static)
+        body = self.query_one("#lib-greeting", Static)
+        if self.card is None:
+            return
+        if not self.greetings:
+            picker.update("")
+            body.update(Text("(no greeting: the chat starts empty)", style="dim"))
+            return
+        n = len(self.greetings)
+        if n > 1:
+            picker.update(Text(f"◀ greeting {self.greeting_index + 1} of {n} ▶   (←/→, n: new chat)"))
+        else:
+            picker.update(Text("greeting   (n: new chat)"))
+        user = self.tavern.settings.chat.user_name
+        body.update(Text(_substitute(self.greetings[self.greeting_index], self.card.name, user)))
+
+    @property
+    def greeting_text(self) -> str:
+        """The greeting as shown (for tests and the command palette)."""
+        return str(self.query_one("#lib-greeting", Static).content)
+
+    def action_greeting(self, step: int) -> None:
+        if len(self.greetings) > 1:
+            self.greeting_index = (self.greeting_index + step) % len(self.greetings)
+            self._show_greeting()
+
+    # -- opening --------------------------------------------------------------------------------
+
+    @on(OptionList.OptionSelected, "#lib-list")
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id:
+            self.app.open_character(event.option.id)
+
     def action_open(self) -> None:
-        key = self._current()
+        key = self.current_key()
         if key:
-            self.app.open_character(key, new=False)
+            self.app.open_character(key)
 
     def action_new_chat(self) -> None:
-        key = self._current()
-        if key:
-            self.app.open_character(key, new=True)
+        key = self.current_key()
+        if not key:
+            return
+        # The picker's index only means something once that card's greetings are loaded.
+        index = self.greeting_index if key == self.card_key and self.card is not None else 0
+        self.app.open_character(key, new=True, greeting_index=index)
 
+    def action_lorebooks(self) -> None:
+        from tavern.tui.screens.lore_editor import LoreBooksScreen
 
-def _escape(text: str) -> str:
-    return text.replace("[", r"\[")
+        self.app.push_screen(LoreBooksScreen(self.tavern))
+
+    # -- changes --------------------------------------------------------------------------------
+
+    def _entry(self, key: str) -> Any:
+        return next((e for e in self.entries if e.key == key), None)
+
+    def action_rename(self) -> None:
+        key = self.current_key()
+        if not key:
+            return
+        entry = self._entry(key)
+        name = entry.name if entry else key
+
+        def done(new_name: str | None) -> None:
+            if new_name is None or new_name == name:
+                return
+            try:
+                self.tavern.library.rename(key, new_name)
+            except TavernError as err:
+                self.notify(str(err), severity="error")
+                return
+            self.card_key = None  # re-read the preview
+            self.reload(keep=key)
+            self.notify(f"Renamed to {new_name}")
+
+        self.app.push_screen(
+            TextPromptModal(f"Rename {name} (the file and chats keep key '{key}')", name), done
+        )
+
+    def action_duplicate(self) -> None:
+        key = self.current_key()
+        if not key:
+            return
+        try:
+            new_key = self.tavern.library.duplicate(key)
+        except TavernError as err:
+            self.notify(str(err), severity="error")
+            return
+        self.reload(keep=new_key)
+        self.notify(f"Duplicated as {new_key}")
+
+    def action_delete(self) -> None:
+        key = self.current_key()
+        if not key:
+            return
+        entry = self._entry(key)
+        name = entry.name if entry else key
+
+        def done(yes: bool | None) -> None:
+            if not yes:
+                return
+            # Keep the cursor where it was: on the next row, or the last one.
+            index = next((i for i, e in enumerate(self.shown) if e.key == key), 0)
+            try:
+                trash_name = self.tavern.library.delete(key)
+            except TavernError as err:
+                self.notify(str(err), severity="error")
+                return
+            self.deleted.append((trash_name, name))
+            rest = [e.key for e in self.shown if e.key != key]
+            self.card_key = None
+            self.reload(keep=rest[min(index, len(rest) - 1)] if rest else None)
+            self.notify(f"{name} moved to the trash — press u to undo")
+
+        self.app.push_screen(
+            ConfirmModal(f"Move {name} to the trash? (u brings it back; chats are kept)", "Delete"), done
+        )
+
+    def action_undo(self) -> None:
+        if not self.deleted:
+            self.notify("Nothing to undo", severity="warning")
+            return
+        trash_name, name = self.deleted[-1]
+        try:
+            key = self.tavern.library.restore(trash_name)
+        except TavernError as err:
+            self.notify(str(err), severity="error")
+            return
+        self.deleted.pop()
+        self.reload(keep=key)
+        self.notify(f"{name} restored")

@@ -1,0 +1,88 @@
+"""Timed effects of lore entries: sticky, cooldown and delay (SillyTavern's
+`WorldInfoTimedEffects`), kept between turns in the chat's `timedWorldInfo`.
+
+Callers: `tavern.lore.scan`. The state is SillyTavern's shape: `{"sticky": {key: effect},
+"cooldown": {key: effect}}`, key `"<book>.<uid>"`, effect `{hash, start, end, protected}` in
+chat-length units. A sticky entry stays active until the chat reaches `end`; when it ends, its
+cooldown starts (protected, so a regenerated turn keeps it); an effect set at the current chat
+length and not protected is dropped when the same length is scanned again (a swipe decides
+anew). `delay` needs no state: the entry waits until the chat has that many messages.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from tavern.lore.index import CompiledEntry, LoreIndex
+
+
+class TimedEffects:
+    def __init__(self, state: dict[str, Any] | None, chat_length: int, index: LoreIndex) -> None:
+        self.state: dict[str, Any] = copy.deepcopy(state) if isinstance(state, dict) else {}
+        self.chat_length = chat_length
+        self.index = index
+        self.active: dict[str, dict[CompiledEntry, float]] = {"sticky": {}, "cooldown": {}, "delay": {}}
+        for kind in ("sticky", "cooldown"):
+            table = self.state.get(kind)
+            if not isinstance(table, dict):
+                table = {}
+            self.state[kind] = {k: v for k, v in table.items() if isinstance(v, dict) and v}
+
+    def check(self) -> None:
+        self._check("sticky")
+        self._check("cooldown")
+        for item in self.index.delayed:
+            if self.chat_length < item.delay_n:
+                self.active["delay"][item] = item.delay_n
+
+    def _check(self, kind: str) -> None:
+        table = self.state[kind]
+        for key, value in list(table.items()):
+            start = _float(value.get("start"))
+            end = _float(value.get("end"))
+            item = self.index.by_hash.get(str(value.get("hash")))
+            if self.chat_length <= start and not value.get("protected"):
+                del table[key]  # the chat did not advance (swipe, regenerate): decide again
+                continue
+            if item is None:
+                if self.chat_length >= end:
+                    del table[key]
+                continue
+            if not getattr(item, f"{kind}_n"):
+                del table[key]
+                continue
+            if self.chat_length >= end:
+                del table[key]
+                if kind == "sticky" and item.cooldown_n:
+                    self.state["cooldown"][item.effect_key] = self._effect(item, "cooldown", True)
+                    self.active["cooldown"][item] = self.chat_length + item.cooldown_n
+                continue
+            self.active[kind][item] = end
+
+    def _effect(self, item: CompiledEntry, kind: str, protected: bool) -> dict[str, Any]:
+        length = item.sticky_n if kind == "sticky" else item.cooldown_n
+        return {
+            "hash": item.hash,
+            "start": self.chat_length,
+            "end": self.chat_length + length,
+            "protected": protected,
+        }
+
+    def is_sticky(self, item: CompiledEntry) -> bool:
+        return item in self.active["sticky"]
+
+    def record(self, activated: Iterable[CompiledEntry]) -> None:
+        for item in activated:
+            for kind in ("sticky", "cooldown"):
+                if getattr(item, f"{kind}_n") and not self.state[kind].get(item.effect_key):
+                    self.state[kind][item.effect_key] = self._effect(item, kind, False)
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
