@@ -212,7 +212,6 @@ class LocalEngine:
                 return
 
             settings = req.sampler if req.sampler is not None else SamplerSettings()
-            history = tokens[-max(settings.repetition_penalty_range or 0, settings.dry_penalty_last_n or 0, 64) :]
             decoder = codecs.getincrementaldecoder("utf-8")("replace")
             stops = [s for s in req.stop if s]
             hold = max((len(s) for s in stops), default=1) - 1
@@ -220,7 +219,7 @@ class LocalEngine:
             t_first = None
             max_new = min(req.max_tokens, n_ctx - len(tokens))
             stats.stop_reason = "length"
-            with TokenSampler(llama, settings, history) as sampler:
+            with TokenSampler(llama, settings, tokens) as sampler:  # it keeps its own range of them
                 stats.seed = sampler.seed
                 for _ in range(max_new):
                     if cancel.is_set():

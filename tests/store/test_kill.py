@@ -176,6 +176,8 @@ print("ready", flush=True)
 for n in range(1, 6):
     chat.append(ChatMessage("Captain", True, f"m{n} {huge}", extra={"tid": n}))
     print("A", n, flush=True)
+import time
+time.sleep(120)  # on a fast machine all five appends finish before the kill: wait for it
 """
 
 

@@ -56,11 +56,8 @@ class ChatScreen(Screen):
         self.query_one("#composer", Input).focus()
 
     def _set_status(self, extra: str = "") -> None:
-        app = self.app
-        model = app.engine_status
-        text = f"{self.session.card.name} · {self.session.chat.name} · {model}"
-        if extra:
-            text += f" · {extra}"
+        # One line at 80 columns: the stats of the last reply replace the chat and model names.
+        text = f"{self.session.card.name} · " + (extra or f"{self.session.chat.name} · {self.app.engine_status}")
         self.query_one("#status", Static).update(text)
 
     def load_history(self) -> None:
@@ -153,7 +150,7 @@ class ChatScreen(Screen):
                 self.live.remove()
         self.live = None
         s = message.stats
-        info = f"{s.gen_tokens} tok · {s.gen_tps:.1f} tok/s · ttft {s.ttft_ms:.0f} ms · cached {s.cached_tokens}/{s.prompt_tokens}"
+        info = f"{s.gen_tokens} tok · {s.gen_tps:.0f} tok/s · first {s.ttft_ms / 1000:.1f} s · cached {s.cached_tokens}/{s.prompt_tokens}"
         if s.stop_reason == "cancelled":
             info = "stopped · " + info
         self._set_status(info)
