@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_chats)
 
+    sp = sub.add_parser("branch", help="start a new chat from a message of a chat (SillyTavern's branch)")
+    sp.add_argument("character")
+    sp.add_argument("--chat", help="the parent chat (default: the latest)")
+    sp.add_argument("--at", type=int, default=-1, help="message index to branch at (default: the last)")
+    sp.add_argument("--checkpoint", metavar="LABEL", help="make a named checkpoint instead")
+    sp.set_defaults(func=cmd_branch)
+
     sp = sub.add_parser("import", help="import cards, lorebooks, chats or presets (detected by content)")
     sp.add_argument("files", nargs="+")
     sp.add_argument("--character", help="character that imported chats belong to")
@@ -172,6 +179,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     else:
         raise TavernError("no message: use --message TEXT, pipe lines on stdin, or run `tavern` for the app")
     app.engine  # load before the first turn so a bad model fails before anything is written
+    for warning in app.load_warnings:
+        print(f"tavern: warning: {warning}", file=sys.stderr)
     turns = 0
     for text in messages:
         if args.message is None and not text.strip():
@@ -272,6 +281,22 @@ def cmd_chats(args: argparse.Namespace) -> int:
     else:
         for i in infos:
             print(f"{i.name}\t{i.message_count} messages")
+    return 0
+
+
+def cmd_branch(args: argparse.Namespace) -> int:
+    app = _open(args)
+    app.lock_home()
+    session = app.open_chat(args.character, chat_name=args.chat)
+    if not -len(session.chat) <= args.at < len(session.chat):
+        raise TavernError(f"--at {args.at}: the chat has {len(session.chat)} messages (0..{len(session.chat) - 1})")
+    if args.checkpoint is not None:
+        child = app.chats.checkpoint(session.chat, args.at, args.checkpoint)
+    else:
+        child = app.chats.branch(session.chat, args.at)
+    for warning in child.warnings:
+        print(f"tavern: warning: {warning}", file=sys.stderr)
+    print(f"{child.name}\t{len(child)} messages (from '{session.chat.name}')")
     return 0
 
 

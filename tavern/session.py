@@ -153,9 +153,18 @@ class Tavern:
 
             engine = self.engine
             meta = engine.metadata()
-            self._format, self._format_reason = select_format(
-                engine.model_name, meta.get("tokenizer.chat_template"), self.settings.model.format or None
-            )
+            wanted = self.settings.model.format or None
+            imported = self.home.presets / "instruct" / f"{wanted}.json" if wanted else None
+            if imported is not None and imported.is_file():
+                # A SillyTavern instruct preset the user imported: a format like the bundled ones.
+                from tavern.prompt.st_presets import load_st_preset
+
+                _kind, fmt = load_st_preset(imported)
+                self._format, self._format_reason = fmt, f"instruct preset {imported.name} (settings)"
+            else:
+                self._format, self._format_reason = select_format(
+                    engine.model_name, meta.get("tokenizer.chat_template"), wanted
+                )
         return self._format
 
     @property
@@ -285,13 +294,12 @@ class ChatSession:
         `explain` records why each lorebook entry stayed out (for the inspector; slower on
         big books)."""
         app = self.app
-        s = app.settings
-        engine = app.engine
-        fmt = app.prompt_format()
-        n_ctx = engine.context_size
-        # Never more messages than could fit at one token each: a 10,000-message chat doesn't
-        # parse every line each turn.
-        history = self.history(limit=n_ctx, upto=upto)
+        n_ctx = app.engine.context_size
+        # Read only the chat's tail (a 10,000-message chat must not be parsed every turn), and
+        # more of it only when all of that tail fitted in the budget.
+        end = len(self.chat) if upto is None else upto
+        limit = max(160, n_ctx // 16)  # about what fits when messages average 16+ tokens
+        history = self.history(limit=limit, upto=upto)
         count = app.counter()
         macro = self._macro_fn(history)
         lore = self._scan_lore(history, n_ctx, count, macro, explain)
@@ -304,6 +312,26 @@ class ChatSession:
                 frequency=int(meta.get("note_interval", 1)),
                 role={0: "system", 1: "user", 2: "assistant"}.get(meta.get("note_role", 0), "system"),
             )
+        while True:
+            prompt = self._assemble(history, lore, note, macro, mode, count, n_ctx)
+            oldest = next((h.index for h in history if not h.is_system), None)
+            if len(history) >= end or oldest is None or prompt.first_message_index != oldest:
+                break
+            limit *= 4
+            history = self.history(limit=limit, upto=upto)
+        self.notes_anchor = prompt.notes_anchor
+        if lore is not None:
+            for b in getattr(lore, "broken", []):
+                prompt.warnings.append(f"lore entry broken: {b}")
+        self.last_prompt = prompt
+        self.last_lore = lore
+        return prompt
+
+    def _assemble(
+        self, history: list[HistoryMessage], lore: Any, note: Any, macro: Any, mode: str, count: Any, n_ctx: int
+    ) -> AssembledPrompt:
+        s = self.app.settings
+        meta = self.chat.header.chat_metadata
         inputs = PromptInputs(
             card=CardFields.from_card(self.card),
             user_name=self.user_name,
@@ -320,14 +348,7 @@ class ChatSession:
             macro=macro,
             notes_anchor=self.notes_anchor,
         )
-        prompt = assemble_prompt(inputs, fmt, count, n_ctx, s.generation.max_tokens)
-        self.notes_anchor = prompt.notes_anchor
-        if lore is not None:
-            for b in getattr(lore, "broken", []):
-                prompt.warnings.append(f"lore entry broken: {b}")
-        self.last_prompt = prompt
-        self.last_lore = lore
-        return prompt
+        return assemble_prompt(inputs, self.app.prompt_format(), count, n_ctx, s.generation.max_tokens)
 
     def _macro_fn(self, history: list[HistoryMessage]) -> Any:
         from tavern.prompt.macros import MacroContext, substitute
@@ -353,7 +374,14 @@ class ChatSession:
             chat_id=self.chat.name,
             variables=variables,
         )
-        return lambda text: substitute(text, ctx) if text else text
+        def macro(text: str) -> str:
+            # Most text has no macro at all: skip the parser for it (it runs on every card
+            # field and lore entry, every turn).
+            if not text or ("{{" not in text and "<" not in text):
+                return text
+            return substitute(text, ctx)
+
+        return macro
 
     def _scan_lore(self, history: list[HistoryMessage], n_ctx: int, count: Any, macro: Any, explain: bool) -> Any:
         books = self.lorebooks()
@@ -531,6 +559,20 @@ class ChatSession:
             self.chat.update_metadata({"timedWorldInfo": state})
         final.text = text
         yield final
+
+    def select_swipe(self, delta: int) -> bool:
+        """Show the previous (-1) or next (+1) stored swipe of the last reply. False when there is
+        none that way: past the last one, SillyTavern writes a new swipe (`regenerate`)."""
+        if not len(self.chat) or self.chat[-1].is_user:
+            return False
+        msg = self.chat[-1]
+        swipes = msg.swipes or [msg.mes]
+        i = (msg.swipe_id or 0) + delta
+        if not 0 <= i < len(swipes):
+            return False
+        msg.select_swipe(i)
+        self.chat.replace(len(self.chat) - 1, msg)
+        return True
 
     def delete_last(self) -> None:
         if len(self.chat):

@@ -50,6 +50,8 @@ class TavernApp(App):
     @on(EngineLoaded)
     def _engine_loaded(self, message: EngineLoaded) -> None:
         self.engine_status = f"{message.model}"
+        for warning in self.tavern.load_warnings:  # e.g. a context stretched past 3x native
+            self.notify(warning, title="Model", severity="warning", timeout=10)
         self._refresh_status()
 
     @on(EngineFailed)

@@ -71,3 +71,28 @@ async def test_escape_stops_a_reply_and_keeps_the_partial_text(home: Path) -> No
         assert finished.stats.stop_reason == "cancelled"
         assert finished.stats.gen_tokens < 400
         assert isinstance(app.screen, ChatScreen)  # Esc stopped the reply, it did not leave the chat
+
+
+async def test_swipes_a_new_reply_and_browses_back(home: Path) -> None:
+    tavern = Tavern.open(home, **{"generation.max_tokens": 16, "model.n_ctx": 2048})
+    seen: list = []
+    app = make_app(tavern)
+    async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
+        app.open_character("Captain Ilse Varga")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
+        screen = app.screen
+        await wait_until(pilot, lambda: bool(screen.query(ChatMessageView)))
+        greeting = screen.session.chat[-1]
+        assert len(greeting.swipes) == 2  # the alternate greeting is a swipe of the first message
+        await pilot.press("alt+right")  # to the alternate greeting
+        await wait_until(pilot, lambda: screen.session.chat[-1].swipe_id == 1)
+        assert list(screen.query(ChatMessageView))[-1].swipe == "‹2/2›"
+        await pilot.press("alt+right")  # past the last one: a new swipe is generated
+        await wait_until(pilot, lambda: any(isinstance(m, ReplyFinished) for m in seen))
+        await wait_until(pilot, lambda: not screen.generating)
+        last = screen.session.chat[-1]
+        assert len(last.swipes) == 3 and last.swipe_id == 2 and last.mes == last.swipes[2]
+        await pilot.press("alt+left")
+        await wait_until(pilot, lambda: screen.session.chat[-1].swipe_id == 1)
+    on_disk = [json.loads(x) for x in next((home / "chats" / "Captain Ilse Varga").glob("*.jsonl")).read_text().splitlines()]
+    assert on_disk[-1]["swipe_id"] == 1 and len(on_disk[-1]["swipes"]) == 3

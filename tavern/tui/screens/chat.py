@@ -31,8 +31,12 @@ class ChatScreen(Screen):
     BINDINGS = [
         Binding("escape", "stop_or_back", "Stop/Back", id="chat.stop", priority=True),
         Binding("ctrl+r", "regenerate", "Swipe", id="chat.regenerate"),
+        # Left/right in the composer move its cursor, so swipes take alt (or ctrl) with them.
+        Binding("alt+left,ctrl+left", "swipe(-1)", "Prev swipe", id="chat.swipe_prev", priority=True, show=False),
+        Binding("alt+right,ctrl+right", "swipe(1)", "Next swipe", id="chat.swipe_next", priority=True, show=False),
         Binding("ctrl+t", "continue_reply", "Continue", id="chat.continue"),
         Binding("ctrl+d", "delete_last", "Delete last", id="chat.delete_last"),
+        Binding("ctrl+u", "impersonate", "Impersonate", id="chat.impersonate", show=False),
         Binding("f2", "inspect", "Prompt", id="chat.inspect"),
         Binding("f3", "lorebooks", "Lore", id="chat.lorebooks"),
     ]
@@ -113,6 +117,8 @@ class ChatScreen(Screen):
         try:
             if mode == "send":
                 events = session.send(text, self.cancel)
+            elif mode == "impersonate":
+                events = session.impersonate(self.cancel)
             elif mode in ("regenerate", "regenerate_new"):
                 events = session.regenerate(self.cancel)
             else:
@@ -137,10 +143,19 @@ class ChatScreen(Screen):
     def _delta(self, message: ReplyDelta) -> None:
         if self.live is not None:
             self.live.append(message.text)
+        elif self.generating:  # impersonation writes into the composer, for the user to edit
+            composer = self.query_one("#composer", Input)
+            composer.value += message.text
 
     @on(ReplyFinished)
     def _finished(self, message: ReplyFinished) -> None:
         self.generating = False
+        if message.mode == "impersonate":
+            composer = self.query_one("#composer", Input)
+            composer.value = message.text.strip()
+            composer.focus()
+            self._set_status("impersonated: edit and press Enter to send")
+            return
         if self.live is not None:
             chat = self.session.chat
             last = chat[-1] if len(chat) else None
@@ -181,6 +196,28 @@ class ChatScreen(Screen):
         chat = self.session.chat
         mode = "regenerate" if len(chat) and not chat[-1].is_user else "regenerate_new"
         self._start(mode)
+
+    def action_swipe(self, delta: int) -> None:
+        if self.generating:
+            return
+        if self.session.select_swipe(delta):
+            views = list(self.query_one("#messages", VerticalScroll).query(ChatMessageView))
+            last = self.session.chat[-1]
+            if views:
+                views[-1].set_text(last.mes, _swipe_label(last))
+        elif delta > 0 and len(self.session.chat) and not self.session.chat[-1].is_user:
+            self._start("regenerate")  # past the last swipe: write a new one, as SillyTavern does
+
+    def action_impersonate(self) -> None:
+        """Write the user's next message with the model; it lands in the composer, unsent."""
+        if self.generating:
+            return
+        self.query_one("#composer", Input).value = ""
+        self.live = None
+        self.generating = True
+        self.cancel = threading.Event()
+        self._set_status("impersonating… (Esc to stop)")
+        self.generate("impersonate", "")
 
     def action_continue_reply(self) -> None:
         if not self.generating and len(self.session.chat) and not self.session.chat[-1].is_user:
