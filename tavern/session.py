@@ -518,10 +518,12 @@ class ChatSession:
         if mode == "impersonate":
             yield final
             return
-        if not text.strip() and final.error:
+        if not text.strip():
+            # Nothing written (an error, or Esc before the first token): nothing to save; the
+            # user's message is already safe on disk.
             if streaming:
                 self.chat.discard_reply()
-            yield final  # nothing to save; the user's message is already safe on disk
+            yield final
             return
         extra = {
             "api": "llama.cpp",
