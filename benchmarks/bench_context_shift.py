@@ -102,13 +102,18 @@ def main() -> None:
         engine.unload()
         r = summarize(name, stats)
         r["wall_s"] = time.perf_counter() - t0
-        r["full_window_turns"] = sum(1 for s in stats if s.prompt_tokens > (args.ctx - args.reply) * 0.8)
+        full = [s for s in stats if s.prompt_tokens > (args.ctx - args.reply) * 0.8]
+        short = stats[:10]
+        r["full_window_turns"] = len(full)
+        r["short_median_s"] = statistics.median(s.total_ms for s in short) / 1000
+        r["full_median_s"] = statistics.median(s.total_ms for s in full) / 1000 if full else float("nan")
         results.append(r)
         print(
             f"{name:28s} turns {args.turns}  evaluated {r['evaluated']:>7} of {r['prompt_tokens']} prompt tokens  "
             f"prompt eval {r['prompt_s']:7.1f} s  median turn {r['median_turn_s']:.2f} s  "
             f">=90% cached on {100 * r['good_share']:.1f}% of turns after the first  "
-            f"(turns at a near-full window: {r['full_window_turns']})",
+            f"(turns at a near-full window: {r['full_window_turns']}; median turn there "
+            f"{r['full_median_s']:.2f} s vs {r['short_median_s']:.2f} s in the first 10 turns)",
             flush=True,
         )
     t, n = results
