@@ -62,8 +62,18 @@ def main() -> None:
         for i in range(args.messages):
             user = i % 2 == 1
             text = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(10, 60)))
-            lines.append(json.dumps({"name": "User" if user else "Mira", "is_user": user, "is_system": False,
-                                     "send_date": "November 25, 2026 1:00pm", "mes": text, "extra": {}}))
+            lines.append(
+                json.dumps(
+                    {
+                        "name": "User" if user else "Mira",
+                        "is_user": user,
+                        "is_system": False,
+                        "send_date": "November 25, 2026 1:00pm",
+                        "mes": text,
+                        "extra": {},
+                    }
+                )
+            )
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         session = app.open_chat("Mira", chat_name=path.stem)
         engine = app.engine
@@ -82,13 +92,19 @@ def main() -> None:
                 n = sum(engine.count_tokens(m.mes) for m in session.chat)
                 base.append((time.perf_counter() - t0) * 1000)
         assert prompt is not None and prompt.prompt_tokens <= prompt.budget
-        print(f"chat {args.messages} messages, lorebook {args.entries} entries, n_ctx 8192, {args.turns} turns")
+        print(
+            f"chat {args.messages} messages, lorebook {args.entries} entries, n_ctx 8192, {args.turns} turns"
+        )
         print(f"first turn (cold caches): {times[0]:.1f} ms")
-        print(f"tavern build_prompt: {statistics.median(times[1:]):.1f} ms/turn (median of turns 2-{args.turns}), "
-              f"p90 {sorted(times[1:])[int(0.9 * (len(times) - 1))]:.1f} ms")
+        print(
+            f"tavern build_prompt: {statistics.median(times[1:]):.1f} ms/turn (median of turns 2-{args.turns}), "
+            f"p90 {sorted(times[1:])[int(0.9 * (len(times) - 1))]:.1f} ms"
+        )
         print(f"baseline re-tokenize whole chat: {statistics.median(base):.1f} ms/turn ({n} tokens)")
-        print(f"prompt: {prompt.prompt_tokens} tokens, {prompt.slots[-2].detail}; lore fired: "
-              f"{len(session.last_lore.activated) if session.last_lore else 0}")
+        print(
+            f"prompt: {prompt.prompt_tokens} tokens, {prompt.slots[-2].detail}; lore fired: "
+            f"{len(session.last_lore.activated) if session.last_lore else 0}"
+        )
 
 
 if __name__ == "__main__":

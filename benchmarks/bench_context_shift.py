@@ -54,14 +54,22 @@ CARD = CardFields(
 def run_side(engine: LocalEngine, turns: int, ctx: int, reply: int) -> list:
     fmt = get_format("chatml")
     count = TokenCounter(engine.count_tokens)
-    history: list[HistoryMessage] = [HistoryMessage("Mira", "Come in, you're dripping all over my floor!", False, index=0)]
+    history: list[HistoryMessage] = [
+        HistoryMessage("Mira", "Come in, you're dripping all over my floor!", False, index=0)
+    ]
     stats = []
     sampler = SamplerSettings(greedy=True)
     for t in range(turns):
-        history.append(HistoryMessage("User", USER_LINES[t % len(USER_LINES)] + f" ({t})", True, index=len(history)))
-        inputs = PromptInputs(card=CARD, user_name="User", history=history, system_prompt="Write Mira's next reply.")
+        history.append(
+            HistoryMessage("User", USER_LINES[t % len(USER_LINES)] + f" ({t})", True, index=len(history))
+        )
+        inputs = PromptInputs(
+            card=CARD, user_name="User", history=history, system_prompt="Write Mira's next reply."
+        )
         prompt = assemble_prompt(inputs, fmt, count, ctx, reply)
-        req = GenerationRequest(prompt=prompt.text, max_tokens=reply, stop=prompt.stop, sampler=sampler, add_bos=prompt.add_bos)
+        req = GenerationRequest(
+            prompt=prompt.text, max_tokens=reply, stop=prompt.stop, sampler=sampler, add_bos=prompt.add_bos
+        )
         final = None
         for ev in engine.generate(req):
             if isinstance(ev, Finished):

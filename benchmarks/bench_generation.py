@@ -48,8 +48,16 @@ def main() -> None:
         t0 = None
         n = 0
         for chunk in bare.create_completion(
-            PROMPT, max_tokens=args.tokens, temperature=0.7, top_k=40, top_p=0.95, min_p=0.05,
-            repeat_penalty=1.0, seed=1234, stream=True, logit_bias=bias,
+            PROMPT,
+            max_tokens=args.tokens,
+            temperature=0.7,
+            top_k=40,
+            top_p=0.95,
+            min_p=0.05,
+            repeat_penalty=1.0,
+            seed=1234,
+            stream=True,
+            logit_bias=bias,
         ):
             if t0 is None:
                 t0 = time.perf_counter()

@@ -10,8 +10,9 @@ import argparse
 import json
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tavern import __version__
 from tavern.errors import TavernError
@@ -33,7 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tavern", description="Roleplay chat in the terminal, with its own llama.cpp engine.")
+    p = argparse.ArgumentParser(
+        prog="tavern", description="Roleplay chat in the terminal, with its own llama.cpp engine."
+    )
     p.add_argument("--version", action="version", version=f"tavern {__version__}")
     p.add_argument("--home", help="data home (default: $TAVERN_HOME, else the user data folder)")
     p.add_argument("--model", help="GGUF file or a name in the models folder (default: bundled SmolLM2)")
@@ -155,7 +158,6 @@ def _print_json(obj: Any) -> None:
 
 def cmd_tui(args: argparse.Namespace) -> int:
     from tavern.tui.app import make_app
-
     from tavern.tui.widgets.avatar import prepare_graphics
 
     tavern = _open(args)
@@ -178,7 +180,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         messages = (line.rstrip("\n") for line in sys.stdin)
     else:
         raise TavernError("no message: use --message TEXT, pipe lines on stdin, or run `tavern` for the app")
-    app.engine  # load before the first turn so a bad model fails before anything is written
+    _ = app.engine  # load before the first turn so a bad model fails before anything is written
     for warning in app.load_warnings:
         print(f"tavern: warning: {warning}", file=sys.stderr)
     turns = 0
@@ -262,7 +264,11 @@ def cmd_prompt(args: argparse.Namespace) -> int:
 
 def cmd_characters(args: argparse.Namespace) -> int:
     app = _open(args)
-    entries = app.library.search(text=args.search, tag=args.tag) if (args.search or args.tag) else app.library.list()
+    entries = (
+        app.library.search(text=args.search, tag=args.tag)
+        if (args.search or args.tag)
+        else app.library.list()
+    )
     if args.json:
         _print_json([{"key": e.key, "name": e.name, "tags": e.tags, "creator": e.creator} for e in entries])
     else:
@@ -289,7 +295,9 @@ def cmd_branch(args: argparse.Namespace) -> int:
     app.lock_home()
     session = app.open_chat(args.character, chat_name=args.chat)
     if not -len(session.chat) <= args.at < len(session.chat):
-        raise TavernError(f"--at {args.at}: the chat has {len(session.chat)} messages (0..{len(session.chat) - 1})")
+        raise TavernError(
+            f"--at {args.at}: the chat has {len(session.chat)} messages (0..{len(session.chat) - 1})"
+        )
     if args.checkpoint is not None:
         child = app.chats.checkpoint(session.chat, args.at, args.checkpoint)
     else:
@@ -420,7 +428,7 @@ def cmd_export_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_lore_scan(args: argparse.Namespace) -> int:
-    from tavern.lore import LoreSettings, ScanMessage, load_lorebook, scan_lore
+    from tavern.lore import ScanMessage, load_lorebook, scan_lore
     from tavern.lore.report import format_scan_report, scan_result_to_json
 
     app = _open(args)
@@ -431,17 +439,7 @@ def cmd_lore_scan(args: argparse.Namespace) -> int:
             raise TavernError(f"{args.lorebook}: no such lorebook file or name in {app.home.lorebooks}")
         path = found
     book = load_lorebook(path)
-    ls = app.settings.lore
-    settings = LoreSettings(
-        scan_depth=ls.scan_depth,
-        budget_percent=ls.budget_percent,
-        budget_cap=ls.budget_cap,
-        recursive=ls.recursive,
-        case_sensitive=ls.case_sensitive,
-        match_whole_words=ls.match_whole_words,
-        include_names=ls.include_names,
-        max_recursion_steps=ls.max_recursion_steps,
-    )
+    settings = app.lore_settings()
     if args.text is not None:
         messages = [ScanMessage(app.settings.chat.user_name, args.text, True)]
         chat_length = 1

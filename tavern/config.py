@@ -63,8 +63,7 @@ class ChatSettings(_Section):
 
 class PromptSettings(_Section):
     system_prompt: str = (
-        "Write {{char}}'s next reply in a fictional chat between {{char}} and {{user}}. "
-        "Stay in character."
+        "Write {{char}}'s next reply in a fictional chat between {{char}} and {{user}}. Stay in character."
     )
     layout: Literal["cache_friendly", "sillytavern"] = "cache_friendly"
     """cache_friendly keeps what changes per turn late in the prompt; sillytavern matches its order."""
@@ -93,7 +92,7 @@ class Settings(_Section):
     prompt: PromptSettings = PromptSettings()
     lore: LoreSettingsModel = LoreSettingsModel()
 
-    def with_overrides(self, **overrides: Any) -> "Settings":
+    def with_overrides(self, **overrides: Any) -> Settings:
         """Dotted keys (`model.n_ctx=2048`) applied on a copy; None values are ignored."""
         data = self.model_dump()
         for dotted, value in overrides.items():

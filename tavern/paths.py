@@ -67,7 +67,7 @@ class DataHome:
     def trash(self) -> Path:
         return self.root / "trash"
 
-    def ensure(self) -> "DataHome":
+    def ensure(self) -> DataHome:
         """Create the folders; a home we cannot write to is one clear error, not a traceback."""
         try:
             for name in SUBDIRS:

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import shutil
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tavern.config import Settings, load_settings
 from tavern.engines.base import Finished, GenerationRequest, Token
-from tavern.errors import NotFoundError, TavernError
+from tavern.errors import TavernError
 from tavern.paths import DataHome, bundled_dir, open_home
 from tavern.prompt.assemble import (
     AssembledPrompt,
@@ -57,7 +58,9 @@ class Tavern:
         self._home_lock: Any = None
 
     @classmethod
-    def open(cls, home: Path | str | None = None, settings: Settings | None = None, **overrides: Any) -> "Tavern":
+    def open(
+        cls, home: Path | str | None = None, settings: Settings | None = None, **overrides: Any
+    ) -> Tavern:
         data_home = open_home(home).ensure()
         if settings is None:
             settings = load_settings(data_home.settings_file)
@@ -201,7 +204,7 @@ class Tavern:
 
     def open_chat(
         self, character: str, new: bool = False, chat_name: str | None = None, greeting_index: int = 0
-    ) -> "ChatSession":
+    ) -> ChatSession:
         key, card = self.character(character)
         chat = None
         if chat_name:
@@ -216,6 +219,22 @@ class Tavern:
             chat.discard_reply()
             chat.append(recovered)
         return ChatSession(self, key, card, chat, warnings=list(chat.warnings))
+
+    def lore_settings(self) -> Any:
+        """The [lore] settings as the scanner takes them."""
+        from tavern.lore import LoreSettings
+
+        ls = self.settings.lore
+        return LoreSettings(
+            scan_depth=ls.scan_depth,
+            budget_percent=ls.budget_percent,
+            budget_cap=ls.budget_cap,
+            recursive=ls.recursive,
+            case_sensitive=ls.case_sensitive,
+            match_whole_words=ls.match_whole_words,
+            include_names=ls.include_names,
+            max_recursion_steps=ls.max_recursion_steps,
+        )
 
     def find_lorebook(self, name: str) -> Path | None:
         """A lorebook file in the data home by its name (SillyTavern links books by name; file
@@ -256,14 +275,6 @@ class Tavern:
 
 
 @dataclass
-class TurnResult:
-    text: str
-    stats: Any
-    prompt: AssembledPrompt | None = None
-    error: str | None = None
-
-
-@dataclass
 class ChatSession:
     app: Tavern
     key: str
@@ -289,7 +300,9 @@ class ChatSession:
             HistoryMessage(m.name, m.mes, m.is_user, m.is_system, index=start + i) for i, m in enumerate(msgs)
         ]
 
-    def build_prompt(self, mode: str = "normal", upto: int | None = None, explain: bool = False) -> AssembledPrompt:
+    def build_prompt(
+        self, mode: str = "normal", upto: int | None = None, explain: bool = False
+    ) -> AssembledPrompt:
         """The prompt for the next reply; `upto` leaves later messages out (a new swipe).
         `explain` records why each lorebook entry stayed out (for the inspector; slower on
         big books)."""
@@ -328,7 +341,14 @@ class ChatSession:
         return prompt
 
     def _assemble(
-        self, history: list[HistoryMessage], lore: Any, note: Any, macro: Any, mode: str, count: Any, n_ctx: int
+        self,
+        history: list[HistoryMessage],
+        lore: Any,
+        note: Any,
+        macro: Any,
+        mode: str,
+        count: Any,
+        n_ctx: int,
     ) -> AssembledPrompt:
         s = self.app.settings
         meta = self.chat.header.chat_metadata
@@ -374,6 +394,7 @@ class ChatSession:
             chat_id=self.chat.name,
             variables=variables,
         )
+
         def macro(text: str) -> str:
             # Most text has no macro at all: skip the parser for it (it runs on every card
             # field and lore entry, every turn).
@@ -383,23 +404,15 @@ class ChatSession:
 
         return macro
 
-    def _scan_lore(self, history: list[HistoryMessage], n_ctx: int, count: Any, macro: Any, explain: bool) -> Any:
+    def _scan_lore(
+        self, history: list[HistoryMessage], n_ctx: int, count: Any, macro: Any, explain: bool
+    ) -> Any:
         books = self.lorebooks()
         if not books:
             return None
-        from tavern.lore import LoreSettings, ScanMessage, scan_lore
+        from tavern.lore import ScanMessage, scan_lore
 
-        ls = self.app.settings.lore
-        settings = LoreSettings(
-            scan_depth=ls.scan_depth,
-            budget_percent=ls.budget_percent,
-            budget_cap=ls.budget_cap,
-            recursive=ls.recursive,
-            case_sensitive=ls.case_sensitive,
-            match_whole_words=ls.match_whole_words,
-            include_names=ls.include_names,
-            max_recursion_steps=ls.max_recursion_steps,
-        )
+        settings = self.app.lore_settings()
         meta = self.chat.header.chat_metadata
         msgs = [ScanMessage(h.name, h.text, h.is_user) for h in history if not h.is_system]
         result = scan_lore(
@@ -421,7 +434,8 @@ class ChatSession:
 
     def lorebooks(self) -> list[tuple[str, Any]]:
         """(kind, Lorebook) for the chat's, the character's (embedded and linked) and global books."""
-        from tavern.lore import load_lorebook_cached as load_lorebook, lorebook_from_character_book
+        from tavern.lore import load_lorebook_cached as load_lorebook
+        from tavern.lore import lorebook_from_character_book
 
         books: list[tuple[str, Any]] = []
         meta = self.chat.header.chat_metadata
@@ -431,7 +445,9 @@ class ChatSession:
             if path:
                 books.append(("chat", load_lorebook(path)))
         if self.card.character_book:
-            books.append(("character", lorebook_from_character_book(self.card.character_book, self.card.name)))
+            books.append(
+                ("character", lorebook_from_character_book(self.card.character_book, self.card.name))
+            )
         world = (self.card.extensions or {}).get("world")
         if world:
             path = self.app.find_lorebook(world)
@@ -492,7 +508,9 @@ class ChatSession:
         if streaming:
             # The reply in progress lives in a sidecar file: a kill mid-reply never touches the
             # chat file, and the next open recovers the partial text.
-            self.chat.begin_reply(ChatMessage(name=self.card.name, is_user=False, mes="", gen_started=started))
+            self.chat.begin_reply(
+                ChatMessage(name=self.card.name, is_user=False, mes="", gen_started=started)
+            )
         so_far = ""
         try:
             for event in app.engine.generate(request, cancel):
@@ -507,7 +525,9 @@ class ChatSession:
             if final is None and streaming:  # the consumer stopped early: keep what we have
                 if so_far.strip():
                     self.chat.finish_reply(
-                        ChatMessage(name=self.card.name, is_user=False, mes=so_far.strip(), gen_started=started)
+                        ChatMessage(
+                            name=self.card.name, is_user=False, mes=so_far.strip(), gen_started=started
+                        )
                     )
                 else:
                     self.chat.discard_reply()
@@ -541,7 +561,10 @@ class ChatSession:
             self.chat.replace(len(self.chat) - 1, msg)
         elif swipe_of is not None:
             msg = self.chat[swipe_of]
-            msg.add_swipe(text, {"send_date": now_date(), "gen_started": started, "gen_finished": now_date(), "extra": extra})
+            msg.add_swipe(
+                text,
+                {"send_date": now_date(), "gen_started": started, "gen_finished": now_date(), "extra": extra},
+            )
             msg.extra = extra
             self.chat.replace(swipe_of, msg)
         else:
@@ -607,4 +630,4 @@ def open_app(home: Path | str | None = None, **overrides: Any) -> Tavern:
     return Tavern.open(home, **overrides)
 
 
-__all__ = ["Tavern", "ChatSession", "TurnResult", "open_app", "NotFoundError"]
+__all__ = ["Tavern", "ChatSession", "open_app"]

@@ -13,7 +13,9 @@ import pytest
 FAST = ["--max-tokens", "24", "--ctx", "2048", "--seed", "7"]
 
 
-def tavern(home: Path, *args: str, stdin: str | None = None, timeout: int = 180) -> subprocess.CompletedProcess:
+def tavern(
+    home: Path, *args: str, stdin: str | None = None, timeout: int = 180
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "TAVERN_HOME": str(home)}
     return subprocess.run(
         [sys.executable, "-m", "tavern", *args],
@@ -62,7 +64,9 @@ def test_one_message_streams_a_reply_with_stats_and_saves_the_chat(home: Path) -
 
 
 def test_piped_lines_are_turns_in_one_process_with_the_cache_reused(home: Path) -> None:
-    r = tavern(home, "chat", "Mira", "--json", *FAST, stdin="Hello there.\nWhat is on the menu?\nThank you!\n")
+    r = tavern(
+        home, "chat", "Mira", "--json", *FAST, stdin="Hello there.\nWhat is on the menu?\nThank you!\n"
+    )
     assert r.returncode == 0, r.stderr
     turns = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(turns) == 3

@@ -42,7 +42,9 @@ def test_import_reports_each_bad_file_and_keeps_going(home: Path, tmp_path: Path
 
 def test_lore_scan_says_which_entries_fire_and_why(home: Path) -> None:
     tavern(home, "characters")  # first start: seeds the bundled lorebook
-    r = tavern(home, "lore", "scan", "saltmere", "--text", "Is that the Kestrel moored at the skydock?", "--json")
+    r = tavern(
+        home, "lore", "scan", "saltmere", "--text", "Is that the Kestrel moored at the skydock?", "--json"
+    )
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     fired = {e["comment"]: e["reason"] for e in result["activated"]}
@@ -85,7 +87,11 @@ def test_a_second_tavern_on_the_same_home_is_refused(home: Path) -> None:
 
     assert tavern(home, "characters").returncode == 0
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from tavern.store.lock import acquire_home_lock; import time; l = acquire_home_lock({str(home)!r}); print('held', flush=True); time.sleep(60)"],
+        [
+            sys.executable,
+            "-c",
+            f"from tavern.store.lock import acquire_home_lock; import time; l = acquire_home_lock({str(home)!r}); print('held', flush=True); time.sleep(60)",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -95,4 +101,3 @@ def test_a_second_tavern_on_the_same_home_is_refused(home: Path) -> None:
         assert r.returncode == 1 and "another Tavern" in r.stderr
     finally:
         holder.kill()
-

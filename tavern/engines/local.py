@@ -13,8 +13,9 @@ import codecs
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tavern.engines.base import Finished, GenerationRequest, Token, TurnStats
 from tavern.engines.gguf_info import read_gguf

@@ -16,8 +16,9 @@ writes evaluated tokens to `input_ids`).
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -63,9 +64,7 @@ def plan_reuse(cache: Sequence[int], prompt: Sequence[int], min_chunk: int) -> R
             head_c += 1
             continue
         n = 1
-        while (
-            head_c + n < n_cache and head_p + n < n_prompt - 1 and cache[head_c + n] == prompt[head_p + n]
-        ):
+        while head_c + n < n_cache and head_p + n < n_prompt - 1 and cache[head_c + n] == prompt[head_p + n]:
             n += 1
         if n >= min_chunk:
             plan.moves.append((head_c, head_p, n))

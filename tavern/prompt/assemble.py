@@ -23,8 +23,9 @@ newest messages, where a change costs re-evaluating only the few messages after 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 Mode = Literal["normal", "continue", "impersonate"]
 
@@ -74,7 +75,7 @@ class CardFields:
     depth_prompt: tuple[str, int, str] | None = None
 
     @classmethod
-    def from_card(cls, card: Any) -> "CardFields":
+    def from_card(cls, card: Any) -> CardFields:
         return cls(
             name=card.name,
             description=card.description,
@@ -278,7 +279,11 @@ def assemble_prompt(
     )
     st_layout = inputs.layout == "sillytavern"
     if st_layout:
-        sys_parts += [("lore (before card)", lore_before), ("card", card_text), ("lore (after card)", lore_after)]
+        sys_parts += [
+            ("lore (before card)", lore_before),
+            ("card", card_text),
+            ("lore (after card)", lore_after),
+        ]
     else:
         sys_parts += [("card", card_text)]
     sys_parts.append(("persona", _labelled(f"{user}'s persona", m(inputs.persona))))
@@ -300,7 +305,12 @@ def assemble_prompt(
     injections: list[DepthInjection] = []
     note = inputs.author_note
     user_turns = sum(1 for h in inputs.history if h.is_user and not h.is_system)
-    if note and (note.text or an_top or an_bottom) and note.frequency > 0 and user_turns % note.frequency == 0:
+    if (
+        note
+        and (note.text or an_top or an_bottom)
+        and note.frequency > 0
+        and user_turns % note.frequency == 0
+    ):
         text = "\n".join(t for t in (an_top, m(note.text), an_bottom) if t)
         injections.append(DepthInjection(text, note.depth, note.role, "author's note"))
     for d, role, text in depth_lore:
@@ -392,7 +402,7 @@ def assemble_prompt(
             used -= message_cost(fmt, msg(history[len(history) - n_hist]), count)
             n_hist -= 1
     if not pin:
-        for i, block in enumerate(example_blocks):
+        for i in range(len(example_blocks)):
             trial = count(render(build(0, i + 1)[0])) - fixed_tokens
             if used + trial > budget:
                 dropped.append(f"example blocks {i + 1}-{len(example_blocks)}: no room after the history")
@@ -424,7 +434,13 @@ def assemble_prompt(
         if t:
             slots.append(SlotUsage(name, count(t)))
     if n_examples:
-        slots.append(SlotUsage("examples", count(render(build(0, n_examples)[0])) - count(render(build(0, 0)[0])), f"{n_examples} of {len(example_blocks)} blocks"))
+        slots.append(
+            SlotUsage(
+                "examples",
+                count(render(build(0, n_examples)[0])) - count(render(build(0, 0)[0])),
+                f"{n_examples} of {len(example_blocks)} blocks",
+            )
+        )
     for name, t in notes_parts:
         if t:
             slots.append(SlotUsage(name, count(t), lore_detail if name == "lore" else ""))

@@ -14,7 +14,11 @@ from tavern.engines.samplers import SamplerSettings
 from tavern.errors import ModelLoadError
 
 GREEDY = SamplerSettings(greedy=True)
-SYSTEM = "<|im_start|>system\nYou are Mira, the innkeeper of the Rusty Lantern. " + "The inn is warm. " * 30 + "<|im_end|>\n"
+SYSTEM = (
+    "<|im_start|>system\nYou are Mira, the innkeeper of the Rusty Lantern. "
+    + "The inn is warm. " * 30
+    + "<|im_end|>\n"
+)
 
 
 def turn(i: int) -> str:
@@ -29,10 +33,14 @@ def engine(model_path: Path) -> LocalEngine:
     e.unload()
 
 
-def run(engine: LocalEngine, prompt: str, cancel: threading.Event | None = None, **kw) -> tuple[list[str], Finished]:
+def run(
+    engine: LocalEngine, prompt: str, cancel: threading.Event | None = None, **kw
+) -> tuple[list[str], Finished]:
     tokens: list[str] = []
     final = None
-    req = GenerationRequest(prompt=prompt, sampler=kw.pop("sampler", GREEDY), max_tokens=kw.pop("max_tokens", 16), **kw)
+    req = GenerationRequest(
+        prompt=prompt, sampler=kw.pop("sampler", GREEDY), max_tokens=kw.pop("max_tokens", 16), **kw
+    )
     for ev in engine.generate(req, cancel):
         if isinstance(ev, Token):
             tokens.append(ev.text)
@@ -63,7 +71,9 @@ def test_next_turn_reuses_the_prefix(engine: LocalEngine) -> None:
 
 
 def test_dropping_old_messages_shifts_the_cache_instead_of_reevaluating(engine: LocalEngine) -> None:
-    turns = [turn(i) + f"<|im_start|>assistant\nStory {i} is about a lantern.<|im_end|>\n" for i in range(10, 16)]
+    turns = [
+        turn(i) + f"<|im_start|>assistant\nStory {i} is about a lantern.<|im_end|>\n" for i in range(10, 16)
+    ]
     full = SYSTEM + "".join(turns) + turn(99) + "<|im_start|>assistant\n"
     run(engine, full)
     window = SYSTEM + "".join(turns[2:]) + turn(99) + "<|im_start|>assistant\n"  # two oldest left
@@ -76,7 +86,9 @@ def test_dropping_old_messages_shifts_the_cache_instead_of_reevaluating(engine: 
 
 def test_cancel_stops_within_a_token(engine: LocalEngine) -> None:
     cancel = threading.Event()
-    req = GenerationRequest(prompt=SYSTEM + turn(3) + "<|im_start|>assistant\n", sampler=GREEDY, max_tokens=200)
+    req = GenerationRequest(
+        prompt=SYSTEM + turn(3) + "<|im_start|>assistant\n", sampler=GREEDY, max_tokens=200
+    )
     seen = 0
     final = None
     for ev in engine.generate(req, cancel):

@@ -41,7 +41,9 @@ CARD = CardFields(
 
 def chat(n: int, words: int = 12) -> list[HistoryMessage]:
     return [
-        HistoryMessage("User" if i % 2 else "Mira", f"message {i} " + "lorem ipsum " * words, bool(i % 2), index=i)
+        HistoryMessage(
+            "User" if i % 2 else "Mira", f"message {i} " + "lorem ipsum " * words, bool(i % 2), index=i
+        )
         for i in range(n)
     ]
 
@@ -84,7 +86,9 @@ def test_examples_are_dropped_whole_last_first(count: TokenCounter) -> None:
 
 def test_depth_injections_land_at_their_depth(count: TokenCounter) -> None:
     note = AuthorNote(text="[Mira is tired tonight]", depth=2)
-    p = assemble_prompt(PromptInputs(CARD, "User", chat(6, 2), author_note=note), get_format("chatml"), count, 4096, 100)
+    p = assemble_prompt(
+        PromptInputs(CARD, "User", chat(6, 2), author_note=note), get_format("chatml"), count, 4096, 100
+    )
     contents = [m["content"] for m in p.messages]
     i = contents.index("[Mira is tired tonight]")
     assert contents[i + 1].startswith("Mira: message 4") and contents[i - 1].startswith("User: message 3")
@@ -97,15 +101,27 @@ def _lore(text: str):
 def test_unchanged_lore_stays_put_and_changed_lore_moves_to_the_newest_message(count: TokenCounter) -> None:
     fmt = get_format("chatml")
     h = chat(8, 2)
-    p1 = assemble_prompt(PromptInputs(CARD, "User", h, lore=_lore("The harbor is foggy.")), fmt, count, 4096, 100)
+    p1 = assemble_prompt(
+        PromptInputs(CARD, "User", h, lore=_lore("The harbor is foggy.")), fmt, count, 4096, 100
+    )
     assert p1.notes_anchor == (7, "The harbor is foggy.")
     h2 = h + chat(10, 2)[8:]
     p2 = assemble_prompt(
-        PromptInputs(CARD, "User", h2, lore=_lore("The harbor is foggy."), notes_anchor=p1.notes_anchor), fmt, count, 4096, 100
+        PromptInputs(CARD, "User", h2, lore=_lore("The harbor is foggy."), notes_anchor=p1.notes_anchor),
+        fmt,
+        count,
+        4096,
+        100,
     )
-    assert p2.text.startswith(p1.text[: p1.text.index("message 7")])  # the earlier prompt is a prefix: cache-friendly
+    assert p2.text.startswith(
+        p1.text[: p1.text.index("message 7")]
+    )  # the earlier prompt is a prefix: cache-friendly
     p3 = assemble_prompt(
-        PromptInputs(CARD, "User", h2, lore=_lore("A storm is coming."), notes_anchor=p2.notes_anchor), fmt, count, 4096, 100
+        PromptInputs(CARD, "User", h2, lore=_lore("A storm is coming."), notes_anchor=p2.notes_anchor),
+        fmt,
+        count,
+        4096,
+        100,
     )
     assert p3.notes_anchor == (9, "A storm is coming.")
     assert p3.text.index("A storm is coming.") > p3.text.index("message 8")
@@ -116,7 +132,15 @@ def test_continue_and_impersonate(count: TokenCounter) -> None:
     h = chat(3, 2)
     cont = assemble_prompt(PromptInputs(CARD, "User", h, mode="continue"), fmt, count, 4096, 100)
     assert cont.text.endswith("Mira: message 2 lorem ipsum lorem ipsum ")
-    imp = assemble_prompt(PromptInputs(CARD, "User", h[:2] + [HistoryMessage("Mira", "Hi", False, index=2)], mode="impersonate"), fmt, count, 4096, 100)
+    imp = assemble_prompt(
+        PromptInputs(
+            CARD, "User", h[:2] + [HistoryMessage("Mira", "Hi", False, index=2)], mode="impersonate"
+        ),
+        fmt,
+        count,
+        4096,
+        100,
+    )
     assert imp.text.endswith("<|im_start|>user\nUser:")
     assert "\nMira:" in imp.stop
 
@@ -127,7 +151,9 @@ def test_a_card_bigger_than_the_budget_is_reported(count: TokenCounter) -> None:
     assert p.warnings and "no room for history" in p.warnings[0]
 
 
-texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=120)
+texts = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=120
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -142,7 +168,9 @@ texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_c
 def test_the_budget_always_holds(count, fmt_id, description, messages, n_ctx, reserve, mode) -> None:
     history = [HistoryMessage("User" if u else "Mira", t, u, index=i) for i, (u, t) in enumerate(messages)]
     card = CardFields("Mira", description=description, mes_example="<START>\n{{char}}: " + description)
-    p = assemble_prompt(PromptInputs(card, "User", history, mode=mode), get_format(fmt_id), count, n_ctx, reserve)
+    p = assemble_prompt(
+        PromptInputs(card, "User", history, mode=mode), get_format(fmt_id), count, n_ctx, reserve
+    )
     if not p.warnings:  # a fixed part over budget is reported instead (nothing left to trim)
         assert count(p.text) <= n_ctx - reserve
     assert p.prompt_tokens == count(p.text)

@@ -94,5 +94,8 @@ async def test_swipes_a_new_reply_and_browses_back(home: Path) -> None:
         assert len(last.swipes) == 3 and last.swipe_id == 2 and last.mes == last.swipes[2]
         await pilot.press("alt+left")
         await wait_until(pilot, lambda: screen.session.chat[-1].swipe_id == 1)
-    on_disk = [json.loads(x) for x in next((home / "chats" / "Captain Ilse Varga").glob("*.jsonl")).read_text().splitlines()]
+    on_disk = [
+        json.loads(x)
+        for x in next((home / "chats" / "Captain Ilse Varga").glob("*.jsonl")).read_text().splitlines()
+    ]
     assert on_disk[-1]["swipe_id"] == 1 and len(on_disk[-1]["swipes"]) == 3

@@ -32,8 +32,12 @@ class ChatScreen(Screen):
         Binding("escape", "stop_or_back", "Stop/Back", id="chat.stop", priority=True),
         Binding("ctrl+r", "regenerate", "Swipe", id="chat.regenerate"),
         # Left/right in the composer move its cursor, so swipes take alt (or ctrl) with them.
-        Binding("alt+left,ctrl+left", "swipe(-1)", "Prev swipe", id="chat.swipe_prev", priority=True, show=False),
-        Binding("alt+right,ctrl+right", "swipe(1)", "Next swipe", id="chat.swipe_next", priority=True, show=False),
+        Binding(
+            "alt+left,ctrl+left", "swipe(-1)", "Prev swipe", id="chat.swipe_prev", priority=True, show=False
+        ),
+        Binding(
+            "alt+right,ctrl+right", "swipe(1)", "Next swipe", id="chat.swipe_next", priority=True, show=False
+        ),
         Binding("ctrl+t", "continue_reply", "Continue", id="chat.continue"),
         Binding("ctrl+d", "delete_last", "Delete last", id="chat.delete_last"),
         Binding("ctrl+u", "impersonate", "Impersonate", id="chat.impersonate", show=False),
@@ -61,7 +65,9 @@ class ChatScreen(Screen):
 
     def _set_status(self, extra: str = "") -> None:
         # One line at 80 columns: the stats of the last reply replace the chat and model names.
-        text = f"{self.session.card.name} · " + (extra or f"{self.session.chat.name} · {self.app.engine_status}")
+        text = f"{self.session.card.name} · " + (
+            extra or f"{self.session.chat.name} · {self.app.engine_status}"
+        )
         self.query_one("#status", Static).update(text)
 
     def load_history(self) -> None:
