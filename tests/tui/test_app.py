@@ -99,3 +99,28 @@ async def test_swipes_a_new_reply_and_browses_back(home: Path) -> None:
         for x in next((home / "chats" / "Captain Ilse Varga").glob("*.jsonl")).read_text().splitlines()
     ]
     assert on_disk[-1]["swipe_id"] == 1 and len(on_disk[-1]["swipes"]) == 3
+
+
+async def test_a_long_chat_mounts_only_its_tail_and_shows_older_on_request(home: Path) -> None:
+    from textual.widgets import Button
+
+    from tavern.store import ChatMessage
+
+    tavern = Tavern.open(home, **{"model.path": str(home / "no-model.gguf")})  # no engine needed
+    key, card = tavern.character("Mira")
+    chat = tavern.new_chat(key, card)
+    for i in range(1, 120):
+        chat.append(ChatMessage(name="User" if i % 2 else "Mira", is_user=bool(i % 2), mes=f"line {i}"))
+    app = make_app(tavern)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.open_character("Mira")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
+        screen = app.screen
+        await wait_until(pilot, lambda: len(screen.query(ChatMessageView)) == 40)
+        views = list(screen.query(ChatMessageView))
+        assert views[0].body == "line 80" and views[-1].body == "line 119"
+        older = screen.query_one("#older", Button)
+        assert "80 earlier" in str(older.label)
+        older.press()
+        await wait_until(pilot, lambda: len(screen.query(ChatMessageView)) == 80)
+        assert list(screen.query(ChatMessageView))[0].body == "line 40"

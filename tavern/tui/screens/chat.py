@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Button, Footer, Input, Static
 
 from tavern.tui.messages import ReplyDelta, ReplyFailed, ReplyFinished
 from tavern.tui.widgets.message import ChatMessageView
@@ -51,6 +51,8 @@ class ChatScreen(Screen):
         self.cancel = threading.Event()
         self.generating = False
         self.live: ChatMessageView | None = None
+        self.first_shown = 0
+        """Chat index of the oldest mounted message: a long chat mounts only its recent tail."""
 
     def compose(self) -> ComposeResult:
         yield Static("", id="status")
@@ -73,15 +75,36 @@ class ChatScreen(Screen):
     def load_history(self) -> None:
         box = self.query_one("#messages", VerticalScroll)
         box.remove_children()
-        n = len(self.session.chat)
-        start = max(0, n - TAIL)
-        views = []
-        for i, m in enumerate(self.session.chat.tail(n - start) if n else []):
-            views.append(ChatMessageView(m.name, m.mes, m.is_user, start + i, _swipe_label(m)))
-        if start:
-            views.insert(0, Static(f"[dim]… {start} earlier messages[/dim]"))
-        box.mount_all(views)
+        self.first_shown = len(self.session.chat)
+        self._mount_older(TAIL)
         box.anchor()
+
+    def _mount_older(self, count: int) -> None:
+        """Mount `count` more messages above those shown; a button at the top offers the rest."""
+        box = self.query_one("#messages", VerticalScroll)
+        end = self.first_shown
+        start = max(0, end - count)
+        chat = self.session.chat
+        views = [
+            ChatMessageView(m.name, m.mes, m.is_user, start + i, _swipe_label(m))
+            for i, m in enumerate(chat[start:end] if end > start else [])
+        ]
+        self.first_shown = start
+        buttons = list(box.query("#older"))
+        if buttons:  # mount below the button, which stays at the top while there is more
+            box.mount_all(views, after=buttons[0])
+            if start:
+                buttons[0].label = _older_label(start)
+            else:
+                buttons[0].remove()
+        else:
+            if start:
+                views.insert(0, Button(_older_label(start), id="older"))
+            box.mount_all(views)
+
+    @on(Button.Pressed, "#older")
+    def _show_older(self) -> None:
+        self._mount_older(TAIL)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -261,6 +284,10 @@ class ChatScreen(Screen):
             return
         self.session.delete_last()
         self.load_history()
+
+
+def _older_label(hidden: int) -> str:
+    return f"↑ {hidden} earlier messages (show {min(TAIL, hidden)} more)"
 
 
 def _swipe_label(message: Any) -> str:
