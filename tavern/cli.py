@@ -93,13 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--character", help="character that imported chats belong to")
     sp.set_defaults(func=cmd_import)
 
-    card = sub.add_parser("card", help="character cards").add_subparsers(metavar="ACTION")
+    card_parser = sub.add_parser("card", help="character cards")
+    card_parser.set_defaults(func=_usage(card_parser))
+    card = card_parser.add_subparsers(metavar="ACTION")
     sp = card.add_parser("show", help="print a normalized card")
     sp.add_argument("name", help="character name or a card file")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_card_show)
 
-    export = sub.add_parser("export", help="export cards and chats").add_subparsers(metavar="WHAT")
+    export_parser = sub.add_parser("export", help="export cards and chats")
+    export_parser.set_defaults(func=_usage(export_parser))
+    export = export_parser.add_subparsers(metavar="WHAT")
     sp = export.add_parser("card", help="write a card as PNG (V2+V3 chunks) or JSON")
     sp.add_argument("name")
     sp.add_argument("--to", required=True, help="FILE.png or FILE.json")
@@ -110,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--to", required=True, help="FILE.jsonl, FILE.md or FILE.txt")
     sp.set_defaults(func=cmd_export_chat)
 
-    lore = sub.add_parser("lore", help="lorebooks").add_subparsers(metavar="ACTION")
+    lore_parser = sub.add_parser("lore", help="lorebooks")
+    lore_parser.set_defaults(func=_usage(lore_parser))
+    lore = lore_parser.add_subparsers(metavar="ACTION")
     sp = lore.add_parser("scan", help="show which entries activate, and why")
     sp.add_argument("lorebook", help="a lorebook file or a name in the lorebooks folder")
     g = sp.add_mutually_exclusive_group(required=True)
@@ -120,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_lore_scan)
 
-    models = sub.add_parser("models", help="GGUF models").add_subparsers(metavar="ACTION")
+    models_parser = sub.add_parser("models", help="GGUF models")
+    models_parser.set_defaults(func=_usage(models_parser))
+    models = models_parser.add_subparsers(metavar="ACTION")
     sp = models.add_parser("list", help="GGUFs in the models folder and the default")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_models_list)
@@ -133,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _usage(parser: argparse.ArgumentParser) -> Any:
+    """A command group called without its action prints its usage instead of opening the app."""
+
+    def show(_args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return 2
+
+    return show
 
 
 def _open(args: argparse.Namespace) -> Any:

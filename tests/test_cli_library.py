@@ -101,3 +101,9 @@ def test_a_second_tavern_on_the_same_home_is_refused(home: Path) -> None:
         assert r.returncode == 1 and "another Tavern" in r.stderr
     finally:
         holder.kill()
+
+
+def test_a_command_group_without_its_action_prints_usage(home: Path) -> None:
+    for group in ("card", "export", "lore", "models"):
+        r = tavern(home, group, timeout=30)
+        assert r.returncode == 2 and "usage: tavern " + group in r.stderr
