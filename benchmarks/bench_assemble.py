@@ -20,11 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-WORDS = (
-    "harbor ship sail storm lantern inn cider stew rope anchor captain crew cargo spice mail island "
-    "cloud wind rain fog tide gull market smuggler guard tower bell candle kettle fire door window "
-    "road bridge river forest mountain cave tavern song dance coin silver gold map compass letter"
-).split()
+from bench_lore import NOUNS, make_book, make_chat, make_names  # same folder: realistic lore data
 
 
 def main() -> None:
@@ -41,27 +37,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         app = Tavern.open(home, **{"model.n_ctx": 8192, "lore.global_books": ["big"]})
-        entries = {}
-        for uid in range(args.entries):
-            keys = [f"{rng.choice(WORDS)}{uid}", rng.choice(WORDS) + " " + rng.choice(WORDS)]
-            entries[str(uid)] = {
-                "uid": uid,
-                "key": keys,
-                "keysecondary": [],
-                "comment": f"entry {uid}",
-                "content": " ".join(rng.choice(WORDS) for _ in range(40)),
-                "order": rng.randrange(200),
-                "position": rng.choice([0, 1, 4]),
-                "depth": 4,
-            }
-        (home / "lorebooks" / "big.json").write_text(json.dumps({"entries": entries}), encoding="utf-8")
+        # The same realistic generators as bench_lore.py: invented names, nouns and adjective
+        # phrases as keys; chat text that mentions a name or a noun now and then.
+        names = make_names(rng, 3000)
+        (home / "lorebooks" / "big.json").write_text(
+            json.dumps(make_book(rng, args.entries, names)), encoding="utf-8"
+        )
+        chat_text = make_chat(rng, args.messages, names)
 
         session = app.open_chat("Mira", new=True)
         path = session.chat.path
         lines = [path.read_text(encoding="utf-8").splitlines()[0]]
-        for i in range(args.messages):
-            user = i % 2 == 1
-            text = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(10, 60)))
+        for i, said in enumerate(chat_text):
+            user, text = i % 2 == 1, said.text
             lines.append(
                 json.dumps(
                     {
@@ -82,7 +70,7 @@ def main() -> None:
         times, base = [], []
         prompt = None
         for t in range(args.turns):
-            text = f"Tell me about the {rng.choice(WORDS)} and the {rng.choice(WORDS)} ({t})"
+            text = f"Tell me about {rng.choice(names)} and the {rng.choice(NOUNS)} ({t})"
             session.chat.append(ChatMessage(name="User", is_user=True, mes=text))
             t0 = time.perf_counter()
             prompt = session.build_prompt()

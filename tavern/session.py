@@ -311,7 +311,7 @@ class ChatSession:
         # Read only the chat's tail (a 10,000-message chat must not be parsed every turn), and
         # more of it only when all of that tail fitted in the budget.
         end = len(self.chat) if upto is None else upto
-        limit = max(160, n_ctx // 16)  # about what fits when messages average 16+ tokens
+        limit = max(128, n_ctx // 32)  # about what fits when messages average 32+ tokens
         history = self.history(limit=limit, upto=upto)
         count = app.counter()
         macro = self._macro_fn(history)

@@ -117,7 +117,17 @@ def test_unwritable_data_home_is_one_clear_line(tmp_path: Path) -> None:
 
 def test_an_engine_failure_keeps_the_users_message(home: Path) -> None:
     # A context too small for the card itself: the engine refuses the prompt mid-turn.
-    r = tavern(home, "chat", "Captain Ilse Varga", "--message", "Ready when you are.", "--ctx", "256", "--max-tokens", "16")
+    r = tavern(
+        home,
+        "chat",
+        "Captain Ilse Varga",
+        "--message",
+        "Ready when you are.",
+        "--ctx",
+        "256",
+        "--max-tokens",
+        "16",
+    )
     assert r.returncode == 1
     assert "your message was saved" in r.stderr and "Traceback" not in r.stderr
     [path] = chat_files(home, "Captain Ilse Varga")

@@ -345,7 +345,9 @@ def assemble_prompt(
             text = f"{h.name}: {text}"
         return {"role": ROLE[h.is_user], "content": text}
 
-    def build(n_hist: int, n_examples: int) -> tuple[list[dict], list[tuple[str, int]]]:
+    def build(
+        n_hist: int, n_examples: int, with_injections: bool = True
+    ) -> tuple[list[dict], list[tuple[str, int]]]:
         """Messages for the last n_hist history entries and the first n_examples blocks."""
         sys_text_parts = [t for _, t in sys_parts if t]
         ex = example_blocks[:n_examples]
@@ -357,14 +359,13 @@ def assemble_prompt(
         chat = [msg(h) for h in kept]
         # Injections by position in the window, computed before any insertion; stable for ties.
         placed = []
-        for order, inj in enumerate(injections):
+        for order, inj in enumerate(injections if with_injections else ()):
             pos = max(0, len(kept) - inj.depth)
             if inj.before_index is not None:
                 pos = next((i for i, h in enumerate(kept) if h.index == inj.before_index), pos)
             placed.append((pos, order, inj))
         for pos, _order, inj in sorted(placed, key=lambda p: (-p[0], -p[1])):
-            role = inj.role if inj.role in ("system", "user", "assistant") else "system"
-            chat.insert(pos, {"role": role, "content": inj.text})
+            chat.insert(pos, {"role": _chat_role(inj.role), "content": inj.text})
         msgs = ([system_msg] if system_msg["content"] else []) + chat
         return msgs, []
 
@@ -372,15 +373,34 @@ def assemble_prompt(
     def render(msgs: list[dict]) -> str:
         return _render(fmt, msgs, inputs, char, user)
 
-    fixed_msgs, _ = build(0, len(example_blocks) if pin else 0)
-    fixed_tokens = count(render(fixed_msgs))
+    # The fixed part: the system block (stable for the chat, so its count is cached) plus each
+    # injection as the message it becomes; the final whole-prompt count below corrects seams.
+    def injection_cost(inj: DepthInjection) -> int:
+        if inj.source == "notes" and inputs.lore is not None and not st_layout:
+            # The scan already counted each lore entry it let in (the counter remembers them):
+            # their sum, the other parts, and a token per joint and header, instead of
+            # tokenizing the ~2k-token block again each turn. The final count below is exact.
+            entries = [
+                e for e in getattr(inputs.lore, "activated", []) if getattr(e, "position", None) in (0, 1)
+            ]
+            if entries:
+                lore = sum(count(m(e.content)) for e in entries) + len(entries)
+                others = sum(count(t) for name, t in notes_parts if name != "lore" and t)
+                return lore + others + 8
+        return message_cost(fmt, {"role": _chat_role(inj.role), "content": inj.text}, count)
+
+    injection_tokens = sum(injection_cost(i) for i in injections)
+
+    def fixed_cost(n_examples: int) -> int:
+        return count(render(build(0, n_examples, with_injections=False)[0])) + injection_tokens
+
     n_examples = len(example_blocks) if pin else 0
+    fixed_tokens = fixed_cost(n_examples)
     if pin:
         while n_examples and fixed_tokens > budget // 2:
             n_examples -= 1
             dropped.append(f"example block {n_examples + 1}: examples may use at most half the budget")
-            fixed_msgs, _ = build(0, n_examples)
-            fixed_tokens = count(render(fixed_msgs))
+            fixed_tokens = fixed_cost(n_examples)
     if fixed_tokens > budget:
         warnings.append(
             f"the card, system prompt and notes take {fixed_tokens} tokens, over the {budget}-token budget: no room for history"
@@ -403,11 +423,11 @@ def assemble_prompt(
             n_hist -= 1
     if not pin:
         for i in range(len(example_blocks)):
-            trial = count(render(build(0, i + 1)[0])) - fixed_tokens
-            if used + trial > budget:
+            extra = fixed_cost(i + 1) - fixed_cost(i)
+            if used + extra > budget:
                 dropped.append(f"example blocks {i + 1}-{len(example_blocks)}: no room after the history")
                 break
-            used += trial - (count(render(build(0, i)[0])) - fixed_tokens)
+            used += extra
             n_examples = i + 1
 
     msgs, _ = build(n_hist, n_examples)
@@ -437,13 +457,16 @@ def assemble_prompt(
         slots.append(
             SlotUsage(
                 "examples",
-                count(render(build(0, n_examples)[0])) - count(render(build(0, 0)[0])),
+                fixed_cost(n_examples) - fixed_cost(0),
                 f"{n_examples} of {len(example_blocks)} blocks",
             )
         )
     for name, t in notes_parts:
         if t:
-            slots.append(SlotUsage(name, count(t), lore_detail if name == "lore" else ""))
+            # The scan already counted every entry it let in; don't tokenize the lore again.
+            scanned = getattr(inputs.lore, "tokens_used", None) if name == "lore" else None
+            tokens = scanned if scanned is not None else count(t)
+            slots.append(SlotUsage(name, tokens, lore_detail if name == "lore" else ""))
     for inj in injections:
         if inj.source != "notes":
             slots.append(SlotUsage(inj.source, count(inj.text), f"depth {inj.depth}, {inj.role}"))
@@ -495,6 +518,10 @@ def _stops(fmt: Any, inputs: PromptInputs, char: str, user: str) -> list[str]:
         if s and s not in seen:
             seen.append(s)
     return seen
+
+
+def _chat_role(role: str) -> str:
+    return role if role in ("system", "user", "assistant") else "system"
 
 
 def _labelled(label: str, text: str) -> str:
