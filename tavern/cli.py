@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -218,23 +219,19 @@ def _chat_turn(session: Any, text: str, as_json: bool) -> int:
 
     cancel = threading.Event()
     final = None
-    interrupted = False
-    events = session.send(text, cancel)
-    while True:
-        try:
-            event = next(events)
-        except StopIteration:
-            break
-        except KeyboardInterrupt:
-            # Ctrl+C stops the reply within a token; the partial reply is saved like an Esc in the app.
-            cancel.set()
-            interrupted = True
-            continue
-        if isinstance(event, Finished):
-            final = event
-        elif not as_json:
-            sys.stdout.write(event.text)
-            sys.stdout.flush()
+    # Ctrl+C stops the reply within a token and the partial reply is saved, like Esc in the app:
+    # the signal only sets the cancel flag (raising inside llama.cpp's callbacks would be lost).
+    previous = signal.signal(signal.SIGINT, lambda _sig, _frame: cancel.set())
+    try:
+        for event in session.send(text, cancel):
+            if isinstance(event, Finished):
+                final = event
+            elif not as_json:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    interrupted = cancel.is_set()
     assert final is not None
     if as_json:
         _print_json(

@@ -133,3 +133,40 @@ def test_an_engine_failure_keeps_the_users_message(home: Path) -> None:
     [path] = chat_files(home, "Captain Ilse Varga")
     messages = read_jsonl(path)[1:]
     assert messages[-1]["mes"] == "Ready when you are." and messages[-1]["is_user"]
+
+
+def test_ctrl_c_mid_reply_stops_it_and_keeps_the_partial_reply(home: Path) -> None:
+    import signal
+
+    env = {**os.environ, "TAVERN_HOME": str(home)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tavern",
+            "chat",
+            "Mira",
+            "--message",
+            "Tell me a very long story.",
+            "--max-tokens",
+            "400",
+            "--ctx",
+            "2048",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+    )
+    assert proc.stdout is not None
+    shown = os.read(proc.stdout.fileno(), 20)  # the reply is streaming (raw read: nothing buffered)
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"interrupted" in err and b"Traceback" not in err
+    printed = (shown + rest).decode().strip()
+    [path] = chat_files(home)
+    last = read_jsonl(path)[-1]
+    assert not last["is_user"] and last["mes"] == printed
+    assert last["extra"]["tavern"]["stop_reason"] == "cancelled"
+    assert 0 < last["extra"]["tavern"]["gen_tokens"] < 400
