@@ -45,6 +45,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
 from tavern.errors import TemplateError
+from tavern.paths import bundled_dir
 
 __all__ = [
     "TEMPLATES_DIR",
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 #: Where the bundled templates and their metadata live (repository root / prompt_templates).
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "prompt_templates"
+TEMPLATES_DIR = bundled_dir("prompt_templates")  # the repository folder, or tavern/_bundled in a wheel
 
 ROLES = ("system", "user", "assistant")
 
