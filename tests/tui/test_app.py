@@ -124,3 +124,25 @@ async def test_a_long_chat_mounts_only_its_tail_and_shows_older_on_request(home:
         older.press()
         await wait_until(pilot, lambda: len(screen.query(ChatMessageView)) == 80)
         assert list(screen.query(ChatMessageView))[0].body == "line 40"
+
+
+async def test_a_message_that_cannot_be_saved_goes_back_to_the_composer(home: Path) -> None:
+    from textual.widgets import Input
+
+    tavern = Tavern.open(home, **{"generation.max_tokens": 8, "model.n_ctx": 1024})
+    app = make_app(tavern)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.open_character("Mira")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
+        screen = app.screen
+        await wait_until(pilot, lambda: bool(screen.query(ChatMessageView)))
+        # The store's read-only mode (another Tavern holds the home): every write is refused.
+        screen.session.chat.read_only = True
+        await pilot.click("#composer")
+        await pilot.press(*"Please remember this")
+        await pilot.press("enter")
+        composer = screen.query_one("#composer", Input)
+        await wait_until(pilot, lambda: composer.value == "Please remember this")
+        await wait_until(
+            pilot, lambda: [v.body for v in screen.query(ChatMessageView)][-1] != "Please remember this"
+        )

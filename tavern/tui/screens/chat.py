@@ -209,6 +209,18 @@ class ChatScreen(Screen):
         self.live = None
         self._set_status("error")
         self.app.notify(message.error, title="Error", severity="error")
+        chat = self.session.chat
+        saved = len(chat) and chat[-1].is_user and chat[-1].mes == message.draft
+        if message.draft and not saved:
+            # The message never reached the disk (full disk, read-only chat): give it back to
+            # the composer so the user can retry; nothing typed is lost.
+            for view in reversed(list(self.query(ChatMessageView))):
+                if view.has_class("user") and view.body == message.draft:
+                    view.remove()
+                    break
+            composer = self.query_one("#composer", Input)
+            composer.value = message.draft
+            composer.focus()
 
     # -- actions -----------------------------------------------------------------------------
 
