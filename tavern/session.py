@@ -283,6 +283,8 @@ class ChatSession:
     last_prompt: AssembledPrompt | None = None
     last_lore: Any = None
     notes_anchor: tuple[int, str] | None = None
+    timed_state: dict | None = None
+    """The lore scan's sticky/cooldown state after the last prompt; saved with the reply."""
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -429,7 +431,7 @@ class ChatSession:
             substitute_macros=macro,
             explain=explain,
         )
-        self._pending_timed_state = result.timed_state
+        self.timed_state = result.timed_state
         return result
 
     def lorebooks(self) -> list[tuple[str, Any]]:
@@ -579,7 +581,7 @@ class ChatSession:
                     gen_finished=now_date(),
                 )
             )
-        state = getattr(self, "_pending_timed_state", None)
+        state = self.timed_state
         if state is not None and state != self.chat.header.chat_metadata.get("timedWorldInfo"):
             self.chat.update_metadata({"timedWorldInfo": state})
         final.text = text
@@ -626,8 +628,4 @@ def hash_seed(*parts: Any) -> int:
     return zlib.crc32("\x1f".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
 
 
-def open_app(home: Path | str | None = None, **overrides: Any) -> Tavern:
-    return Tavern.open(home, **overrides)
-
-
-__all__ = ["Tavern", "ChatSession", "open_app"]
+__all__ = ["Tavern", "ChatSession"]

@@ -345,9 +345,7 @@ def assemble_prompt(
             text = f"{h.name}: {text}"
         return {"role": ROLE[h.is_user], "content": text}
 
-    def build(
-        n_hist: int, n_examples: int, with_injections: bool = True
-    ) -> tuple[list[dict], list[tuple[str, int]]]:
+    def build(n_hist: int, n_examples: int, with_injections: bool = True) -> list[dict]:
         """Messages for the last n_hist history entries and the first n_examples blocks."""
         sys_text_parts = [t for _, t in sys_parts if t]
         ex = example_blocks[:n_examples]
@@ -366,33 +364,35 @@ def assemble_prompt(
             placed.append((pos, order, inj))
         for pos, _order, inj in sorted(placed, key=lambda p: (-p[0], -p[1])):
             chat.insert(pos, {"role": _chat_role(inj.role), "content": inj.text})
-        msgs = ([system_msg] if system_msg["content"] else []) + chat
-        return msgs, []
+        return ([system_msg] if system_msg["content"] else []) + chat
 
-    # Cost of the fixed part: the system block plus injections, plus the generation prompt.
     def render(msgs: list[dict]) -> str:
         return _render(fmt, msgs, inputs, char, user)
 
     # The fixed part: the system block (stable for the chat, so its count is cached) plus each
     # injection as the message it becomes; the final whole-prompt count below corrects seams.
+    def notes_lore_tokens() -> int | None:
+        """Tokens of the lore in the notes block (entries before/after the card), from the
+        counts the scan already made (the counter remembers them) plus one per joint, instead
+        of tokenizing the ~2k-token block again each turn. None when the notes hold no lore."""
+        if inputs.lore is None or st_layout:
+            return None
+        entries = [e for e in getattr(inputs.lore, "activated", []) if getattr(e, "position", None) in (0, 1)]
+        if not entries:
+            return None
+        return sum(count(m(e.content)) for e in entries) + len(entries)
+
     def injection_cost(inj: DepthInjection) -> int:
-        if inj.source == "notes" and inputs.lore is not None and not st_layout:
-            # The scan already counted each lore entry it let in (the counter remembers them):
-            # their sum, the other parts, and a token per joint and header, instead of
-            # tokenizing the ~2k-token block again each turn. The final count below is exact.
-            entries = [
-                e for e in getattr(inputs.lore, "activated", []) if getattr(e, "position", None) in (0, 1)
-            ]
-            if entries:
-                lore = sum(count(m(e.content)) for e in entries) + len(entries)
-                others = sum(count(t) for name, t in notes_parts if name != "lore" and t)
-                return lore + others + 8
+        lore = notes_lore_tokens() if inj.source == "notes" else None
+        if lore is not None:
+            # The other parts and a few header tokens; the final whole-prompt count is exact.
+            return lore + sum(count(t) for name, t in notes_parts if name != "lore" and t) + 8
         return message_cost(fmt, {"role": _chat_role(inj.role), "content": inj.text}, count)
 
     injection_tokens = sum(injection_cost(i) for i in injections)
 
     def fixed_cost(n_examples: int) -> int:
-        return count(render(build(0, n_examples, with_injections=False)[0])) + injection_tokens
+        return count(render(build(0, n_examples, with_injections=False))) + injection_tokens
 
     n_examples = len(example_blocks) if pin else 0
     fixed_tokens = fixed_cost(n_examples)
@@ -430,7 +430,7 @@ def assemble_prompt(
             used += extra
             n_examples = i + 1
 
-    msgs, _ = build(n_hist, n_examples)
+    msgs = build(n_hist, n_examples)
     text = render(msgs)
     total = count(text)
     while total > budget and n_hist > 0:
@@ -440,7 +440,7 @@ def assemble_prompt(
         while over > 0 and n_hist > 0:
             over -= message_cost(fmt, msg(history[len(history) - n_hist]), count)
             n_hist -= 1
-        msgs, _ = build(n_hist, n_examples)
+        msgs = build(n_hist, n_examples)
         text = render(msgs)
         total = count(text)
     if n_hist < len(history):
@@ -463,9 +463,9 @@ def assemble_prompt(
         )
     for name, t in notes_parts:
         if t:
-            # The scan already counted every entry it let in; don't tokenize the lore again.
-            scanned = getattr(inputs.lore, "tokens_used", None) if name == "lore" else None
-            tokens = scanned if scanned is not None else count(t)
+            # Lore at @depth is its own slot below: count only what this block holds.
+            lore = notes_lore_tokens() if name == "lore" else None
+            tokens = lore if lore is not None else count(t)
             slots.append(SlotUsage(name, tokens, lore_detail if name == "lore" else ""))
     for inj in injections:
         if inj.source != "notes":
