@@ -56,6 +56,7 @@ class Tavern:
         self._counter: TokenCounter | None = None
         self.load_warnings: list[str] = []
         self._home_lock: Any = None
+        self.cpu_probe_command: list[str] | None = None  # tests inject a child that crashes
 
     @classmethod
     def open(
@@ -107,8 +108,11 @@ class Tavern:
         """The process's one engine, loaded on first use (raises ModelLoadError cleanly)."""
         with self._engine_lock:
             if self._engine is None:
+                from tavern.engines.cpu_probe import check_build
                 from tavern.engines.local import LocalEngine
 
+                # Once per llama.cpp build: a CPU that lies about AMX kills a child, not us.
+                check_build(self.home.root, self.model_path(), self.cpu_probe_command)
                 engine = LocalEngine(self.model_path(), **self._load_plan())
                 engine.load()
                 self._engine = engine
