@@ -62,11 +62,13 @@ class ChatSettings(_Section):
 
 
 class PromptSettings(_Section):
-    system_prompt: str = (
-        "Write {{char}}'s next reply in a fictional chat between {{char}} and {{user}}. Stay in character."
-    )
+    system_prompt: str = "Write {{char}}'s next reply in a fictional chat between {{char}} and {{user}}."
+    """SillyTavern's default ("Neutral - Chat")."""
     layout: Literal["cache_friendly", "sillytavern"] = "cache_friendly"
     """cache_friendly keeps what changes per turn late in the prompt; sillytavern matches its order."""
+    context_preset: str = ""
+    """sillytavern layout: an imported SillyTavern context preset (story string, example
+    separator, chat start); "": SillyTavern's Default."""
     names_in_history: bool = True
     """Prefix each message with 'Name: ' as SillyTavern's instruct mode does by default."""
     trim_step: float = Field(0.0, ge=0.0, le=0.9)

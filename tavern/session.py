@@ -52,6 +52,7 @@ class Tavern:
         self._engine = engine
         self._engine_lock = threading.Lock()
         self._format: Any = None
+        self._context_preset: Any = None
         self._format_reason = ""
         self._counter: TokenCounter | None = None
         self.load_warnings: list[str] = []
@@ -173,6 +174,14 @@ class Tavern:
                     engine.model_name, meta.get("tokenizer.chat_template"), wanted
                 )
         return self._format
+
+    def context_preset(self) -> Any:
+        """The sillytavern layout's story string preset (tavern.prompt.story)."""
+        if self._context_preset is None:
+            from tavern.prompt.story import load_context_preset
+
+            self._context_preset = load_context_preset(self.home.presets, self.settings.prompt.context_preset)
+        return self._context_preset
 
     @property
     def format_reason(self) -> str:
@@ -373,6 +382,7 @@ class ChatSession:
             trim_step=s.prompt.trim_step,
             macro=macro,
             notes_anchor=self.notes_anchor,
+            story=self.app.context_preset() if s.prompt.layout == "sillytavern" else None,
         )
         return assemble_prompt(inputs, self.app.prompt_format(), count, n_ctx, s.generation.max_tokens)
 

@@ -109,6 +109,9 @@ class PromptInputs:
     trim_step: float = 0.0
     macro: Callable[[str], str] = staticmethod(lambda s: s)  # type: ignore[assignment]
     """Macro substitution for card fields, lore and notes (tavern.prompt.macros.substitute)."""
+    story: Any = None
+    """The context preset (st_presets.StoryTemplate) of the sillytavern layout; None: SillyTavern's
+    default one."""
     notes_anchor: tuple[int, str] | None = None
     """(chat index, notes text) of the last turn's notes block: unchanged notes stay where they
     were, so the engine's cache keeps them; changed notes move next to the newest messages."""
@@ -283,12 +286,18 @@ def assemble_prompt(
             ("lore (before card)", lore_before),
             ("card", card_text),
             ("lore (after card)", lore_after),
+            ("persona", m(inputs.persona)),
         ]
     else:
         sys_parts += [("card", card_text)]
-    sys_parts.append(("persona", _labelled(f"{user}'s persona", m(inputs.persona))))
+        sys_parts.append(("persona", _labelled(f"{user}'s persona", m(inputs.persona))))
 
     example_blocks = [m(b) for b in split_examples(card.mes_example)]
+    story_fields = dict(
+        system=m(system), description=m(card.description), personality=m(card.personality),
+        scenario=m(card.scenario), persona=m(inputs.persona), char=char, user=user,
+        wiBefore=lore_before, wiAfter=lore_after,
+    )  # fmt: skip
     pin = inputs.pin_examples if inputs.pin_examples is not None else not st_layout
 
     # -- the volatile notes block (lore, summary, recall) -----------------------------------
@@ -353,6 +362,11 @@ def assemble_prompt(
             body = "\n".join(t for t in [examples_top, *[f"<START>\n{b}" for b in ex], examples_bottom] if t)
             sys_text_parts.append(f"Example dialogue:\n{body}")
         system_msg = {"role": "system", "content": "\n\n".join(sys_text_parts)}
+        if st_layout:  # SillyTavern's story string, examples and chat start (tavern.prompt.story)
+            from tavern.prompt.story import story_system_text
+
+            blocks = [t for t in (examples_top, *ex, examples_bottom) if t]
+            system_msg["content"] = story_system_text(inputs.story, story_fields, blocks, m, fmt)
         kept = history[len(history) - n_hist :] if n_hist else []
         chat = [msg(h) for h in kept]
         # Injections by position in the window, computed before any insertion; stable for ties.
