@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tavern import __version__
-from tavern.errors import TavernError
+from tavern.errors import NotFoundError, TavernError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("import", help="import cards, lorebooks, chats or presets (detected by content)")
     sp.add_argument("files", nargs="+")
-    sp.add_argument("--character", help="character that imported chats belong to")
+    sp.add_argument("--character", help="character that imported chats belong to (default: the one the chat names)")
     sp.set_defaults(func=cmd_import)
 
     card_parser = sub.add_parser("card", help="character cards")
@@ -343,9 +343,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 save_lorebook(book, target)
                 print(f"{path}: lorebook '{target.stem}' imported ({len(book.entries)} entries)")
             elif kind == "chat":
-                if not args.character:
-                    raise TavernError("importing a chat needs --character NAME")
-                key, _ = app.character(args.character)
+                key = _chat_owner(app, path, args.character)
                 chat = app.chats.import_jsonl(path, key)
                 print(f"{path}: chat '{chat.name}' imported for {key} ({len(chat)} messages)")
             elif kind.startswith("preset"):
@@ -356,6 +354,26 @@ def cmd_import(args: argparse.Namespace) -> int:
             print(f"tavern: error: {err}", file=sys.stderr)
             failed += 1
     return 1 if failed else 0
+
+
+def _chat_owner(app: Any, path: Path, character: str | None) -> str:
+    """--character, else the character a SillyTavern chat names in its header."""
+    if character:
+        return app.character(character)[0]
+    from tavern.store.chatstore import header_character_name
+
+    name = header_character_name(path)
+    if name is None:
+        raise TavernError(f"{path}: the chat names no character in its header; pass --character NAME")
+    try:
+        key, card = app.character(name)
+    except NotFoundError:
+        raise NotFoundError(
+            f"{path}: the chat belongs to '{name}', who is not in the library; import the card first or pass --character NAME"
+        ) from None
+    if name.casefold() not in (key.casefold(), card.name.casefold()):  # a prefix match is a guess
+        raise NotFoundError(f"{path}: the chat belongs to '{name}', not '{card.name}'; pass --character NAME")
+    return key
 
 
 def _import_preset(app: Any, path: Path, kind: str) -> None:

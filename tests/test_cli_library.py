@@ -107,3 +107,14 @@ def test_a_command_group_without_its_action_prints_usage(home: Path) -> None:
     for group in ("card", "export", "lore", "models"):
         r = tavern(home, group, timeout=30)
         assert r.returncode == 2 and "usage: tavern " + group in r.stderr
+
+
+def test_a_sillytavern_chat_is_imported_for_the_character_its_header_names(home: Path) -> None:
+    src = next((DATA / "chats" / "Seraphina").glob("*.jsonl"))
+    r = tavern(home, "import", str(src))  # no --character: the header says Seraphina
+    assert r.returncode == 1 and "belongs to 'Seraphina', who is not in the library" in r.stderr
+    assert not chat_files(home, "Seraphina")
+    r = tavern(home, "import", str(DATA / "cards" / "real" / "Seraphina.png"), str(src))
+    assert r.returncode == 0, r.stderr
+    [imported] = chat_files(home, "Seraphina")
+    assert read_jsonl(imported) == read_jsonl(src)

@@ -397,6 +397,24 @@ def _component(value: str, what: str) -> str:
     return value
 
 
+def header_character_name(path: Path | str, limit: int = 1 << 20) -> str | None:
+    """The `character_name` a SillyTavern chat file's header line names, or None (no header,
+    or not readable as one): `tavern import chat.jsonl` needs no --character when it is there."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(limit)
+    except OSError:
+        return None
+    try:
+        header = json.loads(first.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    name = header.get("character_name") if isinstance(header, dict) else None
+    if not isinstance(name, str) or not name.strip() or "mes" in header:
+        return None
+    return name.strip()
+
+
 def _strip_suffix(name: str) -> str:
     return name.removesuffix(".jsonl")
 
