@@ -257,7 +257,7 @@ def _chat_turn(session: Any, text: str, as_json: bool) -> int:
 
 def cmd_prompt(args: argparse.Namespace) -> int:
     app = _open(args)
-    session = app.open_chat(args.character, chat_name=args.chat)
+    session = app.open_chat(args.character, chat_name=args.chat, read_only=True)
     prompt = session.build_prompt(args.mode, explain=args.explain or args.json)
     if args.json:
         data = prompt.to_json()
@@ -327,6 +327,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from tavern.cards import detect_kind
 
     app = _open(args)
+    app.lock_home()  # import writes cards, lorebooks and chats: one writer per data home
     failed = 0
     for name in args.files:
         path = Path(name)
@@ -445,7 +446,7 @@ def cmd_export_card(args: argparse.Namespace) -> int:
 
 def cmd_export_chat(args: argparse.Namespace) -> int:
     app = _open(args)
-    session = app.open_chat(args.character, chat_name=args.chat)
+    session = app.open_chat(args.character, chat_name=args.chat, read_only=True)
     to = Path(args.to)
     suffix = to.suffix.lower()
     if suffix == ".jsonl":
@@ -472,31 +473,20 @@ def cmd_lore_scan(args: argparse.Namespace) -> int:
             raise TavernError(f"{args.lorebook}: no such lorebook file or name in {app.home.lorebooks}")
         path = found
     book = load_lorebook(path)
-    settings = app.lore_settings()
     if args.text is not None:
-        messages = [ScanMessage(app.settings.chat.user_name, args.text, True)]
-        chat_length = 1
-        timed = None
-        char_name, tags = "", []
+        result = scan_lore(
+            [("global", book)],
+            [ScanMessage(app.settings.chat.user_name, args.text, True)],
+            app.lore_settings(),
+            context_size=app.settings.model.n_ctx,
+            count_tokens=_approx_tokens,
+            chat_length=1,
+            rng_seed=0,
+        )
     else:
-        session = app.open_chat(args.character, chat_name=args.chat)
-        hist = session.history(limit=200)
-        messages = [ScanMessage(h.name, h.text, h.is_user) for h in hist if not h.is_system]
-        chat_length = len(session.chat)
-        timed = session.chat.header.chat_metadata.get("timedWorldInfo")
-        char_name, tags = session.card.name, list(session.card.tags)
-    result = scan_lore(
-        [("global", book)],
-        messages,
-        settings,
-        context_size=app.settings.model.n_ctx,
-        count_tokens=_approx_tokens,
-        timed_state=timed,
-        chat_length=chat_length,
-        rng_seed=0,
-        character_name=char_name,
-        character_tags=tags,
-    )
+        # The chat's own scan, as its next prompt runs it (tokenizer, macros, timed state).
+        session = app.open_chat(args.character, chat_name=args.chat, read_only=True)
+        result = session.scan_lore([("global", book)])
     if args.json:
         _print_json(scan_result_to_json(result))
     else:
@@ -505,7 +495,7 @@ def cmd_lore_scan(args: argparse.Namespace) -> int:
 
 
 def _approx_tokens(text: str) -> int:
-    """`lore scan` runs without loading a model; the budget uses ~4 characters a token there."""
+    """`lore scan --text` (no chat, no model): the budget uses ~4 characters a token there."""
     return max(1, len(text) // 4) if text else 0
 
 

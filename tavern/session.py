@@ -216,17 +216,25 @@ class Tavern:
         return key, self.library.get(key)
 
     def open_chat(
-        self, character: str, new: bool = False, chat_name: str | None = None, greeting_index: int = 0
+        self,
+        character: str,
+        new: bool = False,
+        chat_name: str | None = None,
+        greeting_index: int = 0,
+        read_only: bool = False,
     ) -> ChatSession:
+        """`read_only`: for commands that only read (prompt, export, lore scan): the chat is
+        opened without repairs or a recovered reply being appended, and a character without a
+        chat gets an unsaved new one, so nothing is written beside a running Tavern."""
         key, card = self.character(character)
         chat = None
         if chat_name:
-            chat = self.chats.open(key, chat_name)
+            chat = self.chats.open(key, chat_name, read_only=read_only)
         elif not new:
-            chat = self.chats.latest(key)
+            chat = self.chats.latest(key, read_only=read_only)
         if chat is None:
-            chat = self.new_chat(key, card, greeting_index)
-        if chat.recovered_reply is not None:
+            chat = self.new_chat(key, card, greeting_index, draft=read_only)
+        if chat.recovered_reply is not None and not read_only:
             # A reply was being written when Tavern stopped: keep it, as a cancelled one is kept.
             recovered = chat.recovered_reply
             chat.discard_reply()
@@ -269,7 +277,7 @@ class Tavern:
         if self._home_lock is None:
             self._home_lock = acquire_home_lock(self.home.root)
 
-    def new_chat(self, key: str, card: Any, greeting_index: int = 0) -> Any:
+    def new_chat(self, key: str, card: Any, greeting_index: int = 0, draft: bool = False) -> Any:
         from tavern.prompt.macros import MacroContext, substitute
         from tavern.store import ChatMessage
 
@@ -284,6 +292,8 @@ class Tavern:
             if len(texts) > 1:  # SillyTavern offers alternate greetings as swipes of the first message
                 greeting.swipes = texts
                 greeting.swipe_id = idx
+        if draft:
+            return self.chats.draft(key, card.name, user, greeting=greeting)
         return self.chats.create(key, card.name, user, greeting=greeting)
 
 
@@ -420,10 +430,24 @@ class ChatSession:
 
         return macro
 
+    def scan_lore(self, books: list[tuple[str, Any]] | None = None, explain: bool = True) -> Any:
+        """The lorebook scan the next prompt runs (`books`: instead of the chat's own), with the
+        model's tokenizer and the chat's timed state: what `tavern lore scan --character` shows."""
+        history = self.history(limit=200)
+        return self._scan_lore(
+            history, self.app.engine.context_size, self.app.counter(), self._macro_fn(history), explain, books
+        )
+
     def _scan_lore(
-        self, history: list[HistoryMessage], n_ctx: int, count: Any, macro: Any, explain: bool
+        self,
+        history: list[HistoryMessage],
+        n_ctx: int,
+        count: Any,
+        macro: Any,
+        explain: bool,
+        books: list[tuple[str, Any]] | None = None,
     ) -> Any:
-        books = self.lorebooks()
+        books = self.lorebooks() if books is None else books
         if not books:
             return None
         from tavern.lore import ScanMessage, scan_lore

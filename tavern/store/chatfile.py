@@ -419,7 +419,13 @@ class Chat:
         """
         self._check_writable()
         self._lines.append(_Line.own(self._encode(msg)))
-        self._save()
+        try:
+            self._save()
+        except ChatChangedError:
+            # Another program wrote the file meanwhile: take its version and append after it.
+            if not self.reload():
+                raise
+            self._save()
         return len(self._lines) - 1
 
     def replace(self, index: int, msg: ChatMessage) -> None:
@@ -472,7 +478,34 @@ class Chat:
         """Merge `values` into chat_metadata and save (the header is line 1: a rewrite)."""
         self._check_writable()
         self.header.chat_metadata.update(copy.deepcopy(values))
-        self._save()
+        try:
+            self._save()
+        except ChatChangedError:
+            if not self.reload(keep_header=False):
+                raise
+            self.header.chat_metadata.update(copy.deepcopy(values))
+            self._save()
+
+    def reload(self, keep_header: bool = True) -> bool:
+        """Read the file again after another program changed it, keeping the messages
+        appended here and not saved yet (they go after what the file now holds). False, and
+        nothing changes, when an edit in memory cannot be replayed on the new file (an edited
+        or deleted message; unsaved metadata unless `keep_header` is False) or the file is gone."""
+        if self._needs_rewrite or (keep_header and self._header_changed()):
+            return False
+        pending = [line for line in self._lines if not line.saved]
+        try:
+            fresh = Chat.open(self.path, character_key=self.character_key, read_only=True)
+        except ChatStoreError:
+            return False
+        self._lines = fresh._lines + pending
+        self.header = fresh.header
+        self._header_raw = fresh._header_raw
+        self._header_saved = fresh._header_saved
+        self._needs_rewrite = fresh._needs_rewrite
+        self._disk = fresh._disk
+        self.warnings.append(f"chat '{self.name}' was changed by another program: reloaded")
+        return True
 
     def remove_metadata(self, *keys: str) -> None:
         """Remove chat_metadata keys and save."""

@@ -108,11 +108,12 @@ class ChatStore:
         infos.sort(key=lambda info: (info.modified, info.name), reverse=True)
         return infos
 
-    def open(self, character_key: str, chat_name: str) -> Chat:
-        """Open a chat by name (with or without `.jsonl`)."""
-        return self._open_path(self._path(character_key, chat_name), character_key)
+    def open(self, character_key: str, chat_name: str, *, read_only: bool = False) -> Chat:
+        """Open a chat by name (with or without `.jsonl`); `read_only` for a reader that must
+        write nothing (no repair, no cleanup), whoever holds the home."""
+        return self._open_path(self._path(character_key, chat_name), character_key, read_only)
 
-    def latest(self, character_key: str) -> Chat | None:
+    def latest(self, character_key: str, *, read_only: bool = False) -> Chat | None:
         """The most recently changed chat of a character, or None if it has none."""
         newest: tuple[float, str] | None = None
         try:
@@ -128,7 +129,7 @@ class ChatStore:
                 continue
             if newest is None or (mtime, entry.name) > newest:
                 newest = (mtime, entry.name)
-        return None if newest is None else self.open(character_key, newest[1])
+        return None if newest is None else self.open(character_key, newest[1], read_only=read_only)
 
     # ----------------------------------------------------------------------------- creating
 
@@ -143,6 +144,33 @@ class ChatStore:
     ) -> Chat:
         """Start a new chat, named as SillyTavern names it, with the greeting as message 0."""
         self._check_writable()
+        stem, body = self._new_chat_body(character_name, user_name, greeting, metadata)
+        path = self._create_unique(self.folder(character_key), stem, body)
+        return self._open_path(path, character_key)
+
+    def draft(
+        self, character_key: str, character_name: str, user_name: str, greeting: ChatMessage | None = None
+    ) -> Chat:
+        """The chat `create` would start, in memory only and read-only: what a read-only
+        command (`tavern prompt`) shows for a character without a chat, writing nothing."""
+        stem, body = self._new_chat_body(character_name, user_name, greeting, None)
+        return Chat._from_bytes(
+            self.folder(character_key) / f"{stem}.jsonl",
+            body,
+            character_key=character_key,
+            read_only=True,
+            backup_dir=None,
+            keep_backups=0,
+            mtime=datetime.now().timestamp(),
+        )
+
+    def _new_chat_body(
+        self,
+        character_name: str,
+        user_name: str,
+        greeting: ChatMessage | None,
+        metadata: dict[str, Any] | None,
+    ) -> tuple[str, bytes]:
         now = datetime.now()
         header = ChatHeader(
             user_name=user_name,
@@ -153,9 +181,7 @@ class ChatStore:
         body = encode_line(header.to_json()) + b"\n"
         if greeting is not None:
             body += encode_message(greeting) + b"\n"
-        stem = chat_file_name(character_name, now)[: -len(".jsonl")]
-        path = self._create_unique(self.folder(character_key), stem, body)
-        return self._open_path(path, character_key)
+        return chat_file_name(character_name, now)[: -len(".jsonl")], body
 
     def branch(self, chat: Chat, at_index: int, name: str | None = None) -> Chat:
         """A new chat holding messages 0..at_index of `chat`, linked to it as SillyTavern does."""
@@ -357,12 +383,12 @@ class ChatStore:
         stem = _component(_strip_suffix(chat_name), "chat name")
         return self.folder(character_key) / f"{stem}.jsonl"
 
-    def _open_path(self, path: Path, character_key: str) -> Chat:
+    def _open_path(self, path: Path, character_key: str, read_only: bool = False) -> Chat:
         try:
             return Chat.open(
                 path,
                 character_key=character_key,
-                read_only=self.read_only,
+                read_only=self.read_only or read_only,
                 backup_dir=self.backup_root / character_key,
                 keep_backups=self.keep_backups,
             )
