@@ -42,6 +42,14 @@ class ModelSettings(_Section):
     """Prompt format id (see prompt_templates/); empty: chosen from the model file."""
     cache_reuse: int = 32
     """Minimum chunk (tokens) the engine shifts in its KV cache instead of re-evaluating; 0 = off."""
+    insert_reuse: bool = True
+    """Keep cached text after an insertion too (a lore entry that fires costs only its tokens);
+    False: llama-server's cache-reuse walk, where an insertion re-evaluates what follows."""
+    side_ctx: int = Field(-1, ge=-1)
+    """KV cells beside the chat's for side sequences (CFG negative, background summary); -1 = n_ctx,
+    0 = none (they borrow the chat's sequence, whose state waits in host memory)."""
+    cache_ram_mib: int = Field(1024, ge=0)
+    """Host memory for saved KV states (another chat, an earlier branch); 0 = off."""
 
 
 class GenerationSettings(_Section):

@@ -144,6 +144,9 @@ class Tavern:
             type_v=m.type_v,
             rope_freq_base=plan.rope_freq_base or 0.0,
             cache_reuse=m.cache_reuse,
+            insert_reuse=m.insert_reuse,
+            side_ctx=m.side_ctx,
+            cache_ram_mib=m.cache_ram_mib,
         )
 
     @property
