@@ -13,6 +13,7 @@ cancelled: the partial reply is kept, as SillyTavern does).
 
 from __future__ import annotations
 
+import copy
 import shutil
 import threading
 from collections.abc import Iterator
@@ -278,6 +279,15 @@ class Tavern:
 
 
 @dataclass
+class _Built:
+    """A prompt and the state it would move the chat to once it is sent."""
+
+    prompt: AssembledPrompt
+    timed_state: dict | None
+    variables: dict
+
+
+@dataclass
 class ChatSession:
     app: Tavern
     key: str
@@ -285,9 +295,9 @@ class ChatSession:
     chat: Any
     last_prompt: AssembledPrompt | None = None
     last_lore: Any = None
-    notes_anchor: tuple[int, str] | None = None
-    timed_state: dict | None = None
-    """The lore scan's sticky/cooldown state after the last prompt; saved with the reply."""
+    note_anchors: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Where each notes unit sat in the last prompt that was sent (see assemble.py): only a
+    sent turn moves them, so previewing a prompt never changes the next one."""
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -310,7 +320,10 @@ class ChatSession:
     ) -> AssembledPrompt:
         """The prompt for the next reply; `upto` leaves later messages out (a new swipe).
         `explain` records why each lorebook entry stayed out (for the inspector; slower on
-        big books)."""
+        big books). A preview: nothing it computes is kept for the next turn."""
+        return self._build(mode, upto, explain).prompt
+
+    def _build(self, mode: str = "normal", upto: int | None = None, explain: bool = False) -> _Built:
         app = self.app
         n_ctx = app.engine.context_size
         # Read only the chat's tail (a 10,000-message chat must not be parsed every turn), and
@@ -319,7 +332,8 @@ class ChatSession:
         limit = max(128, n_ctx // 32)  # about what fits when messages average 32+ tokens
         history = self.history(limit=limit, upto=upto)
         count = app.counter()
-        macro = self._macro_fn(history)
+        variables = copy.deepcopy(self.chat.header.chat_metadata.get("variables") or {})
+        macro = self._macro_fn(history, variables)
         lore = self._scan_lore(history, n_ctx, count, macro, explain)
         meta = self.chat.header.chat_metadata
         note = None
@@ -337,13 +351,25 @@ class ChatSession:
                 break
             limit *= 4
             history = self.history(limit=limit, upto=upto)
-        self.notes_anchor = prompt.notes_anchor
         if lore is not None:
             for b in getattr(lore, "broken", []):
                 prompt.warnings.append(f"lore entry broken: {b}")
         self.last_prompt = prompt
         self.last_lore = lore
-        return prompt
+        return _Built(prompt, getattr(lore, "timed_state", None) if lore is not None else None, variables)
+
+    def _commit(self, built: _Built) -> None:
+        """A turn was sent: what its prompt decided becomes the chat's state (notes anchors,
+        the lore's sticky/cooldown timers, variables set by macros)."""
+        self.note_anchors = dict(built.prompt.note_anchors)
+        meta = self.chat.header.chat_metadata
+        changes: dict[str, Any] = {}
+        if built.timed_state is not None and built.timed_state != meta.get("timedWorldInfo"):
+            changes["timedWorldInfo"] = built.timed_state
+        if built.variables != (meta.get("variables") or {}):
+            changes["variables"] = built.variables
+        if changes:
+            self.chat.update_metadata(changes)
 
     def _assemble(
         self,
@@ -371,19 +397,17 @@ class ChatSession:
             layout=s.prompt.layout,
             trim_step=s.prompt.trim_step,
             macro=macro,
-            notes_anchor=self.notes_anchor,
+            note_anchors=self.note_anchors,
         )
         return assemble_prompt(inputs, self.app.prompt_format(), count, n_ctx, s.generation.max_tokens)
 
-    def _macro_fn(self, history: list[HistoryMessage]) -> Any:
+    def _macro_fn(self, history: list[HistoryMessage], variables: dict) -> Any:
         from tavern.prompt.macros import MacroContext, substitute
 
         card = self.card
         last = next((h for h in reversed(history)), None)
         last_user = next((h for h in reversed(history) if h.is_user), None)
         last_char = next((h for h in reversed(history) if not h.is_user), None)
-        meta = self.chat.header.chat_metadata
-        variables = meta.setdefault("variables", {})
         ctx = MacroContext(
             char=card.name,
             user=self.user_name,
@@ -420,7 +444,7 @@ class ChatSession:
         settings = self.app.lore_settings()
         meta = self.chat.header.chat_metadata
         msgs = [ScanMessage(h.name, h.text, h.is_user) for h in history if not h.is_system]
-        result = scan_lore(
+        return scan_lore(
             books,
             msgs,
             settings,
@@ -434,8 +458,6 @@ class ChatSession:
             substitute_macros=macro,
             explain=explain,
         )
-        self.timed_state = result.timed_state
-        return result
 
     def lorebooks(self) -> list[tuple[str, Any]]:
         """(kind, Lorebook) for the chat's, the character's (embedded and linked) and global books."""
@@ -495,9 +517,10 @@ class ChatSession:
         swipe_of = None
         if mode == "swipe":
             swipe_of = len(self.chat) - 1
-            prompt = self.build_prompt("normal", upto=len(self.chat) - 1)
+            built = self._build("normal", upto=len(self.chat) - 1)
         else:
-            prompt = self.build_prompt("continue" if mode == "continue" else mode)
+            built = self._build("continue" if mode == "continue" else mode)
+        prompt = built.prompt
         app = self.app
         request = GenerationRequest(
             prompt=prompt.text,
@@ -584,9 +607,7 @@ class ChatSession:
                     gen_finished=now_date(),
                 )
             )
-        state = self.timed_state
-        if state is not None and state != self.chat.header.chat_metadata.get("timedWorldInfo"):
-            self.chat.update_metadata({"timedWorldInfo": state})
+        self._commit(built)
         final.text = text
         yield final
 
