@@ -85,12 +85,20 @@ class LoreSettingsModel(_Section):
     global_books: list[str] = []
 
 
+class UiSettings(_Section):
+    theme: str = ""
+    """A Textual theme name (textual-dark, textual-light, nord, gruvbox...); "" = textual-dark."""
+    keys: dict[str, str] = {}
+    """Binding id -> keys, e.g. {"chat.regenerate" = "ctrl+g"}; F1 in the app lists the ids."""
+
+
 class Settings(_Section):
     model: ModelSettings = ModelSettings()
     generation: GenerationSettings = GenerationSettings()
     chat: ChatSettings = ChatSettings()
     prompt: PromptSettings = PromptSettings()
     lore: LoreSettingsModel = LoreSettingsModel()
+    ui: UiSettings = UiSettings()
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Dotted keys (`model.n_ctx=2048`) applied on a copy; None values are ignored."""
