@@ -122,7 +122,7 @@ class ChatScreen(Screen):
         return ChatMessageView(msg.name, msg.mes, msg.is_user, index, _swipe_label(msg), msg.is_system)
 
     def views(self) -> list[ChatMessageView]:
-        return list(self.query_one("#messages", VerticalScroll).query(ChatMessageView))
+        return list(self.query(ChatMessageView))
 
     def load_history(self) -> None:
         box = self.query_one("#messages", VerticalScroll)

@@ -23,19 +23,26 @@ def _sections() -> list[tuple[str, type, list[tuple[str, str]]]]:
     from tavern.tui.screens.lore_editor import LoreEditorScreen
 
     return [
-        ("Everywhere", TavernApp, [("ctrl+p", "command palette (every action by name, themes)")]),
+        ("Everywhere", TavernApp, [("Ctrl+P", "command palette (every action by name, themes)")]),
         ("Character library", LibraryScreen, [("type", "search: words, tag:x, creator:y")]),
-        ("Chat", ChatScreen, [("enter", "send"), ("ctrl+j / shift+enter", "new line"),
-                              ("up (first line)", "focus the last message")]),
+        ("Chat", ChatScreen, [("Enter", "send"), ("Ctrl+J, Shift+Enter", "new line"),
+                              ("Up (first line)", "focus the last message")]),
         ("Chat: on a focused message", type(None), ChatScreen.MESSAGE_KEYS),
-        ("Chat list", ChatListScreen, [("type", "search chats"), ("enter", "open")]),
+        ("Chat list", ChatListScreen, [("type", "search chats"), ("Enter", "open")]),
         ("Lorebook editor", LoreEditorScreen, []),
     ]
 
 
+_NAMES = {"escape": "Esc", "pageup": "PgUp", "pagedown": "PgDn"}
+
+
 def _key_label(key: str) -> str:
-    return ", ".join(k.replace("ctrl+", "Ctrl+").replace("alt+", "Alt+").replace("shift+", "Shift+")
-                     for k in key.split(","))
+    """"ctrl+g,f3" -> "Ctrl+G, F3"."""
+
+    def one(part: str) -> str:
+        return _NAMES.get(part, part.upper() if len(part) == 1 else part.capitalize())
+
+    return ", ".join("+".join(one(p) for p in k.strip().split("+")) for k in key.split(","))
 
 
 def help_table(keymap: dict[str, str], first: type | None = None) -> list[Any]:
@@ -44,11 +51,11 @@ def help_table(keymap: dict[str, str], first: type | None = None) -> list[Any]:
     sections.sort(key=lambda s: s[1] is not first)
     for title, cls, extra in sections:
         table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1), expand=True)
-        table.add_column("key", style="bold", ratio=2)
+        table.add_column("key", style="bold", min_width=12, ratio=2)
         table.add_column("what", ratio=5)
-        table.add_column("id", style="dim", ratio=2)
+        table.add_column("id", style="dim", min_width=18, overflow="fold")
         for key, what in extra:
-            table.add_row(_key_label(key), what, "")
+            table.add_row(key, what, "")
         for b in getattr(cls, "BINDINGS", []) if cls is not type(None) else []:
             if not isinstance(b, Binding) or not b.description:
                 continue
@@ -76,9 +83,20 @@ class HelpScreen(ModalScreen[None]):
         from rich.console import Group
 
         keymap = getattr(self.app, "user_keys", {})
+        self.tables = help_table(keymap, self.under)
         with VerticalScroll():
             yield Static(Text("Tavern keys  (Esc closes; [ui.keys] in settings.toml rebinds an id)", style="bold"))
-            yield Static(Group(*help_table(keymap, self.under)), id="help-body")
+            yield Static(Group(*self.tables), id="help-body")
+
+    def plain_text(self, width: int = 120) -> str:
+        from rich.console import Console
+
+        import io
+
+        console = Console(width=width, record=True, file=io.StringIO())
+        for table in self.tables:
+            console.print(table)
+        return console.export_text()
 
     def action_dismiss_help(self) -> None:
         self.dismiss(None)

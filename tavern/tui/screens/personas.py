@@ -55,7 +55,8 @@ class PersonaScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.reload(keep=self.tavern.settings.chat.user_name)
-        self.query_one("#persona-list", OptionList).focus()
+        if self.editing is not None:  # else the empty form has the focus, to make the first one
+            self.query_one("#persona-list", OptionList).focus()
 
     def reload(self, keep: str | None = None) -> None:
         personas = self.tavern.personas.list()
