@@ -47,6 +47,12 @@ class TavernApp(App):
             self.theme = ui.theme
         self.user_keys: dict[str, str] = dict(ui.keys)
 
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        from tavern.tui.terminal import private_streams
+
+        with private_streams():  # frames must reach the terminal while llama.cpp loads
+            return super().run(*args, **kwargs)
+
     def on_mount(self) -> None:
         if self.user_keys:
             self.set_keymap(self.user_keys)
