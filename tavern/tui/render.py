@@ -21,7 +21,6 @@ _INLINE = re.compile(
     r"|\*\*(?P<bold>[^*\n]+?)\*\*"
     r"|(?<![\w*])\*(?P<action>[^*\n]+?)\*(?!\w)"
     r"|(?<!\w)_(?P<uaction>[^_\n]+?)_(?!\w)"
-    r'|(?P<speech>"[^"\n]*"|“[^”\n]*”)'
 )
 _SPEECH = re.compile(r'"[^"\n]*"|“[^”\n]*”')
 _FENCE = re.compile(r"^\s*(```|~~~)\s*([\w+-]*)\s*$")
@@ -79,26 +78,33 @@ def _render_line(line: str) -> tuple[str, list[Span]]:
 
 
 def _inline(line: str) -> tuple[str, list[Span]]:
+    """Markers first (code, bold, actions; their markers removed), then "speech" over the
+    result, so speech can hold bold words and actions can hold speech."""
     if not any(c in line for c in '`*_"“'):
         return line, []  # most lines of prose: nothing to scan
     parts: list[str] = []
     spans: list[Span] = []
+    code: list[tuple[int, int]] = []
     length = 0
     last = 0
-    for m in _INLINE.finditer(line):
-        parts.append(line[last : m.start()])
-        length += m.start() - last
-        kind = m.lastgroup or ""
-        inner = m.group(kind)
-        if kind == "uaction":
-            kind = "action"
-        start = length
-        parts.append(inner)
-        length += len(inner)
-        spans.append((start, length, kind))
-        if kind in ("action", "bold"):
-            # "speech" inside an action keeps its colour, as in SillyTavern.
-            spans.extend((start + s.start(), start + s.end(), "speech") for s in _SPEECH.finditer(inner))
-        last = m.end()
+    if any(c in line for c in "`*_"):
+        for m in _INLINE.finditer(line):
+            parts.append(line[last : m.start()])
+            length += m.start() - last
+            kind = m.lastgroup or ""
+            inner = m.group(kind)
+            if kind == "uaction":
+                kind = "action"
+            parts.append(inner)
+            spans.append((length, length + len(inner), kind))
+            if kind == "code":
+                code.append((length, length + len(inner)))
+            length += len(inner)
+            last = m.end()
     parts.append(line[last:])
-    return "".join(parts), spans
+    shown = "".join(parts)
+    if '"' in shown or "“" in shown:
+        for s in _SPEECH.finditer(shown):
+            if not any(a <= s.start() < b for a, b in code):
+                spans.append((s.start(), s.end(), "speech"))
+    return shown, spans

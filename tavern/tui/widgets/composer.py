@@ -18,7 +18,7 @@ NEWLINE_KEYS = frozenset({"shift+enter", "ctrl+j", "alt+enter", "ctrl+enter"})
 
 class Composer(TextArea):
     DEFAULT_CSS = """
-    Composer { height: auto; min-height: 3; max-height: 8; }
+    Composer { height: auto; min-height: 2; max-height: 9; }
     """
 
     class Submitted(Message):
