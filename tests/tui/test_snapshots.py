@@ -36,8 +36,11 @@ def app_for(home: Path, chat: bool = False):
 
 async def settle(pilot) -> None:
     app = pilot.app
-    for _ in range(400):
-        if "loading" not in app.engine_status:
+    from tavern.tui.screens.library import LibraryScreen
+
+    for _ in range(400):  # the model has failed to load, and the preview is read
+        screen = app.screen
+        if "loading" not in app.engine_status and isinstance(screen, LibraryScreen) and screen.card:
             break
         await pilot.pause(0.05)
     await pilot.pause(0.2)
