@@ -57,7 +57,10 @@ class TavernApp(App):
         if self.user_keys:
             self.set_keymap(self.user_keys)
         self.push_screen(LibraryScreen(self.tavern))
-        self.start_engine()
+        # The load (llama_cpp and numpy imports, the GGUF read) competes with the first frame
+        # for the interpreter: start it once the library is on screen.
+        self.engine_status = "loading model…"
+        self.call_after_refresh(self.start_engine)
 
     # -- the engine ------------------------------------------------------------------------------
 

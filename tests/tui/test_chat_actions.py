@@ -91,7 +91,7 @@ async def test_edit_hide_delete_any_message_then_branch(home: Path) -> None:
 
         await pilot.press("h")  # hidden from the prompt, still in the chat
         assert on_disk(path)[3]["is_system"] is True
-        assert "hidden" in str(screen.view_for(3).render())
+        assert "hidden" in screen.view_for(3).head_text
         await pilot.press("h")
         assert on_disk(path)[3]["is_system"] is False
 

@@ -33,6 +33,8 @@ from tavern.tui.widgets.statusbar import StatusBar
 
 TAIL = 40
 """Messages mounted when a chat opens: Textual has no virtual list for rows of varying height."""
+FIRST = 12
+"""Of those, mounted before the first paint (more than fill 24 rows); the rest just after."""
 BATCH_SECONDS = 0.05
 
 
@@ -128,10 +130,12 @@ class ChatScreen(Screen):
         box = self.query_one("#messages", VerticalScroll)
         box.remove_children()
         self.first_shown = len(self.session.chat)
-        self._mount_older(TAIL)
+        self._mount_older(FIRST)
         box.anchor()
+        if self.first_shown:
+            self.call_after_refresh(self._mount_older, TAIL - FIRST)
 
-    def _mount_older(self, count: int) -> None:
+    def _mount_older(self, count: int) -> Any:
         """Mount `count` more messages above those shown; a button at the top offers the rest."""
         box = self.query_one("#messages", VerticalScroll)
         end = self.first_shown
@@ -141,15 +145,15 @@ class ChatScreen(Screen):
         self.first_shown = start
         buttons = list(box.query("#older"))
         if buttons:  # mount below the button, which stays at the top while there is more
-            box.mount_all(views, after=buttons[0])
+            mounted = box.mount_all(views, after=buttons[0])
             if start:
                 buttons[0].label = _older_label(start)
             else:
                 buttons[0].remove()
-        else:
-            if start:
-                views.insert(0, Button(_older_label(start), id="older"))
-            box.mount_all(views)
+            return mounted
+        if start:
+            views.insert(0, Button(_older_label(start), id="older"))
+        return box.mount_all(views)
 
     @on(Button.Pressed, "#older")
     def _show_older(self) -> None:
@@ -376,7 +380,7 @@ class ChatScreen(Screen):
         msg = self.session.chat[index]
         preview = " ".join(msg.mes.split())[:60]
 
-        def done(yes: bool | None) -> None:
+        async def done(yes: bool | None) -> None:
             if not yes:
                 return
             try:
@@ -385,17 +389,17 @@ class ChatScreen(Screen):
                 self.app.notify(str(err), severity="error")
                 return
             shown = max(TAIL, len(self.session.chat) - self.first_shown)
-            self.load_history_keeping(shown)
+            await self.load_history_keeping(shown)
             if focused and len(self.session.chat):
-                self.call_after_refresh(lambda: self._focus_index(min(index, len(self.session.chat) - 1)))
+                self._focus_index(min(index, len(self.session.chat) - 1))
 
         self.app.push_screen(ConfirmModal(f"Delete message {index} ({msg.name}: {preview})?", "Delete"), done)
 
-    def load_history_keeping(self, count: int) -> None:
+    async def load_history_keeping(self, count: int) -> None:
         box = self.query_one("#messages", VerticalScroll)
-        box.remove_children()
+        await box.remove_children()
         self.first_shown = len(self.session.chat)
-        self._mount_older(count)
+        await self._mount_older(count)
 
     def action_hide(self) -> None:
         index = self.target_index()
