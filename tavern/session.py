@@ -13,6 +13,8 @@ cancelled: the partial reply is kept, as SillyTavern does).
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import shutil
 import threading
 from collections.abc import Iterator
@@ -144,6 +146,9 @@ class Tavern:
             type_v=m.type_v,
             rope_freq_base=plan.rope_freq_base or 0.0,
             cache_reuse=m.cache_reuse,
+            insert_reuse=m.insert_reuse,
+            side_ctx=m.side_ctx,
+            cache_ram_mib=m.cache_ram_mib,
         )
 
     @property
@@ -350,8 +355,9 @@ class Tavern:
             errors.append(f"no card files found in {', '.join(str(p) for p in paths)}")
         return keys, errors
 
-    RELOAD_KEYS = ("path", "n_ctx", "n_gpu_layers", "n_threads", "n_batch", "flash_attn",
-                   "type_k", "type_v", "rope_freq_base", "rope_alpha", "cache_reuse")
+    RELOAD_KEYS = ("path", "n_ctx", "n_gpu_layers", "n_threads", "n_batch", "flash_attn", "type_k",
+                   "type_v", "rope_freq_base", "rope_alpha", "cache_reuse", "insert_reuse", "side_ctx",
+                   "cache_ram_mib")
 
     def update_settings(self, changes: dict[str, Any]) -> bool:
         """Write `changes` (dotted keys) to settings.toml and use them from now on. Returns True
@@ -403,6 +409,18 @@ class Tavern:
 
 
 @dataclass
+class _Built:
+    """A prompt and the state it would move the chat to once it is sent."""
+
+    prompt: AssembledPrompt
+    timed_state: dict | None
+    variables: dict
+    negative: str | None = None
+    """The CFG negative prompt, formatted like `prompt` (None: guidance off)."""
+    guidance_scale: float = 1.0
+
+
+@dataclass
 class ChatSession:
     app: Tavern
     key: str
@@ -410,10 +428,12 @@ class ChatSession:
     chat: Any
     last_prompt: AssembledPrompt | None = None
     last_lore: Any = None
-    notes_anchor: tuple[int, str] | None = None
-    timed_state: dict | None = None
-    """The lore scan's sticky/cooldown state after the last prompt; saved with the reply."""
+    note_anchors: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Where each notes unit sat in the last prompt that was sent (see assemble.py): only a
+    sent turn moves them, so previewing a prompt never changes the next one."""
     warnings: list[str] = field(default_factory=list)
+    last_negative: str | None = None
+    """The CFG negative prompt of the last prompt built (the inspector shows it)."""
 
     @property
     def user_name(self) -> str:
@@ -435,7 +455,10 @@ class ChatSession:
     ) -> AssembledPrompt:
         """The prompt for the next reply; `upto` leaves later messages out (a new swipe).
         `explain` records why each lorebook entry stayed out (for the inspector; slower on
-        big books)."""
+        big books). A preview: nothing it computes is kept for the next turn."""
+        return self._build(mode, upto, explain).prompt
+
+    def _build(self, mode: str = "normal", upto: int | None = None, explain: bool = False) -> _Built:
         app = self.app
         n_ctx = app.engine.context_size
         # Read only the chat's tail (a 10,000-message chat must not be parsed every turn), and
@@ -444,7 +467,8 @@ class ChatSession:
         limit = max(128, n_ctx // 32)  # about what fits when messages average 32+ tokens
         history = self.history(limit=limit, upto=upto)
         count = app.counter()
-        macro = self._macro_fn(history)
+        variables = copy.deepcopy(self.chat.header.chat_metadata.get("variables") or {})
+        macro = self._macro_fn(history, variables)
         lore = self._scan_lore(history, n_ctx, count, macro, explain)
         meta = self.chat.header.chat_metadata
         note = None
@@ -456,19 +480,69 @@ class ChatSession:
                 role={0: "system", 1: "user", 2: "assistant"}.get(meta.get("note_role", 0), "system"),
             )
         while True:
-            prompt = self._assemble(history, lore, note, macro, mode, count, n_ctx)
+            prompt, inputs = self._assemble(history, lore, note, macro, mode, count, n_ctx)
             oldest = next((h.index for h in history if not h.is_system), None)
             if len(history) >= end or oldest is None or prompt.first_message_index != oldest:
                 break
             limit *= 4
             history = self.history(limit=limit, upto=upto)
-        self.notes_anchor = prompt.notes_anchor
         if lore is not None:
             for b in getattr(lore, "broken", []):
                 prompt.warnings.append(f"lore entry broken: {b}")
         self.last_prompt = prompt
         self.last_lore = lore
-        return prompt
+        built = _Built(prompt, getattr(lore, "timed_state", None) if lore is not None else None, variables)
+        scale, negative, depth = self.cfg()
+        if scale != 1.0 and negative.strip():
+            from tavern.prompt.assemble import with_negative
+
+            built.negative = with_negative(prompt, app.prompt_format(), inputs, macro(negative), depth)
+            built.guidance_scale = scale
+        self.last_negative = built.negative
+        return built
+
+    def cfg(self) -> tuple[float, str, int]:
+        """(guidance scale, negative text, insertion depth): the chat's SillyTavern CFG keys win,
+        then the character's `tavern_cfg` extension, then the settings."""
+        g = self.app.settings.cfg
+        card = (self.card.extensions or {}).get("tavern_cfg") or {}
+        meta = self.chat.header.chat_metadata
+        scale, negative, depth = g.guidance_scale, g.negative_prompt, g.insertion_depth
+        for source, keys in (
+            (card, ("guidance_scale", "negative_prompt", "insertion_depth")),
+            (meta, ("cfg_guidance_scale", "cfg_negative_prompt", "cfg_prompt_insertion_depth")),
+        ):
+            with contextlib.suppress(TypeError, ValueError):
+                if source.get(keys[0]) not in (None, ""):
+                    scale = float(source[keys[0]])
+                if source.get(keys[1]):
+                    negative = str(source[keys[1]])
+                if source.get(keys[2]) not in (None, ""):
+                    depth = int(source[keys[2]])
+        return scale, negative, depth
+
+    def set_cfg(self, scale: float | None = None, negative: str | None = None) -> None:
+        """Write the chat's CFG under SillyTavern's own chat-metadata keys."""
+        changes: dict[str, Any] = {}
+        if scale is not None:
+            changes["cfg_guidance_scale"] = scale
+        if negative is not None:
+            changes["cfg_negative_prompt"] = negative
+        if changes:
+            self.chat.update_metadata(changes)
+
+    def _commit(self, built: _Built) -> None:
+        """A turn was sent: what its prompt decided becomes the chat's state (notes anchors,
+        the lore's sticky/cooldown timers, variables set by macros)."""
+        self.note_anchors = dict(built.prompt.note_anchors)
+        meta = self.chat.header.chat_metadata
+        changes: dict[str, Any] = {}
+        if built.timed_state is not None and built.timed_state != meta.get("timedWorldInfo"):
+            changes["timedWorldInfo"] = built.timed_state
+        if built.variables != (meta.get("variables") or {}):
+            changes["variables"] = built.variables
+        if changes:
+            self.chat.update_metadata(changes)
 
     def _assemble(
         self,
@@ -479,7 +553,7 @@ class ChatSession:
         mode: str,
         count: Any,
         n_ctx: int,
-    ) -> AssembledPrompt:
+    ) -> tuple[AssembledPrompt, PromptInputs]:
         s = self.app.settings
         meta = self.chat.header.chat_metadata
         inputs = PromptInputs(
@@ -496,19 +570,17 @@ class ChatSession:
             layout=s.prompt.layout,
             trim_step=s.prompt.trim_step,
             macro=macro,
-            notes_anchor=self.notes_anchor,
+            note_anchors=self.note_anchors,
         )
-        return assemble_prompt(inputs, self.app.prompt_format(), count, n_ctx, s.generation.max_tokens)
+        return assemble_prompt(inputs, self.app.prompt_format(), count, n_ctx, s.generation.max_tokens), inputs
 
-    def _macro_fn(self, history: list[HistoryMessage]) -> Any:
+    def _macro_fn(self, history: list[HistoryMessage], variables: dict) -> Any:
         from tavern.prompt.macros import MacroContext, substitute
 
         card = self.card
         last = next((h for h in reversed(history)), None)
         last_user = next((h for h in reversed(history) if h.is_user), None)
         last_char = next((h for h in reversed(history) if not h.is_user), None)
-        meta = self.chat.header.chat_metadata
-        variables = meta.setdefault("variables", {})
         ctx = MacroContext(
             char=card.name,
             user=self.user_name,
@@ -545,7 +617,7 @@ class ChatSession:
         settings = self.app.lore_settings()
         meta = self.chat.header.chat_metadata
         msgs = [ScanMessage(h.name, h.text, h.is_user) for h in history if not h.is_system]
-        result = scan_lore(
+        return scan_lore(
             books,
             msgs,
             settings,
@@ -559,8 +631,6 @@ class ChatSession:
             substitute_macros=macro,
             explain=explain,
         )
-        self.timed_state = result.timed_state
-        return result
 
     def lorebooks(self) -> list[tuple[str, Any]]:
         """(kind, Lorebook) for the chat's, the character's (embedded and linked) and global books."""
@@ -620,9 +690,10 @@ class ChatSession:
         swipe_of = None
         if mode == "swipe":
             swipe_of = len(self.chat) - 1
-            prompt = self.build_prompt("normal", upto=len(self.chat) - 1)
+            built = self._build("normal", upto=len(self.chat) - 1)
         else:
-            prompt = self.build_prompt("continue" if mode == "continue" else mode)
+            built = self._build("continue" if mode == "continue" else mode)
+        prompt = built.prompt
         app = self.app
         request = GenerationRequest(
             prompt=prompt.text,
@@ -631,6 +702,8 @@ class ChatSession:
             sampler=app.sampler_settings(),
             add_bos=prompt.add_bos,
             messages=prompt.messages,
+            negative_prompt=built.negative,
+            guidance_scale=built.guidance_scale,
         )
         started = now_date()
         final: Finished | None = None
@@ -709,9 +782,7 @@ class ChatSession:
                     gen_finished=now_date(),
                 )
             )
-        state = self.timed_state
-        if state is not None and state != self.chat.header.chat_metadata.get("timedWorldInfo"):
-            self.chat.update_metadata({"timedWorldInfo": state})
+        self._commit(built)
         final.text = text
         yield final
 
