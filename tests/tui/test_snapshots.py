@@ -34,6 +34,17 @@ def app_for(home: Path, chat: bool = False):
     return make_app(tavern)
 
 
+async def still(pilot) -> None:
+    """No blinking cursors: a snapshot taken mid-blink would differ by chance."""
+    from textual.widgets import Input, TextArea
+
+    for field in pilot.app.screen.query(Input):
+        field.cursor_blink = False
+    for area in pilot.app.screen.query(TextArea):
+        area.cursor_blink = False
+    await pilot.pause(0.1)
+
+
 async def settle(pilot) -> None:
     app = pilot.app
     from tavern.tui.screens.library import LibraryScreen
@@ -45,7 +56,7 @@ async def settle(pilot) -> None:
         await pilot.pause(0.05)
     await pilot.pause(0.2)
     app.clear_notifications()
-    await pilot.pause(0.1)
+    await still(pilot)
 
 
 def test_library_snapshot(home: Path, snap_compare) -> None:
@@ -58,7 +69,7 @@ def test_chat_snapshot(home: Path, snap_compare) -> None:
         pilot.app.open_character("Mira")
         await pilot.pause(0.5)
         pilot.app.clear_notifications()
-        await pilot.pause(0.1)
+        await still(pilot)
 
     assert snap_compare(app_for(home, chat=True), terminal_size=(80, 24), run_before=open_chat)
 
@@ -68,6 +79,7 @@ def test_settings_snapshot(home: Path, snap_compare) -> None:
         await settle(pilot)
         await pilot.press("f10")
         await pilot.pause(0.3)
+        await still(pilot)
 
     assert snap_compare(app_for(home), terminal_size=(80, 24), run_before=open_settings)
 
