@@ -355,6 +355,41 @@ class Tavern:
             errors.append(f"no card files found in {', '.join(str(p) for p in paths)}")
         return keys, errors
 
+    def list_lorebooks(self) -> list[Path]:
+        """The lorebook files of the data home, by name."""
+        folder = self.home.lorebooks
+        try:
+            return sorted((p for p in folder.glob("*.json") if p.is_file()), key=lambda p: p.stem.casefold())
+        except OSError as err:
+            raise TavernError(f"{folder}: {err.strerror or err}") from None
+
+    def open_lorebook(self, path: Path | str) -> Any:
+        from tavern.lore import load_lorebook
+
+        return load_lorebook(Path(path))
+
+    def save_lorebook(self, book: Any, path: Path | str) -> None:
+        """Write a lorebook whole (atomically)."""
+        from tavern.lore import save_lorebook
+
+        save_lorebook(book, Path(path))
+
+    def create_lorebook(self, name: str) -> Path:
+        """A new empty lorebook named `name` in the data home; returns its file."""
+        import re
+
+        from tavern.errors import LoreError
+        from tavern.lore import Lorebook, save_lorebook
+
+        name = name.strip()
+        if not name or name.startswith(".") or re.search(r'[/\\?<>:*|"\x00-\x1f]', name):
+            raise LoreError(f"'{name}' cannot be a file name")
+        path = self.home.lorebooks / f"{name}.json"
+        if path.exists():
+            raise LoreError(f"{path}: a lorebook with this name exists")
+        save_lorebook(Lorebook(name=name), path)
+        return path
+
     RELOAD_KEYS = ("path", "n_ctx", "n_gpu_layers", "n_threads", "n_batch", "flash_attn", "type_k",
                    "type_v", "rope_freq_base", "rope_alpha", "cache_reuse", "insert_reuse", "side_ctx",
                    "cache_ram_mib")
