@@ -28,7 +28,7 @@ class TavernApp(App):
     CSS_PATH = "tavern.tcss"
     TITLE = "Tavern"
     BINDINGS = [
-        Binding("ctrl+q", "quit", "Quit", id="app.quit_any", priority=True),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit_any", priority=True, show=False),
         Binding("f1", "help", "Help", id="app.help"),
         Binding("f9", "personas", "Personas", id="app.personas", show=False),
         Binding("f10", "settings", "Settings", id="app.settings", show=False),

@@ -40,7 +40,7 @@ BATCH_SECONDS = 0.05
 
 class ChatScreen(Screen):
     BINDINGS = [
-        Binding("escape", "stop_or_back", "Stop/Back", id="chat.stop", priority=True),
+        Binding("escape", "stop_or_back", "Stop/Back", id="chat.stop", priority=True, show=False),
         Binding("ctrl+r", "regenerate", "Swipe", id="chat.regenerate", priority=True),
         # Left/right in the composer move its cursor, so swipes take alt (or ctrl) with them.
         Binding(
@@ -49,7 +49,7 @@ class ChatScreen(Screen):
         Binding(
             "alt+right,ctrl+right", "swipe(1)", "Next swipe", id="chat.swipe_next", priority=True, show=False
         ),
-        Binding("ctrl+t", "continue_reply", "Continue", id="chat.continue", priority=True),
+        Binding("ctrl+t", "continue_reply", "Continue", id="chat.continue", priority=True, show=False),
         Binding("ctrl+u", "impersonate", "Impersonate", id="chat.impersonate", priority=True, show=False),
         Binding("ctrl+e", "edit", "Edit", id="chat.edit", priority=True),
         Binding("ctrl+d", "delete", "Delete", id="chat.delete", priority=True),

@@ -215,7 +215,7 @@ class LibraryScreen(Screen):
         Binding("pageup", "move(-10)", show=False, priority=True),
         Binding("pagedown", "move(10)", show=False, priority=True),
         Binding("alt+left,ctrl+left", "greeting(-1)", "Greeting", id="library.greeting_prev", show=False, priority=True),
-        Binding("alt+right,ctrl+right", "greeting(1)", "Greeting", id="library.greeting_next", priority=True),
+        Binding("alt+right,ctrl+right", "greeting(1)", "Greeting", id="library.greeting_next", priority=True, show=False),
         Binding("left", "greeting(-1)", show=False),
         Binding("right", "greeting(1)", show=False),
         Binding("ctrl+e", "edit_card", "Edit", id="library.edit", priority=True),
