@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -79,14 +78,19 @@ def write_chat(home: Path, count: int) -> str:
     key, card = tavern.character("Mira")
     chat = tavern.new_chat(key, card)
     lines = chat.path.read_text(encoding="utf-8").splitlines()[:2]
-    words = "the lantern swayed as *she* spoke of \"rivers\" and old roads and names half remembered"
+    words = 'the lantern swayed as *she* spoke of "rivers" and old roads and names half remembered'
     with chat.path.open("w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
         for i in range(1, count):
             user = i % 2 == 1
-            msg = {"name": "User" if user else "Mira", "is_user": user, "is_system": False,
-                   "send_date": "2025-01-01T00:00:00.000Z", "mes": f"{i}: " + words * (1 + i % 4),
-                   "extra": {}}
+            msg = {
+                "name": "User" if user else "Mira",
+                "is_user": user,
+                "is_system": False,
+                "send_date": "2025-01-01T00:00:00.000Z",
+                "mes": f"{i}: " + words * (1 + i % 4),
+                "extra": {},
+            }
             f.write(json.dumps(msg) + "\n")
     return chat.name
 
@@ -185,6 +189,9 @@ async def stream_lag(rendered: bool, tokens: int, tps: float, per_batch: int = 1
 
     app._display = spy  # type: ignore[method-assign]
     async with app.run_test(size=(80, 24)) as pilot:
+        target = ChatMessageView if rendered else "#plain"
+        while not app.query(target):  # composed (a loaded machine can take a while)
+            await pilot.pause(0.05)
         await pilot.pause(0.2)
 
         def feed() -> None:

@@ -30,12 +30,19 @@ def test_message_edit_hide_delete_branch_and_note(tmp_path: Path) -> None:
     again = tavern.open_chat("Mira", chat_name=s.chat.name)
     assert again.chat[2].mes == "changed" and again.chat[1].is_system
     s.delete_message(3)
-    assert [m.mes for m in tavern.open_chat("Mira", chat_name=s.chat.name).chat][1:] == ["m1", "changed", "m4"]
+    assert [m.mes for m in tavern.open_chat("Mira", chat_name=s.chat.name).chat][1:] == [
+        "m1",
+        "changed",
+        "m4",
+    ]
     child = s.branch_at(2)
     assert len(child.chat) == 3 and child.chat.header.chat_metadata["main_chat"] == s.chat.name
     s.set_author_note("Rain all day.", depth=2, interval=3, role=1)
     assert tavern.open_chat("Mira", chat_name=s.chat.name).author_note() == {
-        "note_prompt": "Rain all day.", "note_depth": 2, "note_interval": 3, "note_role": 1
+        "note_prompt": "Rain all day.",
+        "note_depth": 2,
+        "note_interval": 3,
+        "note_role": 1,
     }
     with pytest.raises(TavernError):
         s.set_author_note("x", depth=-1)

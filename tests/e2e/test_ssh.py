@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from e2e.tmux_driver import Tmux
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
@@ -68,11 +67,24 @@ def test_tavern_over_ssh_in_tmux(tmp_path: Path, home: Path) -> None:
             f"{shlex.quote(sys.executable)} -m tavern --model {shlex.quote(str(home / 'none.gguf'))}"
         )
         with Tmux(80, 24) as tmux:
-            tmux.start([
-                "ssh", "-tt", "-p", str(port), "-i", str(ssh_dir / "client"),
-                "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={ssh_dir / 'known_hosts'}",
-                "-o", "LogLevel=ERROR", f"{user}@127.0.0.1", remote,
-            ])
+            tmux.start(
+                [
+                    "ssh",
+                    "-tt",
+                    "-p",
+                    str(port),
+                    "-i",
+                    str(ssh_dir / "client"),
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    f"UserKnownHostsFile={ssh_dir / 'known_hosts'}",
+                    "-o",
+                    "LogLevel=ERROR",
+                    f"{user}@127.0.0.1",
+                    remote,
+                ]
+            )
             tmux.wait_for(lambda s: "2 characters" in s, timeout=90)
             tmux.keys("Mira", literal=True)
             tmux.wait_for(lambda s: "1 of 2 characters" in s)

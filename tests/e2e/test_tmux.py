@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from e2e.tmux_driver import Tmux
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not i
 def test_chat_in_tmux_at_80x24(home: Path) -> None:
     (home).mkdir(parents=True, exist_ok=True)
     (home / "settings.toml").write_text(
-        '[model]\nn_ctx = 1024\n[generation]\nmax_tokens = 24\nseed = 7\n', encoding="utf-8"
+        "[model]\nn_ctx = 1024\n[generation]\nmax_tokens = 24\nseed = 7\n", encoding="utf-8"
     )
     env = {"TAVERN_HOME": str(home), "TAVERN_GRAPHICS": "0", "PYTHONPATH": os.getcwd()}
     with Tmux(80, 24) as tmux:
@@ -64,7 +63,9 @@ def test_tavern_serve_runs_the_app_over_a_websocket(home: Path) -> None:
     env = {**os.environ, "TAVERN_HOME": str(home), "PYTHONPATH": os.getcwd()}
     server = subprocess.Popen(
         [sys.executable, "-m", "tavern", "--model", str(home / "none.gguf"), "serve", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
     async def session() -> str:

@@ -28,8 +28,22 @@ class Tmux:
         env_args = [f"{k}={shlex.quote(v)}" for k, v in (env or {}).items()]
         line = " ".join(["env", *env_args, *map(shlex.quote, command)]) if env_args else shlex.join(command)
         subprocess.run(
-            ["tmux", "-L", self.socket, "-f", "/dev/null", "new-session", "-d", "-s", "t",
-             "-x", str(self.width), "-y", str(self.height), line],
+            [
+                "tmux",
+                "-L",
+                self.socket,
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                str(self.width),
+                "-y",
+                str(self.height),
+                line,
+            ],
             check=True,
             env={**os.environ, "TERM": "xterm-256color"},
         )

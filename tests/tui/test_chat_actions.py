@@ -167,7 +167,9 @@ async def test_find_in_chat_and_authors_note(home: Path) -> None:
     key, card = tavern.character("Mira")
     chat = tavern.new_chat(key, card)
     for i in range(1, 120):
-        chat.append(ChatMessage(name="User", is_user=True, mes=f"line {i}" + (" lighthouse" if i == 7 else "")))
+        chat.append(
+            ChatMessage(name="User", is_user=True, mes=f"line {i}" + (" lighthouse" if i == 7 else ""))
+        )
     app = make_app(tavern)
     async with app.run_test(size=(80, 24)) as pilot:
         app.open_character("Mira")

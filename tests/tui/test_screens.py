@@ -92,7 +92,7 @@ async def test_create_edit_and_import_characters(home: Path) -> None:
         await wait_until(pilot, lambda: isinstance(app.screen, CardEditorScreen))
         editor = app.screen
         await pilot.press(*"Zed")
-        editor.query_one("#card-first_mes", TextArea).text = "*nods* \"Evening.\""
+        editor.query_one("#card-first_mes", TextArea).text = '*nods* "Evening."'
         editor.query_one("#card-alternate_greetings", TextArea).text = "Hi.\n---\nHello again."
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: app.screen is screen)

@@ -28,7 +28,7 @@ def app_for(home: Path, chat: bool = False):
                 name="Mira",
                 is_user=False,
                 mes='*slides a mug across* "Cider, **hot**." She taps the menu:\n\n'
-                '- stew\n- bread\n\n```\nspecial: `fish pie`\n```',
+                "- stew\n- bread\n\n```\nspecial: `fish pie`\n```",
             )
         )
     return make_app(tavern)

@@ -165,7 +165,9 @@ class ImportScreen(ModalScreen[list[str] | None]):
         self.keys += keys
         report = Text()
         if keys:
-            report.append(f"Imported {len(keys)}: {', '.join(keys[:8])}{'…' if len(keys) > 8 else ''}\n", style="green")
+            report.append(
+                f"Imported {len(keys)}: {', '.join(keys[:8])}{'…' if len(keys) > 8 else ''}\n", style="green"
+            )
         for line in errors[:6]:
             report.append(line + "\n", style="red")
         if len(errors) > 6:

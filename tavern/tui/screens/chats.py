@@ -14,8 +14,8 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import ModalScreen
 from textual.containers import Vertical
+from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, OptionList
 from textual.widgets.option_list import Option
 
@@ -65,7 +65,11 @@ class ChatListScreen(ModalScreen[tuple[str, str] | None]):
             self.notify(str(err), severity="error")
             self.infos = []
         needle = self.query_one("#chats-search", Input).value.casefold().strip()
-        shown = [i for i in self.infos if not needle or needle in i.name.casefold() or needle in i.preview.casefold()]
+        shown = [
+            i
+            for i in self.infos
+            if not needle or needle in i.name.casefold() or needle in i.preview.casefold()
+        ]
         options = self.query_one("#chats-list", OptionList)
         options.clear_options()
         current = self.session.chat.name
@@ -76,7 +80,9 @@ class ChatListScreen(ModalScreen[tuple[str, str] | None]):
             label.append(f"  {info.message_count} msgs · {info.modified:%Y-%m-%d %H:%M}", style="dim")
             preview = " ".join(info.preview.split())
             if preview:
-                label.append("\n    " + (preview[:70] + "…" if len(preview) > 70 else preview), style="italic")
+                label.append(
+                    "\n    " + (preview[:70] + "…" if len(preview) > 70 else preview), style="italic"
+                )
             options.add_option(Option(label, id=info.name))
         if shown:
             names = [i.name for i in shown]
@@ -170,6 +176,4 @@ class ChatListScreen(ModalScreen[tuple[str, str] | None]):
                 return
             self.notify(f"Exported to {to}")
 
-        self.app.push_screen(
-            TextPromptModal(f"Export '{name}' to (.jsonl, .md or .txt)", f"{name}.md"), done
-        )
+        self.app.push_screen(TextPromptModal(f"Export '{name}' to (.jsonl, .md or .txt)", f"{name}.md"), done)

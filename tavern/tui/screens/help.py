@@ -25,8 +25,15 @@ def _sections() -> list[tuple[str, type, list[tuple[str, str]]]]:
     return [
         ("Everywhere", TavernApp, [("Ctrl+P", "command palette (every action by name, themes)")]),
         ("Character library", LibraryScreen, [("type", "search: words, tag:x, creator:y")]),
-        ("Chat", ChatScreen, [("Enter", "send"), ("Ctrl+J, Shift+Enter", "new line"),
-                              ("Up (first line)", "focus the last message")]),
+        (
+            "Chat",
+            ChatScreen,
+            [
+                ("Enter", "send"),
+                ("Ctrl+J, Shift+Enter", "new line"),
+                ("Up (first line)", "focus the last message"),
+            ],
+        ),
         ("Chat: on a focused message", type(None), ChatScreen.MESSAGE_KEYS),
         ("Chat list", ChatListScreen, [("type", "search chats"), ("Enter", "open")]),
         ("Lorebook editor", LoreEditorScreen, []),
@@ -37,7 +44,7 @@ _NAMES = {"escape": "Esc", "pageup": "PgUp", "pagedown": "PgDn"}
 
 
 def _key_label(key: str) -> str:
-    """"ctrl+g,f3" -> "Ctrl+G, F3"."""
+    """ "ctrl+g,f3" -> "Ctrl+G, F3"."""
 
     def one(part: str) -> str:
         return _NAMES.get(part, part.upper() if len(part) == 1 else part.capitalize())
@@ -50,7 +57,9 @@ def help_table(keymap: dict[str, str], first: type | None = None) -> list[Any]:
     sections = _sections()
     sections.sort(key=lambda s: s[1] is not first)
     for title, cls, extra in sections:
-        table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1), expand=True)
+        table = Table(
+            title=title, title_justify="left", show_header=False, box=None, padding=(0, 1), expand=True
+        )
         table.add_column("key", style="bold", min_width=12, ratio=2)
         table.add_column("what", ratio=5)
         table.add_column("id", style="dim", min_width=18, overflow="fold")
@@ -85,13 +94,15 @@ class HelpScreen(ModalScreen[None]):
         keymap = getattr(self.app, "user_keys", {})
         self.tables = help_table(keymap, self.under)
         with VerticalScroll():
-            yield Static(Text("Tavern keys  (Esc closes; [ui.keys] in settings.toml rebinds an id)", style="bold"))
+            yield Static(
+                Text("Tavern keys  (Esc closes; [ui.keys] in settings.toml rebinds an id)", style="bold")
+            )
             yield Static(Group(*self.tables), id="help-body")
 
     def plain_text(self, width: int = 120) -> str:
-        from rich.console import Console
-
         import io
+
+        from rich.console import Console
 
         console = Console(width=width, record=True, file=io.StringIO())
         for table in self.tables:

@@ -120,8 +120,16 @@ class SettingsScreen(Screen[None]):
 
             user = self.tavern.home.presets / f"{name}.json"
             s = load_preset(user if user.exists() else name)
-            keys = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "repetition_penalty_range",
-                    "dry_multiplier", "xtc_probability")
+            keys = (
+                "temperature",
+                "top_p",
+                "top_k",
+                "min_p",
+                "repetition_penalty",
+                "repetition_penalty_range",
+                "dry_multiplier",
+                "xtc_probability",
+            )
             shown = [f"{k}={getattr(s, k)}" for k in keys if hasattr(s, k)]
             text = Text("  " + "  ".join(shown), style="dim")
         except (TavernError, OSError) as err:

@@ -36,8 +36,14 @@ class Composer(TextArea):
 
     def __init__(self, placeholder: str = "", id: str | None = None) -> None:
         super().__init__(
-            "", id=id, soft_wrap=True, tab_behavior="focus", show_line_numbers=False,
-            placeholder=placeholder, compact=True, highlight_cursor_line=False,
+            "",
+            id=id,
+            soft_wrap=True,
+            tab_behavior="focus",
+            show_line_numbers=False,
+            placeholder=placeholder,
+            compact=True,
+            highlight_cursor_line=False,
         )
 
     @property
