@@ -57,7 +57,10 @@ def test_tavern_over_ssh_in_tmux(tmp_path: Path, home: Path) -> None:
         f"KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin yes\n"
         f"PidFile {ssh_dir / 'sshd.pid'}\nAcceptEnv LANG LC_*\n"
     )
-    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
+    try:
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
+    except PermissionError:
+        pytest.skip("sshd needs /run/sshd, which only root can make here")
     sshd = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
     try:
         _wait_port(port)
