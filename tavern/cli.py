@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("tui", help="open the chat app (the default)")
     sp.set_defaults(func=cmd_tui)
 
+    sp = sub.add_parser("serve", help="serve the app to a web browser (textual-serve)")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sp.set_defaults(func=cmd_serve)
+
     sp = sub.add_parser("chat", help="chat headless: --message, or one message per line on stdin")
     sp.add_argument("character")
     sp.add_argument("--message", "-m", help="send one message and print the reply")
@@ -195,6 +200,23 @@ def cmd_tui(args: argparse.Namespace) -> int:
     prepare_graphics()  # must query the terminal before Textual takes it over
     app = make_app(tavern)
     app.run()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The same app in a browser: textual-serve runs `tavern tui` per connection."""
+    import shlex
+
+    try:
+        from textual_serve.server import Server
+    except ImportError:
+        raise TavernError("tavern serve needs textual-serve: pip install textual-serve") from None
+    command = [sys.executable, "-m", "tavern"]
+    if args.home:
+        command += ["--home", args.home]
+    if args.model:
+        command += ["--model", args.model]
+    Server(shlex.join([*command, "tui"]), host=args.host, port=args.port, title="Tavern").serve()
     return 0
 
 

@@ -93,6 +93,13 @@ class LoreSettingsModel(_Section):
     global_books: list[str] = []
 
 
+class UiSettings(_Section):
+    theme: str = ""
+    """A Textual theme name (textual-dark, textual-light, nord, gruvbox...); "" = textual-dark."""
+    keys: dict[str, str] = {}
+    """Binding id -> keys, e.g. {"chat.regenerate" = "ctrl+g"}; F1 in the app lists the ids."""
+
+
 class CfgSettings(_Section):
     """Classifier-free guidance, the global default (a character's `tavern_cfg` card extension
     and SillyTavern's chat metadata keys `cfg_guidance_scale` / `cfg_negative_prompt` win)."""
@@ -110,6 +117,7 @@ class Settings(_Section):
     chat: ChatSettings = ChatSettings()
     prompt: PromptSettings = PromptSettings()
     lore: LoreSettingsModel = LoreSettingsModel()
+    ui: UiSettings = UiSettings()
     cfg: CfgSettings = CfgSettings()
 
     def with_overrides(self, **overrides: Any) -> Settings:
