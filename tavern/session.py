@@ -466,6 +466,8 @@ class ChatSession:
     note_anchors: dict[str, tuple[int, str]] = field(default_factory=dict)
     """Where each notes unit sat in the last prompt that was sent (see assemble.py): only a
     sent turn moves them, so previewing a prompt never changes the next one."""
+    window_floor: int | None = None
+    """The oldest message index of the last sent prompt (see PromptInputs.window_floor)."""
     warnings: list[str] = field(default_factory=list)
     last_negative: str | None = None
     """The CFG negative prompt of the last prompt built (the inspector shows it)."""
@@ -570,6 +572,8 @@ class ChatSession:
         """A turn was sent: what its prompt decided becomes the chat's state (notes anchors,
         the lore's sticky/cooldown timers, variables set by macros)."""
         self.note_anchors = dict(built.prompt.note_anchors)
+        if built.prompt.first_message_index >= 0:
+            self.window_floor = built.prompt.first_message_index
         meta = self.chat.header.chat_metadata
         changes: dict[str, Any] = {}
         if built.timed_state is not None and built.timed_state != meta.get("timedWorldInfo"):
@@ -606,6 +610,7 @@ class ChatSession:
             trim_step=s.prompt.trim_step,
             macro=macro,
             note_anchors=self.note_anchors,
+            window_floor=self.window_floor,
         )
         return assemble_prompt(inputs, self.app.prompt_format(), count, n_ctx, s.generation.max_tokens), inputs
 
