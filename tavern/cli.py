@@ -290,9 +290,10 @@ def _chat_turn(session: Any, text: str, as_json: bool) -> int:
 
 def cmd_cfg(args: argparse.Namespace) -> int:
     app = _open(args)
-    if args.negative is not None or args.guidance is not None:
+    writes = args.negative is not None or args.guidance is not None
+    if writes:
         app.lock_home()
-    session = app.open_chat(args.character, chat_name=args.chat)
+    session = app.open_chat(args.character, chat_name=args.chat, read_only=not writes)
     session.set_cfg(scale=args.guidance, negative=args.negative)
     scale, negative, depth = session.cfg()
     state = "off" if scale == 1.0 or not negative.strip() else "on"
@@ -302,7 +303,7 @@ def cmd_cfg(args: argparse.Namespace) -> int:
 
 def cmd_prompt(args: argparse.Namespace) -> int:
     app = _open(args)
-    session = app.open_chat(args.character, chat_name=args.chat)
+    session = app.open_chat(args.character, chat_name=args.chat, read_only=True)
     prompt = session.build_prompt(args.mode, explain=args.explain or args.json)
     if args.json:
         data = prompt.to_json()
@@ -473,7 +474,7 @@ def cmd_export_card(args: argparse.Namespace) -> int:
 
 def cmd_export_chat(args: argparse.Namespace) -> int:
     app = _open(args)
-    session = app.open_chat(args.character, chat_name=args.chat)
+    session = app.open_chat(args.character, chat_name=args.chat, read_only=True)
     to = Path(args.to)
     suffix = to.suffix.lower()
     if suffix == ".jsonl":
@@ -507,7 +508,7 @@ def cmd_lore_scan(args: argparse.Namespace) -> int:
         timed = None
         char_name, tags = "", []
     else:
-        session = app.open_chat(args.character, chat_name=args.chat)
+        session = app.open_chat(args.character, chat_name=args.chat, read_only=True)
         hist = session.history(limit=200)
         messages = [ScanMessage(h.name, h.text, h.is_user) for h in hist if not h.is_system]
         chat_length = len(session.chat)

@@ -208,9 +208,25 @@ class Tavern:
         return key, self.library.get(key)
 
     def open_chat(
-        self, character: str, new: bool = False, chat_name: str | None = None, greeting_index: int = 0
+        self,
+        character: str,
+        new: bool = False,
+        chat_name: str | None = None,
+        greeting_index: int = 0,
+        read_only: bool = False,
     ) -> ChatSession:
+        """A chat to talk in. `read_only` (previews, exports, scans) never writes: no repair, no
+        recovered reply appended, no new chat, so it can run beside a Tavern that is streaming
+        into the same chat."""
         key, card = self.character(character)
+        if read_only:
+            from tavern.store import ChatStore
+
+            store = ChatStore(self.home.chats, read_only=True)
+            chat = store.open(key, chat_name) if chat_name else store.latest(key)
+            if chat is None:
+                raise TavernError(f"{card.name} has no chat yet")
+            return ChatSession(self, key, card, chat, warnings=list(chat.warnings))
         chat = None
         if chat_name:
             chat = self.chats.open(key, chat_name)
