@@ -71,7 +71,7 @@ class ChatSettings(_Section):
 
 class PromptSettings(_Section):
     system_prompt: str = (
-        "Write {{char}}'s next reply in a fictional chat between {{char}} and {{user}}. Stay in character."
+        "Write {{char}}'s next reply in a fictional chat between {{char}} and {{user}}."
     )
     layout: Literal["cache_friendly", "sillytavern"] = "cache_friendly"
     """cache_friendly keeps what changes per turn late in the prompt; sillytavern matches its order."""

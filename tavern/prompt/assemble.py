@@ -364,7 +364,8 @@ def assemble_prompt(
         if ex or examples_top or examples_bottom:
             body = "\n".join(t for t in [examples_top, *[f"<START>\n{b}" for b in ex], examples_bottom] if t)
             sys_text_parts.append(f"Example dialogue:\n{body}")
-        system_msg = {"role": "system", "content": "\n\n".join(sys_text_parts)}
+        # One newline between the parts, as SillyTavern's story strings join them.
+        system_msg = {"role": "system", "content": "\n".join(sys_text_parts)}
         kept = history[len(history) - n_hist :] if n_hist else []
         chat = [msg(h) for h in kept]
         # Injections by position in the window, computed before any insertion; stable for ties.
