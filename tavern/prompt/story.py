@@ -14,6 +14,7 @@ instruct turns.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,19 @@ from tavern.prompt.st_presets import StoryTemplate, default_story_template, load
 _SENTINEL = "\x00STORY\x00"
 
 
+def instruct_default_story() -> StoryTemplate:
+    """What SillyTavern uses with an instruct format: its default story string without the
+    "***" example separator and chat start (its instruct-bound presets, ChatML, Llama 3,
+    Mistral, Alpaca..., leave both empty), since Tavern always renders through a format."""
+    return replace(default_story_template(), example_separator="", chat_start="")
+
+
 def load_context_preset(presets_dir: Path, name: str) -> StoryTemplate:
-    """The context preset `name` imported into `presets_dir/context/`; "" or "Default" is
-    SillyTavern's default one."""
-    if not name or (name == "Default" and not (presets_dir / "context" / "Default.json").is_file()):
+    """The context preset `name` imported into `presets_dir/context/`; "" is
+    `instruct_default_story()`, "Default" SillyTavern's Default preset itself."""
+    if not name:
+        return instruct_default_story()
+    if name == "Default" and not (presets_dir / "context" / "Default.json").is_file():
         return default_story_template()
     from tavern.errors import PresetError
 
@@ -55,7 +65,7 @@ def story_system_text(
     """The system message's text: story string + examples + chat start, without the
     format's own system header if the preset carries one. `fields` and `examples` are already
     macro-substituted; `macro` runs over the rendered story string, as SillyTavern's does."""
-    story = story or default_story_template()
+    story = story or instruct_default_story()
     text = macro(story.render(fields, final_newline=True))
     text = _unwrap(text, fmt)
     if text and not text.endswith("\n"):

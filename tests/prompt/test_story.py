@@ -131,9 +131,13 @@ def test_sillytaverns_default_context_presets_render_the_system_block(
     assert "<|im_start|>system" not in system["content"]
 
 
-def test_no_preset_means_sillytaverns_default_one(tmp_path: Path) -> None:
-    assert assemble(None).text == assemble(preset("Default")).text
-    assert load_context_preset(tmp_path, "").name == "Default"
+def test_no_preset_means_sillytaverns_story_string_as_its_instruct_presets_use_it(tmp_path: Path) -> None:
+    # SillyTavern's default story string, without Default's "***" (its instruct presets have none).
+    assert assemble(None).text == assemble(preset("ChatML")).text
+    assert "***" not in assemble(None).text
+    default = load_context_preset(tmp_path, "")
+    assert default.story_string == preset("Default").story_string and not default.chat_start
+    assert load_context_preset(tmp_path, "Default").chat_start == "***"
 
 
 def test_an_imported_context_preset_is_found_by_name(tmp_path: Path) -> None:
