@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--new", action="store_true", help="start a new chat")
     sp.add_argument("--chat", help="continue this chat (file name without .jsonl)")
     sp.add_argument("--json", action="store_true", help="one JSON object per turn, with stats")
+    sp.add_argument("--backend", help="a remote connection profile (see `tavern backends`)")
     run_opts(sp)
     sp.set_defaults(func=cmd_chat)
 
@@ -138,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--ctx", type=int, default=None)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_models_info)
+
+    from tavern.cli_backends import register
+
+    register(sub, _usage)
     return p
 
 
@@ -190,6 +195,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     app = _open(args)
     app.lock_home()
+    app.backend_override = args.backend
     session = app.open_chat(args.character, new=args.new, chat_name=args.chat)
     for warning in session.warnings:
         print(f"tavern: warning: {warning}", file=sys.stderr)
@@ -233,6 +239,10 @@ def _chat_turn(session: Any, text: str, as_json: bool) -> int:
         signal.signal(signal.SIGINT, previous)
     interrupted = cancel.is_set()
     assert final is not None
+    notices = getattr(session.app.engine, "notices", [])
+    for line in notices:
+        print(f"tavern: warning: {line}", file=sys.stderr)
+    notices.clear()
     if as_json:
         _print_json(
             {

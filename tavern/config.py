@@ -42,6 +42,8 @@ class ModelSettings(_Section):
     """Prompt format id (see prompt_templates/); empty: chosen from the model file."""
     cache_reuse: int = 32
     """Minimum chunk (tokens) the engine shifts in its KV cache instead of re-evaluating; 0 = off."""
+    backend: str = ""
+    """A connection profile (`tavern backends add`); empty: the embedded engine."""
 
 
 class GenerationSettings(_Section):
