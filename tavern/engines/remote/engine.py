@@ -243,6 +243,8 @@ class RemoteEngine:
     def _delta(self, chunk: dict) -> tuple[str, str, str | None]:
         """(text, reasoning, finish reason) of one stream chunk."""
         api = self.profile.api
+        if chunk.get("_done"):
+            return "", "", "stop"
         if api.startswith("openai"):
             choices = chunk.get("choices") or [{}]
             c = choices[0]
@@ -279,7 +281,8 @@ class RemoteEngine:
                     chunks = (iter_ndjson if ndjson else iter_sse)(resp.iter_lines())
                     for chunk in chunks:
                         usage.update(_usage(chunk))
-                        piece, think, finish = self._delta(chunk)
+                        piece, think, reason = self._delta(chunk)
+                        finish = reason or finish
                         out, more = split.feed(piece) if piece else ("", "")
                         reasoning += think + more
                         if out:
@@ -291,6 +294,9 @@ class RemoteEngine:
                         if cancel.is_set():
                             finish = "cancelled"
                             break  # leaving the `with` closes the stream at once
+                    if finish is None:
+                        # A stream that just stops (no finish reason, no [DONE]) was cut off.
+                        raise RemoteError(f"{url}: the server closed the connection mid-reply")
                 break
             except (RemoteError, httpx.HTTPError) as err:
                 rerr = err if isinstance(err, RemoteError) else transport_error(err, url, key)
@@ -311,6 +317,12 @@ class RemoteEngine:
                     continue
                 error = scrub(str(rerr), key)
                 break
+        if finish == "cancelled" and self.profile.api == "kobold":
+            # KoboldCpp keeps generating after the client leaves unless told to stop.
+            try:
+                self.client.post(self.base + "/api/extra/abort", json={}, timeout=2)
+            except httpx.HTTPError:
+                pass
         out, more = split.flush()
         text += out
         reasoning += more

@@ -77,6 +77,10 @@ def transport_error(err: Exception, url: str, key: str) -> RemoteError:
     return RemoteError(scrub(f"{url}: {type(err).__name__}: {err}", key))
 
 
+DONE: dict[str, Any] = {"_done": True}
+"""Yielded for OpenAI's `data: [DONE]`, so callers can tell a finished stream from a cut one."""
+
+
 def iter_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
     """JSON payloads of an SSE stream's `data:` events; `[DONE]` ends it; bad JSON raises."""
     data: list[str] = []
@@ -86,6 +90,7 @@ def iter_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
                 payload = "\n".join(data)
                 data = []
                 if payload.strip() == "[DONE]":
+                    yield DONE
                     return
                 yield _json(payload)
             continue
@@ -96,8 +101,9 @@ def iter_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
             data.append(value[1:] if value.startswith(" ") else value)
         elif field == "error":
             raise RemoteError(f"the server reported an error mid-stream: {value.strip()[:300]}")
-    if data and "\n".join(data).strip() != "[DONE]":
-        yield _json("\n".join(data))
+    if data:
+        payload = "\n".join(data)
+        yield DONE if payload.strip() == "[DONE]" else _json(payload)
 
 
 def iter_ndjson(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
