@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--new", action="store_true", help="start a new chat")
     sp.add_argument("--chat", help="continue this chat (file name without .jsonl)")
     sp.add_argument("--json", action="store_true", help="one JSON object per turn, with stats")
+    sp.add_argument("--backend", help="a remote connection profile (see `tavern backends`)")
     run_opts(sp)
     sp.set_defaults(func=cmd_chat)
 
@@ -152,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--ctx", type=int, default=None)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_models_info)
+
+    from tavern.cli_backends import register
+
+    register(sub, _usage)
     return p
 
 
@@ -223,6 +228,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     app = _open(args)
     app.lock_home()
+    app.backend_override = args.backend
     session = app.open_chat(args.character, new=args.new, chat_name=args.chat)
     for warning in session.warnings:
         print(f"tavern: warning: {warning}", file=sys.stderr)
@@ -266,6 +272,10 @@ def _chat_turn(session: Any, text: str, as_json: bool) -> int:
         signal.signal(signal.SIGINT, previous)
     interrupted = cancel.is_set()
     assert final is not None
+    notices = getattr(session.app.engine, "notices", [])
+    for line in notices:
+        print(f"tavern: warning: {line}", file=sys.stderr)
+    notices.clear()
     if as_json:
         _print_json(
             {

@@ -50,6 +50,8 @@ class ModelSettings(_Section):
     0 = none (they borrow the chat's sequence, whose state waits in host memory)."""
     cache_ram_mib: int = Field(1024, ge=0)
     """Host memory for saved KV states (another chat, an earlier branch); 0 = off."""
+    backend: str = ""
+    """A connection profile (`tavern backends add`); empty: the embedded engine."""
 
 
 class GenerationSettings(_Section):

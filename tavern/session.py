@@ -60,6 +60,10 @@ class Tavern:
         self.load_warnings: list[str] = []
         self._home_lock: Any = None
         self.cpu_probe_command: list[str] | None = None  # tests inject a child that crashes
+        self.backend_override: str | None = None
+        """A profile chosen for this process (`--backend`); beats chat, character and settings."""
+        self._backend_ctx: str = ""
+        self._engine_backend: str = ""
 
     @classmethod
     def open(
@@ -110,7 +114,15 @@ class Tavern:
     def engine(self) -> Any:
         """The process's one engine, loaded on first use (raises ModelLoadError cleanly)."""
         with self._engine_lock:
-            if self._engine is None:
+            wanted = self.backend_name
+            if self._engine is not None and wanted != self._engine_backend:
+                self._drop_engine()
+            if self._engine is None and wanted:
+                from tavern.engines.remote.factory import open_remote
+
+                self._engine = open_remote(self.home.root, wanted, self.settings.model.n_ctx)
+                self._engine_backend = wanted
+            elif self._engine is None:
                 from tavern.engines.cpu_probe import check_build
                 from tavern.engines.local import LocalEngine
 
@@ -122,6 +134,18 @@ class Tavern:
             elif hasattr(self._engine, "loaded") and not self._engine.loaded:
                 self._engine.load()
             return self._engine
+
+    @property
+    def backend_name(self) -> str:
+        """The remote profile in use: --backend, else the chat's, the character's, the settings'."""
+        return self.backend_override or self._backend_ctx or self.settings.model.backend
+
+    def _drop_engine(self) -> None:
+        # Only a remote engine is closed here; the embedded one may be shared with callers.
+        if self._engine_backend and self._engine is not None:
+            self._engine.unload()
+        self._engine, self._engine_backend = None, ""
+        self._format = self._counter = None
 
     def _load_plan(self) -> dict[str, Any]:
         """Context, RoPE and GPU layers from the settings and the model file's metadata."""
@@ -166,7 +190,7 @@ class Tavern:
 
             engine = self.engine
             meta = engine.metadata()
-            wanted = self.settings.model.format or None
+            wanted = getattr(getattr(engine, "profile", None), "format", "") or self.settings.model.format or None
             imported = self.home.presets / "instruct" / f"{wanted}.json" if wanted else None
             if imported is not None and imported.is_file():
                 # A SillyTavern instruct preset the user imported: a format like the bundled ones.
@@ -247,6 +271,9 @@ class Tavern:
             chat = self.chats.latest(key)
         if chat is None:
             chat = self.new_chat(key, card, greeting_index)
+        from tavern.engines.remote.factory import chosen_backend
+
+        self._backend_ctx = chosen_backend(card, chat)
         if chat.recovered_reply is not None:
             # A reply was being written when Tavern stopped: keep it, as a cancelled one is kept.
             recovered = chat.recovered_reply
@@ -836,8 +863,9 @@ class ChatSession:
             yield final
             return
         extra = {
-            "api": "llama.cpp",
+            "api": getattr(app.engine, "name", "llama.cpp") if app.backend_name else "llama.cpp",
             "model": app.engine.model_name,
+            **final.extra,
             "token_count": final.stats.gen_tokens,
             "tavern": {**final.stats.as_dict(), "prompt_tokens_budget": prompt.budget},
         }

@@ -84,6 +84,8 @@ class Finished:
     text: str
     stats: TurnStats = field(default_factory=TurnStats)
     error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Stored with the message (e.g. extra["reasoning"]: a reasoning model's thoughts)."""
 
 
 Event = Token | Finished

@@ -1,0 +1,1 @@
+"""Remote backends: OpenAI-compatible, llama.cpp server, KoboldCpp and Ollama over HTTP."""
