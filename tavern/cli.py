@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--ctx", type=int, default=None)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_models_info)
+
+    from tavern.memory.commands import add_memory_parser
+
+    add_memory_parser(sub, _open, _usage)
     return p
 
 
@@ -190,6 +194,8 @@ def cmd_tui(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     app = _open(args)
     app.lock_home()
+    if app.memory is not None:  # said once, when recall or indexing first fails
+        app.memory.on_warning = lambda w: print(f"tavern: warning: {w}", file=sys.stderr)
     session = app.open_chat(args.character, new=args.new, chat_name=args.chat)
     for warning in session.warnings:
         print(f"tavern: warning: {warning}", file=sys.stderr)

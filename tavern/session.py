@@ -431,8 +431,8 @@ class ChatSession:
             return []
         start = prompt.first_message_index if prompt.first_message_index >= 0 else history[-1].index + 1
         latest = [h for h in history if not h.is_system][-memory.settings.query_messages :]
-        query = "\n".join(f"{h.name}: {h.text}" for h in latest)
-        return [r.text for r in memory.recall(self, query, start, count)]
+        queries = [f"{h.name}: {h.text}" for h in reversed(latest)]
+        return [r.text for r in memory.recall(self, queries, start, count)]
 
     def _macro_fn(self, history: list[HistoryMessage], variables: dict) -> Any:
         from tavern.prompt.macros import MacroContext, substitute

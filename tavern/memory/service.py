@@ -282,32 +282,47 @@ class MemoryService:
         return self.store.query(chat_id(session), vector, k, before=before)
 
     def recall(
-        self, session: Any, query: str, window_start: int, count: Callable[[str], int]
+        self, session: Any, queries: list[str], window_start: int, count: Callable[[str], int]
     ) -> list[Recalled]:
         """What to put in the prompt: chunks of messages before the window (not already in
-        the prompt), above the score threshold, at most top_k and token_cap tokens, oldest first."""
+        the prompt), above the score threshold, at most top_k and token_cap tokens, oldest first.
+
+        `queries`: the latest messages, newest first. Each is embedded and searched on its own,
+        and their results are taken in turns (each query's best, then each one's second...):
+        one long query mixing the user's question with the previous reply found the reply's
+        small talk rather than the answer to the question."""
         s = self.settings
-        if not (self.enabled and s.recall) or s.top_k <= 0 or window_start <= 0 or not query.strip():
+        queries = [q for q in queries if q.strip()]
+        if not (self.enabled and s.recall) or s.top_k <= 0 or window_start <= 0 or not queries:
             return []
-        key = (chat_id(session), len(session.chat), query, window_start)
+        key = (chat_id(session), len(session.chat), tuple(queries), window_start)
         if self._recall_cache and self._recall_cache[0] == key:
             return self._recall_cache[1]
         try:
             self.sync_tail(session, limit=None)
-            hits = self.search(session, query, k=s.top_k, before=window_start)
-        except (MemoryError_, Exception) as err:
+            vectors = self.embedder.embed(queries)
+            ranked = [
+                self.store.query(chat_id(session), v, s.top_k, before=window_start) for v in vectors
+            ]
+        except Exception as err:  # Chroma or the model failed: recall is off, the chat goes on
             self._fail(err)
             return []
         picked: list[Recalled] = []
+        seen: set[str] = set()
         used = 0
-        for hit in sorted(hits, key=lambda h: -h.score):
-            if hit.score < s.score_threshold:
-                break
-            cost = count(hit.text)
-            if used + cost > s.token_cap:
-                continue
-            used += cost
-            picked.append(Recalled(hit.text, hit.index, hit.score))
+        for rank in range(s.top_k):
+            for hits in ranked:
+                if rank >= len(hits) or len(picked) >= s.top_k:
+                    continue
+                hit = hits[rank]
+                if hit.score < s.score_threshold or hit.id in seen:
+                    continue
+                cost = count(hit.text)
+                if used + cost > s.token_cap:
+                    continue
+                seen.add(hit.id)
+                used += cost
+                picked.append(Recalled(hit.text, hit.index, hit.score))
         picked.sort(key=lambda r: r.index)
         self._recall_cache = (key, picked)
         return picked
