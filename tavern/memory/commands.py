@@ -95,6 +95,10 @@ def cmd_search(args: argparse.Namespace, open_app: Any) -> int:
     session = app.open_chat(args.character, chat_name=args.chat)
     memory = _memory(app)
     _ready(memory)
+    try:
+        memory.sync_full(session)  # an imported chat may not be indexed yet
+    except Exception as err:
+        raise MemoryError_(f"cannot index the chat: {err}") from None
     before = None if args.all else max(0, session.build_prompt().first_message_index)
     hits = memory.search(session, args.text, k=args.k, before=before)
     threshold = app.settings.memory.score_threshold

@@ -77,6 +77,8 @@ class MemoryService:
         self._worker: threading.Thread | None = None
         self._chats: dict[str, Any] = {}
         self._dirty_from: dict[str, int] = {}
+        self._synced: set[str] = set()
+        """Chats whose full sync was started in this process."""
         """Per chat, the first message appended since its index was last complete."""
         self._recall_cache: tuple[tuple, list[Recalled]] | None = None
 
@@ -187,7 +189,8 @@ class MemoryService:
     # -- chats ------------------------------------------------------------------------------
 
     def attach(self, session: Any) -> None:
-        """Follow a chat's changes; bring its index up to date in the background."""
+        """Follow a chat's changes. The first recall brings the whole index up to date in the
+        background (a command that only reads the summary costs nothing)."""
         if not self.settings.enabled:
             return
         human = chat_id(session)
@@ -195,7 +198,6 @@ class MemoryService:
         listeners = getattr(session.chat, "listeners", None)
         if listeners is not None and self._on_change not in listeners:
             listeners.append(self._on_change)
-        self._submit("full", human)
 
     def _human_of(self, chat: Any) -> str | None:
         for human, session in self._chats.items():
@@ -234,8 +236,9 @@ class MemoryService:
         last TAIL ones): the common case, an append, without reading the whole chat."""
         human = chat_id(session)
         chat = session.chat
-        start = min(self._dirty_from.get(human, len(chat)), len(chat) - TAIL)
-        refs = message_refs(chat, start)
+        end = len(chat)
+        start = min(self._dirty_from.get(human, end), end - TAIL)
+        refs = message_refs(chat, start, end)
         keyed = [(message_key(r.name, r.text), r) for r in refs]
         if not keyed:
             return False
@@ -247,7 +250,9 @@ class MemoryService:
         missing = [(k, r) for k, r in keyed if f"{k}.0" not in have]
         more = self._embed_and_add(human, missing, limit)
         if not more:
-            self._dirty_from.pop(human, None)
+            # Messages appended meanwhile (from `end` on) are still to do; appends only ever
+            # lower this mark to their own index.
+            self._dirty_from[human] = end
         return more
 
     def sync_full(self, session: Any, limit: int | None = None) -> bool:
@@ -299,6 +304,10 @@ class MemoryService:
         if self._recall_cache and self._recall_cache[0] == key:
             return self._recall_cache[1]
         try:
+            human = chat_id(session)
+            if human not in self._synced:  # an imported or long-closed chat: index the rest too
+                self._synced.add(human)
+                self._submit("full", human)
             self.sync_tail(session, limit=None)
             vectors = self.embedder.embed(queries)
             ranked = [

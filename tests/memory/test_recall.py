@@ -76,7 +76,7 @@ def test_memory_search_cli_shows_scores_and_reindex_rebuilds(home: Path, shared_
 
 
 def test_chroma_unreachable_chat_goes_on_with_one_warning(home: Path, shared_engine) -> None:
-    app = open_app(home, shared_engine, **{"memory.chroma_url": "http://127.0.0.1:9"})
+    app = open_app(home, shared_engine, **{"memory.chroma_url": "http://127.0.0.1:9", "generation.max_tokens": 8})
     heard: list[str] = []
     app.memory.on_warning = heard.append
     session = app.open_chat("Mira", new=True)
