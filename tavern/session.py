@@ -477,7 +477,7 @@ class ChatSession:
         settings = self.app.lore_settings()
         meta = self.chat.header.chat_metadata
         msgs = [ScanMessage(h.name, h.text, h.is_user) for h in history if not h.is_system]
-        return scan_lore(
+        result = scan_lore(
             books,
             msgs,
             settings,
@@ -491,6 +491,23 @@ class ChatSession:
             substitute_macros=macro,
             explain=explain,
         )
+        self._vector_lore(result, books, msgs, count, macro)
+        return result
+
+    def _vector_lore(self, result: Any, books: Any, msgs: list[Any], count: Any, macro: Any) -> None:
+        """Lorebook entries marked `vectorized` activate by similarity too (tavern.memory)."""
+        memory = self.app.memory
+        if memory is None or not memory.enabled:
+            return
+        from tavern.memory.lore_vectors import activate_by_similarity, vectorized_entries
+
+        if not vectorized_entries(books):
+            return
+        queries = [f"{m.name}: {m.text}" for m in msgs[-memory.settings.query_messages :]]
+        try:
+            activate_by_similarity(memory, result, books, queries, count, macro)
+        except Exception as err:  # the embedder failed: keys alone decide, said once
+            memory._fail(err)
 
     def lorebooks(self) -> list[tuple[str, Any]]:
         """(kind, Lorebook) for the chat's, the character's (embedded and linked) and global books."""

@@ -59,6 +59,11 @@ def message_refs(chat: Any, start: int = 0, end: int | None = None) -> list[Mess
     return out
 
 
+def _window(session: Any, before: int | None) -> int:
+    """About how many chunks the prompt window holds (most messages are one chunk)."""
+    return 0 if before is None else (len(session.chat) - before) * 3 // 2 + 8
+
+
 class MemoryService:
     def __init__(self, settings: Any, path: Any, engine_getter: Callable[[], Any] | None = None):
         self.settings = settings  # the [memory] section
@@ -77,6 +82,7 @@ class MemoryService:
         self._worker: threading.Thread | None = None
         self._chats: dict[str, Any] = {}
         self._dirty_from: dict[str, int] = {}
+        self._vec_cache: dict[str, list[float]] = {}
         self._synced: set[str] = set()
         """Chats whose full sync was started in this process."""
         """Per chat, the first message appended since its index was last complete."""
@@ -284,7 +290,7 @@ class MemoryService:
         """The nearest chunks to `text` with their scores (no threshold)."""
         k = self.settings.top_k if k is None else k
         vector = self.embedder.embed([text])[0]
-        return self.store.query(chat_id(session), vector, k, before=before)
+        return self.store.query(chat_id(session), vector, k, before=before, window=_window(session, before))
 
     def recall(
         self, session: Any, queries: list[str], window_start: int, count: Callable[[str], int]
@@ -311,7 +317,8 @@ class MemoryService:
             self.sync_tail(session, limit=None)
             vectors = self.embedder.embed(queries)
             ranked = [
-                self.store.query(chat_id(session), v, s.top_k, before=window_start) for v in vectors
+                self.store.query(chat_id(session), v, s.top_k, before=window_start, window=_window(session, window_start))
+                for v in vectors
             ]
         except Exception as err:  # Chroma or the model failed: recall is off, the chat goes on
             self._fail(err)
@@ -335,6 +342,17 @@ class MemoryService:
         picked.sort(key=lambda r: r.index)
         self._recall_cache = (key, picked)
         return picked
+
+    def embed_cached(self, texts: list[str]) -> list[list[float]]:
+        """Vectors for short texts used again and again (lore entries, the latest messages)."""
+        cache = self._vec_cache
+        missing = list(dict.fromkeys(t for t in texts if t not in cache))
+        if missing:
+            for text, vec in zip(missing, self.embedder.embed(missing)):
+                cache[text] = vec
+            while len(cache) > 4096:
+                cache.pop(next(iter(cache)))
+        return [cache[t] for t in texts]
 
     # -- summary ----------------------------------------------------------------------------
 

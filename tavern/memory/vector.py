@@ -188,22 +188,38 @@ class VectorStore:
     def count(self, human: str) -> int:
         return int(self.collection(human).count())
 
-    def query(self, human: str, vector: list[float], k: int, before: int | None = None) -> list[Hit]:
-        """The k nearest chunks, only of messages with index < `before` when given."""
-        coll = self.collection(human)
+    def query(
+        self, human: str, vector: list[float], k: int, before: int | None = None, window: int = 0
+    ) -> list[Hit]:
+        """The k nearest chunks, only of messages with index < `before` when given.
+
+        `window`: about how many chunks sit at or after `before` (the prompt's window). Chroma's
+        metadata filter scans SQLite first and cost ~1 s a query at 50,000 chunks here, so the
+        nearest k + window are fetched unfiltered (~20 ms) and filtered here; only when that
+        leaves fewer than k does the filtered query run."""
         if k <= 0:
             return []
-        where = {"index": {"$lt": int(before)}} if before is not None else None
-        res = coll.query(
-            query_embeddings=[vector],
-            n_results=k,
-            where=where,
-            include=["documents", "metadatas", "distances"],
-        )
+        coll = self.collection(human)
+        if before is None:
+            return self._query(coll, vector, k, None)
+        fetch = k + max(0, window)
+        hits = [h for h in self._query(coll, vector, fetch, None, documents=False) if h.index < before]
+        if len(hits) < k and fetch < coll.count():
+            return self._query(coll, vector, k, {"index": {"$lt": int(before)}})
+        hits = hits[:k]
+        if hits:
+            got = coll.get(ids=[h.id for h in hits], include=["documents"])
+            docs = dict(zip(got["ids"], got["documents"] or []))
+            for h in hits:
+                h.text = docs.get(h.id) or ""
+        return hits
+
+    def _query(self, coll: Any, vector: list[float], n: int, where: Any, documents: bool = True) -> list[Hit]:
+        include = ["metadatas", "distances"] + (["documents"] if documents else [])
+        res = coll.query(query_embeddings=[vector], n_results=n, where=where, include=include)
+        docs = res["documents"][0] if documents else [""] * len(res["ids"][0])
         hits = []
-        for cid, doc, meta, dist in zip(
-            res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0]
-        ):
+        for cid, doc, meta, dist in zip(res["ids"][0], docs, res["metadatas"][0], res["distances"][0]):
             meta = meta or {}
             hits.append(
                 Hit(cid, doc or "", int(meta.get("index", -1)), str(meta.get("key", "")), 1.0 - float(dist))
