@@ -125,6 +125,17 @@ class MemorySettings(_Section):
     """torch threads for embeddings (bounded: llama.cpp needs the cores)."""
 
 
+class CfgSettings(_Section):
+    """Classifier-free guidance, the global default (a character's `tavern_cfg` card extension
+    and SillyTavern's chat metadata keys `cfg_guidance_scale` / `cfg_negative_prompt` win)."""
+
+    guidance_scale: float = Field(1.0, ge=0.0, le=10.0)
+    """1 = off; 1.5 is a usual start."""
+    negative_prompt: str = ""
+    insertion_depth: int = Field(1, ge=0)
+    """Where the negative text goes, in messages from the end (SillyTavern's default 1)."""
+
+
 class Settings(_Section):
     model: ModelSettings = ModelSettings()
     generation: GenerationSettings = GenerationSettings()
@@ -132,6 +143,7 @@ class Settings(_Section):
     prompt: PromptSettings = PromptSettings()
     lore: LoreSettingsModel = LoreSettingsModel()
     memory: MemorySettings = MemorySettings()
+    cfg: CfgSettings = CfgSettings()
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Dotted keys (`model.n_ctx=2048`) applied on a copy; None values are ignored."""

@@ -13,6 +13,7 @@ cancelled: the partial reply is kept, as SillyTavern does).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 import threading
@@ -299,6 +300,9 @@ class _Built:
     prompt: AssembledPrompt
     timed_state: dict | None
     variables: dict
+    negative: str | None = None
+    """The CFG negative prompt, formatted like `prompt` (None: guidance off)."""
+    guidance_scale: float = 1.0
 
 
 @dataclass
@@ -313,6 +317,8 @@ class ChatSession:
     """Where each notes unit sat in the last prompt that was sent (see assemble.py): only a
     sent turn moves them, so previewing a prompt never changes the next one."""
     warnings: list[str] = field(default_factory=list)
+    last_negative: str | None = None
+    """The CFG negative prompt of the last prompt built (the inspector shows it)."""
 
     @property
     def user_name(self) -> str:
@@ -359,7 +365,7 @@ class ChatSession:
                 role={0: "system", 1: "user", 2: "assistant"}.get(meta.get("note_role", 0), "system"),
             )
         while True:
-            prompt = self._assemble(history, lore, note, macro, mode, count, n_ctx)
+            prompt, inputs = self._assemble(history, lore, note, macro, mode, count, n_ctx)
             oldest = next((h.index for h in history if not h.is_system), None)
             if len(history) >= end or oldest is None or prompt.first_message_index != oldest:
                 break
@@ -370,7 +376,45 @@ class ChatSession:
                 prompt.warnings.append(f"lore entry broken: {b}")
         self.last_prompt = prompt
         self.last_lore = lore
-        return _Built(prompt, getattr(lore, "timed_state", None) if lore is not None else None, variables)
+        built = _Built(prompt, getattr(lore, "timed_state", None) if lore is not None else None, variables)
+        scale, negative, depth = self.cfg()
+        if scale != 1.0 and negative.strip():
+            from tavern.prompt.assemble import with_negative
+
+            built.negative = with_negative(prompt, app.prompt_format(), inputs, macro(negative), depth)
+            built.guidance_scale = scale
+        self.last_negative = built.negative
+        return built
+
+    def cfg(self) -> tuple[float, str, int]:
+        """(guidance scale, negative text, insertion depth): the chat's SillyTavern CFG keys win,
+        then the character's `tavern_cfg` extension, then the settings."""
+        g = self.app.settings.cfg
+        card = (self.card.extensions or {}).get("tavern_cfg") or {}
+        meta = self.chat.header.chat_metadata
+        scale, negative, depth = g.guidance_scale, g.negative_prompt, g.insertion_depth
+        for source, keys in (
+            (card, ("guidance_scale", "negative_prompt", "insertion_depth")),
+            (meta, ("cfg_guidance_scale", "cfg_negative_prompt", "cfg_prompt_insertion_depth")),
+        ):
+            with contextlib.suppress(TypeError, ValueError):
+                if source.get(keys[0]) not in (None, ""):
+                    scale = float(source[keys[0]])
+                if source.get(keys[1]):
+                    negative = str(source[keys[1]])
+                if source.get(keys[2]) not in (None, ""):
+                    depth = int(source[keys[2]])
+        return scale, negative, depth
+
+    def set_cfg(self, scale: float | None = None, negative: str | None = None) -> None:
+        """Write the chat's CFG under SillyTavern's own chat-metadata keys."""
+        changes: dict[str, Any] = {}
+        if scale is not None:
+            changes["cfg_guidance_scale"] = scale
+        if negative is not None:
+            changes["cfg_negative_prompt"] = negative
+        if changes:
+            self.chat.update_metadata(changes)
 
     def _commit(self, built: _Built) -> None:
         """A turn was sent: what its prompt decided becomes the chat's state (notes anchors,
@@ -394,7 +438,7 @@ class ChatSession:
         mode: str,
         count: Any,
         n_ctx: int,
-    ) -> AssembledPrompt:
+    ) -> tuple[AssembledPrompt, PromptInputs]:
         s = self.app.settings
         meta = self.chat.header.chat_metadata
         inputs = PromptInputs(
@@ -422,7 +466,7 @@ class ChatSession:
         warning = memory.take_warning() if memory is not None else None
         if warning:
             prompt.warnings.append(warning)
-        return prompt
+        return prompt, inputs
 
     def _recall(self, history: list[HistoryMessage], prompt: AssembledPrompt, count: Any) -> list[str]:
         """Old messages outside this prompt's window that match the latest ones (vector memory)."""
@@ -591,6 +635,8 @@ class ChatSession:
             sampler=app.sampler_settings(),
             add_bos=prompt.add_bos,
             messages=prompt.messages,
+            negative_prompt=built.negative,
+            guidance_scale=built.guidance_scale,
         )
         started = now_date()
         final: Finished | None = None

@@ -277,23 +277,33 @@ class LocalEngine:
                 yield Finished("", stats, error=f"prompt is {len(tokens)} tokens; the context holds {window}")
                 return
 
-            plan = self._prepare(seq, tokens, stats)
-            gaps = kv.apply(plan, seq, tokens)
-            n_past = len(kv.tokens(seq))
-            if n_past >= len(tokens):  # fully cached: evaluate the last token again for its logits
-                n_past = len(tokens) - 1
-                kv.truncate(seq, n_past)
-            inserted = sum(b - a for a, b in gaps)
-            stats.cached_tokens = n_past - inserted
-            stats.shifted_tokens = plan.shifted if kv.can_shift and plan.moves else 0
-            stats.evaluated_tokens = len(tokens) - stats.cached_tokens
-
+            neg_tokens: list[int] = []
+            neg_logits = None
+            guided = bool(req.negative_prompt) and req.guidance_scale != 1.0
+            if guided and (seq != SEQ_CHAT or self.side_ctx <= 0):
+                raise EngineError("a negative prompt (CFG) needs side cells: set [model] side_ctx to -1 or more")
             self._abort.should_abort = False
             watcher = _CancelWatcher(cancel, self._abort)
             try:
-                for a, b in gaps:
-                    self._decode_gap(seq, tokens, a, b, cancel)
-                self._decode_tail(seq, tokens, cancel)
+                if guided:
+                    # The negative sequence first: its last logits are kept before the chat's
+                    # own prompt overwrites the context's output buffer.
+                    neg_tokens = self.tokenize(req.negative_prompt or "", add_bos=add_bos)
+                    if len(neg_tokens) >= self.side_ctx:
+                        raise EngineError(
+                            f"the negative prompt is {len(neg_tokens)} tokens; the side cells hold {self.side_ctx}"
+                        )
+                    neg_stats = TurnStats()
+                    self._load(SEQ_CFG, neg_tokens, cancel, neg_stats)
+                    stats.cfg_prompt_tokens = len(neg_tokens)
+                    stats.cfg_evaluated_tokens = neg_stats.evaluated_tokens
+                    if not cancel.is_set():
+                        import numpy as np
+
+                        neg_logits = np.ctypeslib.as_array(
+                            llama_cpp_logits(self._llama, -1), shape=(llama.n_vocab(),)
+                        ).copy()
+                self._load(seq, tokens, cancel, stats)
             except DecodeError as err:
                 if not (cancel.is_set() or err.code == 2):
                     raise
@@ -316,13 +326,24 @@ class LocalEngine:
             t_first = None
             max_new = min(req.max_tokens, window - len(tokens))
             stats.stop_reason = "length"
+            first_guided = True
+            import numpy as np
+
             with TokenSampler(llama, settings, tokens) as sampler:  # it keeps its own range of them
                 stats.seed = sampler.seed
                 for _ in range(max_new):
                     if cancel.is_set():
                         stats.stop_reason = "cancelled"
                         break
-                    tok = sampler.sample()
+                    if neg_logits is None:
+                        tok = sampler.sample()
+                    else:
+                        # After the prompt the chat's logits are the last row; after a pair
+                        # decode they are row 0 (the negative's row 1 was copied).
+                        row = -1 if first_guided else 0
+                        pos_logits = np.ctypeslib.as_array(llama_cpp_logits(llama, row), shape=(llama.n_vocab(),))
+                        tok = sampler.sample_from(neg_logits + req.guidance_scale * (pos_logits - neg_logits))
+                        first_guided = False
                     sampler.accept(tok)
                     if t_first is None:
                         t_first = time.perf_counter()
@@ -347,7 +368,16 @@ class LocalEngine:
                     mirror = kv.tokens(seq)
                     if len(mirror) >= window:
                         break
-                    self._decode_at(seq, [tok], len(mirror))
+                    if neg_logits is None:
+                        self._decode_at(seq, [tok], len(mirror))
+                    else:
+                        neg_mirror = kv.tokens(SEQ_CFG)
+                        if len(neg_mirror) >= self.side_ctx:
+                            break
+                        decoder.decode_each(tok, [(seq, len(mirror)), (SEQ_CFG, len(neg_mirror))])
+                        mirror.append(tok)
+                        neg_mirror.append(tok)
+                        neg_logits = np.ctypeslib.as_array(llama_cpp_logits(llama, 1), shape=(llama.n_vocab(),)).copy()
             text += decoder_utf8.decode(b"", final=True) if stats.stop_reason != "stop" else ""
             if len(text) > emitted:
                 yield Token(text[emitted:])
@@ -363,6 +393,25 @@ class LocalEngine:
             stats.stop_reason = "error"
             stats.total_ms = (time.perf_counter() - t_start) * 1000
             yield Finished(text, stats, error=f"{type(err).__name__}: {err}")
+
+    def _load(self, seq: int, tokens: list[int], cancel: threading.Event, stats: TurnStats) -> None:
+        """Bring `seq`'s cells to hold `tokens`, evaluating only what the cache lacks; fills the
+        cache fields of `stats`. Raises DecodeError when cancelled midway."""
+        kv = self._kv
+        assert kv is not None
+        plan = self._prepare(seq, tokens, stats)
+        gaps = kv.apply(plan, seq, tokens)
+        n_past = len(kv.tokens(seq))
+        if n_past >= len(tokens):  # fully cached: evaluate the last token again for its logits
+            n_past = len(tokens) - 1
+            kv.truncate(seq, n_past)
+        inserted = sum(b - a for a, b in gaps)
+        stats.cached_tokens = n_past - inserted
+        stats.shifted_tokens = plan.shifted if kv.can_shift and plan.moves else 0
+        stats.evaluated_tokens = len(tokens) - stats.cached_tokens
+        for a, b in gaps:
+            self._decode_gap(seq, tokens, a, b, cancel)
+        self._decode_tail(seq, tokens, cancel)
 
     def _state_stats(self, stats: TurnStats) -> None:
         stats.saved_states = len(self.states)
@@ -436,6 +485,16 @@ def _several_sequences(llama_cpp: Any) -> Iterator[None]:
         yield
     finally:
         module.llama_context_default_params = original
+
+
+def llama_cpp_logits(llama: Any, i: int) -> Any:
+    """Row i of the last decode's logits (-1: the last row)."""
+    import llama_cpp
+
+    ptr = llama_cpp.llama_get_logits_ith(llama._ctx.ctx, i)
+    if not ptr:
+        raise EngineError("no logits to sample from")
+    return ptr
 
 
 def _is_eog(vocab: Any, token: int) -> bool:

@@ -307,6 +307,21 @@ class BatchDecoder:
             if code != 0:
                 raise DecodeError(code)
 
+    def decode_each(self, token: int, places: Sequence[tuple[int, int]]) -> None:
+        """One token into several sequences, (seq, pos) each, in one batch: CFG's two sequences
+        advance for the price of one decode. Logits for every row (`llama_get_logits_ith(i)`)."""
+        b = self._batch
+        for i, (seq, pos) in enumerate(places):
+            b.token[i] = token
+            b.pos[i] = pos
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = seq
+            b.logits[i] = 1
+        b.n_tokens = len(places)
+        code = self._lib.llama_decode(self._ctx, b)
+        if code != 0:
+            raise DecodeError(code)
+
     def close(self) -> None:
         if self._batch is not None:
             self._lib.llama_batch_free(self._batch)

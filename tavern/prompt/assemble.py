@@ -502,6 +502,15 @@ def assemble_prompt(
     )
 
 
+def with_negative(prompt: AssembledPrompt, fmt: Any, inputs: PromptInputs, text: str, depth: int = 1) -> str:
+    """The negative prompt of classifier-free guidance, as SillyTavern builds it: the same
+    messages with the negative text as a system message `depth` messages from the end."""
+    msgs = list(prompt.messages)
+    pos = max(1 if msgs and msgs[0]["role"] == "system" else 0, len(msgs) - depth)
+    msgs.insert(pos, {"role": "system", "content": text})
+    return _render(fmt, msgs, inputs, inputs.card.name, inputs.user_name)
+
+
 def _render(fmt: Any, msgs: list[dict], inputs: PromptInputs, char: str, user: str) -> str:
     if inputs.mode == "continue" and msgs and msgs[-1]["role"] == "assistant":
         return fmt.render(msgs, add_generation_prompt=False, continue_final=True)
