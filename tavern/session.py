@@ -611,10 +611,12 @@ class ChatSession:
         if memory is None:
             yield from events
             return
-        with memory.turn():
-            yield from events
-        if self.last_prompt is not None:
-            memory.schedule_summary(self, self.last_prompt.first_message_index)
+        try:
+            with memory.turn():
+                yield from events
+        finally:  # also when the consumer stops at Finished and drops the generator (the TUI does)
+            if self.last_prompt is not None:
+                memory.schedule_summary(self, self.last_prompt.first_message_index)
 
     def _reply(self, mode: str, cancel: threading.Event | None) -> Iterator[Token | Finished]:
         from tavern.store import ChatMessage

@@ -202,9 +202,17 @@ class VectorStore:
         coll = self.collection(human)
         if before is None:
             return self._query(coll, vector, k, None)
-        fetch = k + max(0, window)
-        hits = [h for h in self._query(coll, vector, fetch, None, documents=False) if h.index < before]
-        if len(hits) < k and fetch < coll.count():
+        hits: list[Hit] = []
+        total = None
+        # A few more than k first (cheap: a wide search costs HNSW time); the window's size next.
+        for fetch in dict.fromkeys((4 * k + 16, k + max(0, window))):
+            hits = [h for h in self._query(coll, vector, fetch, None, documents=False) if h.index < before]
+            if len(hits) >= k:
+                break
+            total = coll.count() if total is None else total
+            if fetch >= total:
+                break
+        else:
             return self._query(coll, vector, k, {"index": {"$lt": int(before)}})
         hits = hits[:k]
         if hits:
