@@ -119,6 +119,14 @@ def bench_speed(args: argparse.Namespace, embedder: Embedder) -> None:
             top = top[np.argsort(-scores[top])]
             scan_ms.append((time.perf_counter() - t0) * 1000)
             agree += len({h.index for h in hits} & set(top.tolist()))
+        embed_ms, query_ms = [], []
+        for q in questions:
+            t0 = time.perf_counter()
+            v = embedder.embed([q])[0]
+            t1 = time.perf_counter()
+            store.query(human, v, k, before=window_start, window=200 * 3 // 2 + 8)
+            embed_ms.append((t1 - t0) * 1000)
+            query_ms.append((time.perf_counter() - t1) * 1000)
         where_ms = []
         for q in questions[:5]:  # slow: a few are enough
             t0 = time.perf_counter()
@@ -128,6 +136,7 @@ def bench_speed(args: argparse.Namespace, embedder: Embedder) -> None:
             f"recall per turn at {n:,} chunks (query embedding included, top-{k}, index < window): "
             f"Chroma median {statistics.median(chroma_ms):.1f} ms (p90 {sorted(chroma_ms)[int(len(chroma_ms) * 0.9)]:.1f}) | "
             f"baseline numpy brute-force scan median {statistics.median(scan_ms):.1f} ms; "
+            f"(of which query embedding {statistics.median(embed_ms):.1f} ms, Chroma {statistics.median(query_ms):.1f} ms); "
             f"Chroma's own `where` filter median {statistics.median(where_ms):.0f} ms; "
             f"top-{k} overlap with the exact scan {agree / (k * len(questions)):.0%}"
         )

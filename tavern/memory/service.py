@@ -217,6 +217,13 @@ class MemoryService:
         if human is None:
             return
         self._recall_cache = None
+        if human not in self._synced:
+            # A short chat fits its window: no recall yet, so no model or Chroma in this
+            # process (a headless one-turn chat stays light). Once it grows, index it all.
+            if len(chat) >= TAIL:
+                self._synced.add(human)
+                self._submit("full", human)
+            return
         if kind == "append":
             self._dirty_from[human] = min(self._dirty_from.get(human, index), index)
         self._submit("tail" if kind == "append" else "full", human)

@@ -41,7 +41,7 @@ def test_without_recall_the_fact_is_not_in_the_prompt(home: Path, shared_engine)
 def test_edits_and_deletes_update_the_index(home: Path, shared_engine) -> None:
     app = open_app(home, shared_engine)
     session = app.open_chat("Mira", new=True)
-    fact_index = fill_chat(session, n=30)
+    fact_index = fill_chat(session, n=70)
     app.memory.wait_idle(300)
     msg = session.chat[fact_index]
     msg.mes = "My sister Katarina moved her bees to the island of Vell."
@@ -56,8 +56,8 @@ def test_edits_and_deletes_update_the_index(home: Path, shared_engine) -> None:
     hits = app.memory.search(session, QUESTION, k=3)
     assert not any("Katarina" in h.text for h in hits)
     # The messages after the deleted one moved up by one: the index says where they are now.
-    later = app.memory.search(session, "The cook is making stew again, with onions and barley. (29)", k=1)[0]
-    assert later.index == 28 + 1  # the greeting is message 0
+    later = app.memory.search(session, "The cook is making stew again, with onions and barley. (65)", k=1)[0]
+    assert later.index == 64 + 1  # the greeting is message 0
 
 
 def test_memory_search_cli_shows_scores_and_reindex_rebuilds(home: Path, shared_engine, capsys) -> None:
@@ -80,7 +80,7 @@ def test_chroma_unreachable_chat_goes_on_with_one_warning(home: Path, shared_eng
     heard: list[str] = []
     app.memory.on_warning = heard.append
     session = app.open_chat("Mira", new=True)
-    fill_chat(session, n=10)
+    fill_chat(session)  # long enough that recall is needed (a short chat never touches Chroma)
     _ask(session)
     app.memory.wait_idle(60)
     first = session.build_prompt()
