@@ -144,6 +144,8 @@ def lore_workload(args: argparse.Namespace) -> None:
 
     lines = LORE_LINES[args.workload]
     sides = [("tavern (insert reuse)", dict(insert_reuse=True)), ("llama-server walk", dict(insert_reuse=False))]
+    if args.sides == "tavern":
+        sides = sides[:1]
     layouts = ["cache_friendly", "sillytavern"] if args.layout == "both" else [args.layout]
     saved: dict[str, list[str]] = {}
     print(
@@ -163,7 +165,9 @@ def lore_workload(args: argparse.Namespace) -> None:
                     "prompt.layout": layout,
                 },
             )
-            app._engine = LocalEngine(default_model_path(), n_ctx=args.ctx, cache_reuse=32, side_ctx=0, **kw)
+            app._engine = LocalEngine(
+                default_model_path(), n_ctx=args.ctx, cache_reuse=32, side_ctx=0, n_threads=args.threads, **kw
+            )
             app._engine.load()
             if args.workload == "seraphina":
                 card = Path(__file__).resolve().parent.parent / "tests/data/cards/real/Seraphina.png"
@@ -172,6 +176,9 @@ def lore_workload(args: argparse.Namespace) -> None:
                 key = "Mira"
             session = app.open_chat(str(key), new=True)
             stats, prompts = [], []
+            floor = 0  # what no cache can avoid: each new message, and each entry that just fired
+            active: set = set()
+            count = app._engine.count_tokens
             t0 = time.perf_counter()
             for t in range(args.turns):
                 final = None
@@ -181,6 +188,11 @@ def lore_workload(args: argparse.Namespace) -> None:
                 assert final is not None and final.error is None, final and final.error
                 stats.append(final.stats)
                 prompts.append(session.last_prompt.text)
+                fired = {(e.book, e.uid): e.content for e in getattr(session.last_lore, "activated", [])}
+                if t:
+                    floor += count(f"User: {lines[t % len(lines)]}") + 6
+                    floor += sum(count(text) + 1 for key, text in fired.items() if key not in active)
+                active = set(fired)
             wall = time.perf_counter() - t0
             app._engine.unload()
             saved.setdefault(layout, prompts)  # the first side: Tavern's own engine
@@ -192,7 +204,8 @@ def lore_workload(args: argparse.Namespace) -> None:
             good = sum(1 for s in full if s.cached_tokens >= 0.9 * s.prompt_tokens)
             print(
                 f"{layout:15s} {name:22s} evaluated {evaluated:>6} of {total:>6} prompt tokens "
-                f"({100 * evaluated / max(1, total):5.1f}%); turns at a near-full window: {len(full)}, "
+                f"({100 * evaluated / max(1, total):5.1f}%; floor {100 * floor / max(1, total):.1f}%: new messages "
+                f"and newly fired entries); turns at a near-full window: {len(full)}, "
                 f">=90% cached on {100 * good / max(1, len(full)):5.1f}% of them; "
                 f"median turn {statistics.median(s.total_ms for s in stats) / 1000:.2f} s; wall {wall:.0f} s",
                 flush=True,
@@ -210,6 +223,8 @@ def main() -> None:
     ap.add_argument("--workload", choices=["plain", "mira", "seraphina"], default="plain")
     ap.add_argument("--layout", choices=["both", "cache_friendly", "sillytavern"], default="both")
     ap.add_argument("--save-prompts", default="")
+    ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: all cores)")
+    ap.add_argument("--sides", choices=["both", "tavern"], default="both", help="tavern: skip the walk's side")
     args = ap.parse_args()
     if args.workload != "plain":
         lore_workload(args)

@@ -37,8 +37,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tavern_counts(prompts: list[str], ctx: int) -> list[int]:
-    engine = LocalEngine(default_model_path(), n_ctx=ctx, cache_reuse=32, side_ctx=0)
+def tavern_counts(prompts: list[str], ctx: int, insert_reuse: bool = True) -> list[int]:
+    engine = LocalEngine(default_model_path(), n_ctx=ctx, cache_reuse=32, side_ctx=0, insert_reuse=insert_reuse)
     engine.load()
     out = []
     try:
@@ -92,10 +92,11 @@ def main() -> None:
     ap.add_argument("--prompts", required=True)
     ap.add_argument("--server", default="")
     ap.add_argument("--cache-reuse", type=int, default=64)
+    ap.add_argument("--no-server", action="store_true", help="only Tavern's engine, both walks")
     args = ap.parse_args()
     data = json.loads(Path(args.prompts).read_text(encoding="utf-8"))
     ctx = int(data["ctx"])
-    binary = args.server or subprocess.run(
+    binary = "" if args.no_server else args.server or subprocess.run(
         ["bash", str(HERE / "build_llama_server.sh")], env={**os.environ, "PYTHON": sys.executable},
         check=True, capture_output=True, text=True,
     ).stdout.strip().splitlines()[-1]
@@ -103,14 +104,22 @@ def main() -> None:
     for layout, prompts in data["prompts"].items():
         total = sum(len(tok.tokenize(p)) for p in prompts[1:])
         ours = tavern_counts(prompts, ctx)[1:]
-        theirs = server_counts(binary, prompts, ctx, args.cache_reuse)[1:]
-        print(
-            f"{layout:15s} {len(prompts)} prompts, ctx {ctx}: Tavern evaluated {sum(ours):>6} of {total} "
-            f"({100 * sum(ours) / max(1, total):.1f}%)   llama-server --cache-reuse {args.cache_reuse}: "
-            f"{sum(theirs):>6} ({100 * sum(theirs) / max(1, total):.1f}%)   "
-            f"turns where Tavern evaluated more: {sum(1 for a, b in zip(ours, theirs) if a > b)}",
-            flush=True,
+        walk = tavern_counts(prompts, ctx, insert_reuse=False)[1:]
+        theirs = server_counts(binary, prompts, ctx, args.cache_reuse)[1:] if binary else []
+
+        def pct(xs: list[int]) -> str:
+            return f"{sum(xs):>6} ({100 * sum(xs) / max(1, total):.1f}%)"
+
+        line = (
+            f"{layout:15s} {len(prompts)} prompts, ctx {ctx}, {total} prompt tokens in turns 2-{len(prompts)}: "
+            f"Tavern evaluated {pct(ours)}; same engine with llama-server's walk {pct(walk)}"
         )
+        if theirs:
+            line += (
+                f"; llama-server --cache-reuse {args.cache_reuse} {pct(theirs)}; turns where Tavern "
+                f"evaluated more: {sum(1 for a, b in zip(ours, theirs) if a > b)}"
+            )
+        print(line, flush=True)
     tok.unload()
 
 

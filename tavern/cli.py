@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("tui", help="open the chat app (the default)")
     sp.set_defaults(func=cmd_tui)
 
+    sp = sub.add_parser("serve", help="serve the app to a web browser (textual-serve)")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sp.set_defaults(func=cmd_serve)
+
     sp = sub.add_parser("chat", help="chat headless: --message, or one message per line on stdin")
     sp.add_argument("character")
     sp.add_argument("--message", "-m", help="send one message and print the reply")
@@ -202,6 +207,23 @@ def cmd_tui(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The same app in a browser: textual-serve runs `tavern tui` per connection."""
+    import shlex
+
+    try:
+        from textual_serve.server import Server
+    except ImportError:
+        raise TavernError("tavern serve needs textual-serve: pip install textual-serve") from None
+    command = [sys.executable, "-m", "tavern"]
+    if args.home:
+        command += ["--home", args.home]
+    if args.model:
+        command += ["--model", args.model]
+    Server(shlex.join([*command, "tui"]), host=args.host, port=args.port, title="Tavern").serve()
+    return 0
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     app = _open(args)
     app.lock_home()
@@ -274,9 +296,10 @@ def _chat_turn(session: Any, text: str, as_json: bool) -> int:
 
 def cmd_cfg(args: argparse.Namespace) -> int:
     app = _open(args)
-    if args.negative is not None or args.guidance is not None:
+    writes = args.negative is not None or args.guidance is not None
+    if writes:
         app.lock_home()
-    session = app.open_chat(args.character, chat_name=args.chat)
+    session = app.open_chat(args.character, chat_name=args.chat, read_only=not writes)
     session.set_cfg(scale=args.guidance, negative=args.negative)
     scale, negative, depth = session.cfg()
     state = "off" if scale == 1.0 or not negative.strip() else "on"
@@ -286,7 +309,7 @@ def cmd_cfg(args: argparse.Namespace) -> int:
 
 def cmd_prompt(args: argparse.Namespace) -> int:
     app = _open(args)
-    session = app.open_chat(args.character, chat_name=args.chat)
+    session = app.open_chat(args.character, chat_name=args.chat, read_only=True)
     prompt = session.build_prompt(args.mode, explain=args.explain or args.json)
     if args.json:
         data = prompt.to_json()
@@ -457,7 +480,7 @@ def cmd_export_card(args: argparse.Namespace) -> int:
 
 def cmd_export_chat(args: argparse.Namespace) -> int:
     app = _open(args)
-    session = app.open_chat(args.character, chat_name=args.chat)
+    session = app.open_chat(args.character, chat_name=args.chat, read_only=True)
     to = Path(args.to)
     suffix = to.suffix.lower()
     if suffix == ".jsonl":
@@ -491,7 +514,7 @@ def cmd_lore_scan(args: argparse.Namespace) -> int:
         timed = None
         char_name, tags = "", []
     else:
-        session = app.open_chat(args.character, chat_name=args.chat)
+        session = app.open_chat(args.character, chat_name=args.chat, read_only=True)
         hist = session.history(limit=200)
         messages = [ScanMessage(h.name, h.text, h.is_user) for h in hist if not h.is_system]
         chat_length = len(session.chat)

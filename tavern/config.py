@@ -71,7 +71,7 @@ class ChatSettings(_Section):
 
 class PromptSettings(_Section):
     system_prompt: str = (
-        "Write {{char}}'s next reply in a fictional chat between {{char}} and {{user}}. Stay in character."
+        "Write {{char}}'s next reply in a fictional chat between {{char}} and {{user}}."
     )
     layout: Literal["cache_friendly", "sillytavern"] = "cache_friendly"
     """cache_friendly keeps what changes per turn late in the prompt; sillytavern matches its order."""
@@ -125,6 +125,13 @@ class MemorySettings(_Section):
     """torch threads for embeddings (bounded: llama.cpp needs the cores)."""
 
 
+class UiSettings(_Section):
+    theme: str = ""
+    """A Textual theme name (textual-dark, textual-light, nord, gruvbox...); "" = textual-dark."""
+    keys: dict[str, str] = {}
+    """Binding id -> keys, e.g. {"chat.regenerate" = "ctrl+g"}; F1 in the app lists the ids."""
+
+
 class CfgSettings(_Section):
     """Classifier-free guidance, the global default (a character's `tavern_cfg` card extension
     and SillyTavern's chat metadata keys `cfg_guidance_scale` / `cfg_negative_prompt` win)."""
@@ -143,6 +150,7 @@ class Settings(_Section):
     prompt: PromptSettings = PromptSettings()
     lore: LoreSettingsModel = LoreSettingsModel()
     memory: MemorySettings = MemorySettings()
+    ui: UiSettings = UiSettings()
     cfg: CfgSettings = CfgSettings()
 
     def with_overrides(self, **overrides: Any) -> Settings:

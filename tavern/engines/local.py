@@ -420,17 +420,30 @@ class LocalEngine:
     def _decode_at(self, seq: int, part: list[int], pos: int) -> None:
         """Decode tokens at the end of `seq`; when the KV cache is full, the side sequences
         (which can be rebuilt) make room for the chat."""
+        kv = self._kv
+        assert kv is not None
+        self._decode_with_room(part, seq, pos)
+        kv.tokens(seq).extend(part)
+
+    def _decode_with_room(self, part: list[int], seq: int, pos: int) -> None:
+        """When the KV cache is full, the other side sequences (which can be rebuilt) give up
+        their cells: the chat first, then CFG, then a background job."""
         kv, decoder = self._kv, self._decoder
         assert kv is not None and decoder is not None
         try:
             decoder.decode(part, seq, pos)
         except DecodeError as err:
-            if err.code != 1 or seq != SEQ_CHAT:
+            others = [s for s in (SEQ_BACKGROUND, SEQ_CFG) if s != seq and kv.tokens(s)]
+            if err.code != 1 or not others or seq == SEQ_BACKGROUND:
                 raise
-            for side in (SEQ_BACKGROUND, SEQ_CFG):
+            for i, side in enumerate(others):
                 kv.clear(side)
-            decoder.decode(part, seq, pos)
-        kv.tokens(seq).extend(part)
+                try:
+                    decoder.decode(part, seq, pos)
+                    return
+                except DecodeError as again:
+                    if again.code != 1 or i == len(others) - 1:
+                        raise
 
     def _decode_tail(self, seq: int, tokens: list[int], cancel: threading.Event) -> None:
         kv = self._kv
@@ -457,7 +470,7 @@ class LocalEngine:
             for i in range(a, b, self.n_batch):
                 if cancel.is_set():
                     raise DecodeError(2)
-                self._decoder.decode(tokens[i : min(b, i + self.n_batch)], seq, i)  # type: ignore[union-attr]
+                self._decode_with_room(tokens[i : min(b, i + self.n_batch)], seq, i)
             ok = True
         finally:
             kv.unpark(seq, a, 0)

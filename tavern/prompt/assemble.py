@@ -118,6 +118,10 @@ class PromptInputs:
     note_anchors: dict[str, tuple[int, str]] | None = None
     """Notes unit key -> (chat index, text) from the last sent turn: a unit whose text is
     unchanged stays before the same message, so the engine's cache keeps it."""
+    window_floor: int | None = None
+    """Cache-friendly layout: the oldest message of the last sent prompt. Older messages stay
+    out even when the notes shrink and would leave room: bringing one back means evaluating it
+    again at the top of the window (SillyTavern refills the window; Tavern lets it run ahead)."""
 
 
 @dataclass
@@ -360,7 +364,8 @@ def assemble_prompt(
         if ex or examples_top or examples_bottom:
             body = "\n".join(t for t in [examples_top, *[f"<START>\n{b}" for b in ex], examples_bottom] if t)
             sys_text_parts.append(f"Example dialogue:\n{body}")
-        system_msg = {"role": "system", "content": "\n\n".join(sys_text_parts)}
+        # One newline between the parts, as SillyTavern's story strings join them.
+        system_msg = {"role": "system", "content": "\n".join(sys_text_parts)}
         kept = history[len(history) - n_hist :] if n_hist else []
         chat = [msg(h) for h in kept]
         # Injections by position in the window, computed before any insertion; stable for ties.
@@ -401,7 +406,9 @@ def assemble_prompt(
     n_examples = len(example_blocks) if pin else 0
     fixed_tokens = fixed_cost(n_examples)
     if pin:
-        while n_examples and fixed_tokens > budget // 2:
+        # Decided on the stable system block alone: if the notes counted, examples would come
+        # and go with the lore, rewriting the top of the prompt.
+        while n_examples and fixed_tokens - injection_tokens > budget // 2:
             n_examples -= 1
             dropped.append(f"example block {n_examples + 1}: examples may use at most half the budget")
             fixed_tokens = fixed_cost(n_examples)
@@ -413,7 +420,10 @@ def assemble_prompt(
     # Per-message costs: each message rendered alone through the format.
     used = fixed_tokens
     n_hist = 0
+    floor = inputs.window_floor if not st_layout and inputs.window_floor is not None else -1
     for h in reversed(history):
+        if h.index < floor:
+            break  # once out of the window, a message stays out (see PromptInputs.window_floor)
         cost = message_cost(fmt, msg(h), count)
         if used + cost > budget:
             break

@@ -193,3 +193,45 @@ def test_the_budget_always_holds(count, fmt_id, description, messages, n_ctx, re
     if not p.warnings:  # a fixed part over budget is reported instead (nothing left to trim)
         assert count(p.text) <= n_ctx - reserve
     assert p.prompt_tokens == count(p.text)
+
+
+def test_a_message_that_left_the_window_stays_out_when_the_notes_shrink(count: TokenCounter) -> None:
+    long_chat = chat(120, 12)
+    big = _entry(3, "The harbor is foggy. " * 60)
+    with_lore = _turn(count, long_chat, _lore(big), ctx=1024)
+    without = _turn(count, long_chat, _lore(), ctx=1024)
+    assert without.first_message_index < with_lore.first_message_index  # SillyTavern refills
+    inputs = PromptInputs(CARD, "User", long_chat, lore=_lore(), window_floor=with_lore.first_message_index)
+    kept = assemble_prompt(inputs, get_format("chatml"), count, 1024, 100)
+    assert kept.first_message_index == with_lore.first_message_index
+
+
+def test_pinned_examples_do_not_come_and_go_with_the_lore(count: TokenCounter) -> None:
+    h = chat(30, 12)
+    small = _turn(count, h, _lore(), ctx=400)
+    big = _turn(count, h, _lore(_entry(4, "A storm is coming. " * 40)), ctx=400)
+    assert small.text.count("<START>") == big.text.count("<START>") > 0
+
+
+def test_the_system_block_is_sillytavern_s_default_story_string(count: TokenCounter) -> None:
+    """SillyTavern's default system prompt ("Neutral - Chat") and its story string, which joins
+    system prompt, description, personality and scenario with single newlines."""
+    from tavern.config import PromptSettings
+    from tavern.prompt.macros import MacroContext, substitute
+
+    ctx = MacroContext(char="Mira", user="User")
+    inputs = PromptInputs(
+        CardFields(name="Mira", description="Mira keeps the Rusty Lantern inn.", personality="warm", scenario="A rainy night."),
+        "User",
+        chat(2, 2),
+        system_prompt=PromptSettings().system_prompt,
+        macro=lambda t: substitute(t, ctx),
+        layout="sillytavern",
+    )
+    p = assemble_prompt(inputs, get_format("chatml"), count, 4096, 100)
+    assert p.messages[0]["content"] == (
+        "Write Mira's next reply in a fictional chat between Mira and User.\n"
+        "Mira keeps the Rusty Lantern inn.\n"
+        "Mira's personality: warm\n"
+        "Scenario: A rainy night."
+    )
