@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tavern.cli_backends import register
 
     register(sub, _usage)
+    from tavern.memory.commands import add_memory_parser
+
+    add_memory_parser(sub, _open, _usage)
     return p
 
 
@@ -229,6 +232,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     app = _open(args)
     app.lock_home()
     app.backend_override = args.backend
+    if app.memory is not None:  # said once, when recall or indexing first fails
+        app.memory.on_warning = lambda w: print(f"tavern: warning: {w}", file=sys.stderr)
     session = app.open_chat(args.character, new=args.new, chat_name=args.chat)
     for warning in session.warnings:
         print(f"tavern: warning: {warning}", file=sys.stderr)

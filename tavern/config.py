@@ -97,6 +97,38 @@ class LoreSettingsModel(_Section):
     global_books: list[str] = []
 
 
+class MemorySettings(_Section):
+    enabled: bool = True
+    """Long-term memory: the rolling summary and vector recall (tavern/memory)."""
+    summary: bool = True
+    """Summarize messages as they leave the prompt window (per chat: `tavern memory summary --off`)."""
+    summary_every: int = Field(0, ge=0)
+    """Also summarize every N new messages, even those still in the window; 0 = only when they leave."""
+    summary_threshold: int = Field(4, ge=1)
+    """Summarize once at least this many messages have left the window unsummarized."""
+    summary_max_tokens: int = Field(200, ge=16, le=4096)
+    summary_prompt: str = (
+        "Update the summary of this roleplay between {{char}} and {{user}} with the new messages. "
+        "Keep names, places, facts and promises; drop small talk. Write at most 150 words, "
+        "in the past tense, as plain prose."
+    )
+    recall: bool = True
+    """Recall old messages outside the prompt window by similarity."""
+    top_k: int = Field(4, ge=0, le=100)
+    score_threshold: float = Field(0.35, ge=-1.0, le=1.0)
+    """Cosine similarity (MiniLM) a chunk needs to be recalled."""
+    token_cap: int = Field(400, ge=0)
+    """At most this many prompt tokens of recalled text per turn."""
+    query_messages: int = Field(2, ge=1, le=20)
+    """How many of the latest messages make the recall query."""
+    lore_threshold: float = Field(0.45, ge=-1.0, le=1.0)
+    """Similarity at which a lorebook entry marked `vectorized` activates without its keys."""
+    chroma_url: str = ""
+    """A Chroma server (http://host:port); "" = a local database in the data home's memory/."""
+    threads: int = Field(1, ge=1, le=64)
+    """torch threads for embeddings (bounded: llama.cpp needs the cores)."""
+
+
 class UiSettings(_Section):
     theme: str = ""
     """A Textual theme name (textual-dark, textual-light, nord, gruvbox...); "" = textual-dark."""
@@ -121,6 +153,7 @@ class Settings(_Section):
     chat: ChatSettings = ChatSettings()
     prompt: PromptSettings = PromptSettings()
     lore: LoreSettingsModel = LoreSettingsModel()
+    memory: MemorySettings = MemorySettings()
     ui: UiSettings = UiSettings()
     cfg: CfgSettings = CfgSettings()
 

@@ -52,3 +52,9 @@ class ModelLoadError(EngineError):
 
 class NotFoundError(TavernError):
     title = "Not found"
+
+
+class MemoryError_(TavernError):
+    """Long-term memory (Chroma, the embedding model) is unavailable or refused a request."""
+
+    title = "Memory"

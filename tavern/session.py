@@ -26,6 +26,7 @@ from typing import Any
 from tavern.config import Settings, load_settings
 from tavern.engines.base import Finished, GenerationRequest, Token
 from tavern.errors import TavernError
+from tavern.memory.summary import summary_for_prompt
 from tavern.paths import DataHome, bundled_dir, open_home
 from tavern.prompt.assemble import (
     AssembledPrompt,
@@ -64,6 +65,7 @@ class Tavern:
         """A profile chosen for this process (`--backend`); beats chat, character and settings."""
         self._backend_ctx: str = ""
         self._engine_backend: str = ""
+        self._memory: Any = None
 
     @classmethod
     def open(
@@ -181,6 +183,15 @@ class Tavern:
         )
 
     @property
+    def memory(self) -> Any:
+        """Long-term memory (tavern.memory.service), or None when [memory] enabled = false."""
+        if self._memory is None and self.settings.memory.enabled:
+            from tavern.memory.service import MemoryService
+
+            self._memory = MemoryService(self.settings.memory, self.home.memory)
+        return self._memory
+
+    @property
     def engine_loaded(self) -> bool:
         return self._engine is not None and getattr(self._engine, "loaded", True)
 
@@ -279,7 +290,10 @@ class Tavern:
             recovered = chat.recovered_reply
             chat.discard_reply()
             chat.append(recovered)
-        return ChatSession(self, key, card, chat, warnings=list(chat.warnings))
+        session = ChatSession(self, key, card, chat, warnings=list(chat.warnings))
+        if self.memory is not None:
+            self.memory.attach(session)  # indexes the chat in the background, hears its edits
+        return session
 
     def lore_settings(self) -> Any:
         """The [lore] settings as the scanner takes them."""
@@ -660,7 +674,7 @@ class ChatSession:
             persona=s.chat.persona,
             system_prompt=s.prompt.system_prompt,
             lore=lore,
-            summary=str(meta.get("tavern_summary", "") or ""),
+            summary=summary_for_prompt(meta),
             author_note=note,
             mode=mode,  # type: ignore[arg-type]
             names_in_history=s.prompt.names_in_history,
@@ -671,7 +685,26 @@ class ChatSession:
             window_floor=self.window_floor,
             story=self.app.context_preset() if s.prompt.layout == "sillytavern" else None,
         )
-        return assemble_prompt(inputs, self.app.prompt_format(), count, n_ctx, s.generation.max_tokens), inputs
+        prompt = assemble_prompt(inputs, self.app.prompt_format(), count, n_ctx, s.generation.max_tokens)
+        recalled = self._recall(history, prompt, count)
+        if recalled:  # again with the recalled messages (they take budget, the window may shrink)
+            inputs.recalled = recalled
+            prompt = assemble_prompt(inputs, self.app.prompt_format(), count, n_ctx, s.generation.max_tokens)
+        memory = self.app.memory
+        warning = memory.take_warning() if memory is not None else None
+        if warning:
+            prompt.warnings.append(warning)
+        return prompt, inputs
+
+    def _recall(self, history: list[HistoryMessage], prompt: AssembledPrompt, count: Any) -> list[str]:
+        """Old messages outside this prompt's window that match the latest ones (vector memory)."""
+        memory = self.app.memory
+        if memory is None or not history:
+            return []
+        start = prompt.first_message_index if prompt.first_message_index >= 0 else history[-1].index + 1
+        latest = [h for h in history if not h.is_system][-memory.settings.query_messages :]
+        queries = [f"{h.name}: {h.text}" for h in reversed(latest)]
+        return [r.text for r in memory.recall(self, queries, start, count)]
 
     def _macro_fn(self, history: list[HistoryMessage], variables: dict) -> Any:
         from tavern.prompt.macros import MacroContext, substitute
@@ -731,7 +764,7 @@ class ChatSession:
         settings = self.app.lore_settings()
         meta = self.chat.header.chat_metadata
         msgs = [ScanMessage(h.name, h.text, h.is_user) for h in history if not h.is_system]
-        return scan_lore(
+        result = scan_lore(
             books,
             msgs,
             settings,
@@ -745,6 +778,23 @@ class ChatSession:
             substitute_macros=macro,
             explain=explain,
         )
+        self._vector_lore(result, books, msgs, count, macro)
+        return result
+
+    def _vector_lore(self, result: Any, books: Any, msgs: list[Any], count: Any, macro: Any) -> None:
+        """Lorebook entries marked `vectorized` activate by similarity too (tavern.memory)."""
+        memory = self.app.memory
+        if memory is None or not memory.enabled:
+            return
+        from tavern.memory.lore_vectors import activate_by_similarity, vectorized_entries
+
+        if not vectorized_entries(books):
+            return
+        queries = [f"{m.name}: {m.text}" for m in msgs[-memory.settings.query_messages :]]
+        try:
+            activate_by_similarity(memory, result, books, queries, count, macro)
+        except Exception as err:  # the embedder failed: keys alone decide, said once
+            memory._fail(err)
 
     def lorebooks(self) -> list[tuple[str, Any]]:
         """(kind, Lorebook) for the chat's, the character's (embedded and linked) and global books."""
@@ -781,21 +831,35 @@ class ChatSession:
         if not text.strip():
             raise TavernError("empty message: type something to send")
         self.chat.append(ChatMessage(name=self.user_name, is_user=True, mes=text, send_date=now_date()))
-        yield from self._reply("normal", cancel)
+        yield from self._memory_turn(self._reply("normal", cancel))
 
     def regenerate(self, cancel: threading.Event | None = None) -> Iterator[Token | Finished]:
         """A new swipe for the last character message (or a new reply if the user spoke last)."""
         if len(self.chat) and not self.chat[-1].is_user:
-            yield from self._reply("swipe", cancel)
+            yield from self._memory_turn(self._reply("swipe", cancel))
         else:
-            yield from self._reply("normal", cancel)
+            yield from self._memory_turn(self._reply("normal", cancel))
 
     def continue_reply(self, cancel: threading.Event | None = None) -> Iterator[Token | Finished]:
-        yield from self._reply("continue", cancel)
+        yield from self._memory_turn(self._reply("continue", cancel))
 
     def impersonate(self, cancel: threading.Event | None = None) -> Iterator[Token | Finished]:
         """Write the user's next message; the text is returned, not saved (the user edits it)."""
-        yield from self._reply("impersonate", cancel)
+        yield from self._memory_turn(self._reply("impersonate", cancel))
+
+    def _memory_turn(self, events: Iterator[Token | Finished]) -> Iterator[Token | Finished]:
+        """A reply with memory's background work paused (CPU contention); the summary of what
+        left the window is scheduled after it."""
+        memory = self.app.memory
+        if memory is None:
+            yield from events
+            return
+        try:
+            with memory.turn():
+                yield from events
+        finally:  # also when the consumer stops at Finished and drops the generator (the TUI does)
+            if self.last_prompt is not None:
+                memory.schedule_summary(self, self.last_prompt.first_message_index)
 
     def _reply(self, mode: str, cancel: threading.Event | None) -> Iterator[Token | Finished]:
         from tavern.store import ChatMessage

@@ -31,6 +31,10 @@ DOMAIN = [
     "tavern.engines.gguf_info",
     "tavern.engines.models",
     "tavern.store",
+    "tavern.memory.service",
+    "tavern.memory.vector",
+    "tavern.memory.summary",
+    "tavern.memory.chunking",
 ]
 UI = ("textual", "rich", "tavern.tui", "tavern.cli")
 HEAVY = ("llama_cpp", "chromadb", "torch", "sentence_transformers", "numpy", "tiktoken")

@@ -132,6 +132,10 @@ class Chat:
         self.backup_dir = backup_dir
         self.keep_backups = keep_backups
         self.warnings: list[str] = []
+        # Called as fn(chat, kind, index) after each change of the messages is saved (kind:
+        # append, replace, insert, delete, truncate): the one place long-term memory hears of
+        # edits, wherever they come from.
+        self.listeners: list[Any] = []
         # A reply that was streaming when Tavern last stopped; see `discard_reply`.
         self.recovered_reply: ChatMessage | None = None
         self._lines = lines
@@ -426,6 +430,7 @@ class Chat:
             if not self.reload():
                 raise
             self._save()
+        self._notify("append", len(self._lines) - 1)
         return len(self._lines) - 1
 
     def replace(self, index: int, msg: ChatMessage) -> None:
@@ -440,6 +445,7 @@ class Chat:
         self._lines[i] = _Line.own(raw)
         self._needs_rewrite = True
         self._save()
+        self._notify("replace", i)
 
     def insert(self, index: int, msg: ChatMessage) -> None:
         """Insert a message before `index` (len(chat) appends) and rewrite the file."""
@@ -450,6 +456,7 @@ class Chat:
         self._lines.insert(self._index(index), _Line.own(self._encode(msg)))
         self._needs_rewrite = True
         self._save()
+        self._notify("insert", index)
 
     def delete(self, index: int) -> None:
         """Remove message `index` and rewrite the file (the old file goes to the backups)."""
@@ -459,6 +466,7 @@ class Chat:
         del self._lines[i]
         self._needs_rewrite = True
         self._save()
+        self._notify("delete", i)
 
     def truncate(self, count: int) -> None:
         """Keep the first `count` messages, removing the rest."""
@@ -469,6 +477,11 @@ class Chat:
         del self._lines[max(0, count) :]
         self._needs_rewrite = True
         self._save()
+        self._notify("truncate", count)
+
+    def _notify(self, kind: str, index: int) -> None:
+        for listener in list(self.listeners):
+            listener(self, kind, index)
 
     def set_metadata(self, **values: object) -> None:
         """Set chat_metadata keys (author's note, variables, chat lorebook...) and save."""

@@ -1,0 +1,137 @@
+"""`tavern memory ...`: the summary, recall search and reindexing, headless.
+
+Kept beside the memory code so that tavern/cli.py only registers it (`add_memory_parser`).
+Everything heavy (chromadb, torch, the engine) loads inside the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from tavern.errors import MemoryError_, TavernError
+
+
+def add_memory_parser(sub: Any, open_app: Any, usage: Any) -> None:
+    parser = sub.add_parser("memory", help="long-term memory: the summary, recall, the index")
+    parser.set_defaults(func=usage(parser))
+    memory = parser.add_subparsers(metavar="ACTION")
+
+    sp = memory.add_parser("summary", help="show, edit, regenerate or switch off a chat's summary")
+    sp.add_argument("character")
+    sp.add_argument("--chat")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--show", action="store_true", help="print it (the default)")
+    g.add_argument("--set", metavar="TEXT", help="replace its text with yours")
+    g.add_argument("--regenerate", action="store_true", help="write it again from the first message")
+    g.add_argument("--off", action="store_true", help="keep it out of the prompt")
+    g.add_argument("--on", action="store_true", help="put it back into the prompt")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=lambda a: cmd_summary(a, open_app))
+
+    sp = memory.add_parser("search", help="what recall finds for a text, with scores")
+    sp.add_argument("character")
+    sp.add_argument("text")
+    sp.add_argument("--chat")
+    sp.add_argument("-k", type=int, default=None, help="how many (default: [memory] top_k)")
+    sp.add_argument("--all", action="store_true", help="search the whole chat, the window too")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=lambda a: cmd_search(a, open_app))
+
+    sp = memory.add_parser("reindex", help="rebuild a chat's vector index")
+    sp.add_argument("character")
+    sp.add_argument("--chat")
+    sp.set_defaults(func=lambda a: cmd_reindex(a, open_app))
+
+
+def _memory(app: Any) -> Any:
+    memory = app.memory
+    if memory is None:
+        raise MemoryError_("long-term memory is switched off ([memory] enabled = false)")
+    return memory
+
+
+def _ready(memory: Any) -> None:
+    """Wait for the background index to catch up; memory that failed is an error here."""
+    memory.wait_idle()
+    if memory.failed:
+        raise MemoryError_(memory.failed)
+
+
+def cmd_summary(args: argparse.Namespace, open_app: Any) -> int:
+    from tavern.memory import summary
+
+    app = open_app(args)
+    session = app.open_chat(args.character, chat_name=args.chat)
+    chat = session.chat
+    if args.set is not None:
+        app.lock_home()
+        summary.set_text(chat, args.set)
+    elif args.off or args.on:
+        app.lock_home()
+        summary.set_off(chat, args.off)
+    elif args.regenerate:
+        app.lock_home()
+        window_start = max(0, session.build_prompt().first_message_index)
+        if window_start == 0:
+            raise TavernError("nothing has left the prompt window yet: no summary to write")
+        summary.regenerate(session, app.settings.memory, window_start)
+    meta = summary.summary_meta(chat)
+    text = str(chat.header.chat_metadata.get(summary.TEXT_KEY, "") or "")
+    if args.json:
+        sys.stdout.write(json.dumps({"chat": chat.name, "summary": text, **meta}, ensure_ascii=False) + "\n")
+        return 0
+    end = int(meta.get("end", 0))
+    state = " (off: not in the prompt)" if meta.get("off") else ""
+    print(f"chat: {chat.name}\ncovers messages {int(meta.get('start', 0))}-{max(0, end - 1)}{state}")
+    print(text or "(no summary yet)")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, open_app: Any) -> int:
+    app = open_app(args)
+    session = app.open_chat(args.character, chat_name=args.chat)
+    memory = _memory(app)
+    _ready(memory)
+    try:
+        memory.sync_full(session)  # an imported chat may not be indexed yet
+    except Exception as err:
+        raise MemoryError_(f"cannot index the chat: {err}") from None
+    before = None if args.all else max(0, session.build_prompt().first_message_index)
+    hits = memory.search(session, args.text, k=args.k, before=before)
+    threshold = app.settings.memory.score_threshold
+    rows = [
+        {"score": round(h.score, 4), "index": h.index, "recalled": h.score >= threshold, "text": h.text}
+        for h in hits
+    ]
+    if args.json:
+        out = {"chat": session.chat.name, "window_start": before, "threshold": threshold, "hits": rows}
+        sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+        return 0
+    where = "the whole chat" if before is None else f"messages before #{before} (outside the window)"
+    print(f"chat: {session.chat.name}; searched {where}; threshold {threshold}")
+    for r in rows:
+        mark = "*" if r["recalled"] else " "
+        text = r["text"].replace("\n", " ")
+        print(f"{mark} {r['score']:.3f}  #{r['index']:<5} {text[:100]}")
+    if not rows:
+        print("(nothing indexed there)")
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace, open_app: Any) -> int:
+    app = open_app(args)
+    app.lock_home()
+    session = app.open_chat(args.character, chat_name=args.chat)
+    memory = _memory(app)
+    memory.wait_idle()
+    try:
+        n = memory.reindex(session)
+    except MemoryError_:
+        raise
+    except Exception as err:  # Chroma's own errors: one line
+        raise MemoryError_(f"reindex failed: {err}") from None
+    print(f"{session.chat.name}: {len(session.chat)} messages, {n} chunks indexed")
+    return 0

@@ -1,0 +1,373 @@
+"""Long-term memory for a data home: indexing, recall and the rolling summary, off the UI thread.
+
+`MemoryService` is owned by `Tavern` (one per process). The chat session calls three hooks:
+`attach(session)` when a chat opens (it then hears every change the chat store makes: append,
+edit, insert, delete, truncate, through `Chat.listeners`), `recall(...)` while a prompt is
+built, and `turn()` around a reply: while a reply is generated nothing else uses the CPU
+(llama.cpp went from 109 to 26 tok/s when sentence-transformers encoded beside it), so
+background work (index updates, the summary) waits, and a running summary is cancelled and
+retried after the turn.
+
+If Chroma or the embedding model cannot load, memory switches itself off for the process and
+reports one warning; the chat goes on without recall.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from tavern.errors import MemoryError_, TavernError
+from tavern.memory.chunking import MessageRef, chunk_message, message_key
+from tavern.memory.embedder import Embedder
+from tavern.memory.vector import Hit, VectorStore
+
+UNIT_CHUNKS = 16
+"""Chunks embedded per unit of background work: a turn waits at most for one unit."""
+TAIL = 64
+"""Messages checked at the end of the chat before each recall (catch-up of what is missing)."""
+
+
+@dataclass
+class Recalled:
+    text: str
+    index: int
+    score: float
+
+
+def chat_id(session: Any) -> str:
+    """The human name of a chat's collection: character key / chat file name."""
+    return f"{session.key}/{session.chat.name}"
+
+
+def message_refs(chat: Any, start: int = 0, end: int | None = None) -> list[MessageRef]:
+    """The indexable messages of chat[start:end] (hidden/system ones and empty ones are not)."""
+    end = len(chat) if end is None else min(end, len(chat))
+    out = []
+    for i in range(max(0, start), end):
+        try:
+            m = chat[i]
+        except TavernError:  # an unreadable line: nothing to index
+            continue
+        if getattr(m, "is_system", False) or not (m.mes or "").strip():
+            continue
+        out.append(MessageRef(i, m.name, m.mes))
+    return out
+
+
+def _window(session: Any, before: int | None) -> int:
+    """About how many chunks the prompt window holds (most messages are one chunk)."""
+    return 0 if before is None else (len(session.chat) - before) * 3 // 2 + 8
+
+
+class MemoryService:
+    def __init__(self, settings: Any, path: Any, engine_getter: Callable[[], Any] | None = None):
+        self.settings = settings  # the [memory] section
+        self.embedder = Embedder(threads=settings.threads)
+        self.store = VectorStore(self.embedder, path=path, url=settings.chroma_url)
+        self.engine_getter = engine_getter
+        self.failed: str | None = None
+        self.summary_error: str | None = None
+        self.on_warning: Callable[[str], None] | None = None
+        self._warned = False
+        self._cv = threading.Condition()
+        self._jobs: deque[tuple[str, str, Any]] = deque()
+        self._busy = 0
+        self._running = False
+        self._cancel_bg = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._chats: dict[str, Any] = {}
+        self._dirty_from: dict[str, int] = {}
+        self._vec_cache: dict[str, list[float]] = {}
+        self._synced: set[str] = set()
+        """Chats whose full sync was started in this process."""
+        """Per chat, the first message appended since its index was last complete."""
+        self._recall_cache: tuple[tuple, list[Recalled]] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.settings.enabled) and self.failed is None
+
+    # -- failure: once, then off --------------------------------------------------------------
+
+    def _fail(self, err: BaseException) -> None:
+        if self.failed is None:
+            self.failed = str(err) if isinstance(err, TavernError) else f"memory off: {err}"
+        self._warn()
+
+    def _warn(self) -> None:
+        if self.failed and not self._warned:
+            self._warned = True
+            if self.on_warning:
+                self.on_warning(f"long-term memory is off: {self.failed}")
+
+    def take_warning(self) -> str | None:
+        """The failure, the first time it is asked for (the prompt's warnings show it once)."""
+        if self.failed and not getattr(self, "_taken", False):
+            self._taken = True
+            return f"long-term memory is off: {self.failed}"
+        return None
+
+    # -- foreground turns and the background worker --------------------------------------------
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """Around a reply: background work pauses (a running summary is cancelled)."""
+        with self._cv:
+            self._busy += 1
+            self._cancel_bg.set()
+            while self._running:
+                self._cv.wait()
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._cancel_bg.clear()
+                self._cv.notify_all()
+
+    def _submit(self, kind: str, human: str, payload: Any = None) -> None:
+        # The summary needs only the engine: it goes on when Chroma or the embedder failed.
+        if not self.settings.enabled or (self.failed and kind != "summary"):
+            return
+        with self._cv:
+            # One pending job per (kind, chat): a newer one replaces it (a full sync covers a tail one).
+            for job in list(self._jobs):
+                if job[1] == human and (job[0] == kind or (kind == "full" and job[0] == "tail")):
+                    self._jobs.remove(job)
+            self._jobs.append((kind, human, payload))
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="tavern-memory", daemon=True)
+                self._worker.start()
+            self._cv.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while not self._jobs or self._busy:
+                    if not self._cv.wait(timeout=30) and not self._jobs:
+                        self._worker = None
+                        return
+                job = self._jobs.popleft()
+                self._running = True
+            again = False
+            try:
+                again = self._run(job)
+            except MemoryError_ as err:
+                self._fail(err)
+            except Exception as err:  # never kill the worker: report once, go on without memory
+                self._fail(err)
+            finally:
+                with self._cv:
+                    self._running = False
+                    if again and (self.enabled or job[0] == "summary"):
+                        self._jobs.appendleft(job)
+                    self._cv.notify_all()
+
+    def _run(self, job: tuple[str, str, Any]) -> bool:
+        """One unit of a job; True when there is more to do."""
+        kind, human, payload = job
+        if kind == "summary":
+            from tavern.memory.summary import summarize_step
+
+            try:
+                return summarize_step(payload, self, self._cancel_bg)
+            except TavernError as err:  # the summary waits for the next turn; recall stays on
+                self.summary_error = str(err)
+                return False
+        session = self._chats.get(human)
+        if session is None:
+            return False
+        if kind == "tail":
+            return self.sync_tail(session, limit=UNIT_CHUNKS)
+        return self.sync_full(session, limit=UNIT_CHUNKS)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until the background queue is empty (tests, the CLI before exit)."""
+        with self._cv:
+            return self._cv.wait_for(lambda: not self._jobs and not self._running, timeout)
+
+    # -- chats ------------------------------------------------------------------------------
+
+    def attach(self, session: Any) -> None:
+        """Follow a chat's changes. The first recall brings the whole index up to date in the
+        background (a command that only reads the summary costs nothing)."""
+        if not self.settings.enabled:
+            return
+        human = chat_id(session)
+        self._chats[human] = session
+        listeners = getattr(session.chat, "listeners", None)
+        if listeners is not None and self._on_change not in listeners:
+            listeners.append(self._on_change)
+
+    def _human_of(self, chat: Any) -> str | None:
+        for human, session in self._chats.items():
+            if session.chat is chat:
+                return human
+        return None
+
+    def _on_change(self, chat: Any, kind: str, index: int) -> None:
+        """Chat.listeners callback: every write of the chat store comes through here."""
+        human = self._human_of(chat)
+        if human is None:
+            return
+        self._recall_cache = None
+        if human not in self._synced:
+            # A short chat fits its window: no recall yet, so no model or Chroma in this
+            # process (a headless one-turn chat stays light). Once it grows, index it all.
+            if len(chat) >= TAIL:
+                self._synced.add(human)
+                self._submit("full", human)
+            return
+        if kind == "append":
+            self._dirty_from[human] = min(self._dirty_from.get(human, index), index)
+        self._submit("tail" if kind == "append" else "full", human)
+
+    # -- indexing ---------------------------------------------------------------------------
+
+    def _embed_and_add(self, human: str, refs: list[tuple[str, MessageRef]], limit: int | None) -> bool:
+        """Embed and add messages' chunks, at most about `limit` chunks; True if some are left."""
+        chunks = []
+        done = 0
+        for key, ref in refs:
+            new = chunk_message(key, ref)
+            if limit is not None and chunks and len(chunks) + len(new) > limit:
+                break
+            chunks.extend(new)
+            done += 1
+        if chunks:
+            self.store.add(human, chunks, self.embedder.embed([c.text for c in chunks]))
+        return done < len(refs)
+
+    def sync_tail(self, session: Any, limit: int | None = None) -> bool:
+        """Index what is missing among the messages appended since the last sync (and the
+        last TAIL ones): the common case, an append, without reading the whole chat."""
+        human = chat_id(session)
+        chat = session.chat
+        end = len(chat)
+        start = min(self._dirty_from.get(human, end), end - TAIL)
+        refs = message_refs(chat, start, end)
+        keyed = [(message_key(r.name, r.text), r) for r in refs]
+        if not keyed:
+            return False
+        coll = self.store.collection(human)
+        have: set[str] = set()
+        for i in range(0, len(keyed), 1000):
+            ids = [f"{k}.0" for k, _ in keyed[i : i + 1000]]
+            have.update(coll.get(ids=ids, include=[])["ids"])
+        missing = [(k, r) for k, r in keyed if f"{k}.0" not in have]
+        more = self._embed_and_add(human, missing, limit)
+        if not more:
+            # Messages appended meanwhile (from `end` on) are still to do; appends only ever
+            # lower this mark to their own index.
+            self._dirty_from[human] = end
+        return more
+
+    def sync_full(self, session: Any, limit: int | None = None) -> bool:
+        """Make the collection match the whole chat: drop what is gone, move what moved (a
+        metadata update), embed only what is new."""
+        human = chat_id(session)
+        wanted: dict[str, MessageRef] = {}
+        for r in message_refs(session.chat):
+            wanted[message_key(r.name, r.text)] = r  # a repeated text: its latest place
+        held = self.store.manifest(human)
+        gone = [cid for key, (_i, ids) in held.items() if key not in wanted for cid in ids]
+        self.store.delete(human, gone)
+        moved = {k: (wanted[k].index, ids) for k, (i, ids) in held.items() if k in wanted and wanted[k].index != i}
+        self.store.reindex_positions(human, moved)
+        missing = [(k, r) for k, r in wanted.items() if k not in held]
+        missing.sort(key=lambda kr: -kr[1].index)  # newest first: the likeliest to be asked about soon
+        return self._embed_and_add(human, missing, limit)
+
+    def reindex(self, session: Any) -> int:
+        """Drop the chat's collection and build it again (synchronously); returns the chunk count."""
+        human = chat_id(session)
+        self.store.drop(human)
+        self.sync_full(session)
+        return self.store.count(human)
+
+    # -- recall -----------------------------------------------------------------------------
+
+    def search(self, session: Any, text: str, k: int | None = None, before: int | None = None) -> list[Hit]:
+        """The nearest chunks to `text` with their scores (no threshold)."""
+        k = self.settings.top_k if k is None else k
+        vector = self.embedder.embed([text])[0]
+        return self.store.query(chat_id(session), vector, k, before=before, window=_window(session, before))
+
+    def recall(
+        self, session: Any, queries: list[str], window_start: int, count: Callable[[str], int]
+    ) -> list[Recalled]:
+        """What to put in the prompt: chunks of messages before the window (not already in
+        the prompt), above the score threshold, at most top_k and token_cap tokens, oldest first.
+
+        `queries`: the latest messages, newest first. Each is embedded and searched on its own,
+        and their results are taken in turns (each query's best, then each one's second...):
+        one long query mixing the user's question with the previous reply found the reply's
+        small talk rather than the answer to the question."""
+        s = self.settings
+        queries = [q for q in queries if q.strip()]
+        if not (self.enabled and s.recall) or s.top_k <= 0 or window_start <= 0 or not queries:
+            return []
+        key = (chat_id(session), len(session.chat), tuple(queries), window_start)
+        if self._recall_cache and self._recall_cache[0] == key:
+            return self._recall_cache[1]
+        try:
+            human = chat_id(session)
+            if human not in self._synced:  # an imported or long-closed chat: index the rest too
+                self._synced.add(human)
+                self._submit("full", human)
+            self.sync_tail(session, limit=None)
+            vectors = self.embedder.embed(queries)
+            ranked = [
+                self.store.query(chat_id(session), v, s.top_k, before=window_start, window=_window(session, window_start))
+                for v in vectors
+            ]
+        except Exception as err:  # Chroma or the model failed: recall is off, the chat goes on
+            self._fail(err)
+            return []
+        picked: list[Recalled] = []
+        seen: set[str] = set()
+        used = 0
+        for rank in range(s.top_k):
+            for hits in ranked:
+                if rank >= len(hits) or len(picked) >= s.top_k:
+                    continue
+                hit = hits[rank]
+                if hit.score < s.score_threshold or hit.id in seen:
+                    continue
+                cost = count(hit.text)
+                if used + cost > s.token_cap:
+                    continue
+                seen.add(hit.id)
+                used += cost
+                picked.append(Recalled(hit.text, hit.index, hit.score))
+        picked.sort(key=lambda r: r.index)
+        self._recall_cache = (key, picked)
+        return picked
+
+    def embed_cached(self, texts: list[str]) -> list[list[float]]:
+        """Vectors for short texts used again and again (lore entries, the latest messages)."""
+        cache = self._vec_cache
+        missing = list(dict.fromkeys(t for t in texts if t not in cache))
+        if missing:
+            for text, vec in zip(missing, self.embedder.embed(missing)):
+                cache[text] = vec
+            while len(cache) > 4096:
+                cache.pop(next(iter(cache)))
+        return [cache[t] for t in texts]
+
+    # -- summary ----------------------------------------------------------------------------
+
+    def schedule_summary(self, session: Any, window_start: int) -> None:
+        """After a reply: summarize what left the window, in the background."""
+        from tavern.memory.summary import summary_due
+
+        if not (self.settings.enabled and self.settings.summary):
+            return
+        if summary_due(session, window_start, self.settings):
+            self._submit("summary", chat_id(session), (session, window_start))

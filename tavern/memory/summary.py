@@ -1,0 +1,190 @@
+"""The rolling summary: what has scrolled out of the prompt window, in a few sentences.
+
+The text lives in the chat's metadata as `tavern_summary` (the assembler's summary slot reads
+it); `tavern_summary_meta` holds the range of messages it covers (`end`: the first message not
+covered), the prompt override, whether it is switched off, and when it was written. The
+summary is extended, never rewritten from scratch: each step gives the model the summary so
+far and the next messages after `end`, as many as fit, and stores the result with the new
+`end`. Steps run on the engine's background sequence (`SEQ_BACKGROUND`), which has its own KV
+cells, so the chat's cache survives; a step is cancelled when a reply starts, and retried.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+from tavern.errors import TavernError
+
+TEXT_KEY = "tavern_summary"
+META_KEY = "tavern_summary_meta"
+MARGIN = 48
+"""Tokens kept free beside the summary prompt (template seams, rounding)."""
+
+try:  # the lead's multi-sequence engine; older engines decode everything on sequence 0
+    from tavern.engines.base import SEQ_BACKGROUND
+except ImportError:  # pragma: no cover - only before the engine change is merged
+    SEQ_BACKGROUND = 2
+
+
+def summary_meta(chat: Any) -> dict:
+    meta = chat.header.chat_metadata.get(META_KEY)
+    return dict(meta) if isinstance(meta, dict) else {}
+
+
+def summary_for_prompt(chat_metadata: dict) -> str:
+    """The summary text the prompt gets ('' when switched off)."""
+    meta = chat_metadata.get(META_KEY)
+    if isinstance(meta, dict) and meta.get("off"):
+        return ""
+    return str(chat_metadata.get(TEXT_KEY, "") or "")
+
+
+def target_end(chat_len: int, window_start: int, settings: Any, covered: int) -> int:
+    """Up to where the summary should reach: the window's first message, or (with
+    summary_every) the whole chat once that many messages are new."""
+    target = max(0, window_start)
+    if settings.summary_every and chat_len - covered >= settings.summary_every:
+        target = chat_len
+    return target
+
+
+def summary_due(session: Any, window_start: int, settings: Any) -> bool:
+    meta = summary_meta(session.chat)
+    if meta.get("off"):
+        return False
+    covered = int(meta.get("end", 0))
+    target = target_end(len(session.chat), window_start, settings, covered)
+    need = 1 if settings.summary_every and target == len(session.chat) else settings.summary_threshold
+    return target - covered >= need
+
+
+def _instruction(session: Any, settings: Any, meta: dict) -> str:
+    from tavern.prompt.macros import MacroContext, substitute
+
+    prompt = str(meta.get("prompt") or settings.summary_prompt)
+    return substitute(prompt, MacroContext(char=session.card.name, user=session.user_name))
+
+
+def build_step(session: Any, settings: Any, start: int, end: int, previous: str) -> tuple[Any, int]:
+    """(GenerationRequest, new end) summarizing messages [start, new end) onto `previous`:
+    as many messages as fit in the background sequence's window."""
+    from tavern.engines.base import GenerationRequest
+
+    app = session.app
+    engine = app.engine
+    count = app.counter()
+    fmt = app.prompt_format()
+    window = int(getattr(engine, "side_ctx", 0) or 0) or engine.context_size
+    budget = window - settings.summary_max_tokens - MARGIN
+    system = _instruction(session, settings, summary_meta(session.chat))
+    head = f"Summary so far:\n{previous.strip() or '(nothing yet)'}\n\nNew messages:\n"
+    tail = "\n\nWrite the updated summary."
+    budget -= count(system) + count(head + tail) + 16
+    lines: list[str] = []
+    i = start
+    while i < end:
+        m = session.chat[i]
+        i += 1
+        if getattr(m, "is_system", False) or not (m.mes or "").strip():
+            continue
+        line = f"{m.name}: {m.mes.strip()}"
+        cost = count(line + "\n")
+        if cost > budget:
+            if lines:
+                i -= 1
+                break
+            line = line[: max(80, len(line) * max(budget, 1) // cost)]  # one huge message: its start
+            cost = budget
+        lines.append(line)
+        budget -= cost
+    messages = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": head + "\n".join(lines) + tail},
+    ]
+    request = GenerationRequest(
+        prompt=fmt.render(messages, add_generation_prompt=True),
+        max_tokens=settings.summary_max_tokens,
+        stop=list(getattr(fmt, "stop", []) or []),
+        sampler=app.sampler_settings(temperature=0.3),
+        add_bos=not getattr(fmt, "template_adds_bos", False),
+        messages=messages,
+        seq_id=SEQ_BACKGROUND,
+    )
+    return request, i
+
+
+def run_step(session: Any, settings: Any, target: int, cancel: threading.Event | None = None) -> bool | None:
+    """Extend the summary by one step towards `target`. True: more to do; False: done;
+    None: cancelled (nothing saved)."""
+    from tavern.engines.base import Finished
+
+    chat = session.chat
+    meta = summary_meta(chat)
+    covered = int(meta.get("end", 0))
+    if covered >= target:
+        return False
+    previous = str(chat.header.chat_metadata.get(TEXT_KEY, "") or "")
+    request, new_end = build_step(session, settings, covered, target, previous)
+    final = None
+    for event in session.app.engine.generate(request, cancel):
+        if isinstance(event, Finished):
+            final = event
+    if final is None or final.stats.stop_reason == "cancelled" or (cancel is not None and cancel.is_set()):
+        return None
+    if final.error:
+        raise TavernError(f"summary failed: {final.error}")
+    text = final.text.strip()
+    if not text:
+        return new_end < target
+    meta.update(
+        {
+            "start": int(meta.get("start", 0)),
+            "end": new_end,
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    chat.update_metadata({TEXT_KEY: text, META_KEY: meta})
+    return new_end < target
+
+
+def summarize_step(payload: tuple[Any, int], service: Any, cancel: threading.Event) -> bool:
+    """The background job's unit (see MemoryService): True to run again."""
+    session, window_start = payload
+    settings = service.settings
+    meta = summary_meta(session.chat)
+    if meta.get("off"):
+        return False
+    target = target_end(len(session.chat), window_start, settings, int(meta.get("end", 0)))
+    result = run_step(session, settings, target, cancel)
+    return result is None or result
+
+
+def regenerate(session: Any, settings: Any, target: int) -> str:
+    """Write the summary again from the first message up to `target` (synchronously)."""
+    chat = session.chat
+    meta = summary_meta(chat)
+    meta.update({"start": 0, "end": 0})
+    meta.pop("off", None)
+    chat.update_metadata({TEXT_KEY: "", META_KEY: meta})
+    while run_step(session, settings, target):
+        pass
+    return str(chat.header.chat_metadata.get(TEXT_KEY, "") or "")
+
+
+def set_text(chat: Any, text: str) -> None:
+    """The user's own summary text; the covered range stays (new messages extend it)."""
+    meta = summary_meta(chat)
+    meta["edited"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta.pop("off", None)
+    chat.update_metadata({TEXT_KEY: text.strip(), META_KEY: meta})
+
+
+def set_off(chat: Any, off: bool) -> None:
+    meta = summary_meta(chat)
+    if off:
+        meta["off"] = True
+    else:
+        meta.pop("off", None)
+    chat.update_metadata({META_KEY: meta})
