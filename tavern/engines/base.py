@@ -46,7 +46,9 @@ class TurnStats:
     """Of cached_tokens, how many were moved by a context shift rather than a plain prefix."""
     seed: int | None = None
     stop_reason: str = ""
-    """eos, stop, length, cancelled or error."""
+    """eos, stop, length, cancelled, loop (stopped by loop detection) or error."""
+    loop: dict[str, Any] | None = None
+    """What loop detection found and did this turn (tavern/loop_guard.py); None: nothing."""
 
     def as_dict(self) -> dict:
         return asdict(self)
