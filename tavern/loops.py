@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _TOKEN = re.compile(r"\w+|[^\w\s]|\n", re.UNICODE)
+_SENTENCE_END = frozenset({".", "!", "?", "…", "\n"})
 _WORD = re.compile(r"\w+(?:'\w+)?", re.UNICODE)
 
 
@@ -96,7 +97,8 @@ class ReplyLoopDetector:
         self.text = ""
         self._scanned = 0  # text[:_scanned] has been split into complete tokens
         self._tokens = _RunCounter(self.limits.max_period)
-        self._starts: list[int] = []  # character offset of each token
+        self._starts: list[int] = []  # character offsets of each token
+        self._ends: list[int] = []
         self._chars = _RunCounter(8)
         self.found: InReplyLoop | None = None
 
@@ -117,6 +119,7 @@ class ReplyLoopDetector:
                 break
             self._scanned = match.end()
             self._starts.append(match.start())
+            self._ends.append(match.end())
             self._tokens.push(match.group().casefold())
             hit = self._phrase_loop()
             if hit is not None:
@@ -151,8 +154,18 @@ class ReplyLoopDetector:
                 unit_tokens = self._tokens.items[first : first + p]
                 if all(t == "\n" for t in unit_tokens):
                     continue
-                start = self._starts[first]
-                cut = self._starts[first + p]
+                # The text is periodic from `first` on, so any p tokens from there are one
+                # copy: end the kept copy at a sentence end when the second copy has one.
+                items = self._tokens.items
+                end = first + p
+                for j in range(first + p - 1, first + 2 * p - 1):
+                    if items[j] == "\n":
+                        end = j
+                        break
+                    if items[j] in _SENTENCE_END and _wordlike(items[j + 1]):  # not inside "..."
+                        end = j + 1
+                        break
+                start, cut = self._starts[end - p], self._ends[end - 1]
                 return InReplyLoop("phrase", self.text[start:cut].strip(), _trim_cut(self.text, cut))
         return None
 
