@@ -10,6 +10,19 @@ sides see the same conversation as long as their replies agree.
 
 Prints, per side: total prompt tokens evaluated, total prompt-evaluation seconds, the share of
 turns after the first with >= 90% of the prompt served from the cache, and the ratio.
+
+With a lorebook (the workloads users have): the whole Tavern stack (session, lore scan,
+assembler, engine) chats with a character whose book fires and lapses as the talk moves on,
+in both prompt layouts, against the same engine driven with llama-server's cache-reuse walk
+(an insertion re-evaluates everything after it) in the same run:
+
+    python benchmarks/bench_context_shift.py --workload mira --turns 40 --ctx 1024
+    python benchmarks/bench_context_shift.py --workload seraphina --turns 40 --ctx 2048
+    ... --save-prompts prompts.json   # the prompts Tavern built, for bench_llama_server.py
+
+Mira is bundled with her Saltmere book (14 entries); Seraphina is SillyTavern's default card
+with its embedded Eldoria book (tests/data/cards/real/Seraphina.png), whose entries go before
+the card, near the top, in SillyTavern's layout.
 """
 
 from __future__ import annotations
@@ -94,12 +107,128 @@ def summarize(name: str, stats: list) -> dict:
     }
 
 
+LORE_LINES = {
+    "mira": [
+        "Good evening, Mira! Is there a warm room free at the inn tonight?",
+        "What is cooking in the kitchen? I could eat a whole bowl of stew.",
+        "I saw a skyship moored at the cliff. Who is its captain, and why?",
+        "Tell me more about this town and the people who live along the harbor.",
+        "Someone said smugglers bring contraband through the fog. Is that just gossip?",
+        "Thanks for the cider. Do you ever get tired of running this place?",
+        "The harbormaster looked at me strangely today. Should I be worried about him?",
+        "Have you heard the legend of the Drowned Bell that rings under the sea?",
+        "My feet are sore from walking all day in the rain and cold wind.",
+        "Do sailors ever speak of sea serpents out past the old lighthouse rocks?",
+    ],
+    "seraphina": [
+        "Where am I? The last thing I remember is the dark forest around me.",
+        "Thank you for saving me. What were those creatures that attacked me there?",
+        "Is this glade really safe? It feels like a refuge from everything outside.",
+        "How did you heal my wounds so quickly? Was that some kind of magic?",
+        "I am still tired. Could I rest here a little longer, if you allow?",
+        "Tell me about Eldoria. How long have you been guarding these ancient woods?",
+        "Do the shadowfang beasts ever come close to this place at night?",
+        "Your power is incredible. Can anyone learn such an ability, or only you?",
+        "The tea is wonderful, thank you. What herbs did you put in it?",
+        "I would like to help you protect the forest, if you will teach me.",
+    ],
+}
+
+
+def lore_workload(args: argparse.Namespace) -> None:
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from tavern.session import Tavern
+
+    lines = LORE_LINES[args.workload]
+    sides = [("tavern (insert reuse)", dict(insert_reuse=True)), ("llama-server walk", dict(insert_reuse=False))]
+    if args.sides == "tavern":
+        sides = sides[:1]
+    layouts = ["cache_friendly", "sillytavern"] if args.layout == "both" else [args.layout]
+    saved: dict[str, list[str]] = {}
+    print(
+        f"workload {args.workload}: {args.turns} turns, ctx {args.ctx}, replies <= {args.reply} tokens, "
+        f"greedy; evaluated = prompt tokens evaluated in turns 2-{args.turns}",
+        flush=True,
+    )
+    for layout in layouts:
+        for name, kw in sides:
+            home = Path(tempfile.mkdtemp(prefix="tavern-bench-"))
+            app = Tavern.open(
+                home,
+                **{
+                    "model.n_ctx": args.ctx,
+                    "generation.max_tokens": args.reply,
+                    "generation.preset": "Deterministic",
+                    "prompt.layout": layout,
+                },
+            )
+            app._engine = LocalEngine(
+                default_model_path(), n_ctx=args.ctx, cache_reuse=32, side_ctx=0, n_threads=args.threads, **kw
+            )
+            app._engine.load()
+            if args.workload == "seraphina":
+                card = Path(__file__).resolve().parent.parent / "tests/data/cards/real/Seraphina.png"
+                key = app.library.import_file(card)
+            else:
+                key = "Mira"
+            session = app.open_chat(str(key), new=True)
+            stats, prompts = [], []
+            floor = 0  # what no cache can avoid: each new message, and each entry that just fired
+            active: set = set()
+            count = app._engine.count_tokens
+            t0 = time.perf_counter()
+            for t in range(args.turns):
+                final = None
+                for ev in session.send(lines[t % len(lines)]):
+                    if isinstance(ev, Finished):
+                        final = ev
+                assert final is not None and final.error is None, final and final.error
+                stats.append(final.stats)
+                prompts.append(session.last_prompt.text)
+                fired = {(e.book, e.uid): e.content for e in getattr(session.last_lore, "activated", [])}
+                if t:
+                    floor += count(f"User: {lines[t % len(lines)]}") + 6
+                    floor += sum(count(text) + 1 for key, text in fired.items() if key not in active)
+                active = set(fired)
+            wall = time.perf_counter() - t0
+            app._engine.unload()
+            saved.setdefault(layout, prompts)  # the first side: Tavern's own engine
+            later = stats[1:]
+            evaluated = sum(s.evaluated_tokens for s in later)
+            total = sum(s.prompt_tokens for s in later)
+            budget = args.ctx - args.reply
+            full = [s for s in later if s.prompt_tokens > 0.8 * budget]
+            good = sum(1 for s in full if s.cached_tokens >= 0.9 * s.prompt_tokens)
+            print(
+                f"{layout:15s} {name:22s} evaluated {evaluated:>6} of {total:>6} prompt tokens "
+                f"({100 * evaluated / max(1, total):5.1f}%; floor {100 * floor / max(1, total):.1f}%: new messages "
+                f"and newly fired entries); turns at a near-full window: {len(full)}, "
+                f">=90% cached on {100 * good / max(1, len(full)):5.1f}% of them; "
+                f"median turn {statistics.median(s.total_ms for s in stats) / 1000:.2f} s; wall {wall:.0f} s",
+                flush=True,
+            )
+    if args.save_prompts:
+        Path(args.save_prompts).write_text(json.dumps({"ctx": args.ctx, "prompts": saved}), encoding="utf-8")
+        print(f"prompts saved to {args.save_prompts}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--turns", type=int, default=300)
     ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("--reply", type=int, default=48)
+    ap.add_argument("--workload", choices=["plain", "mira", "seraphina"], default="plain")
+    ap.add_argument("--layout", choices=["both", "cache_friendly", "sillytavern"], default="both")
+    ap.add_argument("--save-prompts", default="")
+    ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: all cores)")
+    ap.add_argument("--sides", choices=["both", "tavern"], default="both", help="tavern: skip the walk's side")
     args = ap.parse_args()
+    if args.workload != "plain":
+        lore_workload(args)
+        return
     path = default_model_path()
     results = []
     for name, reuse in (("tavern (context shift)", 32), ("naive (prefix cache only)", 0)):

@@ -49,9 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--max-tokens", type=int, help="reply length in tokens")
         sp.add_argument("--seed", type=int, help="sampler seed (default: a new one per reply)")
         sp.add_argument("--temperature", type=float, help="override the preset's temperature")
+        sp.add_argument("--negative", help="a negative prompt (CFG): steer replies away from this text")
+        sp.add_argument("--guidance", type=float, help="CFG guidance scale (1 = off; try 1.5)")
 
     sp = sub.add_parser("tui", help="open the chat app (the default)")
     sp.set_defaults(func=cmd_tui)
+
+    sp = sub.add_parser("serve", help="serve the app to a web browser (textual-serve)")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("chat", help="chat headless: --message, or one message per line on stdin")
     sp.add_argument("character")
@@ -61,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="one JSON object per turn, with stats")
     run_opts(sp)
     sp.set_defaults(func=cmd_chat)
+
+    sp = sub.add_parser("cfg", help="a chat's negative prompt (CFG): show it, or set it with --negative/--guidance")
+    sp.add_argument("character")
+    sp.add_argument("--chat")
+    sp.add_argument("--negative", help="the negative prompt text ('' clears it)")
+    sp.add_argument("--guidance", type=float, help="guidance scale (1 = off)")
+    sp.set_defaults(func=cmd_cfg)
 
     sp = sub.add_parser("prompt", help="print the exact prompt of the next turn")
     sp.add_argument("character")
@@ -163,6 +177,8 @@ def _open(args: argparse.Namespace) -> Any:
         "generation.max_tokens": getattr(args, "max_tokens", None),
         "generation.seed": getattr(args, "seed", None),
         "generation.temperature": getattr(args, "temperature", None),
+        "cfg.negative_prompt": getattr(args, "negative", None),
+        "cfg.guidance_scale": getattr(args, "guidance", None),
     }
     return Tavern.open(args.home, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -184,6 +200,23 @@ def cmd_tui(args: argparse.Namespace) -> int:
     prepare_graphics()  # must query the terminal before Textual takes it over
     app = make_app(tavern)
     app.run()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The same app in a browser: textual-serve runs `tavern tui` per connection."""
+    import shlex
+
+    try:
+        from textual_serve.server import Server
+    except ImportError:
+        raise TavernError("tavern serve needs textual-serve: pip install textual-serve") from None
+    command = [sys.executable, "-m", "tavern"]
+    if args.home:
+        command += ["--home", args.home]
+    if args.model:
+        command += ["--model", args.model]
+    Server(shlex.join([*command, "tui"]), host=args.host, port=args.port, title="Tavern").serve()
     return 0
 
 
@@ -258,14 +291,28 @@ def _chat_turn(session: Any, text: str, as_json: bool) -> int:
     return 0
 
 
+def cmd_cfg(args: argparse.Namespace) -> int:
+    app = _open(args)
+    writes = args.negative is not None or args.guidance is not None
+    if writes:
+        app.lock_home()
+    session = app.open_chat(args.character, chat_name=args.chat, read_only=not writes)
+    session.set_cfg(scale=args.guidance, negative=args.negative)
+    scale, negative, depth = session.cfg()
+    state = "off" if scale == 1.0 or not negative.strip() else "on"
+    print(f"CFG {state}: guidance {scale:g}, depth {depth}, negative prompt: {negative or '(none)'}")
+    return 0
+
+
 def cmd_prompt(args: argparse.Namespace) -> int:
     app = _open(args)
-    session = app.open_chat(args.character, chat_name=args.chat)
+    session = app.open_chat(args.character, chat_name=args.chat, read_only=True)
     prompt = session.build_prompt(args.mode, explain=args.explain or args.json)
     if args.json:
         data = prompt.to_json()
         data["format"] = app.prompt_format().id
         data["format_reason"] = app.format_reason
+        data["negative_prompt"] = session.last_negative
         if session.last_lore is not None:
             from tavern.lore.report import scan_result_to_json
 
@@ -430,7 +477,7 @@ def cmd_export_card(args: argparse.Namespace) -> int:
 
 def cmd_export_chat(args: argparse.Namespace) -> int:
     app = _open(args)
-    session = app.open_chat(args.character, chat_name=args.chat)
+    session = app.open_chat(args.character, chat_name=args.chat, read_only=True)
     to = Path(args.to)
     suffix = to.suffix.lower()
     if suffix == ".jsonl":
@@ -464,7 +511,7 @@ def cmd_lore_scan(args: argparse.Namespace) -> int:
         timed = None
         char_name, tags = "", []
     else:
-        session = app.open_chat(args.character, chat_name=args.chat)
+        session = app.open_chat(args.character, chat_name=args.chat, read_only=True)
         hist = session.history(limit=200)
         messages = [ScanMessage(h.name, h.text, h.is_user) for h in hist if not h.is_system]
         chat_length = len(session.chat)
@@ -528,11 +575,31 @@ def cmd_models_info(args: argparse.Namespace) -> int:
     except (ImportError, TavernError):
         pass
     vram = detect_free_vram()
+    cache = _cache_plan(info, n_ctx, app.settings.model)
     if args.json:
-        _print_json(info_to_json(info, n_ctx, fmt_id, vram))
+        _print_json({**info_to_json(info, n_ctx, fmt_id, vram), "prompt_cache": cache})
     else:
         print(format_info(info, n_ctx, fmt_id, vram))
+        print(
+            f"KV cells:       {cache['chat_cells']} for the chat + {cache['side_cells']} for side sequences "
+            f"(CFG, background) = {cache['kv_mib']:.0f} MiB"
+        )
+        print(f"saved states:   up to {cache['ram_budget_mib']} MiB of host memory (~{cache['state_mib']:.0f} MiB each at a full window)")
     return 0
+
+
+def _cache_plan(info: Any, n_ctx: int, m: Any) -> dict:
+    """What the engine's caches will hold for this model: the unified KV cache (chat window plus
+    side cells) and the host-memory budget for saved states."""
+    side = n_ctx if m.side_ctx < 0 else m.side_ctx
+    per_window = info.kv_cache_bytes(n_ctx, m.type_k, m.type_v)
+    return {
+        "chat_cells": n_ctx,
+        "side_cells": side,
+        "kv_mib": info.kv_cache_bytes(n_ctx + side, m.type_k, m.type_v) / 2**20,
+        "ram_budget_mib": m.cache_ram_mib,
+        "state_mib": per_window / 2**20,
+    }
 
 
 if __name__ == "__main__":

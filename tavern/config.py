@@ -42,6 +42,14 @@ class ModelSettings(_Section):
     """Prompt format id (see prompt_templates/); empty: chosen from the model file."""
     cache_reuse: int = 32
     """Minimum chunk (tokens) the engine shifts in its KV cache instead of re-evaluating; 0 = off."""
+    insert_reuse: bool = True
+    """Keep cached text after an insertion too (a lore entry that fires costs only its tokens);
+    False: llama-server's cache-reuse walk, where an insertion re-evaluates what follows."""
+    side_ctx: int = Field(-1, ge=-1)
+    """KV cells beside the chat's for side sequences (CFG negative, background summary); -1 = n_ctx,
+    0 = none (they borrow the chat's sequence, whose state waits in host memory)."""
+    cache_ram_mib: int = Field(1024, ge=0)
+    """Host memory for saved KV states (another chat, an earlier branch); 0 = off."""
 
 
 class GenerationSettings(_Section):
@@ -63,7 +71,7 @@ class ChatSettings(_Section):
 
 class PromptSettings(_Section):
     system_prompt: str = (
-        "Write {{char}}'s next reply in a fictional chat between {{char}} and {{user}}. Stay in character."
+        "Write {{char}}'s next reply in a fictional chat between {{char}} and {{user}}."
     )
     layout: Literal["cache_friendly", "sillytavern"] = "cache_friendly"
     """cache_friendly keeps what changes per turn late in the prompt; sillytavern matches its order."""
@@ -111,6 +119,24 @@ class LoopSettings(_Section):
     """DRY multiplier for that retry (twice the preset's when the preset's is higher)."""
 
 
+class UiSettings(_Section):
+    theme: str = ""
+    """A Textual theme name (textual-dark, textual-light, nord, gruvbox...); "" = textual-dark."""
+    keys: dict[str, str] = {}
+    """Binding id -> keys, e.g. {"chat.regenerate" = "ctrl+g"}; F1 in the app lists the ids."""
+
+
+class CfgSettings(_Section):
+    """Classifier-free guidance, the global default (a character's `tavern_cfg` card extension
+    and SillyTavern's chat metadata keys `cfg_guidance_scale` / `cfg_negative_prompt` win)."""
+
+    guidance_scale: float = Field(1.0, ge=0.0, le=10.0)
+    """1 = off; 1.5 is a usual start."""
+    negative_prompt: str = ""
+    insertion_depth: int = Field(1, ge=0)
+    """Where the negative text goes, in messages from the end (SillyTavern's default 1)."""
+
+
 class Settings(_Section):
     model: ModelSettings = ModelSettings()
     generation: GenerationSettings = GenerationSettings()
@@ -118,6 +144,8 @@ class Settings(_Section):
     prompt: PromptSettings = PromptSettings()
     lore: LoreSettingsModel = LoreSettingsModel()
     loops: LoopSettings = LoopSettings()
+    ui: UiSettings = UiSettings()
+    cfg: CfgSettings = CfgSettings()
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Dotted keys (`model.n_ctx=2048`) applied on a copy; None values are ignored."""

@@ -13,6 +13,8 @@ cancelled: the partial reply is kept, as SillyTavern does).
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import shutil
 import threading
 from collections.abc import Iterator
@@ -145,6 +147,9 @@ class Tavern:
             type_v=m.type_v,
             rope_freq_base=plan.rope_freq_base or 0.0,
             cache_reuse=m.cache_reuse,
+            insert_reuse=m.insert_reuse,
+            side_ctx=m.side_ctx,
+            cache_ram_mib=m.cache_ram_mib,
         )
 
     @property
@@ -204,9 +209,25 @@ class Tavern:
         return key, self.library.get(key)
 
     def open_chat(
-        self, character: str, new: bool = False, chat_name: str | None = None, greeting_index: int = 0
+        self,
+        character: str,
+        new: bool = False,
+        chat_name: str | None = None,
+        greeting_index: int = 0,
+        read_only: bool = False,
     ) -> ChatSession:
+        """A chat to talk in. `read_only` (previews, exports, scans) never writes: no repair, no
+        recovered reply appended, no new chat, so it can run beside a Tavern that is streaming
+        into the same chat."""
         key, card = self.character(character)
+        if read_only:
+            from tavern.store import ChatStore
+
+            store = ChatStore(self.home.chats, read_only=True)
+            chat = store.open(key, chat_name) if chat_name else store.latest(key)
+            if chat is None:
+                raise TavernError(f"{card.name} has no chat yet")
+            return ChatSession(self, key, card, chat, warnings=list(chat.warnings))
         chat = None
         if chat_name:
             chat = self.chats.open(key, chat_name)
@@ -275,6 +296,182 @@ class Tavern:
                 greeting.swipe_id = idx
         return self.chats.create(key, card.name, user, greeting=greeting)
 
+    # -- services for the app and the CLI: chat list, settings, personas ------------------------
+    # (Thin: the store, settings_file and personas modules do the work; the TUI calls only these.)
+
+    def list_chats(self, character: str) -> list[Any]:
+        """The character's chats (ChatInfo), most recently changed first."""
+        return self.chats.list_chats(self.library.resolve(character))
+
+    def rename_chat(self, character: str, chat_name: str, new_name: str) -> str:
+        """Rename a chat; returns its new name."""
+        key = self.library.resolve(character)
+        chat = self.chats.open(key, chat_name)
+        self.chats.rename(chat, new_name)
+        return chat.name
+
+    def delete_chat(self, character: str, chat_name: str) -> Path:
+        """Move a chat to the trash; returns where it went."""
+        key = self.library.resolve(character)
+        return self.chats.delete(self.chats.open(key, chat_name))
+
+    def export_chat(self, character: str, chat_name: str, to: Path | str) -> Path:
+        """Write a chat as .jsonl (SillyTavern's file), .md or .txt, by the target's suffix."""
+        key = self.library.resolve(character)
+        chat = self.chats.open(key, chat_name)
+        to = Path(to).expanduser()
+        writers = {".jsonl": self.chats.export_jsonl, ".md": self.chats.export_markdown,
+                   ".txt": self.chats.export_text}
+        writer = writers.get(to.suffix.lower())
+        if writer is None:
+            raise TavernError(f"{to}: export to a .jsonl, .md or .txt file")
+        writer(chat, to)
+        return to
+
+    def save_character(self, key: str | None, card: Any) -> str:
+        """Write a card: under `key` (an edit, the picture kept), or as a new character under a
+        free key made from its name. Returns the key."""
+        from tavern.cards.library import key_for_name
+        from tavern.errors import CardError
+
+        if not card.name.strip():
+            raise CardError("a character needs a name")
+        if key is None:
+            base = key_for_name(card.name)
+            taken = {e.key.casefold() for e in self.library.list()}
+            key, n = base, 1
+            while key.casefold() in taken:
+                key, n = f"{base}_{n}", n + 1
+        self.library.save(key, card)
+        return key
+
+    CARD_SUFFIXES = (".png", ".json", ".charx")
+
+    def import_cards(
+        self, paths: list[Path | str], progress: Any = None
+    ) -> tuple[list[str], list[str]]:
+        """Import card files (a folder: every card in it). Returns (new keys, one error line
+        per file that failed); `progress(done, total)` is called after each file."""
+        files: list[Path] = []
+        for p in paths:
+            p = Path(p).expanduser()
+            if p.is_dir():
+                files += sorted(f for f in p.iterdir() if f.suffix.lower() in self.CARD_SUFFIXES)
+            else:
+                files.append(p)
+        keys, errors = [], []
+        for i, f in enumerate(files, 1):
+            try:
+                keys.append(self.library.import_file(f))
+            except TavernError as err:
+                errors.append(str(err))
+            except OSError as err:
+                errors.append(f"{f}: {err.strerror or err}")
+            if progress is not None:
+                progress(i, len(files))
+        if not files:
+            errors.append(f"no card files found in {', '.join(str(p) for p in paths)}")
+        return keys, errors
+
+    def list_lorebooks(self) -> list[Path]:
+        """The lorebook files of the data home, by name."""
+        folder = self.home.lorebooks
+        try:
+            return sorted((p for p in folder.glob("*.json") if p.is_file()), key=lambda p: p.stem.casefold())
+        except OSError as err:
+            raise TavernError(f"{folder}: {err.strerror or err}") from None
+
+    def open_lorebook(self, path: Path | str) -> Any:
+        from tavern.lore import load_lorebook
+
+        return load_lorebook(Path(path))
+
+    def save_lorebook(self, book: Any, path: Path | str) -> None:
+        """Write a lorebook whole (atomically)."""
+        from tavern.lore import save_lorebook
+
+        save_lorebook(book, Path(path))
+
+    def create_lorebook(self, name: str) -> Path:
+        """A new empty lorebook named `name` in the data home; returns its file."""
+        import re
+
+        from tavern.errors import LoreError
+        from tavern.lore import Lorebook, save_lorebook
+
+        name = name.strip()
+        if not name or name.startswith(".") or re.search(r'[/\\?<>:*|"\x00-\x1f]', name):
+            raise LoreError(f"'{name}' cannot be a file name")
+        path = self.home.lorebooks / f"{name}.json"
+        if path.exists():
+            raise LoreError(f"{path}: a lorebook with this name exists")
+        save_lorebook(Lorebook(name=name), path)
+        return path
+
+    RELOAD_KEYS = ("path", "n_ctx", "n_gpu_layers", "n_threads", "n_batch", "flash_attn", "type_k",
+                   "type_v", "rope_freq_base", "rope_alpha", "cache_reuse", "insert_reuse", "side_ctx",
+                   "cache_ram_mib")
+
+    def update_settings(self, changes: dict[str, Any]) -> bool:
+        """Write `changes` (dotted keys) to settings.toml and use them from now on. Returns True
+        when the model must be loaded again (path, context, RoPE...): the engine is unloaded
+        here and loads on next use."""
+        from tavern.settings_file import write_settings
+
+        old = self.settings
+        self.settings = write_settings(self.home.settings_file, old, changes)
+        m_old, m_new = old.model, self.settings.model
+        reload = any(getattr(m_old, k) != getattr(m_new, k) for k in self.RELOAD_KEYS)
+        if reload or m_old.format != m_new.format:
+            self._format = None
+        if reload:
+            with self._engine_lock:
+                if self._engine is not None and hasattr(self._engine, "unload"):
+                    self._engine.unload()
+                self._engine = None
+                self._counter = None
+        return reload
+
+    @property
+    def personas(self) -> Any:
+        from tavern.personas import PersonaStore
+
+        return PersonaStore(self.home.root / "personas")
+
+    def use_persona(self, name: str) -> None:
+        """Speak as a saved persona: its name and description go to [chat] in settings.toml."""
+        persona = self.personas.get(name)
+        self.update_settings({"chat.user_name": persona.name, "chat.persona": persona.description})
+
+    def available_presets(self) -> list[str]:
+        from tavern.engines.presets import list_presets
+
+        return list_presets(self.home.presets)
+
+    def available_formats(self) -> list[str]:
+        from tavern.prompt.templates import load_bundled_formats
+
+        names = sorted(load_bundled_formats())
+        imported = self.home.presets / "instruct"
+        names += sorted(p.stem for p in imported.glob("*.json")) if imported.is_dir() else []
+        return names
+
+    def available_models(self) -> list[str]:
+        """GGUF files in the models folder (names usable as [model] path)."""
+        return sorted(p.name for p in self.home.models.glob("*.gguf"))
+
+
+@dataclass
+class _Built:
+    """A prompt and the state it would move the chat to once it is sent."""
+
+    prompt: AssembledPrompt
+    timed_state: dict | None
+    variables: dict
+    negative: str | None = None
+    """The CFG negative prompt, formatted like `prompt` (None: guidance off)."""
+    guidance_scale: float = 1.0
+
 
 @dataclass
 class ChatSession:
@@ -284,10 +481,14 @@ class ChatSession:
     chat: Any
     last_prompt: AssembledPrompt | None = None
     last_lore: Any = None
-    notes_anchor: tuple[int, str] | None = None
-    timed_state: dict | None = None
-    """The lore scan's sticky/cooldown state after the last prompt; saved with the reply."""
+    note_anchors: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Where each notes unit sat in the last prompt that was sent (see assemble.py): only a
+    sent turn moves them, so previewing a prompt never changes the next one."""
+    window_floor: int | None = None
+    """The oldest message index of the last sent prompt (see PromptInputs.window_floor)."""
     warnings: list[str] = field(default_factory=list)
+    last_negative: str | None = None
+    """The CFG negative prompt of the last prompt built (the inspector shows it)."""
 
     @property
     def user_name(self) -> str:
@@ -309,7 +510,10 @@ class ChatSession:
     ) -> AssembledPrompt:
         """The prompt for the next reply; `upto` leaves later messages out (a new swipe).
         `explain` records why each lorebook entry stayed out (for the inspector; slower on
-        big books)."""
+        big books). A preview: nothing it computes is kept for the next turn."""
+        return self._build(mode, upto, explain).prompt
+
+    def _build(self, mode: str = "normal", upto: int | None = None, explain: bool = False) -> _Built:
         app = self.app
         n_ctx = app.engine.context_size
         # Read only the chat's tail (a 10,000-message chat must not be parsed every turn), and
@@ -318,7 +522,8 @@ class ChatSession:
         limit = max(128, n_ctx // 32)  # about what fits when messages average 32+ tokens
         history = self.history(limit=limit, upto=upto)
         count = app.counter()
-        macro = self._macro_fn(history)
+        variables = copy.deepcopy(self.chat.header.chat_metadata.get("variables") or {})
+        macro = self._macro_fn(history, variables)
         lore = self._scan_lore(history, n_ctx, count, macro, explain)
         meta = self.chat.header.chat_metadata
         note = None
@@ -330,19 +535,71 @@ class ChatSession:
                 role={0: "system", 1: "user", 2: "assistant"}.get(meta.get("note_role", 0), "system"),
             )
         while True:
-            prompt = self._assemble(history, lore, note, macro, mode, count, n_ctx)
+            prompt, inputs = self._assemble(history, lore, note, macro, mode, count, n_ctx)
             oldest = next((h.index for h in history if not h.is_system), None)
             if len(history) >= end or oldest is None or prompt.first_message_index != oldest:
                 break
             limit *= 4
             history = self.history(limit=limit, upto=upto)
-        self.notes_anchor = prompt.notes_anchor
         if lore is not None:
             for b in getattr(lore, "broken", []):
                 prompt.warnings.append(f"lore entry broken: {b}")
         self.last_prompt = prompt
         self.last_lore = lore
-        return prompt
+        built = _Built(prompt, getattr(lore, "timed_state", None) if lore is not None else None, variables)
+        scale, negative, depth = self.cfg()
+        if scale != 1.0 and negative.strip():
+            from tavern.prompt.assemble import with_negative
+
+            built.negative = with_negative(prompt, app.prompt_format(), inputs, macro(negative), depth)
+            built.guidance_scale = scale
+        self.last_negative = built.negative
+        return built
+
+    def cfg(self) -> tuple[float, str, int]:
+        """(guidance scale, negative text, insertion depth): the chat's SillyTavern CFG keys win,
+        then the character's `tavern_cfg` extension, then the settings."""
+        g = self.app.settings.cfg
+        card = (self.card.extensions or {}).get("tavern_cfg") or {}
+        meta = self.chat.header.chat_metadata
+        scale, negative, depth = g.guidance_scale, g.negative_prompt, g.insertion_depth
+        for source, keys in (
+            (card, ("guidance_scale", "negative_prompt", "insertion_depth")),
+            (meta, ("cfg_guidance_scale", "cfg_negative_prompt", "cfg_prompt_insertion_depth")),
+        ):
+            with contextlib.suppress(TypeError, ValueError):
+                if source.get(keys[0]) not in (None, ""):
+                    scale = float(source[keys[0]])
+                if source.get(keys[1]):
+                    negative = str(source[keys[1]])
+                if source.get(keys[2]) not in (None, ""):
+                    depth = int(source[keys[2]])
+        return scale, negative, depth
+
+    def set_cfg(self, scale: float | None = None, negative: str | None = None) -> None:
+        """Write the chat's CFG under SillyTavern's own chat-metadata keys."""
+        changes: dict[str, Any] = {}
+        if scale is not None:
+            changes["cfg_guidance_scale"] = scale
+        if negative is not None:
+            changes["cfg_negative_prompt"] = negative
+        if changes:
+            self.chat.update_metadata(changes)
+
+    def _commit(self, built: _Built) -> None:
+        """A turn was sent: what its prompt decided becomes the chat's state (notes anchors,
+        the lore's sticky/cooldown timers, variables set by macros)."""
+        self.note_anchors = dict(built.prompt.note_anchors)
+        if built.prompt.first_message_index >= 0:
+            self.window_floor = built.prompt.first_message_index
+        meta = self.chat.header.chat_metadata
+        changes: dict[str, Any] = {}
+        if built.timed_state is not None and built.timed_state != meta.get("timedWorldInfo"):
+            changes["timedWorldInfo"] = built.timed_state
+        if built.variables != (meta.get("variables") or {}):
+            changes["variables"] = built.variables
+        if changes:
+            self.chat.update_metadata(changes)
 
     def _assemble(
         self,
@@ -353,7 +610,7 @@ class ChatSession:
         mode: str,
         count: Any,
         n_ctx: int,
-    ) -> AssembledPrompt:
+    ) -> tuple[AssembledPrompt, PromptInputs]:
         s = self.app.settings
         meta = self.chat.header.chat_metadata
         inputs = PromptInputs(
@@ -370,19 +627,18 @@ class ChatSession:
             layout=s.prompt.layout,
             trim_step=s.prompt.trim_step,
             macro=macro,
-            notes_anchor=self.notes_anchor,
+            note_anchors=self.note_anchors,
+            window_floor=self.window_floor,
         )
-        return assemble_prompt(inputs, self.app.prompt_format(), count, n_ctx, s.generation.max_tokens)
+        return assemble_prompt(inputs, self.app.prompt_format(), count, n_ctx, s.generation.max_tokens), inputs
 
-    def _macro_fn(self, history: list[HistoryMessage]) -> Any:
+    def _macro_fn(self, history: list[HistoryMessage], variables: dict) -> Any:
         from tavern.prompt.macros import MacroContext, substitute
 
         card = self.card
         last = next((h for h in reversed(history)), None)
         last_user = next((h for h in reversed(history) if h.is_user), None)
         last_char = next((h for h in reversed(history) if not h.is_user), None)
-        meta = self.chat.header.chat_metadata
-        variables = meta.setdefault("variables", {})
         ctx = MacroContext(
             char=card.name,
             user=self.user_name,
@@ -419,7 +675,7 @@ class ChatSession:
         settings = self.app.lore_settings()
         meta = self.chat.header.chat_metadata
         msgs = [ScanMessage(h.name, h.text, h.is_user) for h in history if not h.is_system]
-        result = scan_lore(
+        return scan_lore(
             books,
             msgs,
             settings,
@@ -433,8 +689,6 @@ class ChatSession:
             substitute_macros=macro,
             explain=explain,
         )
-        self.timed_state = result.timed_state
-        return result
 
     def lorebooks(self) -> list[tuple[str, Any]]:
         """(kind, Lorebook) for the chat's, the character's (embedded and linked) and global books."""
@@ -494,9 +748,10 @@ class ChatSession:
         swipe_of = None
         if mode == "swipe":
             swipe_of = len(self.chat) - 1
-            prompt = self.build_prompt("normal", upto=len(self.chat) - 1)
+            built = self._build("normal", upto=len(self.chat) - 1)
         else:
-            prompt = self.build_prompt("continue" if mode == "continue" else mode)
+            built = self._build("continue" if mode == "continue" else mode)
+        prompt = built.prompt
         app = self.app
         request = GenerationRequest(
             prompt=prompt.text,
@@ -505,6 +760,8 @@ class ChatSession:
             sampler=app.sampler_settings(),
             add_bos=prompt.add_bos,
             messages=prompt.messages,
+            negative_prompt=built.negative,
+            guidance_scale=built.guidance_scale,
         )
         started = now_date()
         final: Finished | None = None
@@ -583,9 +840,7 @@ class ChatSession:
                     gen_finished=now_date(),
                 )
             )
-        state = self.timed_state
-        if state is not None and state != self.chat.header.chat_metadata.get("timedWorldInfo"):
-            self.chat.update_metadata({"timedWorldInfo": state})
+        self._commit(built)
         final.text = text
         yield final
 
@@ -620,6 +875,71 @@ class ChatSession:
     def delete_last(self) -> None:
         if len(self.chat):
             self.chat.delete(len(self.chat) - 1)
+
+    # -- editing any message, branches, author's note (services for the app and the CLI) ---------
+
+    def edit_message(self, index: int, text: str) -> None:
+        """Replace the text of message `index` (the swipe on show, for a reply with swipes)."""
+        msg = self.chat[index]
+        msg.mes = text
+        if msg.swipes is not None and msg.swipe_id is not None and 0 <= msg.swipe_id < len(msg.swipes):
+            msg.swipes[msg.swipe_id] = text
+        self.chat.replace(index, msg)
+
+    def delete_message(self, index: int) -> None:
+        self.chat.delete(index)
+
+    def set_hidden(self, index: int, hidden: bool) -> None:
+        """Hide a message from the prompt (SillyTavern's /hide: is_system), or show it again."""
+        msg = self.chat[index]
+        if msg.is_system != hidden:
+            msg.is_system = hidden
+            self.chat.replace(index, msg)
+
+    def branch_at(self, index: int) -> ChatSession:
+        """A new chat holding messages 0..index, linked to this one; returns its session."""
+        child = self.app.chats.branch(self.chat, index)
+        return ChatSession(self.app, self.key, self.card, child, warnings=list(child.warnings))
+
+    def checkpoint_at(self, index: int, label: str = "") -> str:
+        """A named checkpoint (a linked branch that stays in the list); returns its chat name."""
+        return self.app.chats.checkpoint(self.chat, index, label).name
+
+    def rename(self, new_name: str) -> str:
+        """Rename this chat's file (the open chat keeps working); returns the new name."""
+        self.app.chats.rename(self.chat, new_name)
+        return self.chat.name
+
+    def search(self, text: str, limit: int = 200) -> list[tuple[int, str]]:
+        """(index, text) of messages containing `text` (any case), newest first."""
+        needle = text.casefold().strip()
+        if not needle:
+            return []
+        found = []
+        for i in range(len(self.chat) - 1, -1, -1):
+            mes = self.chat[i].mes
+            if needle in mes.casefold():
+                found.append((i, mes))
+                if len(found) >= limit:
+                    break
+        return found
+
+    def author_note(self) -> dict[str, Any]:
+        """The chat's author's note as SillyTavern stores it in chat_metadata."""
+        meta = self.chat.header.chat_metadata
+        return {
+            "note_prompt": str(meta.get("note_prompt", "") or ""),
+            "note_depth": int(meta.get("note_depth", 4) or 0),
+            "note_interval": int(meta.get("note_interval", 1) or 0),
+            "note_role": int(meta.get("note_role", 0) or 0),
+        }
+
+    def set_author_note(self, text: str, depth: int = 4, interval: int = 1, role: int = 0) -> None:
+        if depth < 0 or interval < 0 or role not in (0, 1, 2):
+            raise TavernError("author's note: depth and interval must be 0 or more, role 0, 1 or 2")
+        self.chat.update_metadata(
+            {"note_prompt": text, "note_depth": depth, "note_interval": interval, "note_role": role}
+        )
 
 
 def _gpu_offload_supported() -> bool:

@@ -15,6 +15,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
+SEQ_CHAT = 0
+"""The chat's own sequence: its cache is what keeps turns cheap."""
+SEQ_CFG = 1
+"""The negative prompt of classifier-free guidance."""
+SEQ_BACKGROUND = 2
+"""Background jobs (a summary): never evicts the chat's cache."""
+
+
 @dataclass
 class GenerationRequest:
     prompt: str
@@ -27,8 +35,14 @@ class GenerationRequest:
     """Whether the engine adds the model's BOS token; False when the template wrote it."""
     messages: list[dict] | None = None
     """Role-tagged messages, for chat-completion APIs that take no raw prompt."""
-    seq_id: int = 0
-    """Which sequence of the engine's KV cache this request uses (room for CFG's second one)."""
+    negative_prompt: str | None = None
+    """Classifier-free guidance: the whole negative prompt, formatted like `prompt`. Decoded on
+    SEQ_CFG beside the chat; each token's logits are neg + scale x (pos - neg)."""
+    guidance_scale: float = 1.0
+    """1 = no guidance; above 1 pushes away from the negative prompt."""
+    seq_id: int = SEQ_CHAT
+    """Which sequence of the engine's KV cache this request uses (SEQ_CHAT, SEQ_CFG,
+    SEQ_BACKGROUND); remote engines ignore it."""
 
 
 @dataclass
@@ -44,6 +58,14 @@ class TurnStats:
     total_ms: float = 0.0
     shifted_tokens: int = 0
     """Of cached_tokens, how many were moved by a context shift rather than a plain prefix."""
+    cfg_prompt_tokens: int = 0
+    """The negative prompt's tokens, and how many of them were evaluated this turn."""
+    cfg_evaluated_tokens: int = 0
+    restored_state: str = ""
+    """The saved state the turn started from ("" = the live cache), e.g. "#3"."""
+    saved_states: int = 0
+    """States in the engine's host-memory prompt cache after this turn, and their size."""
+    saved_state_mib: float = 0.0
     seed: int | None = None
     stop_reason: str = ""
     """eos, stop, length, cancelled, loop (stopped by loop detection) or error."""

@@ -1,15 +1,21 @@
 """The embedded engine: llama.cpp through llama-cpp-python, one GGUF file, streamed.
 
-It runs its own decode loop over `Llama.eval` instead of `create_completion` because it needs
-three things the wrapper doesn't give: the KV-cache reuse of `lowlevel.plan_reuse` (context
-shift), a sampler chain with DRY, XTC, top-a and a repetition penalty that sees the prompt
-(`samplers.TokenSampler`), and exact per-turn stats. `llama_cpp` is imported in `load()`, not
-at module import: `tavern --help` and the TUI's first frame must not pay for it.
+It runs its own decode loop over `llama_decode` instead of `create_completion` because it needs
+what the wrapper doesn't give: several sequences in one context (the chat, a CFG negative
+prompt, a background job such as a summary, each with its own cache), the KV-cache reuse of
+`lowlevel.plan_align` (removed and inserted text both cost only what changed), saved states in
+host memory (`prompt_cache`), a sampler chain with DRY, XTC, top-a and a repetition penalty that
+sees the prompt (`samplers.TokenSampler`), and exact per-turn stats. `llama_cpp` is imported in
+`load()`, not at module import: `tavern --help` and the TUI's first frame must not pay for it.
+
+The context is created with a unified KV cache of `n_ctx + side_ctx` cells: the chat's window
+plus room for the side sequences. Sequence 3 is scratch space for inserting text mid-sequence.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import threading
 import time
@@ -17,10 +23,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tavern.engines.base import Finished, GenerationRequest, Token, TurnStats
+from tavern.engines.base import SEQ_BACKGROUND, SEQ_CFG, SEQ_CHAT, Finished, GenerationRequest, Token, TurnStats
 from tavern.engines.gguf_info import read_gguf
-from tavern.engines.lowlevel import AbortFlag, KVCache, plan_reuse, silence_llama_logs, token_piece
+from tavern.engines.lowlevel import (
+    AbortFlag,
+    BatchDecoder,
+    DecodeError,
+    KVCache,
+    ReusePlan,
+    common_prefix,
+    plan_align,
+    plan_reuse,
+    silence_llama_logs,
+    token_piece,
+)
+from tavern.engines.prompt_cache import PromptStateCache
 from tavern.errors import EngineError, ModelLoadError
+
+SEQ_SCRATCH = 3
+N_SEQ = 4
+RESTORE_MARGIN = 64
+"""A saved state must save this many more tokens than the live one to be worth restoring."""
 
 
 class LocalEngine:
@@ -40,9 +63,16 @@ class LocalEngine:
         type_v: str = "f16",
         rope_freq_base: float = 0.0,
         cache_reuse: int = 32,
+        side_ctx: int = -1,
+        cache_ram_mib: int = 1024,
+        insert_reuse: bool = True,
     ):
         self.model_path = Path(model_path)
         self.n_ctx = n_ctx
+        """The chat's window: what the prompt plus the reply must fit in."""
+        self.side_ctx = n_ctx if side_ctx < 0 else side_ctx
+        """Extra KV cells for the side sequences (CFG, background); 0 = they borrow the chat's,
+        whose state is saved in host memory meanwhile."""
         self.n_threads = n_threads or os.cpu_count() or 1
         self.n_gpu_layers = n_gpu_layers
         self.n_batch = n_batch
@@ -51,8 +81,12 @@ class LocalEngine:
         self.type_v = type_v
         self.rope_freq_base = rope_freq_base
         self.cache_reuse = cache_reuse
+        self.insert_reuse = insert_reuse
+        """Reuse cached text after an insertion too (`plan_align`); False: llama-server's walk."""
+        self.states = PromptStateCache(cache_ram_mib * 1024 * 1024)
         self._llama: Any = None
         self._kv: KVCache | None = None
+        self._decoder: BatchDecoder | None = None
         self._abort: AbortFlag | None = None
         self._vocab: Any = None
         self._lock = threading.Lock()
@@ -66,7 +100,11 @@ class LocalEngine:
 
     @property
     def context_size(self) -> int:
-        return self._llama.n_ctx() if self._llama is not None else self.n_ctx
+        return self.n_ctx
+
+    @property
+    def kv_cells(self) -> int:
+        return self.n_ctx + self.side_ctx
 
     @property
     def model_name(self) -> str:
@@ -85,7 +123,7 @@ class LocalEngine:
         silence_llama_logs()
         kwargs: dict[str, Any] = dict(
             model_path=str(path),
-            n_ctx=self.n_ctx,
+            n_ctx=self.kv_cells,
             n_threads=self.n_threads,
             n_threads_batch=self.n_threads,
             n_batch=self.n_batch,
@@ -103,19 +141,25 @@ class LocalEngine:
                     raise ModelLoadError(f"unknown KV cache type {value!r} (use one of {', '.join(types)})")
                 kwargs[name] = types[value]
         try:
-            self._llama = llama_cpp.Llama(**kwargs)
+            with _several_sequences(llama_cpp):
+                self._llama = llama_cpp.Llama(**kwargs)
         except Exception as err:  # llama.cpp reports every load failure as ValueError/RuntimeError
             raise ModelLoadError(f"{path}: cannot load model: {err}") from None
-        self._kv = KVCache(self._llama)
+        ctx = self._llama._ctx.ctx
+        self._kv = KVCache(ctx, SEQ_SCRATCH)
+        self._decoder = BatchDecoder(ctx, self.n_batch)
         self._abort = AbortFlag(self._llama)
         self._vocab = llama_cpp.llama_model_get_vocab(self._llama._model.model)
         self.load_seconds = time.perf_counter() - t0
 
     def unload(self) -> None:
         with self._lock:
+            if self._decoder is not None:
+                self._decoder.close()
             if self._llama is not None:
                 self._llama.close()
-            self._llama = self._kv = self._abort = self._vocab = None
+            self.states.clear()
+            self._llama = self._kv = self._abort = self._vocab = self._decoder = None
 
     def _require(self) -> Any:
         if self._llama is None:
@@ -147,18 +191,68 @@ class LocalEngine:
 
     @property
     def cached_tokens(self) -> list[int]:
-        return self._kv.tokens if self._kv else []
+        return list(self._kv.tokens(SEQ_CHAT)) if self._kv else []
+
+    def cache_summary(self) -> str:
+        """One line for the status bar and `tavern models info`."""
+        mib = self.states.bytes_used / 2**20
+        budget = self.states.budget / 2**20
+        return (
+            f"KV {self.n_ctx} + {self.side_ctx} side cells; "
+            f"{len(self.states)} saved state{'s' if len(self.states) != 1 else ''} ({mib:.0f} of {budget:.0f} MiB)"
+        )
 
     # -- generation --------------------------------------------------------------------------
 
     def generate(
         self, request: GenerationRequest, cancel: threading.Event | None = None
     ) -> Iterator[Token | Finished]:
-        if request.seq_id != 0:
-            raise EngineError("this engine decodes one sequence for now (seq_id 0)")
+        if request.seq_id not in (SEQ_CHAT, SEQ_CFG, SEQ_BACKGROUND):
+            raise EngineError(f"no sequence {request.seq_id}: use SEQ_CHAT, SEQ_CFG or SEQ_BACKGROUND")
         cancel = cancel or threading.Event()
         with self._lock:
             yield from self._generate(request, cancel)
+
+    def _seq_for(self, seq: int) -> int:
+        # Without room for side sequences they borrow the chat's; its state goes to host memory
+        # first (the plan below discards it) and comes back on the next chat turn.
+        return seq if self.side_ctx > 0 else SEQ_CHAT
+
+    def _plan(self, cached: list[int], tokens: list[int]) -> ReusePlan:
+        kv = self._kv
+        assert kv is not None
+        if self.cache_reuse <= 0 or not kv.can_shift:
+            return ReusePlan(common_prefix(cached, tokens))
+        if self.insert_reuse:
+            return plan_align(cached, tokens, self.cache_reuse)
+        return plan_reuse(cached, tokens, self.cache_reuse)
+
+    def _prepare(self, seq: int, tokens: list[int], stats: TurnStats) -> ReusePlan:
+        """Pick the cheapest starting state for `seq` (live or saved), saving the live one
+        when most of it is about to be thrown away."""
+        kv = self._kv
+        assert kv is not None
+        live = kv.tokens(seq)
+        plan = self._plan(live, tokens)
+        best: tuple[ReusePlan, Any] | None = None
+        for state in self.states.candidates(tokens, plan.n_past):
+            alt = self._plan(state.tokens, tokens)
+            if alt.n_past > (best[0] if best else plan).n_past + RESTORE_MARGIN:
+                best = (alt, state)
+        lost = len(live) - plan.n_past
+        if (best is not None or lost >= max(256, len(live) // 4)) and len(live) >= 256:
+            if not self.states.holds(live):
+                with contextlib.suppress(RuntimeError, MemoryError):
+                    self.states.add(*kv.save(seq))
+        if best is not None:
+            alt, state = best
+            if kv.restore(seq, state.tokens, state.data):
+                self.states.take(state)
+                stats.restored_state = state.label
+                plan = alt
+            else:
+                plan = self._plan(kv.tokens(seq), tokens)
+        return plan
 
     def _generate(self, req: GenerationRequest, cancel: threading.Event) -> Iterator[Token | Finished]:
         from tavern.engines.samplers import SamplerSettings, TokenSampler
@@ -166,67 +260,90 @@ class LocalEngine:
         stats = TurnStats()
         text = ""
         t_start = time.perf_counter()
+        seq = self._seq_for(req.seq_id)
         try:
             llama = self._require()
-            kv = self._kv
-            assert kv is not None and self._abort is not None
+            kv, decoder = self._kv, self._decoder
+            assert kv is not None and decoder is not None and self._abort is not None
             add_bos = req.add_bos and self.adds_bos()
             tokens = self.tokenize(req.prompt, add_bos=add_bos)
             stats.prompt_tokens = len(tokens)
-            n_ctx = llama.n_ctx()
+            window = self.n_ctx if seq == SEQ_CHAT else self.side_ctx
             if not tokens:
                 yield Finished("", stats, error="empty prompt")
                 return
-            if len(tokens) >= n_ctx:
+            if len(tokens) >= window:
                 stats.stop_reason = "error"
-                yield Finished("", stats, error=f"prompt is {len(tokens)} tokens; the context holds {n_ctx}")
+                yield Finished("", stats, error=f"prompt is {len(tokens)} tokens; the context holds {window}")
                 return
 
-            plan = plan_reuse(kv.tokens, tokens, self.cache_reuse)
-            n_past = kv.apply(plan)
-            if n_past >= len(tokens):  # fully cached: evaluate the last token again for its logits
-                n_past = len(tokens) - 1
-                kv.truncate(n_past)
-            stats.cached_tokens = n_past
-            stats.shifted_tokens = min(plan.shifted, n_past) if kv.can_shift else 0
-            stats.evaluated_tokens = len(tokens) - n_past
-
+            neg_tokens: list[int] = []
+            neg_logits = None
+            guided = bool(req.negative_prompt) and req.guidance_scale != 1.0
+            if guided and (seq != SEQ_CHAT or self.side_ctx <= 0):
+                raise EngineError("a negative prompt (CFG) needs side cells: set [model] side_ctx to -1 or more")
             self._abort.should_abort = False
             watcher = _CancelWatcher(cancel, self._abort)
             try:
-                for i in range(n_past, len(tokens), self.n_batch):
-                    if cancel.is_set():
-                        break
-                    llama.eval(tokens[i : i + self.n_batch])
-            except Exception:
-                if not cancel.is_set():
+                if guided:
+                    # The negative sequence first: its last logits are kept before the chat's
+                    # own prompt overwrites the context's output buffer.
+                    neg_tokens = self.tokenize(req.negative_prompt or "", add_bos=add_bos)
+                    if len(neg_tokens) >= self.side_ctx:
+                        raise EngineError(
+                            f"the negative prompt is {len(neg_tokens)} tokens; the side cells hold {self.side_ctx}"
+                        )
+                    neg_stats = TurnStats()
+                    self._load(SEQ_CFG, neg_tokens, cancel, neg_stats)
+                    stats.cfg_prompt_tokens = len(neg_tokens)
+                    stats.cfg_evaluated_tokens = neg_stats.evaluated_tokens
+                    if not cancel.is_set():
+                        import numpy as np
+
+                        neg_logits = np.ctypeslib.as_array(
+                            llama_cpp_logits(self._llama, -1), shape=(llama.n_vocab(),)
+                        ).copy()
+                self._load(seq, tokens, cancel, stats)
+            except DecodeError as err:
+                if not (cancel.is_set() or err.code == 2):
                     raise
             finally:
                 watcher.stop()
             t_prompt = time.perf_counter()
             stats.prompt_ms = (t_prompt - t_start) * 1000
-            if cancel.is_set():
-                kv.truncate(llama.n_tokens)
+            if cancel.is_set() or len(kv.tokens(seq)) < len(tokens):
                 stats.stop_reason = "cancelled"
                 stats.total_ms = (time.perf_counter() - t_start) * 1000
+                self._state_stats(stats)
                 yield Finished("", stats)
                 return
 
             settings = req.sampler if req.sampler is not None else SamplerSettings()
-            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            decoder_utf8 = codecs.getincrementaldecoder("utf-8")("replace")
             stops = [s for s in req.stop if s]
             hold = max((len(s) for s in stops), default=1) - 1
             emitted = 0
             t_first = None
-            max_new = min(req.max_tokens, n_ctx - len(tokens))
+            max_new = min(req.max_tokens, window - len(tokens))
             stats.stop_reason = "length"
+            first_guided = True
+            import numpy as np
+
             with TokenSampler(llama, settings, tokens) as sampler:  # it keeps its own range of them
                 stats.seed = sampler.seed
                 for _ in range(max_new):
                     if cancel.is_set():
                         stats.stop_reason = "cancelled"
                         break
-                    tok = sampler.sample()
+                    if neg_logits is None:
+                        tok = sampler.sample()
+                    else:
+                        # After the prompt the chat's logits are the last row; after a pair
+                        # decode they are row 0 (the negative's row 1 was copied).
+                        row = -1 if first_guided else 0
+                        pos_logits = np.ctypeslib.as_array(llama_cpp_logits(llama, row), shape=(llama.n_vocab(),))
+                        tok = sampler.sample_from(neg_logits + req.guidance_scale * (pos_logits - neg_logits))
+                        first_guided = False
                     sampler.accept(tok)
                     if t_first is None:
                         t_first = time.perf_counter()
@@ -235,7 +352,7 @@ class LocalEngine:
                         stats.stop_reason = "eos"
                         break
                     stats.gen_tokens += 1
-                    text += decoder.decode(token_piece(self._vocab, tok))
+                    text += decoder_utf8.decode(token_piece(self._vocab, tok))
                     cut = _find_stop(text, stops, emitted - hold)
                     if cut is not None:
                         text = text[:cut]
@@ -248,23 +365,149 @@ class LocalEngine:
                     if safe > emitted:
                         yield Token(text[emitted:safe])
                         emitted = safe
-                    if llama.n_tokens >= n_ctx:
+                    mirror = kv.tokens(seq)
+                    if len(mirror) >= window:
                         break
-                    llama.eval([tok])
-            text += decoder.decode(b"", final=True) if stats.stop_reason != "stop" else ""
+                    if neg_logits is None:
+                        self._decode_at(seq, [tok], len(mirror))
+                    else:
+                        neg_mirror = kv.tokens(SEQ_CFG)
+                        if len(neg_mirror) >= self.side_ctx:
+                            break
+                        decoder.decode_each(tok, [(seq, len(mirror)), (SEQ_CFG, len(neg_mirror))])
+                        mirror.append(tok)
+                        neg_mirror.append(tok)
+                        neg_logits = np.ctypeslib.as_array(llama_cpp_logits(llama, 1), shape=(llama.n_vocab(),)).copy()
+            text += decoder_utf8.decode(b"", final=True) if stats.stop_reason != "stop" else ""
             if len(text) > emitted:
                 yield Token(text[emitted:])
             t_end = time.perf_counter()
             if t_first is not None and stats.gen_tokens:
                 stats.gen_tps = stats.gen_tokens / max(t_end - t_prompt, 1e-9)
             stats.total_ms = (t_end - t_start) * 1000
+            self._state_stats(stats)
             yield Finished(text, stats)
         except Exception as err:  # never take the app down: report, keep what we have
             if self._kv is not None and self._llama is not None:
-                self._kv.truncate(0)  # the cache may be half-written; start clean next turn
+                self._kv.clear(seq)  # the cache may be half-written; start clean next turn
             stats.stop_reason = "error"
             stats.total_ms = (time.perf_counter() - t_start) * 1000
             yield Finished(text, stats, error=f"{type(err).__name__}: {err}")
+
+    def _load(self, seq: int, tokens: list[int], cancel: threading.Event, stats: TurnStats) -> None:
+        """Bring `seq`'s cells to hold `tokens`, evaluating only what the cache lacks; fills the
+        cache fields of `stats`. Raises DecodeError when cancelled midway."""
+        kv = self._kv
+        assert kv is not None
+        plan = self._prepare(seq, tokens, stats)
+        gaps = kv.apply(plan, seq, tokens)
+        n_past = len(kv.tokens(seq))
+        if n_past >= len(tokens):  # fully cached: evaluate the last token again for its logits
+            n_past = len(tokens) - 1
+            kv.truncate(seq, n_past)
+        inserted = sum(b - a for a, b in gaps)
+        stats.cached_tokens = n_past - inserted
+        stats.shifted_tokens = plan.shifted if kv.can_shift and plan.moves else 0
+        stats.evaluated_tokens = len(tokens) - stats.cached_tokens
+        for a, b in gaps:
+            self._decode_gap(seq, tokens, a, b, cancel)
+        self._decode_tail(seq, tokens, cancel)
+
+    def _state_stats(self, stats: TurnStats) -> None:
+        stats.saved_states = len(self.states)
+        stats.saved_state_mib = round(self.states.bytes_used / 2**20, 1)
+
+    def _decode_at(self, seq: int, part: list[int], pos: int) -> None:
+        """Decode tokens at the end of `seq`; when the KV cache is full, the side sequences
+        (which can be rebuilt) make room for the chat."""
+        kv = self._kv
+        assert kv is not None
+        self._decode_with_room(part, seq, pos)
+        kv.tokens(seq).extend(part)
+
+    def _decode_with_room(self, part: list[int], seq: int, pos: int) -> None:
+        """When the KV cache is full, the other side sequences (which can be rebuilt) give up
+        their cells: the chat first, then CFG, then a background job."""
+        kv, decoder = self._kv, self._decoder
+        assert kv is not None and decoder is not None
+        try:
+            decoder.decode(part, seq, pos)
+        except DecodeError as err:
+            others = [s for s in (SEQ_BACKGROUND, SEQ_CFG) if s != seq and kv.tokens(s)]
+            if err.code != 1 or not others or seq == SEQ_BACKGROUND:
+                raise
+            for i, side in enumerate(others):
+                kv.clear(side)
+                try:
+                    decoder.decode(part, seq, pos)
+                    return
+                except DecodeError as again:
+                    if again.code != 1 or i == len(others) - 1:
+                        raise
+
+    def _decode_tail(self, seq: int, tokens: list[int], cancel: threading.Event) -> None:
+        kv = self._kv
+        assert kv is not None
+        start = len(kv.tokens(seq))
+        for i in range(start, len(tokens), self.n_batch):
+            if cancel.is_set():
+                return
+            try:
+                self._decode_at(seq, tokens[i : i + self.n_batch], i)
+            except DecodeError:
+                kv.truncate(seq, i)  # an aborted batch leaves no cells behind
+                raise
+
+    def _decode_gap(self, seq: int, tokens: list[int], a: int, b: int, cancel: threading.Event) -> None:
+        """Decode inserted text at positions a..b while the cells after it wait on the scratch
+        sequence (they are already at their final positions)."""
+        kv = self._kv
+        assert kv is not None
+        kept = kv.tokens(seq)[:]  # the mirror already spans the gap
+        kv.park(seq, a)
+        ok = False
+        try:
+            for i in range(a, b, self.n_batch):
+                if cancel.is_set():
+                    raise DecodeError(2)
+                self._decode_with_room(tokens[i : min(b, i + self.n_batch)], seq, i)
+            ok = True
+        finally:
+            kv.unpark(seq, a, 0)
+            if ok:
+                kv.mirrors[seq] = kept
+            else:
+                kv.truncate(seq, a)
+
+
+@contextlib.contextmanager
+def _several_sequences(llama_cpp: Any) -> Iterator[None]:
+    """`Llama()` offers no way to ask for several sequences in a unified KV cache; it builds
+    its context parameters from `llama_context_default_params`, so adjust those for the call."""
+    module = llama_cpp.llama_cpp
+    original = module.llama_context_default_params
+
+    def params() -> Any:
+        p = original()
+        p.n_seq_max = N_SEQ
+        p.kv_unified = True
+        return p
+
+    module.llama_context_default_params = params
+    try:
+        yield
+    finally:
+        module.llama_context_default_params = original
+
+
+def llama_cpp_logits(llama: Any, i: int) -> Any:
+    """Row i of the last decode's logits (-1: the last row)."""
+    import llama_cpp
+
+    ptr = llama_cpp.llama_get_logits_ith(llama._ctx.ctx, i)
+    if not ptr:
+        raise EngineError("no logits to sample from")
+    return ptr
 
 
 def _is_eog(vocab: Any, token: int) -> bool:

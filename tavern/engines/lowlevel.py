@@ -1,16 +1,25 @@
 """The one module that reaches below `llama_cpp.Llama` into llama.cpp's C API.
 
 Why it exists: `Llama.generate` reuses only the common prefix of the cached and the new prompt.
-Once a chat fills the window and old messages leave it, the prefix ends right after the system
-prompt and everything after it would be evaluated again (6.4 s for 1,550 tokens on 2 cores).
-Here we do what llama-server's `--cache-reuse` and KoboldCpp's ContextShift do: find chunks of
-the cached sequence that reappear later in the new prompt, drop the cells in between
-(`llama_memory_seq_rm`) and slide the chunk back (`llama_memory_seq_add`), so only truly new
-tokens are evaluated. The wrapper's own token list (`Llama.input_ids`, `n_tokens`) is kept in
-step, or its prefix matching would lie.
+Once a chat fills the window and old messages leave it, or a lorebook entry fires near the top,
+the prefix ends early and everything after it would be evaluated again (6.4 s for 1,550 tokens
+on 2 cores). Here the engine keeps its own per-sequence token mirror and edits the KV cells:
 
-Checked against llama-cpp-python 0.3.36 (`Llama.eval` removes cells from `n_tokens` on, and
-writes evaluated tokens to `input_ids`).
+- `plan_reuse` is llama-server's `--cache-reuse` walk: text removed from the prompt is
+  forgiven (cells dropped with `llama_memory_seq_rm`, the rest slid back with
+  `llama_memory_seq_add`), but text inserted ends the walk.
+- `plan_align` goes further: it matches cached chunks anywhere later in the prompt, so inserted
+  text (a lore entry that fires, an author's note that moves) costs its own tokens and nothing
+  more. The cells after an insertion keep the attention they had, which is the same
+  approximation context shift already makes for removed text.
+
+llama.cpp only decodes at the end of a sequence (positions must continue from the last one), so
+inserting in the middle "parks" the cells after the insertion point on a scratch sequence
+(`llama_memory_seq_cp` only re-tags cells in a unified KV cache), decodes the new tokens, and
+brings the parked cells back shifted past them.
+
+Checked against llama-cpp-python 0.3.36 (llama.cpp with the `llama_memory_*` API and
+`kv_unified`).
 """
 
 from __future__ import annotations
@@ -31,20 +40,42 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 @dataclass
 class ReusePlan:
-    """How to turn the cached token sequence into a prefix of the new prompt."""
+    """How to turn a cached token sequence into a prefix of the new prompt."""
 
     prefix: int
     """Tokens shared at the start: kept as they are."""
     moves: list[tuple[int, int, int]] = field(default_factory=list)
-    """(cache position, prompt position, length) chunks to slide back; positions only decrease."""
+    """(cache position, prompt position, length) chunks kept, in order. From `plan_reuse` the
+    chunks follow each other in the prompt; from `plan_align` there may be gaps between them:
+    inserted text, evaluated in place."""
 
     @property
     def n_past(self) -> int:
+        """Prompt tokens served from the cache."""
         return self.prefix + sum(n for _, _, n in self.moves)
 
     @property
     def shifted(self) -> int:
-        return sum(n for _, _, n in self.moves)
+        """Of those, tokens whose cells moved to another position."""
+        return sum(n for src, dst, n in self.moves if src != dst)
+
+    @property
+    def end(self) -> int:
+        """Where the kept region ends in the prompt: the tail from here on is evaluated."""
+        if not self.moves:
+            return self.prefix
+        _, dst, n = self.moves[-1]
+        return dst + n
+
+    def gaps(self) -> list[tuple[int, int]]:
+        """Prompt spans before `end` that are not in the cache (inserted text), in order."""
+        out = []
+        at = self.prefix
+        for _, dst, n in self.moves:
+            if dst > at:
+                out.append((at, dst))
+            at = dst + n
+        return out
 
 
 def plan_reuse(cache: Sequence[int], prompt: Sequence[int], min_chunk: int) -> ReusePlan:
@@ -75,41 +106,226 @@ def plan_reuse(cache: Sequence[int], prompt: Sequence[int], min_chunk: int) -> R
     return plan
 
 
-class KVCache:
-    """Edits the KV cells of one llama_cpp.Llama context, keeping the wrapper's bookkeeping."""
+GAP_COST = 8
+"""What one inserted span costs beyond its tokens (one more decode call), in prompt tokens."""
 
-    def __init__(self, llama: Any):
+
+def plan_align(cache: Sequence[int], prompt: Sequence[int], min_chunk: int, max_per_key: int = 8) -> ReusePlan:
+    """The reuse plan that serves the most prompt tokens from the cache when text may be both
+    removed and inserted: every maximal run of at least `min_chunk` tokens shared by the cache
+    and the prompt is a candidate, and a chain of runs in the same order in both is chosen to
+    cover the most tokens (each gap it leaves costs `GAP_COST` more). Linear in the prompt for
+    ordinary text; repeated runs are capped at `max_per_key` occurrences each."""
+    prefix = common_prefix(cache, prompt)
+    plan = ReusePlan(prefix)
+    limit = len(prompt) - 1  # the last prompt token is evaluated again for its logits
+    if min_chunk <= 0 or prefix >= min(len(cache), limit):
+        return plan
+    k = max(1, min(min_chunk, 16))
+    index: dict[tuple[int, ...], list[int]] = {}
+    for c in range(prefix, len(cache) - k + 1):
+        where = index.setdefault(tuple(cache[c : c + k]), [])
+        if len(where) < max_per_key:
+            where.append(c)
+    runs: list[tuple[int, int, int]] = []
+    for p in range(prefix, limit - k + 1):
+        hits = index.get(tuple(prompt[p : p + k]))
+        if not hits:
+            continue
+        for c in hits:
+            if c > prefix and p > prefix and cache[c - 1] == prompt[p - 1]:
+                continue  # not where this run starts: it was found one step earlier
+            n = k
+            while c + n < len(cache) and p + n < limit and cache[c + n] == prompt[p + n]:
+                n += 1
+            if n >= min_chunk:
+                runs.append((c, p, n))
+    if not runs:
+        return plan
+    if len(runs) > 400:  # pathological repetition: keep the longest runs
+        runs = sorted(sorted(runs, key=lambda r: -r[2])[:400], key=lambda r: r[1])
+    runs.sort(key=lambda r: (r[1], r[0]))
+    # Longest chain: best[j] = most tokens served by a chain ending with run j (its start may be
+    # trimmed to follow the previous run).
+    best: list[int] = []
+    back: list[tuple[int, int]] = []  # (previous run or -1, tokens trimmed from run j's start)
+    for j, (cj, pj, nj) in enumerate(runs):
+        trim0 = max(0, prefix - cj, prefix - pj)
+        top = (nj - trim0 - (GAP_COST if pj + trim0 > prefix else 0), -1, trim0) if nj - trim0 >= min_chunk else None
+        for i in range(j):
+            ci, pi, ni = runs[i]
+            if best[i] is None or ci >= cj or pi >= pj:
+                continue
+            trim = max(0, ci + ni - cj, pi + ni - pj)
+            if nj - trim < min_chunk:
+                continue
+            gap = GAP_COST if pj + trim > pi + ni else 0
+            value = best[i] + nj - trim - gap
+            if top is None or value > top[0]:
+                top = (value, i, trim)
+        if top is None:
+            best.append(None)  # type: ignore[arg-type]
+            back.append((-1, 0))
+        else:
+            best.append(top[0])
+            back.append((top[1], top[2]))
+    j = max((i for i in range(len(runs)) if best[i] is not None), key=lambda i: best[i], default=None)
+    if j is None or best[j] <= 0:
+        return plan
+    chain = []
+    while j != -1:
+        c, p, n = runs[j]
+        prev, trim = back[j]
+        chain.append((c + trim, p + trim, n - trim))
+        j = prev
+    plan.moves = chain[::-1]
+    return plan
+
+
+class KVCache:
+    """Edits the KV cells of one llama.cpp context that holds several sequences, keeping a token
+    mirror per sequence (what each sequence's cells hold, position by position)."""
+
+    def __init__(self, ctx: Any, scratch_seq: int):
         import llama_cpp  # deferred: importing the C library costs ~0.2 s
 
         self._lib = llama_cpp
-        self._llama = llama
-        self._mem = llama_cpp.llama_get_memory(llama._ctx.ctx)
+        self._ctx = ctx
+        self._mem = llama_cpp.llama_get_memory(ctx)
+        self.scratch = scratch_seq
         self.can_shift = bool(self._mem) and bool(llama_cpp.llama_memory_can_shift(self._mem))
+        self.mirrors: dict[int, list[int]] = {}
 
-    @property
-    def tokens(self) -> list[int]:
-        return self._llama.input_ids[: self._llama.n_tokens].tolist()
+    def tokens(self, seq: int) -> list[int]:
+        return self.mirrors.setdefault(seq, [])
 
-    def truncate(self, n: int, seq_id: int = 0) -> None:
-        """Forget every cell from position n on."""
-        self._lib.llama_memory_seq_rm(self._mem, seq_id, n, -1)
-        self._llama.n_tokens = n
+    def truncate(self, seq: int, n: int) -> None:
+        """Forget every cell of `seq` from position n on."""
+        self._lib.llama_memory_seq_rm(self._mem, seq, n, -1)
+        del self.tokens(seq)[n:]
 
-    def apply(self, plan: ReusePlan, seq_id: int = 0) -> int:
-        """Carry out a plan; returns how many leading prompt tokens are now in the cache."""
-        llama = self._llama
-        ids = llama.input_ids
+    def clear(self, seq: int) -> None:
+        self.truncate(seq, 0)
+
+    def apply(self, plan: ReusePlan, seq: int, prompt: Sequence[int]) -> list[tuple[int, int]]:
+        """Rearrange `seq`'s cells as the plan says. Returns the gaps (prompt spans) still to be
+        decoded in place with `decode_gap`, in order; after them the cache holds the prompt up
+        to `plan.end` (or `plan.prefix` when the model cannot shift)."""
         if not plan.moves or not self.can_shift:
-            n_past = plan.prefix
-        else:
-            for src, dst, n in plan.moves:
-                # Drop the cells between where the chunk is and where it goes, then slide it.
-                self._lib.llama_memory_seq_rm(self._mem, seq_id, dst, src)
-                self._lib.llama_memory_seq_add(self._mem, seq_id, src, src + n, dst - src)
-                ids[dst : dst + n] = ids[src : src + n].copy()
-            n_past = plan.n_past
-        self.truncate(n_past, seq_id)
-        return n_past
+            self.truncate(seq, plan.prefix)
+            return []
+        rm, add = self._lib.llama_memory_seq_rm, self._lib.llama_memory_seq_add
+        kept = [(0, plan.prefix)] + [(src, src + n) for src, _, n in plan.moves]
+        # Drop every cell no chunk keeps, then slide the chunks into place: leftward ones first,
+        # from the front, then rightward ones from the back, so no chunk lands on another.
+        for (_, a_end), (b_start, _) in zip(kept, kept[1:] + [(1 << 30, 0)]):
+            if b_start > a_end:
+                rm(self._mem, seq, a_end, -1 if b_start == 1 << 30 else b_start)
+        for src, dst, n in plan.moves:
+            if dst < src:
+                add(self._mem, seq, src, src + n, dst - src)
+        for src, dst, n in reversed(plan.moves):
+            if dst > src:
+                add(self._mem, seq, src, src + n, dst - src)
+        # The mirror holds the prompt where cells are; gaps are filled by decode_gap.
+        self.mirrors[seq] = list(prompt[: plan.end])
+        return plan.gaps()
+
+    def park(self, seq: int, pos: int) -> None:
+        """Move `seq`'s cells at `pos` and after to the scratch sequence, so that new tokens can
+        be decoded at `pos` (llama.cpp decodes only past a sequence's last position)."""
+        lib = self._lib
+        lib.llama_memory_seq_rm(self._mem, self.scratch, -1, -1)
+        lib.llama_memory_seq_cp(self._mem, seq, self.scratch, pos, -1)
+        lib.llama_memory_seq_rm(self._mem, seq, pos, -1)
+
+    def unpark(self, seq: int, pos: int, delta: int) -> None:
+        """Bring parked cells back, `delta` positions further on (`delta` = tokens decoded)."""
+        lib = self._lib
+        if delta:
+            lib.llama_memory_seq_add(self._mem, self.scratch, pos - delta, -1, delta)
+        lib.llama_memory_seq_cp(self._mem, self.scratch, seq, pos, -1)
+        lib.llama_memory_seq_rm(self._mem, self.scratch, -1, -1)
+
+    def state_size(self, seq: int) -> int:
+        return int(self._lib.llama_state_seq_get_size(self._ctx, seq))
+
+    def save(self, seq: int) -> tuple[list[int], Any]:
+        """(tokens, bytes) of a sequence's cells, to restore later with `restore`."""
+        size = self.state_size(seq)
+        buf = (ctypes.c_uint8 * size)()
+        n = self._lib.llama_state_seq_get_data(self._ctx, buf, size, seq)
+        if n != size:
+            raise RuntimeError(f"llama.cpp saved {n} of {size} bytes of sequence {seq}")
+        return list(self.tokens(seq)), buf
+
+    def restore(self, seq: int, tokens: list[int], buf: Any) -> bool:
+        self._lib.llama_memory_seq_rm(self._mem, seq, -1, -1)
+        n = self._lib.llama_state_seq_set_data(self._ctx, buf, len(buf), seq)
+        if n == 0:
+            self.mirrors[seq] = []
+            return False
+        self.mirrors[seq] = list(tokens)
+        return True
+
+
+class DecodeError(RuntimeError):
+    def __init__(self, code: int):
+        self.code = code
+        reason = {1: "no room left in the KV cache", 2: "aborted"}.get(code, f"llama_decode returned {code}")
+        super().__init__(reason)
+
+
+class BatchDecoder:
+    """Decodes tokens of one sequence at given positions, `n_batch` at a time, with logits for
+    the last token only (what the sampler reads)."""
+
+    def __init__(self, ctx: Any, n_batch: int):
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self._ctx = ctx
+        self.n_batch = n_batch
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+
+    def decode(self, tokens: Sequence[int], seq: int, pos: int, should_stop: Any = None) -> None:
+        b = self._batch
+        for start in range(0, len(tokens), self.n_batch):
+            if should_stop is not None and should_stop():
+                raise DecodeError(2)
+            part = tokens[start : start + self.n_batch]
+            n = len(part)
+            for i, tok in enumerate(part):
+                b.token[i] = tok
+                b.pos[i] = pos + start + i
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = seq
+                b.logits[i] = 0
+            b.logits[n - 1] = 1
+            b.n_tokens = n
+            code = self._lib.llama_decode(self._ctx, b)
+            if code != 0:
+                raise DecodeError(code)
+
+    def decode_each(self, token: int, places: Sequence[tuple[int, int]]) -> None:
+        """One token into several sequences, (seq, pos) each, in one batch: CFG's two sequences
+        advance for the price of one decode. Logits for every row (`llama_get_logits_ith(i)`)."""
+        b = self._batch
+        for i, (seq, pos) in enumerate(places):
+            b.token[i] = token
+            b.pos[i] = pos
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = seq
+            b.logits[i] = 1
+        b.n_tokens = len(places)
+        code = self._lib.llama_decode(self._ctx, b)
+        if code != 0:
+            raise DecodeError(code)
+
+    def close(self) -> None:
+        if self._batch is not None:
+            self._lib.llama_batch_free(self._batch)
+            self._batch = None
 
 
 def token_piece(vocab: Any, token: int) -> bytes:

@@ -366,6 +366,10 @@ class TokenSampler:
             raise EngineError("no logits to sample from: evaluate the prompt first")
         return self._run(np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)), all_steps=True)[0]
 
+    def sample_from(self, logits: Any) -> int:
+        """The next token drawn from given logits (CFG mixes two sequences' logits first)."""
+        return self._run(logits, all_steps=True)[0]
+
     def accept(self, token: int) -> None:
         """Record a token that entered the context (penalties, DRY and mirostat see it)."""
         import llama_cpp

@@ -15,9 +15,12 @@ goes, so the budget always holds.
 Layout (`layout="cache_friendly"`, Tavern's default, documented in the README): the system
 block holds only what is stable for the whole chat (system prompt, card, persona, examples),
 so the engine's KV cache keeps it across turns. What changes from turn to turn (lorebook
-entries, the summary, recalled memories) goes into one system message placed just before the
-newest messages, where a change costs re-evaluating only the few messages after it. The
-`sillytavern` layout puts lore before/after the card in the system block as SillyTavern does.
+entries, the summary, recalled memories) are "notes": each one a unit with an anchor, the chat
+message it sits before. A unit that stays (same text) keeps its anchor, so its cells stay
+cached; a lapsed one is removed (cheap for any cache that reuses chunks); a new or changed one
+is anchored before the newest message, where it costs its own tokens. Units whose anchors left
+the window sit before the oldest message kept. Units at one place form one system message.
+The `sillytavern` layout puts lore before/after the card in the system block as SillyTavern does.
 """
 
 from __future__ import annotations
@@ -49,7 +52,10 @@ class DepthInjection:
     role: str = "system"
     source: str = "author's note"
     before_index: int | None = None
-    """When set, placed right before the chat message with this index (if it is in the window)."""
+    """When set, placed before the first message in the window whose chat index is at least
+    this (the anchor of a notes unit)."""
+    rank: int = 0
+    """Order among notes placed at the same message."""
 
 
 @dataclass
@@ -109,9 +115,13 @@ class PromptInputs:
     trim_step: float = 0.0
     macro: Callable[[str], str] = staticmethod(lambda s: s)  # type: ignore[assignment]
     """Macro substitution for card fields, lore and notes (tavern.prompt.macros.substitute)."""
-    notes_anchor: tuple[int, str] | None = None
-    """(chat index, notes text) of the last turn's notes block: unchanged notes stay where they
-    were, so the engine's cache keeps them; changed notes move next to the newest messages."""
+    note_anchors: dict[str, tuple[int, str]] | None = None
+    """Notes unit key -> (chat index, text) from the last sent turn: a unit whose text is
+    unchanged stays before the same message, so the engine's cache keeps it."""
+    window_floor: int | None = None
+    """Cache-friendly layout: the oldest message of the last sent prompt. Older messages stay
+    out even when the notes shrink and would leave room: bringing one back means evaluating it
+    again at the top of the window (SillyTavern refills the window; Tavern lets it run ahead)."""
 
 
 @dataclass
@@ -137,8 +147,9 @@ class AssembledPrompt:
     first_message_index: int
     """Index (in the chat) of the oldest message that made it in; -1 when none did."""
     warnings: list[str] = field(default_factory=list)
-    notes_anchor: tuple[int, str] | None = None
-    """Where the notes block went this turn; pass it back as PromptInputs.notes_anchor."""
+    note_anchors: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Where each notes unit went this turn; once the turn is sent, pass it back as
+    PromptInputs.note_anchors."""
 
     @property
     def free_tokens(self) -> int:
@@ -291,15 +302,18 @@ def assemble_prompt(
     example_blocks = [m(b) for b in split_examples(card.mes_example)]
     pin = inputs.pin_examples if inputs.pin_examples is not None else not st_layout
 
-    # -- the volatile notes block (lore, summary, recall) -----------------------------------
-    notes_parts: list[tuple[str, str]] = []
-    if not st_layout:
-        notes_parts += [("lore", "\n".join(t for t in (lore_before, lore_after) if t))]
-    notes_parts += [
-        ("summary", _labelled("Summary of earlier events", inputs.summary)),
-        ("memory", _labelled("Recalled from earlier in the chat", "\n".join(inputs.recalled))),
-    ]
-    notes_text = "\n\n".join(t for _, t in notes_parts if t)
+    # -- the volatile notes (lore, summary, recall), one unit each -----------------------
+    units: list[tuple[str, str, str]] = []  # (key, slot, text)
+    if not st_layout and inputs.lore is not None:
+        for e in _notes_entries(inputs.lore):
+            units.append((f"lore:{e.book}:{e.uid}", "lore", m(e.content)))
+    summary = _labelled("Summary of earlier events", inputs.summary)
+    if summary:
+        units.append(("summary", "summary", summary))
+    memory = _labelled("Recalled from earlier in the chat", "\n".join(inputs.recalled))
+    if memory:
+        units.append(("memory", "memory", memory))
+    units = [u for u in units if u[2].strip()]
 
     # -- depth injections --------------------------------------------------------------------
     injections: list[DepthInjection] = []
@@ -322,20 +336,18 @@ def assemble_prompt(
         injections.append(DepthInjection(m(card.post_history_instructions), 0, "system", "post-history"))
     history = [h for h in inputs.history if not h.is_system]
     hidden = len(inputs.history) - len(history)
-    notes_anchor: tuple[int, str] | None = None
-    if notes_text:
-        # Unchanged notes stay before the same message as last turn (their cells stay cached);
-        # new or changed notes go just before the newest message, where a change re-evaluates
-        # only what follows. The window can drop the anchor message: then they move too.
-        anchor = inputs.notes_anchor
-        in_window = {h.index for h in history}
-        if anchor and anchor[1] == notes_text and anchor[0] in in_window:
-            before = anchor[0]
-        else:
-            before = history[-1].index if history else None
-        injections.append(DepthInjection(notes_text, 1, "system", "notes", before_index=before))
-        if before is not None:
-            notes_anchor = (before, notes_text)
+    note_anchors: dict[str, tuple[int, str]] = {}
+    if units and history:
+        # Unchanged units keep their anchor; new or changed ones go before the newest message.
+        previous = inputs.note_anchors or {}
+        newest = history[-1].index
+        for rank, (key, _slot, text) in enumerate(units):
+            old = previous.get(key)
+            anchor = old[0] if old and old[1] == text and old[0] <= newest else newest
+            injections.append(DepthInjection(text, 1, "system", "notes", before_index=anchor, rank=rank))
+            note_anchors[key] = (anchor, text)
+    elif units:
+        injections.append(DepthInjection("\n".join(u[2] for u in units), 1, "system", "notes"))
 
     # -- history, newest first -----------------------------------------------------------------
 
@@ -352,18 +364,26 @@ def assemble_prompt(
         if ex or examples_top or examples_bottom:
             body = "\n".join(t for t in [examples_top, *[f"<START>\n{b}" for b in ex], examples_bottom] if t)
             sys_text_parts.append(f"Example dialogue:\n{body}")
-        system_msg = {"role": "system", "content": "\n\n".join(sys_text_parts)}
+        # One newline between the parts, as SillyTavern's story strings join them.
+        system_msg = {"role": "system", "content": "\n".join(sys_text_parts)}
         kept = history[len(history) - n_hist :] if n_hist else []
         chat = [msg(h) for h in kept]
         # Injections by position in the window, computed before any insertion; stable for ties.
         placed = []
         for order, inj in enumerate(injections if with_injections else ()):
             pos = max(0, len(kept) - inj.depth)
+            key: tuple = (order,)
             if inj.before_index is not None:
-                pos = next((i for i, h in enumerate(kept) if h.index == inj.before_index), pos)
-            placed.append((pos, order, inj))
-        for pos, _order, inj in sorted(placed, key=lambda p: (-p[0], -p[1])):
-            chat.insert(pos, {"role": _chat_role(inj.role), "content": inj.text})
+                pos = next((i for i, h in enumerate(kept) if h.index >= inj.before_index), pos)
+                key = (-1, inj.before_index, inj.rank)  # notes first, oldest anchor first
+            placed.append((pos, key, inj))
+        placed.sort(key=lambda p: (p[0], p[1]))
+        for pos, group in reversed([(pos, [p[2] for p in grp]) for pos, grp in _grouped(placed)]):
+            # Notes at one place are one message; other injections one message each.
+            notes = [i.text for i in group if i.source == "notes"]
+            others = [{"role": _chat_role(i.role), "content": i.text} for i in group if i.source != "notes"]
+            block = ([{"role": "system", "content": "\n".join(notes)}] if notes else []) + others
+            chat[pos:pos] = block
         return ([system_msg] if system_msg["content"] else []) + chat
 
     def render(msgs: list[dict]) -> str:
@@ -371,22 +391,11 @@ def assemble_prompt(
 
     # The fixed part: the system block (stable for the chat, so its count is cached) plus each
     # injection as the message it becomes; the final whole-prompt count below corrects seams.
-    def notes_lore_tokens() -> int | None:
-        """Tokens of the lore in the notes block (entries before/after the card), from the
-        counts the scan already made (the counter remembers them) plus one per joint, instead
-        of tokenizing the ~2k-token block again each turn. None when the notes hold no lore."""
-        if inputs.lore is None or st_layout:
-            return None
-        entries = [e for e in getattr(inputs.lore, "activated", []) if getattr(e, "position", None) in (0, 1)]
-        if not entries:
-            return None
-        return sum(count(m(e.content)) for e in entries) + len(entries)
-
     def injection_cost(inj: DepthInjection) -> int:
-        lore = notes_lore_tokens() if inj.source == "notes" else None
-        if lore is not None:
-            # The other parts and a few header tokens; the final whole-prompt count is exact.
-            return lore + sum(count(t) for name, t in notes_parts if name != "lore" and t) + 8
+        if inj.source == "notes":
+            # A unit's own tokens (the scan already counted lore entries: the counter remembers)
+            # plus its joint and a message header; the final whole-prompt count is exact.
+            return count(inj.text) + 8
         return message_cost(fmt, {"role": _chat_role(inj.role), "content": inj.text}, count)
 
     injection_tokens = sum(injection_cost(i) for i in injections)
@@ -397,7 +406,9 @@ def assemble_prompt(
     n_examples = len(example_blocks) if pin else 0
     fixed_tokens = fixed_cost(n_examples)
     if pin:
-        while n_examples and fixed_tokens > budget // 2:
+        # Decided on the stable system block alone: if the notes counted, examples would come
+        # and go with the lore, rewriting the top of the prompt.
+        while n_examples and fixed_tokens - injection_tokens > budget // 2:
             n_examples -= 1
             dropped.append(f"example block {n_examples + 1}: examples may use at most half the budget")
             fixed_tokens = fixed_cost(n_examples)
@@ -409,7 +420,10 @@ def assemble_prompt(
     # Per-message costs: each message rendered alone through the format.
     used = fixed_tokens
     n_hist = 0
+    floor = inputs.window_floor if not st_layout and inputs.window_floor is not None else -1
     for h in reversed(history):
+        if h.index < floor:
+            break  # once out of the window, a message stays out (see PromptInputs.window_floor)
         cost = message_cost(fmt, msg(h), count)
         if used + cost > budget:
             break
@@ -461,12 +475,12 @@ def assemble_prompt(
                 f"{n_examples} of {len(example_blocks)} blocks",
             )
         )
-    for name, t in notes_parts:
-        if t:
-            # Lore at @depth is its own slot below: count only what this block holds.
-            lore = notes_lore_tokens() if name == "lore" else None
-            tokens = lore if lore is not None else count(t)
-            slots.append(SlotUsage(name, tokens, lore_detail if name == "lore" else ""))
+    for name in ("lore", "summary", "memory"):
+        parts = [text for _key, slot, text in units if slot == name]
+        if parts:
+            # Lore at @depth is its own slot below: count only what the notes hold.
+            detail = lore_detail if name == "lore" else ""
+            slots.append(SlotUsage(name, sum(count(t) for t in parts), detail))
     for inj in injections:
         if inj.source != "notes":
             slots.append(SlotUsage(inj.source, count(inj.text), f"depth {inj.depth}, {inj.role}"))
@@ -494,8 +508,17 @@ def assemble_prompt(
         reply_reserve=reply_reserve,
         first_message_index=first_index,
         warnings=warnings,
-        notes_anchor=notes_anchor,
+        note_anchors=note_anchors,
     )
+
+
+def with_negative(prompt: AssembledPrompt, fmt: Any, inputs: PromptInputs, text: str, depth: int = 1) -> str:
+    """The negative prompt of classifier-free guidance, as SillyTavern builds it: the same
+    messages with the negative text as a system message `depth` messages from the end."""
+    msgs = list(prompt.messages)
+    pos = max(1 if msgs and msgs[0]["role"] == "system" else 0, len(msgs) - depth)
+    msgs.insert(pos, {"role": "system", "content": text})
+    return _render(fmt, msgs, inputs, inputs.card.name, inputs.user_name)
 
 
 def _render(fmt: Any, msgs: list[dict], inputs: PromptInputs, char: str, user: str) -> str:
@@ -518,6 +541,30 @@ def _stops(fmt: Any, inputs: PromptInputs, char: str, user: str) -> list[str]:
         if s and s not in seen:
             seen.append(s)
     return seen
+
+
+def _notes_entries(lore: Any) -> list[Any]:
+    """Entries that go before/after the card in SillyTavern (positions 0 and 1), in its order:
+    before-card entries first, each position by ascending `order`."""
+    entries = [e for e in getattr(lore, "activated", []) if getattr(e, "position", None) in (0, 1) and e.content]
+    return sorted(entries, key=lambda e: (e.position, _number(e.order)))
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 100.0
+
+
+def _grouped(placed: list[tuple[int, tuple, Any]]) -> list[tuple[int, list]]:
+    groups: list[tuple[int, list]] = []
+    for item in placed:
+        if groups and groups[-1][0] == item[0]:
+            groups[-1][1].append(item)
+        else:
+            groups.append((item[0], [item]))
+    return groups
 
 
 def _chat_role(role: str) -> str:

@@ -94,37 +94,56 @@ def test_depth_injections_land_at_their_depth(count: TokenCounter) -> None:
     assert contents[i + 1].startswith("Mira: message 4") and contents[i - 1].startswith("User: message 3")
 
 
-def _lore(text: str):
-    return SimpleNamespace(by_position=lambda: {0: text}, activated=[1], rejected=[], broken=[])
+def _entry(uid: int, text: str, order: int = 100, position: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(book="Saltmere", uid=uid, content=text, position=position, order=order)
 
 
-def test_unchanged_lore_stays_put_and_changed_lore_moves_to_the_newest_message(count: TokenCounter) -> None:
-    fmt = get_format("chatml")
+def _lore(*entries: SimpleNamespace) -> SimpleNamespace:
+    return SimpleNamespace(by_position=lambda: {}, activated=list(entries), rejected=[], broken=[])
+
+
+FOG = _entry(1, "The harbor is foggy.")
+STORM = _entry(2, "A storm is coming.")
+
+
+def _turn(count: TokenCounter, history, lore, anchors=None, ctx: int = 4096):
+    inputs = PromptInputs(CARD, "User", history, lore=lore, note_anchors=anchors)
+    return assemble_prompt(inputs, get_format("chatml"), count, ctx, 100)
+
+
+def test_lore_entries_stay_put_and_new_ones_go_before_the_newest_message(count: TokenCounter) -> None:
     h = chat(8, 2)
-    p1 = assemble_prompt(
-        PromptInputs(CARD, "User", h, lore=_lore("The harbor is foggy.")), fmt, count, 4096, 100
-    )
-    assert p1.notes_anchor == (7, "The harbor is foggy.")
-    h2 = h + chat(10, 2)[8:]
-    p2 = assemble_prompt(
-        PromptInputs(CARD, "User", h2, lore=_lore("The harbor is foggy."), notes_anchor=p1.notes_anchor),
-        fmt,
-        count,
-        4096,
-        100,
-    )
-    assert p2.text.startswith(
-        p1.text[: p1.text.index("message 7")]
-    )  # the earlier prompt is a prefix: cache-friendly
-    p3 = assemble_prompt(
-        PromptInputs(CARD, "User", h2, lore=_lore("A storm is coming."), notes_anchor=p2.notes_anchor),
-        fmt,
-        count,
-        4096,
-        100,
-    )
-    assert p3.notes_anchor == (9, "A storm is coming.")
-    assert p3.text.index("A storm is coming.") > p3.text.index("message 8")
+    p1 = _turn(count, h, _lore(FOG))
+    assert p1.note_anchors == {"lore:Saltmere:1": (7, "The harbor is foggy.")}
+    assert p1.text.index("The harbor is foggy.") < p1.text.index("message 7")
+    # Two messages later a second entry fires: the first stays where it was (the earlier prompt
+    # is a prefix of the new one, up to the new entry), the new one goes before the newest message.
+    h2 = chat(10, 2)
+    p2 = _turn(count, h2, _lore(FOG, STORM), p1.note_anchors)
+    assert p2.text.startswith(p1.text[: p1.text.index("message 7")])
+    assert p2.note_anchors["lore:Saltmere:1"][0] == 7
+    assert p2.note_anchors["lore:Saltmere:2"][0] == 9
+    assert p2.text.index("message 8") < p2.text.index("A storm is coming.") < p2.text.index("message 9")
+    # The first lapses: it is simply gone; the second keeps its place.
+    p3 = _turn(count, chat(12, 2), _lore(STORM), p2.note_anchors)
+    assert "foggy" not in p3.text
+    assert p3.note_anchors == {"lore:Saltmere:2": (9, "A storm is coming.")}
+    # A changed text is a new unit: it moves next to the newest message.
+    changed = _entry(2, "The storm has passed.")
+    p4 = _turn(count, chat(14, 2), _lore(changed), p3.note_anchors)
+    assert p4.note_anchors["lore:Saltmere:2"][0] == 13
+
+
+def test_notes_whose_anchor_left_the_window_sit_before_the_oldest_message(count: TokenCounter) -> None:
+    long_chat = chat(200, 12)
+    p1 = _turn(count, long_chat[:100], _lore(FOG), ctx=1024)
+    assert p1.note_anchors["lore:Saltmere:1"][0] == 99
+    p2 = _turn(count, long_chat, _lore(FOG, STORM), p1.note_anchors, ctx=1024)
+    assert p2.first_message_index > 99  # message 99 has left the window
+    oldest = f"message {p2.first_message_index} "
+    assert p2.text.index("The harbor is foggy.") < p2.text.index(oldest)
+    assert p2.note_anchors["lore:Saltmere:1"][0] == 99  # kept: the cells stay where they were
+    assert count(p2.text) <= 1024 - 100
 
 
 def test_continue_and_impersonate(count: TokenCounter) -> None:
@@ -174,3 +193,45 @@ def test_the_budget_always_holds(count, fmt_id, description, messages, n_ctx, re
     if not p.warnings:  # a fixed part over budget is reported instead (nothing left to trim)
         assert count(p.text) <= n_ctx - reserve
     assert p.prompt_tokens == count(p.text)
+
+
+def test_a_message_that_left_the_window_stays_out_when_the_notes_shrink(count: TokenCounter) -> None:
+    long_chat = chat(120, 12)
+    big = _entry(3, "The harbor is foggy. " * 60)
+    with_lore = _turn(count, long_chat, _lore(big), ctx=1024)
+    without = _turn(count, long_chat, _lore(), ctx=1024)
+    assert without.first_message_index < with_lore.first_message_index  # SillyTavern refills
+    inputs = PromptInputs(CARD, "User", long_chat, lore=_lore(), window_floor=with_lore.first_message_index)
+    kept = assemble_prompt(inputs, get_format("chatml"), count, 1024, 100)
+    assert kept.first_message_index == with_lore.first_message_index
+
+
+def test_pinned_examples_do_not_come_and_go_with_the_lore(count: TokenCounter) -> None:
+    h = chat(30, 12)
+    small = _turn(count, h, _lore(), ctx=400)
+    big = _turn(count, h, _lore(_entry(4, "A storm is coming. " * 40)), ctx=400)
+    assert small.text.count("<START>") == big.text.count("<START>") > 0
+
+
+def test_the_system_block_is_sillytavern_s_default_story_string(count: TokenCounter) -> None:
+    """SillyTavern's default system prompt ("Neutral - Chat") and its story string, which joins
+    system prompt, description, personality and scenario with single newlines."""
+    from tavern.config import PromptSettings
+    from tavern.prompt.macros import MacroContext, substitute
+
+    ctx = MacroContext(char="Mira", user="User")
+    inputs = PromptInputs(
+        CardFields(name="Mira", description="Mira keeps the Rusty Lantern inn.", personality="warm", scenario="A rainy night."),
+        "User",
+        chat(2, 2),
+        system_prompt=PromptSettings().system_prompt,
+        macro=lambda t: substitute(t, ctx),
+        layout="sillytavern",
+    )
+    p = assemble_prompt(inputs, get_format("chatml"), count, 4096, 100)
+    assert p.messages[0]["content"] == (
+        "Write Mira's next reply in a fictional chat between Mira and User.\n"
+        "Mira keeps the Rusty Lantern inn.\n"
+        "Mira's personality: warm\n"
+        "Scenario: A rainy night."
+    )

@@ -73,9 +73,13 @@ async def test_lists_characters_and_searches_by_name_tag_and_creator(tmp_path: P
         assert "airship" in text_of(screen, "#lib-info")
         assert "Kestrel" in screen.greeting_text
 
-        await pilot.press("slash")
-        await pilot.press(*"mir")
+        # Typing searches at once (the search box has the focus), and letters typed while the
+        # list has the focus go there too: they never run a command.
+        await pilot.press(*"mi")
+        screen.query_one("#lib-list", OptionList).focus()
+        await pilot.press("r")
         await wait_until(pilot, lambda: rows(screen) == ["Mira"])
+        assert screen.query_one("#lib-search", Input).value == "mir"
         await wait_until(pilot, lambda: screen.card is not None and screen.card.name == "Mira")
         assert "1 of 2 characters" in text_of(screen, "#lib-status")
 
@@ -106,14 +110,14 @@ async def test_greeting_picker_and_opening_chats(tmp_path: Path) -> None:
         first = screen.greeting_text
         assert "waves a towel" in first
         assert "greeting 1 of 3" in text_of(screen, "#lib-picker")
-        await pilot.press("right")
+        await pilot.press("alt+right")
         assert "greeting 2 of 3" in text_of(screen, "#lib-picker")
         second = screen.greeting_text
         assert second != first and second.strip()
         assert second.strip() in tavern.library.get("Mira").alternate_greetings[0].replace("{{user}}", "User")
-        await pilot.press("left", "left")
+        await pilot.press("alt+left", "ctrl+left")
         assert "greeting 3 of 3" in text_of(screen, "#lib-picker")  # wraps around
-        await pilot.press("n")
+        await pilot.press("ctrl+n")
         assert app.opened[-1] == ("Mira", True, 2)
         await pilot.press("enter")
         assert app.opened[-1] == ("Mira", False, 0)
@@ -137,33 +141,38 @@ async def test_rename_duplicate_delete_and_undo(tmp_path: Path) -> None:
         assert library.get("Mira").name == "Mira the Innkeeper"
         await wait_until(pilot, lambda: "Mira the Innkeeper" in text_of(screen, "#lib-info"))
 
-        # d: duplicate under a new key, highlighted at once.
-        await pilot.press("d")
+        # Typed letters search; they do not duplicate ("Ed" once did), quit or open chats.
+        await pilot.press(*"Ed", "backspace", "backspace")
+        await pilot.pause(0.1)
+        assert len(library.list()) == 2 and app.opened == []
+
+        # F5: duplicate under a new key, highlighted at once.
+        await pilot.press("f5")
         await wait_until(pilot, lambda: len(rows(screen)) == 3)
         keys = {e.key for e in library.list()}
         assert keys == {"Captain Ilse Varga", "Mira", "Mira_1"}
         assert screen.current_key() == "Mira_1"
 
-        # Delete asks first; "n" keeps the card.
-        await pilot.press("delete")
+        # F8 deletes, asking first; "n" keeps the card.
+        await pilot.press("f8")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
         await pilot.press("n")
         await wait_until(pilot, lambda: app.screen is screen)
         assert len(library.list()) == 3
 
-        # Confirmed, it goes to the trash; u brings it back.
-        await pilot.press("delete")
+        # Confirmed, it goes to the trash; Ctrl+Z brings it back.
+        await pilot.press("f8")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
         await pilot.press("y")
         await wait_until(pilot, lambda: len(rows(screen)) == 2)
         assert "Mira_1" not in {e.key for e in library.list()}
         assert len(library.trash()) == 1
-        await pilot.press("u")
+        await pilot.press("ctrl+z")
         await wait_until(pilot, lambda: len(rows(screen)) == 3)
         assert "Mira_1" in {e.key for e in library.list()}
         assert library.trash() == []
         assert screen.current_key() == "Mira_1"
-        await pilot.press("u")  # nothing left to undo: a warning, no crash
+        await pilot.press("ctrl+z")  # nothing left to undo: a warning, no crash
         assert len(rows(screen)) == 3
 
 
@@ -217,16 +226,16 @@ async def test_the_real_app_starts_on_the_library_even_without_a_model(tmp_path:
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, LibraryScreen))
         screen = app.screen
-        await wait_until(pilot, lambda: app.engine_status != "loading model…")
+        await wait_until(pilot, lambda: "loading" not in app.engine_status)
         assert app.engine_status == "no model"
         assert rows(screen) == ["Captain Ilse Varga", "Mira"]
-        await pilot.press("slash", *"tag:inn")
+        await pilot.press(*"tag:inn")
         await wait_until(pilot, lambda: rows(screen) == ["Mira"])
-        # w: the lorebooks list, and back.
+        # F3: the lorebooks list, and back.
         from tavern.tui.screens.lore_editor import LoreBooksScreen
 
         screen.query_one("#lib-list", OptionList).focus()
-        await pilot.press("w")
+        await pilot.press("f3")
         await wait_until(pilot, lambda: isinstance(app.screen, LoreBooksScreen))
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is screen)

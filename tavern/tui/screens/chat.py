@@ -1,9 +1,15 @@
-"""The chat screen: history (only the recent tail is mounted), the composer, a status line.
+"""The chat screen: a status bar, the history (only the recent tail is mounted), the composer.
 
 Generation runs in a thread worker (`group="generation"`, exclusive); the worker iterates
 `ChatSession.send` and posts `ReplyDelta` batches (~every 50 ms) and one `ReplyFinished`. The
-session saves the chat, so this screen only renders. Esc stops a reply (the partial text is
-kept, as in SillyTavern); Esc with nothing running goes back to the library.
+session saves the chat, so this screen only renders and calls session services (edit,
+delete, hide, branch, rename, author's note). Esc stops a reply (the partial text is kept, as
+in SillyTavern), leaves a focused message for the composer, or goes back to the library.
+
+Any message can be acted on: Up on the composer's first line (or Shift+Tab) focuses the last
+message, Up/Down move between messages (older ones are mounted as needed), and then e/Enter
+edits, d/Delete deletes, h hides or shows, b branches, k makes a checkpoint, c copies (OSC 52).
+The Ctrl keys act on the focused message, or on the last one while typing.
 """
 
 from __future__ import annotations
@@ -17,20 +23,25 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Static
+from textual.widgets import Button, Footer
 
+from tavern.errors import TavernError
 from tavern.tui.messages import ReplyDelta, ReplyFailed, ReplyFinished
+from tavern.tui.widgets.composer import Composer
 from tavern.tui.widgets.message import ChatMessageView
+from tavern.tui.widgets.statusbar import StatusBar
 
 TAIL = 40
 """Messages mounted when a chat opens: Textual has no virtual list for rows of varying height."""
+FIRST = 12
+"""Of those, mounted before the first paint (more than fill 24 rows); the rest just after."""
 BATCH_SECONDS = 0.05
 
 
 class ChatScreen(Screen):
     BINDINGS = [
-        Binding("escape", "stop_or_back", "Stop/Back", id="chat.stop", priority=True),
-        Binding("ctrl+r", "regenerate", "Swipe", id="chat.regenerate"),
+        Binding("escape", "stop_or_back", "Stop/Back", id="chat.stop", priority=True, show=False),
+        Binding("ctrl+r", "regenerate", "Swipe", id="chat.regenerate", priority=True),
         # Left/right in the composer move its cursor, so swipes take alt (or ctrl) with them.
         Binding(
             "alt+left,ctrl+left", "swipe(-1)", "Prev swipe", id="chat.swipe_prev", priority=True, show=False
@@ -38,11 +49,27 @@ class ChatScreen(Screen):
         Binding(
             "alt+right,ctrl+right", "swipe(1)", "Next swipe", id="chat.swipe_next", priority=True, show=False
         ),
-        Binding("ctrl+t", "continue_reply", "Continue", id="chat.continue"),
-        Binding("ctrl+d", "delete_last", "Delete last", id="chat.delete_last"),
-        Binding("ctrl+u", "impersonate", "Impersonate", id="chat.impersonate", show=False),
+        Binding("ctrl+t", "continue_reply", "Continue", id="chat.continue", priority=True, show=False),
+        Binding("ctrl+u", "impersonate", "Impersonate", id="chat.impersonate", priority=True, show=False),
+        Binding("ctrl+e", "edit", "Edit", id="chat.edit", priority=True),
+        Binding("ctrl+d", "delete", "Delete", id="chat.delete", priority=True),
+        Binding("ctrl+b", "branch", "Branch", id="chat.branch", priority=True, show=False),
+        Binding("ctrl+l", "chats", "Chats", id="chat.chats", priority=True),
+        Binding("ctrl+f", "search", "Find", id="chat.search", priority=True, show=False),
+        Binding("ctrl+n", "author_note", "Author's note", id="chat.note", priority=True, show=False),
         Binding("f2", "inspect", "Prompt", id="chat.inspect"),
         Binding("f3", "lorebooks", "Lore", id="chat.lorebooks"),
+    ]
+    MESSAGE_KEYS = [
+        # On a focused message (listed in the help screen).
+        ("up / down", "previous / next message"),
+        ("e, Enter", "edit the message"),
+        ("d, Delete", "delete the message"),
+        ("h", "hide it from the prompt / show it again"),
+        ("b", "branch: a new chat up to this message"),
+        ("k", "checkpoint: a named branch"),
+        ("c", "copy the text (OSC 52)"),
+        ("Esc", "back to the composer"),
     ]
 
     def __init__(self, session: Any) -> None:
@@ -53,54 +80,80 @@ class ChatScreen(Screen):
         self.live: ChatMessageView | None = None
         self.first_shown = 0
         """Chat index of the oldest mounted message: a long chat mounts only its recent tail."""
+        self.last_stats: Any = None
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="status")
+        yield StatusBar(self.session.card.name, id="status")
         yield VerticalScroll(id="messages")
-        yield Input(placeholder=f"Message {self.session.card.name}… (Enter to send)", id="composer")
+        yield Composer(
+            placeholder=f"Message {self.session.card.name}… (Enter sends, Ctrl+J new line)", id="composer"
+        )
         yield Footer()
+
+    @property
+    def composer(self) -> Composer:
+        return self.query_one("#composer", Composer)
+
+    @property
+    def status(self) -> StatusBar:
+        return self.query_one("#status", StatusBar)
 
     def on_mount(self) -> None:
         self._set_status()
         self.load_history()
-        self.query_one("#composer", Input).focus()
+        self.composer.focus()
+        for warning in self.session.warnings:
+            self.app.notify(warning, title="Chat", severity="warning", timeout=8)
 
-    def _set_status(self, extra: str = "") -> None:
-        # One line at 80 columns: the stats of the last reply replace the chat and model names.
-        text = f"{self.session.card.name} · " + (
-            extra or f"{self.session.chat.name} · {self.app.engine_status}"
-        )
-        self.query_one("#status", Static).update(text)
+    def _set_status(self, activity: str = "") -> None:
+        """The model and its context (once loaded), then the figures of the last turn."""
+        app = self.session.app
+        n_ctx = 0
+        if app.engine_loaded:
+            try:
+                n_ctx = app.engine.context_size
+            except TavernError:
+                n_ctx = 0
+        bar = self.status
+        bar.set_model(getattr(self.app, "engine_status", ""), n_ctx)
+        bar.set_activity(activity)
+
+    # -- history ---------------------------------------------------------------------------------
+
+    def _view(self, index: int, msg: Any) -> ChatMessageView:
+        return ChatMessageView(msg.name, msg.mes, msg.is_user, index, _swipe_label(msg), msg.is_system)
+
+    def views(self) -> list[ChatMessageView]:
+        return list(self.query(ChatMessageView))
 
     def load_history(self) -> None:
         box = self.query_one("#messages", VerticalScroll)
         box.remove_children()
         self.first_shown = len(self.session.chat)
-        self._mount_older(TAIL)
+        self._mount_older(FIRST)
         box.anchor()
+        if self.first_shown:
+            self.call_after_refresh(self._mount_older, TAIL - FIRST)
 
-    def _mount_older(self, count: int) -> None:
+    def _mount_older(self, count: int) -> Any:
         """Mount `count` more messages above those shown; a button at the top offers the rest."""
         box = self.query_one("#messages", VerticalScroll)
         end = self.first_shown
         start = max(0, end - count)
         chat = self.session.chat
-        views = [
-            ChatMessageView(m.name, m.mes, m.is_user, start + i, _swipe_label(m))
-            for i, m in enumerate(chat[start:end] if end > start else [])
-        ]
+        views = [self._view(start + i, m) for i, m in enumerate(chat[start:end] if end > start else [])]
         self.first_shown = start
         buttons = list(box.query("#older"))
         if buttons:  # mount below the button, which stays at the top while there is more
-            box.mount_all(views, after=buttons[0])
+            mounted = box.mount_all(views, after=buttons[0])
             if start:
                 buttons[0].label = _older_label(start)
             else:
                 buttons[0].remove()
-        else:
-            if start:
-                views.insert(0, Button(_older_label(start), id="older"))
-            box.mount_all(views)
+            return mounted
+        if start:
+            views.insert(0, Button(_older_label(start), id="older"))
+        return box.mount_all(views)
 
     @on(Button.Pressed, "#older")
     def _show_older(self) -> None:
@@ -108,8 +161,8 @@ class ChatScreen(Screen):
 
     # -- sending -----------------------------------------------------------------------------
 
-    @on(Input.Submitted, "#composer")
-    def _submitted(self, event: Input.Submitted) -> None:
+    @on(Composer.Submitted, "#composer")
+    def _submitted(self, event: Composer.Submitted) -> None:
         text = event.value
         if self.generating:
             self.app.notify("A reply is still being written (Esc stops it).", severity="warning")
@@ -117,7 +170,7 @@ class ChatScreen(Screen):
         if not text.strip():
             self.app.notify("Type a message first.", severity="warning")
             return
-        event.input.value = ""
+        self.composer.value = ""
         box = self.query_one("#messages", VerticalScroll)
         box.mount(ChatMessageView(self.session.user_name, text, True, len(self.session.chat)))
         self._start("send", text)
@@ -128,7 +181,7 @@ class ChatScreen(Screen):
             self.live = ChatMessageView(self.session.card.name, "", False, len(self.session.chat) + 1)
             box.mount(self.live)
         elif mode in ("regenerate", "continue"):
-            views = list(box.query(ChatMessageView))
+            views = self.views()
             self.live = views[-1] if views else None
             if self.live is not None and mode == "regenerate":
                 self.live.set_text("")
@@ -173,17 +226,17 @@ class ChatScreen(Screen):
         if self.live is not None:
             self.live.append(message.text)
         elif self.generating:  # impersonation writes into the composer, for the user to edit
-            composer = self.query_one("#composer", Input)
-            composer.value += message.text
+            self.composer.append(message.text)
 
     @on(ReplyFinished)
     def _finished(self, message: ReplyFinished) -> None:
         self.generating = False
         if message.mode == "impersonate":
-            composer = self.query_one("#composer", Input)
-            composer.value = message.text.strip()
-            composer.focus()
-            self._set_status("impersonated: edit and press Enter to send")
+            self.composer.value = message.text.strip()
+            self.composer.focus()
+            self.last_stats = message.stats
+            self.status.set_stats(message.stats)
+            self.app.notify("Impersonated: edit it and press Enter to send", timeout=4)
             return
         if self.live is not None:
             chat = self.session.chat
@@ -193,11 +246,9 @@ class ChatScreen(Screen):
             elif not message.text:
                 self.live.remove()
         self.live = None
-        s = message.stats
-        info = f"{s.gen_tokens} tok · {s.gen_tps:.0f} tok/s · first {s.ttft_ms / 1000:.1f} s · cached {s.cached_tokens}/{s.prompt_tokens}"
-        if s.stop_reason == "cancelled":
-            info = "stopped · " + info
-        self._set_status(info)
+        self.last_stats = message.stats
+        self._set_status()
+        self.status.set_stats(message.stats)
         if message.error:
             self.app.notify(f"Generation failed: {message.error}", title="Engine", severity="error")
 
@@ -214,20 +265,263 @@ class ChatScreen(Screen):
         if message.draft and not saved:
             # The message never reached the disk (full disk, read-only chat): give it back to
             # the composer so the user can retry; nothing typed is lost.
-            for view in reversed(list(self.query(ChatMessageView))):
+            for view in reversed(self.views()):
                 if view.has_class("user") and view.body == message.draft:
                     view.remove()
                     break
-            composer = self.query_one("#composer", Input)
-            composer.value = message.draft
-            composer.focus()
+            self.composer.value = message.draft
+            self.composer.focus()
 
-    # -- actions -----------------------------------------------------------------------------
+    # -- moving between messages -----------------------------------------------------------------
+
+    @on(Composer.LeaveUp)
+    def _leave_composer(self) -> None:
+        views = self.views()
+        if views:
+            views[-1].focus()
+
+    def focused_view(self) -> ChatMessageView | None:
+        return self.focused if isinstance(self.focused, ChatMessageView) else None
+
+    def target_index(self) -> int | None:
+        """The message the Ctrl keys act on: the focused one, else the last."""
+        view = self.focused_view()
+        if view is not None:
+            return view.index
+        return len(self.session.chat) - 1 if len(self.session.chat) else None
+
+    def view_for(self, index: int) -> ChatMessageView | None:
+        """The view of chat message `index`, mounting older messages if it is not shown yet."""
+        if index < self.first_shown:
+            self._mount_older(self.first_shown - index + 5)
+        return next((v for v in self.views() if v.index == index), None)
+
+    def move_focus(self, step: int) -> None:
+        view = self.focused_view()
+        if view is None:
+            return
+        views = self.views()
+        i = views.index(view) + step
+        if i < 0 and self.first_shown > 0:
+            target = view.index - 1
+            self._mount_older(TAIL)
+            self.call_after_refresh(lambda: self._focus_index(target))
+            return
+        if i >= len(views):
+            self.composer.focus()
+        elif i >= 0:
+            views[i].focus()
+
+    def _focus_index(self, index: int) -> None:
+        view = self.view_for(index)
+        if view is not None:
+            view.focus()
+
+    def on_key(self, event: Any) -> None:
+        view = self.focused_view()
+        if view is None or self.generating:
+            return
+        actions = {
+            "up": lambda: self.move_focus(-1),
+            "down": lambda: self.move_focus(1),
+            "e": self.action_edit,
+            "enter": self.action_edit,
+            "d": self.action_delete,
+            "delete": self.action_delete,
+            "h": self.action_hide,
+            "b": self.action_branch,
+            "k": self.action_checkpoint,
+            "c": self.action_copy,
+            "y": self.action_copy,
+        }
+        action = actions.get(event.key)
+        if action is not None:
+            event.stop()
+            event.prevent_default()
+            action()
+
+    # -- acting on a message ---------------------------------------------------------------------
+
+    def _refuse_while_writing(self) -> bool:
+        if self.generating:
+            self.app.notify("Wait for the reply (Esc stops it).", severity="warning")
+        return self.generating
+
+    def action_edit(self) -> None:
+        index = self.target_index()
+        if index is None or self._refuse_while_writing():
+            return
+        from tavern.tui.screens.dialogs import EditTextModal
+
+        msg = self.session.chat[index]
+
+        def done(text: str | None) -> None:
+            if text is None or text == msg.mes:
+                return
+            try:
+                self.session.edit_message(index, text)
+            except TavernError as err:
+                self.app.notify(str(err), severity="error")
+                return
+            view = self.view_for(index)
+            if view is not None:
+                view.set_text(text)
+                view.focus()
+
+        self.app.push_screen(EditTextModal(f"Edit message {index} ({msg.name})", msg.mes), done)
+
+    def action_delete(self) -> None:
+        index = self.target_index()
+        if index is None or self._refuse_while_writing():
+            return
+        from tavern.tui.screens.library import ConfirmModal
+
+        focused = self.focused_view() is not None
+        msg = self.session.chat[index]
+        preview = " ".join(msg.mes.split())[:60]
+
+        async def done(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                self.session.delete_message(index)
+            except TavernError as err:
+                self.app.notify(str(err), severity="error")
+                return
+            shown = max(TAIL, len(self.session.chat) - self.first_shown)
+            await self.load_history_keeping(shown)
+            if focused and len(self.session.chat):
+                self._focus_index(min(index, len(self.session.chat) - 1))
+
+        self.app.push_screen(ConfirmModal(f"Delete message {index} ({msg.name}: {preview})?", "Delete"), done)
+
+    async def load_history_keeping(self, count: int) -> None:
+        box = self.query_one("#messages", VerticalScroll)
+        await box.remove_children()
+        self.first_shown = len(self.session.chat)
+        await self._mount_older(count)
+
+    def action_hide(self) -> None:
+        index = self.target_index()
+        if index is None or self._refuse_while_writing():
+            return
+        hidden = not self.session.chat[index].is_system
+        try:
+            self.session.set_hidden(index, hidden)
+        except TavernError as err:
+            self.app.notify(str(err), severity="error")
+            return
+        view = self.view_for(index)
+        if view is not None:
+            view.set_hidden(hidden)
+
+    def action_branch(self) -> None:
+        index = self.target_index()
+        if index is None or self._refuse_while_writing():
+            return
+        try:
+            child = self.session.branch_at(index)
+        except TavernError as err:
+            self.app.notify(str(err), severity="error")
+            return
+        self.app.notify(f"Branched from message {index}: {child.chat.name}", timeout=5)
+        self.app.switch_screen(ChatScreen(child))
+
+    def action_checkpoint(self) -> None:
+        index = self.target_index()
+        if index is None or self._refuse_while_writing():
+            return
+        from tavern.tui.screens.library import TextPromptModal
+
+        def done(label: str | None) -> None:
+            if label is None:
+                return
+            try:
+                name = self.session.checkpoint_at(index, label)
+            except TavernError as err:
+                self.app.notify(str(err), severity="error")
+                return
+            self.app.notify(f"Checkpoint saved: {name} (Ctrl+L lists chats)", timeout=5)
+
+        self.app.push_screen(TextPromptModal(f"Checkpoint at message {index}: a label", ""), done)
+
+    def action_copy(self) -> None:
+        index = self.target_index()
+        if index is None:
+            return
+        self.app.copy_to_clipboard(self.session.chat[index].mes)
+        self.app.notify("Copied to the clipboard", timeout=2)
+
+    # -- chats, search, author's note ------------------------------------------------------------
+
+    def action_chats(self) -> None:
+        if self._refuse_while_writing():
+            return
+        from tavern.tui.screens.chats import ChatListScreen
+
+        def done(result: tuple[str, str] | None) -> None:
+            if result is None:
+                self.status.character = self.session.card.name
+                return
+            what, name = result
+            tavern = self.session.app
+            try:
+                if what == "open":
+                    if name == self.session.chat.name:
+                        return
+                    session = tavern.open_chat(self.session.key, chat_name=name)
+                elif what == "new":
+                    session = tavern.open_chat(self.session.key, new=True)
+                else:  # the open chat was deleted: the latest other chat, or a new one
+                    session = tavern.open_chat(self.session.key)
+            except TavernError as err:
+                self.app.notify(str(err), severity="error")
+                return
+            self.app.switch_screen(ChatScreen(session))
+
+        self.app.push_screen(ChatListScreen(self.session), done)
+
+    def action_search(self) -> None:
+        from tavern.tui.screens.dialogs import PickModal
+
+        def search(text: str) -> list[tuple[str, Any]]:
+            rows = []
+            for i, mes in self.session.search(text, limit=100):
+                flat = " ".join(mes.split())
+                at = flat.casefold().find(text.casefold().strip())
+                snippet = flat[max(0, at - 20) : at + 50]
+                rows.append((str(i), f"#{i}  {snippet}"))
+            return rows
+
+        def done(picked: str | None) -> None:
+            if picked is not None:
+                self.call_after_refresh(lambda: self._focus_index(int(picked)))
+
+        self.app.push_screen(PickModal("Find in this chat", search), done)
+
+    def action_author_note(self) -> None:
+        from tavern.tui.screens.dialogs import AuthorNoteModal
+
+        def done(note: dict | None) -> None:
+            if note is None:
+                return
+            try:
+                self.session.set_author_note(note["text"], note["depth"], note["interval"], note["role"])
+            except TavernError as err:
+                self.app.notify(str(err), severity="error")
+                return
+            self.app.notify("Author's note saved", timeout=2)
+
+        self.app.push_screen(AuthorNoteModal(self.session.author_note()), done)
+
+    # -- turns -----------------------------------------------------------------------------------
 
     def action_stop_or_back(self) -> None:
         if self.generating:
             self.cancel.set()
             self._set_status("stopping…")
+        elif self.focused_view() is not None:
+            self.composer.focus()
         else:
             self.app.pop_screen()
 
@@ -242,7 +536,7 @@ class ChatScreen(Screen):
         if self.generating:
             return
         if self.session.select_swipe(delta):
-            views = list(self.query_one("#messages", VerticalScroll).query(ChatMessageView))
+            views = self.views()
             last = self.session.chat[-1]
             if views:
                 views[-1].set_text(last.mes, _swipe_label(last))
@@ -253,7 +547,8 @@ class ChatScreen(Screen):
         """Write the user's next message with the model; it lands in the composer, unsent."""
         if self.generating:
             return
-        self.query_one("#composer", Input).value = ""
+        self.composer.value = ""
+        self.composer.focus()
         self.live = None
         self.generating = True
         self.cancel = threading.Event()
@@ -290,12 +585,6 @@ class ChatScreen(Screen):
             self.app.push_screen(LoreEditorScreen(self.session.app, path))
         else:
             self.app.push_screen(LoreBooksScreen(self.session.app))
-
-    def action_delete_last(self) -> None:
-        if self.generating or not len(self.session.chat):
-            return
-        self.session.delete_last()
-        self.load_history()
 
 
 def _older_label(hidden: int) -> str:

@@ -205,18 +205,43 @@ class LibraryScreen(Screen):
     LibraryScreen #lib-picker { height: 1; margin-top: 1; color: $accent; }
     LibraryScreen #lib-greeting { height: auto; }
     """
+    # Typing always searches: no binding here is a printable key. (Letters typed while the list
+    # has the focus go to the search box too.)
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Chat", id="library.open", show=False),
-        Binding("n", "new_chat", "New chat", id="library.new"),
-        Binding("left", "greeting(-1)", "Greeting", id="library.greeting_prev", show=False),
-        Binding("right", "greeting(1)", "Greeting", id="library.greeting_next"),
-        Binding("f2", "rename", "Rename", id="library.rename"),
-        Binding("d", "duplicate", "Duplicate", id="library.duplicate"),
-        Binding("delete", "delete", "Delete", id="library.delete"),
-        Binding("u", "undo", "Undo delete", id="library.undo", show=False),
-        Binding("slash", "search", "Search", id="library.search", show=False),
-        Binding("w", "lorebooks", "Lorebooks", id="library.lorebooks"),
-        Binding("q", "app.quit", "Quit", id="app.quit"),
+        Binding("ctrl+n", "new_chat", "New chat", id="library.new", priority=True),
+        Binding("up", "move(-1)", show=False, priority=True),
+        Binding("down", "move(1)", show=False, priority=True),
+        Binding("pageup", "move(-10)", show=False, priority=True),
+        Binding("pagedown", "move(10)", show=False, priority=True),
+        Binding(
+            "alt+left,ctrl+left",
+            "greeting(-1)",
+            "Greeting",
+            id="library.greeting_prev",
+            show=False,
+            priority=True,
+        ),
+        Binding(
+            "alt+right,ctrl+right",
+            "greeting(1)",
+            "Greeting",
+            id="library.greeting_next",
+            priority=True,
+            show=False,
+        ),
+        Binding("left", "greeting(-1)", show=False),
+        Binding("right", "greeting(1)", show=False),
+        Binding("ctrl+e", "edit_card", "Edit", id="library.edit", priority=True),
+        Binding("ctrl+o", "import_card", "Import", id="library.import", priority=True),
+        Binding("f7", "create_card", "New character", id="library.create", show=False),
+        Binding("f2", "rename", "Rename", id="library.rename", show=False),
+        Binding("f5", "duplicate", "Duplicate", id="library.duplicate", show=False),
+        Binding("f8", "delete", "Delete", id="library.delete", priority=True, show=False),
+        Binding("delete", "delete", show=False),
+        Binding("ctrl+z", "undo", "Undo delete", id="library.undo", show=False, priority=True),
+        Binding("f3", "lorebooks", "Lorebooks", id="library.lorebooks"),
+        Binding("escape", "clear_search", show=False),
     ]
 
     def __init__(self, tavern: Any) -> None:
@@ -233,6 +258,7 @@ class LibraryScreen(Screen):
         self.greeting_index = 0
         self._labels: dict[tuple[str, str, bool], Content] = {}
         self._filter_timer: Timer | None = None
+        self._last_key: str | None = None
         self.deleted: list[tuple[str, str]] = []
         """(trash file name, display name) of this session's deletions, newest last (undo)."""
 
@@ -254,7 +280,27 @@ class LibraryScreen(Screen):
 
     def on_mount(self) -> None:
         self.reload()
-        self.query_one("#lib-list", OptionList).focus()
+        self.query_one("#lib-search", Input).focus()
+
+    def on_key(self, event: Any) -> None:
+        # Letters typed while the list has the focus go to the search box.
+        search = self.query_one("#lib-search", Input)
+        if event.is_printable and event.character and self.focused is not search:
+            event.stop()
+            event.prevent_default()
+            search.focus()
+            search.insert_text_at_cursor(event.character)
+
+    def action_move(self, step: int) -> None:
+        options = self.query_one("#lib-list", OptionList)
+        if options.option_count:
+            now = options.highlighted if options.highlighted is not None else 0
+            options.highlighted = max(0, min(options.option_count - 1, now + step))
+
+    def action_clear_search(self) -> None:
+        search = self.query_one("#lib-search", Input)
+        if search.value:
+            search.value = ""
 
     def on_screen_resume(self) -> None:
         # Back from a chat (or another screen): the folder may have changed.
@@ -295,6 +341,8 @@ class LibraryScreen(Screen):
                 "No characters match." if self.entries else "No characters yet: import a card."
             )
             return
+        # A search that matched nothing for a moment must not lose the user's place.
+        keep = keep or self._last_key
         index = next((i for i, e in enumerate(self.shown) if e.key == keep), 0)
         options.highlighted = index
         # OptionHighlighted is not sent when the index stays the same: load the preview anyway.
@@ -336,7 +384,7 @@ class LibraryScreen(Screen):
 
     @on(Input.Submitted, "#lib-search")
     def _search_submitted(self, event: Input.Submitted) -> None:
-        self.query_one("#lib-list", OptionList).focus()
+        self.action_open()
 
     def action_search(self) -> None:
         self.query_one("#lib-search", Input).focus()
@@ -346,6 +394,7 @@ class LibraryScreen(Screen):
     @on(OptionList.OptionHighlighted, "#lib-list")
     def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
         if event.option.id:
+            self._last_key = event.option.id
             self.load_preview(event.option.id)
 
     def load_preview(self, key: str) -> None:
@@ -418,9 +467,9 @@ class LibraryScreen(Screen):
             return
         n = len(self.greetings)
         if n > 1:
-            picker.update(Text(f"◀ greeting {self.greeting_index + 1} of {n} ▶   (←/→, n: new chat)"))
+            picker.update(Text(f"◀ greeting {self.greeting_index + 1} of {n} ▶  (Alt+←/→; Ctrl+N new chat)"))
         else:
-            picker.update(Text("greeting   (n: new chat)"))
+            picker.update(Text("greeting   (Enter: latest chat, Ctrl+N: new chat)"))
         user = self.tavern.settings.chat.user_name
         body.update(Text(_substitute(self.greetings[self.greeting_index], self.card.name, user)))
 
@@ -520,10 +569,10 @@ class LibraryScreen(Screen):
             rest = [e.key for e in self.shown if e.key != key]
             self.card_key = None
             self.reload(keep=rest[min(index, len(rest) - 1)] if rest else None)
-            self.notify(f"{name} moved to the trash — press u to undo")
+            self.notify(f"{name} moved to the trash — Ctrl+Z brings it back")
 
         self.app.push_screen(
-            ConfirmModal(f"Move {name} to the trash? (u brings it back; chats are kept)", "Delete"), done
+            ConfirmModal(f"Move {name} to the trash? (Ctrl+Z brings it back; chats are kept)", "Delete"), done
         )
 
     def action_undo(self) -> None:
@@ -539,3 +588,32 @@ class LibraryScreen(Screen):
         self.deleted.pop()
         self.reload(keep=key)
         self.notify(f"{name} restored")
+
+    # -- import, create, edit (the card editor and the library service do the work) ---------------
+
+    def action_import_card(self) -> None:
+        from tavern.tui.screens.card_editor import ImportScreen
+
+        def done(keys: list[str] | None) -> None:
+            if keys:
+                self.reload(keep=keys[-1])
+
+        self.app.push_screen(ImportScreen(self.tavern), done)
+
+    def action_create_card(self) -> None:
+        self._edit(None)
+
+    def action_edit_card(self) -> None:
+        key = self.current_key()
+        if key:
+            self._edit(key)
+
+    def _edit(self, key: str | None) -> None:
+        from tavern.tui.screens.card_editor import CardEditorScreen
+
+        def done(saved: str | None) -> None:
+            if saved:
+                self.card_key = None
+                self.reload(keep=saved)
+
+        self.app.push_screen(CardEditorScreen(self.tavern, key), done)

@@ -2,7 +2,7 @@
 `LoreEditorScreen(tavern, book_path)` edits one.
 
 Callers: the library screen ("w"), and whatever else the app wires to these classes. The book
-is read with `tavern.lore.load_lorebook` and written back whole with `save_lorebook` (atomic:
+is read with `Tavern.open_lorebook` and written back whole with `Tavern.save_lorebook` (atomic:
 temp file, fsync, rename) on ctrl+s; nothing touches the file before that. Edits go straight
 into the in-memory `LoreEntry` as the user types (assigning attributes, which also tells the
 scan cache), so the list and the saved file always agree with what the form shows.
@@ -19,7 +19,6 @@ when there are unsaved changes).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,7 +33,7 @@ from textual.widgets import Checkbox, Footer, Input, Label, OptionList, Select, 
 from textual.widgets.option_list import Option
 
 from tavern.errors import TavernError
-from tavern.lore import Lorebook, LoreEntry, load_lorebook, save_lorebook, split_keys
+from tavern.lore import Lorebook, LoreEntry, split_keys
 from tavern.tui.screens.library import ConfirmModal, TextPromptModal
 
 POSITIONS: list[tuple[str, int]] = [
@@ -50,7 +49,6 @@ LOGICS: list[tuple[str, int]] = [("AND ANY", 0), ("NOT ALL", 1), ("NOT ANY", 2),
 ROLES: list[tuple[str, int]] = [("system", 0), ("user", 1), ("assistant", 2)]
 TRISTATE: list[tuple[str, str]] = [("default", "default"), ("yes", "yes"), ("no", "no")]
 _TRI_TO_VALUE: dict[str, bool | None] = {"default": None, "yes": True, "no": False}
-_BAD_BOOK_NAME = re.compile(r'[/\\?<>:*|"\x00-\x1f]')
 
 
 def _tri(value: bool | None) -> str:
@@ -187,7 +185,7 @@ class LoreEditorScreen(Screen):
 
     def on_mount(self) -> None:
         try:
-            self.book = load_lorebook(self.path)
+            self.book = self.tavern.open_lorebook(self.path)
         except TavernError as err:
             self.notify(str(err), severity="error")
             self.book = None
@@ -374,7 +372,7 @@ class LoreEditorScreen(Screen):
         if self.book is None:
             return
         try:
-            save_lorebook(self.book, self.path)
+            self.tavern.save_lorebook(self.book, self.path)
         except TavernError as err:
             self.notify(str(err), severity="error")
             return
@@ -478,12 +476,10 @@ class LoreBooksScreen(Screen):
     def reload(self, keep: Path | None = None) -> None:
         folder = self.folder
         try:
-            self.paths = sorted(
-                (p for p in folder.glob("*.json") if p.is_file()), key=lambda p: p.stem.casefold()
-            )
-        except OSError as err:
+            self.paths = self.tavern.list_lorebooks()
+        except TavernError as err:
             self.paths = []
-            self.notify(f"{folder}: {err.strerror or err}", severity="error")
+            self.notify(str(err), severity="error")
         options = self.query_one("#books-list", OptionList)
         old = options.highlighted
         options.clear_options()
@@ -507,16 +503,8 @@ class LoreBooksScreen(Screen):
         def done(name: str | None) -> None:
             if name is None:
                 return
-            name = name.strip()
-            if not name or name.startswith(".") or _BAD_BOOK_NAME.search(name):
-                self.notify(f"'{name}' cannot be a file name", severity="error")
-                return
-            path = self.folder / f"{name}.json"
-            if path.exists():
-                self.notify(f"{path}: a lorebook with this name exists", severity="error")
-                return
             try:
-                save_lorebook(Lorebook(name=name), path)
+                path = self.tavern.create_lorebook(name)
             except TavernError as err:
                 self.notify(str(err), severity="error")
                 return

@@ -1,41 +1,145 @@
-"""One chat message on screen: a name line and the text, rendered cheaply as plain text.
+"""One chat message on screen: a name line, then the text rendered block by block.
 
-A finished message is a Static (one render); the live reply is the same widget updated in
-batches by the chat screen (~every 50 ms), never per token.
+The text goes through `tavern.tui.render` (actions, speech, Markdown) into Textual `Content`
+whose styles name theme variables, so a theme change recolours every message. The body is
+cut into blocks (paragraphs; a code fence stays one block), one Static each: while a reply
+streams in, batches (~every 50 ms) change only its last block, so only that block is
+rendered and wrapped again, however long the reply has grown. The view can take the focus:
+the chat screen moves it with up/down to pick a message to edit, delete, hide, branch from
+or copy.
 """
 
 from __future__ import annotations
 
-from rich.text import Text
+import re
+
+from textual.app import ComposeResult
+from textual.content import Content, Span
+from textual.widget import Widget
 from textual.widgets import Static
 
+from tavern.tui.render import render
 
-class ChatMessageView(Static):
-    def __init__(self, name: str, text: str, is_user: bool, index: int, swipe: str = "") -> None:
+STYLES = {
+    "action": "italic $text-muted",
+    "speech": "$text-warning",
+    "bold": "bold",
+    "code": "$text-accent on $boost",
+    "code_block": "$text-accent",
+    "fence": "$text-muted",
+    "heading": "bold $text-primary",
+    "quote": "italic $text-muted",
+}
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def render_content(text: str) -> Content:
+    shown, spans = render(text)
+    return Content(shown, spans=[Span(a, b, STYLES[kind]) for a, b, kind in spans])
+
+
+def blocks(text: str) -> list[str]:
+    """Paragraphs (split at blank lines), with each code fence kept whole in its block."""
+    out: list[str] = []
+    current: list[str] = []
+    fence: str | None = None
+    for line in text.split("\n"):
+        m = _FENCE.match(line)
+        if m:
+            fence = m.group(1) if fence is None else (None if m.group(1) == fence else fence)
+        if fence is None and not line.strip() and not m:
+            if current:
+                out.append("\n".join(current))
+                current = []
+            continue
+        current.append(line)
+    if current:
+        out.append("\n".join(current))
+    return out
+
+
+class Block(Static):
+    DEFAULT_CSS = "Block { height: auto; } Block.-later { margin-top: 1; }"
+
+    def __init__(self, text: str, later: bool) -> None:
+        super().__init__(render_content(text), classes="-later" if later else "")
+        self.text = text
+
+    def set(self, text: str) -> None:
+        if text != self.text:
+            self.text = text
+            self.update(render_content(text))
+
+
+class ChatMessageView(Widget, can_focus=True):
+    DEFAULT_CSS = """
+    ChatMessageView { height: auto; layout: vertical; }
+    ChatMessageView > .head { height: 1; }
+    """
+
+    def __init__(
+        self, name: str, text: str, is_user: bool, index: int, swipe: str = "", hidden: bool = False
+    ) -> None:
         super().__init__(classes="user" if is_user else "char")
         self.speaker = name
         self.body = text
         self.index = index
         self.swipe = swipe
+        self.hidden = hidden
+        self.set_class(hidden, "hidden")
+        self._head = Static("", classes="head")
+
+    def compose(self) -> ComposeResult:
+        yield self._head
+        parts = blocks(self.body) or [""]
+        for i, part in enumerate(parts):
+            yield Block(part or "…", later=i > 0)
 
     def on_mount(self) -> None:
-        self._refresh()
+        self._draw_head()
 
     def set_text(self, text: str, swipe: str | None = None) -> None:
         self.body = text
         if swipe is not None:
             self.swipe = swipe
-        self._refresh()
+            self._draw_head()
+        self._sync_blocks()
+
+    def set_hidden(self, hidden: bool) -> None:
+        self.hidden = hidden
+        self.set_class(hidden, "hidden")
+        self._draw_head()
 
     def append(self, delta: str) -> None:
         self.body += delta
-        self._refresh()
+        self._sync_blocks()
 
-    def _refresh(self) -> None:
-        out = Text()
-        out.append(self.speaker, style="bold")
+    @property
+    def shown_text(self) -> str:
+        """The text as rendered (markers such as `*` removed): for tests and search."""
+        return render(self.body)[0]
+
+    @property
+    def head_text(self) -> str:
+        return str(self._head.content)
+
+    def _sync_blocks(self) -> None:
+        """Update only the blocks whose text changed; mount or remove the difference."""
+        if not self.is_mounted:
+            return
+        parts = blocks(self.body) or ["…"]
+        views = list(self.query_children(Block))
+        for view, part in zip(views, parts):
+            view.set(part)
+        if len(parts) > len(views):
+            self.mount_all([Block(p, later=True) for p in parts[len(views) :]])
+        for view in views[len(parts) :]:
+            view.remove()
+
+    def _draw_head(self) -> None:
+        head = Content.styled(self.speaker, "bold $text-primary" if not self.has_class("user") else "bold")
         if self.swipe:
-            out.append(f"  {self.swipe}", style="dim")
-        out.append("\n")
-        out.append(self.body or "…")
-        self.update(out)
+            head += Content.styled(f"  {self.swipe}", "$text-muted")
+        if self.hidden:
+            head += Content.styled("  (hidden from the prompt)", "$text-muted")
+        self._head.update(head)

@@ -1,0 +1,181 @@
+"""Create and edit a character card; import cards from a path (a file or a folder).
+
+`CardEditorScreen(tavern, key)` (key None: a new character) dismisses with the saved key;
+`ImportScreen(tavern)` dismisses with the imported keys. Writing goes through
+`Tavern.save_character` and `Tavern.import_cards`; nothing here touches a file itself. A big
+folder imports in a thread worker behind a progress bar.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Input, Label, ProgressBar, Static, TextArea
+
+from tavern.errors import TavernError
+
+GREETING_SEPARATOR = "\n---\n"
+# (field, label, multi-line)
+FIELDS = [
+    ("name", "Name", False),
+    ("tags", "Tags (comma separated)", False),
+    ("creator", "Creator", False),
+    ("description", "Description", True),
+    ("personality", "Personality", True),
+    ("scenario", "Scenario", True),
+    ("first_mes", "First message", True),
+    ("alternate_greetings", "Alternate greetings (separated by a line with ---)", True),
+    ("mes_example", "Example dialogue", True),
+    ("system_prompt", "System prompt (overrides the main one)", True),
+    ("post_history_instructions", "Post-history instructions", True),
+    ("creator_notes", "Creator's notes", True),
+]
+
+
+class CardEditorScreen(Screen[str | None]):
+    DEFAULT_CSS = """
+    CardEditorScreen #card-title { height: 1; background: $panel; padding: 0 1; }
+    CardEditorScreen #card-form { height: 1fr; padding: 0 1; }
+    CardEditorScreen #card-form Label { color: $text-muted; margin-top: 1; }
+    CardEditorScreen #card-form TextArea { height: 6; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+s", "save", "Save", id="card.save", priority=True),
+        Binding("escape", "cancel", "Cancel", id="card.cancel", priority=True),
+    ]
+
+    def __init__(self, tavern: Any, key: str | None) -> None:
+        super().__init__()
+        self.tavern = tavern
+        self.key = key
+        if key is None:
+            from tavern.cards import Card
+
+            self.card = Card(name="")
+        else:
+            self.card = copy.deepcopy(tavern.library.get(key))
+
+    def compose(self) -> ComposeResult:
+        title = f"Edit {self.card.name}" if self.key else "New character"
+        yield Static(Text(f"{title}   (Ctrl+S save, Esc cancel)", style="bold"), id="card-title")
+        with VerticalScroll(id="card-form"):
+            for name, label, multi in FIELDS:
+                yield Label(label)
+                value = self._value(name)
+                if multi:
+                    yield TextArea(value, id=f"card-{name}", soft_wrap=True)
+                else:
+                    yield Input(value, id=f"card-{name}")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#card-name", Input).focus()
+
+    def _value(self, name: str) -> str:
+        value = getattr(self.card, name)
+        if name == "tags":
+            return ", ".join(value)
+        if name == "alternate_greetings":
+            return GREETING_SEPARATOR.join(value)
+        return value
+
+    def form(self) -> Any:
+        card = copy.deepcopy(self.card)
+        for name, _label, multi in FIELDS:
+            widget = self.query_one(f"#card-{name}")
+            text = widget.text if multi else widget.value  # type: ignore[attr-defined]
+            if name == "tags":
+                card.tags = [t.strip() for t in text.split(",") if t.strip()]
+            elif name == "alternate_greetings":
+                card.alternate_greetings = [
+                    g.strip() for g in text.replace("\r\n", "\n").split(GREETING_SEPARATOR) if g.strip()
+                ]
+            else:
+                setattr(card, name, text.strip() if name == "name" else text)
+        return card
+
+    def action_save(self) -> None:
+        try:
+            key = self.tavern.save_character(self.key, self.form())
+        except TavernError as err:
+            self.notify(str(err), severity="error")
+            return
+        self.notify(f"Saved {key}")
+        self.dismiss(key)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ImportScreen(ModalScreen[list[str] | None]):
+    DEFAULT_CSS = """
+    ImportScreen { align: center middle; }
+    ImportScreen > Vertical {
+        width: 90%; max-width: 100; height: auto; border: thick $primary; background: $surface;
+        padding: 1 2;
+    }
+    ImportScreen ProgressBar { margin-top: 1; }
+    ImportScreen #import-report { height: auto; max-height: 10; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close", id="import.close")]
+
+    def __init__(self, tavern: Any) -> None:
+        super().__init__()
+        self.tavern = tavern
+        self.keys: list[str] = []
+        self.running = False
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text("Import cards: a PNG, JSON or CHARX file, or a folder of them", style="bold"))
+            yield Input(placeholder="~/Downloads/card.png", id="import-path")
+            yield ProgressBar(total=None, id="import-progress", show_eta=False)
+            yield Static("", id="import-report")
+
+    def on_mount(self) -> None:
+        self.query_one("#import-path", Input).focus()
+
+    @on(Input.Submitted, "#import-path")
+    def _go(self, event: Input.Submitted) -> None:
+        if self.running or not event.value.strip():
+            return
+        self.running = True
+        self.query_one("#import-report", Static).update("importing…")
+        self.run_import(event.value.strip())
+
+    @work(thread=True, exclusive=True, group="import", exit_on_error=False)
+    def run_import(self, path: str) -> None:
+        bar = self.query_one("#import-progress", ProgressBar)
+
+        def progress(done: int, total: int) -> None:
+            self.app.call_from_thread(bar.update, total=total, progress=done)
+
+        keys, errors = self.tavern.import_cards([path], progress)
+        self.app.call_from_thread(self._done, keys, errors)
+
+    def _done(self, keys: list[str], errors: list[str]) -> None:
+        self.running = False
+        self.keys += keys
+        report = Text()
+        if keys:
+            report.append(
+                f"Imported {len(keys)}: {', '.join(keys[:8])}{'…' if len(keys) > 8 else ''}\n", style="green"
+            )
+        for line in errors[:6]:
+            report.append(line + "\n", style="red")
+        if len(errors) > 6:
+            report.append(f"…and {len(errors) - 6} more errors\n", style="red")
+        report.append("Esc closes; another path imports more.", style="dim")
+        self.query_one("#import-report", Static).update(report)
+        if keys and not errors:
+            self.notify(f"Imported {len(keys)} character{'s' if len(keys) != 1 else ''}")
+
+    def action_close(self) -> None:
+        self.dismiss(self.keys or None)

@@ -1,0 +1,75 @@
+"""The chat's status bar: model, context used of total, cache reuse and speed of the last turn.
+
+One line, fitted to the width: at 80 columns it reads
+`Mira · SmolLM2-135M · ctx 812/2048 · cache 790/812 · 128 tok/s`; narrower, the model name
+goes first. While something is running (writing, loading the model) the activity replaces
+the figures of the last turn. It renders what it is given: the chat screen feeds it the
+`TurnStats` of each `Finished` event (prompt_tokens, cached_tokens, gen_tokens, gen_tps and,
+when the engine reports it, restored_state).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.widgets import Static
+
+
+class StatusBar(Static):
+    DEFAULT_CSS = """
+    StatusBar { height: 1; background: $panel; color: $text-muted; padding: 0 1; }
+    """
+
+    def __init__(self, character: str, id: str | None = None) -> None:
+        super().__init__("", id=id)
+        self.character = character
+        self.model = ""
+        self.n_ctx = 0
+        self.stats: Any = None
+        self.activity = ""
+
+    def set_model(self, model: str, n_ctx: int = 0) -> None:
+        self.model, self.n_ctx = model, n_ctx
+        self._draw()
+
+    def set_stats(self, stats: Any) -> None:
+        self.stats = stats
+        self.activity = ""
+        self._draw()
+
+    def set_activity(self, text: str) -> None:
+        self.activity = text
+        self._draw()
+
+    def fields(self) -> list[str]:
+        parts = [self.character]
+        if self.model:
+            parts.append(self.model)
+        if self.activity:
+            parts.append(self.activity)
+            return parts
+        s = self.stats
+        if s is not None:
+            used = s.prompt_tokens + s.gen_tokens
+            parts.append(f"ctx {used}/{self.n_ctx}" if self.n_ctx else f"ctx {used}")
+            parts.append(f"cache {s.cached_tokens}/{s.prompt_tokens}")
+            parts.append(f"{s.gen_tps:.0f} tok/s")
+            restored = getattr(s, "restored_state", "")
+            if restored:
+                parts.append(f"state {restored}")
+            if s.stop_reason == "cancelled":
+                parts.append("stopped")
+        elif self.n_ctx:
+            parts.append(f"ctx -/{self.n_ctx}")
+        return parts
+
+    def _draw(self) -> None:
+        parts = self.fields()
+        width = max(20, (self.size.width or 80) - 2)
+        text = " · ".join(parts)
+        if len(text) > width and len(parts) > 2:  # drop the model name first, then cut
+            text = " · ".join([parts[0], *parts[2:]])
+        self.update(text if len(text) <= width else text[: width - 1] + "…")
+
+    def on_resize(self) -> None:
+        self._draw()

@@ -1,0 +1,93 @@
+"""Snapshots of the main screens at 80x24 (pytest-textual-snapshot). After a deliberate
+change of the look, refresh them with `pytest tests/tui/test_snapshots.py --snapshot-update`
+and look at the SVGs it writes under tests/tui/__snapshots__/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tavern.session import Tavern
+from tavern.store import ChatMessage
+from tavern.tui.app import make_app
+
+pytest.importorskip("pytest_textual_snapshot")
+
+NO_MODEL = "/nonexistent/model.gguf"  # a fixed path: the settings screen shows it
+
+
+def app_for(home: Path, chat: bool = False):
+    tavern = Tavern.open(home, **{"model.path": NO_MODEL})
+    if chat:
+        key, card = tavern.character("Mira")
+        c = tavern.new_chat(key, card)
+        c.append(ChatMessage(name="User", is_user=True, mes='*leans on the bar* "Anything warm?"'))
+        c.append(
+            ChatMessage(
+                name="Mira",
+                is_user=False,
+                mes='*slides a mug across* "Cider, **hot**." She taps the menu:\n\n'
+                "- stew\n- bread\n\n```\nspecial: `fish pie`\n```",
+            )
+        )
+    return make_app(tavern)
+
+
+async def still(pilot) -> None:
+    """No blinking cursors: a snapshot taken mid-blink would differ by chance."""
+    from textual.widgets import Input, TextArea
+
+    for field in pilot.app.screen.query(Input):
+        field.cursor_blink = False
+    for area in pilot.app.screen.query(TextArea):
+        area.cursor_blink = False
+    await pilot.pause(0.1)
+
+
+async def settle(pilot) -> None:
+    app = pilot.app
+    from tavern.tui.screens.library import LibraryScreen
+
+    for _ in range(400):  # the model has failed to load, and the preview is read
+        screen = app.screen
+        if "loading" not in app.engine_status and isinstance(screen, LibraryScreen) and screen.card:
+            break
+        await pilot.pause(0.05)
+    await pilot.pause(0.2)
+    app.clear_notifications()
+    await still(pilot)
+
+
+def test_library_snapshot(home: Path, snap_compare) -> None:
+    assert snap_compare(app_for(home), terminal_size=(80, 24), run_before=settle)
+
+
+def test_chat_snapshot(home: Path, snap_compare) -> None:
+    async def open_chat(pilot) -> None:
+        await settle(pilot)
+        pilot.app.open_character("Mira")
+        await pilot.pause(0.5)
+        pilot.app.clear_notifications()
+        await still(pilot)
+
+    assert snap_compare(app_for(home, chat=True), terminal_size=(80, 24), run_before=open_chat)
+
+
+def test_settings_snapshot(home: Path, snap_compare) -> None:
+    async def open_settings(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("f10")
+        await pilot.pause(0.3)
+        await still(pilot)
+
+    assert snap_compare(app_for(home), terminal_size=(80, 24), run_before=open_settings)
+
+
+def test_help_snapshot(home: Path, snap_compare) -> None:
+    async def open_help(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("f1")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app_for(home), terminal_size=(80, 24), run_before=open_help)
