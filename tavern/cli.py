@@ -290,11 +290,14 @@ def _chat_turn(session: Any, text: str, as_json: bool) -> int:
                 "reply": final.text,
                 "stats": final.stats.as_dict(),
                 "error": final.error,
+                "loop": final.stats.loop,
             }
         )
     else:
         sys.stdout.write("\n")
         sys.stdout.flush()
+        if final.stats.loop:  # the reply above was trimmed or written again: say so
+            print(f"tavern: {final.stats.loop['message']}", file=sys.stderr)
     if final.error:
         print(f"tavern: error: generation failed: {final.error} (your message was saved)", file=sys.stderr)
         return 1

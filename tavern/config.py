@@ -95,6 +95,32 @@ class LoreSettingsModel(_Section):
     include_names: bool = True
     max_recursion_steps: int = 0
     global_books: list[str] = []
+    cache_aware: bool = False
+    """Tavern's own mode: an entry that stops firing lingers in the prompt (KV cache kept)."""
+    linger: int = Field(6, ge=1, le=1000)
+    """cache_aware: messages an entry stays after it last fired (refreshed each time it fires)."""
+
+
+class LoopSettings(_Section):
+    """Loop detection (tavern/loops.py) and what the session does about a loop."""
+
+    enabled: bool = True
+    min_repeats: int = Field(3, ge=2, le=100)
+    """A repeated phrase is a loop from this copy in a row on."""
+    min_loop_tokens: int = Field(12, ge=2, le=1000)
+    """...once its repeated copies hold this many word/punctuation tokens."""
+    char_run: int = Field(24, ge=4, le=10000)
+    """One character (or a short syllable) repeated past this many characters is spam."""
+    opening_words: int = Field(5, ge=2, le=50)
+    """Replies that start with the same this-many words share an opening."""
+    overlap: float = Field(0.3, gt=0.0, le=1.0)
+    """Share of a reply's 8-word sequences already in one of the last replies that counts as repeating."""
+    history: int = Field(3, ge=1, le=20)
+    """How many earlier character replies a new one is compared with."""
+    regenerate: bool = True
+    """Regenerate a reply that repeats the last ones, once, with DRY on and its opening banned."""
+    dry_multiplier: float = Field(0.8, gt=0.0, le=100.0)
+    """DRY multiplier for that retry (twice the preset's when the preset's is higher)."""
 
 
 class MemorySettings(_Section):
@@ -154,6 +180,7 @@ class Settings(_Section):
     prompt: PromptSettings = PromptSettings()
     lore: LoreSettingsModel = LoreSettingsModel()
     memory: MemorySettings = MemorySettings()
+    loops: LoopSettings = LoopSettings()
     ui: UiSettings = UiSettings()
     cfg: CfgSettings = CfgSettings()
 

@@ -27,6 +27,7 @@ from tavern.config import Settings, load_settings
 from tavern.engines.base import Finished, GenerationRequest, Token
 from tavern.errors import TavernError
 from tavern.memory.summary import summary_for_prompt
+from tavern.loop_guard import Restart
 from tavern.paths import DataHome, bundled_dir, open_home
 from tavern.prompt.assemble import (
     AssembledPrompt,
@@ -309,6 +310,7 @@ class Tavern:
             match_whole_words=ls.match_whole_words,
             include_names=ls.include_names,
             max_recursion_steps=ls.max_recursion_steps,
+            cache_aware_linger=ls.linger if ls.cache_aware else 0,
         )
 
     def find_lorebook(self, name: str) -> Path | None:
@@ -894,11 +896,11 @@ class ChatSession:
             )
         so_far = ""
         try:
-            for event in app.engine.generate(request, cancel):
+            for event in self._guarded(request, cancel, mode, swipe_of):
                 if isinstance(event, Finished):
                     final = event
                 else:
-                    so_far += event.text
+                    so_far = "" if isinstance(event, Restart) else so_far + event.text
                     if streaming:
                         self.chat.update_partial(so_far)
                     yield event
@@ -964,6 +966,20 @@ class ChatSession:
         self._commit(built)
         final.text = text
         yield final
+
+    def _guarded(
+        self, request: GenerationRequest, cancel: threading.Event, mode: str, upto: int | None
+    ) -> Iterator[Token | Finished]:
+        """The engine's events with loop detection (tavern/loop_guard.py): a run-on is stopped
+        and trimmed; a new reply that repeats the last ones is written again once."""
+        from tavern.loop_guard import guarded_generate
+
+        settings = self.app.settings.loops
+        earlier: list[str] = []
+        if mode in ("normal", "swipe"):  # a continuation or an impersonation has no "last ones"
+            recent = self.history(limit=4 * settings.history, upto=upto)
+            earlier = [h.text for h in recent if not h.is_user and not h.is_system][-settings.history :]
+        return guarded_generate(self.app.engine, request, cancel, settings, earlier)
 
     def select_swipe(self, delta: int) -> bool:
         """Show the previous (-1) or next (+1) stored swipe of the last reply. False when there is

@@ -68,7 +68,9 @@ class TurnStats:
     saved_state_mib: float = 0.0
     seed: int | None = None
     stop_reason: str = ""
-    """eos, stop, length, cancelled or error."""
+    """eos, stop, length, cancelled, loop (stopped by loop detection) or error."""
+    loop: dict[str, Any] | None = None
+    """What loop detection found and did this turn (tavern/loop_guard.py); None: nothing."""
 
     def as_dict(self) -> dict:
         return asdict(self)

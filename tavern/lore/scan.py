@@ -110,6 +110,10 @@ class LoreSettings:
     # Time limits for regex keys (Tavern's): per key and test, and for all regex work per scan.
     regex_timeout_ms: float = 25.0
     regex_total_ms: float = 250.0
+    # Tavern's cache-aware mode (0 = off, SillyTavern's behaviour): an entry that fired stays
+    # in the prompt for this many messages after it last fired, so lore that flickers on and
+    # off leaves the prompt (and the engine's KV cache) unchanged. See `tavern.lore.timed`.
+    cache_aware_linger: int = 0
 
 
 @dataclass
@@ -266,7 +270,7 @@ def scan_lore(
     if settings.budget_cap > 0 and budget > settings.budget_cap:
         budget = settings.budget_cap
 
-    timed = TimedEffects(timed_state, chat_len, index)
+    timed = TimedEffects(timed_state, chat_len, index, linger=settings.cache_aware_linger)
     timed.check()
     tags = set(character_tags)
 
@@ -316,7 +320,7 @@ def scan_lore(
                 reject(item, reason)
             return ok
 
-        candidates = scanner.candidates(state, list(timed.active["sticky"]))
+        candidates = scanner.candidates(state, [*timed.active["sticky"], *timed.active["linger"]])
         # Entries in inclusion groups and sticky ones decide the group rolls, so they are
         # always checked up front. Without `explain`, the others are checked lazily in scan
         # order and the check stops once the budget is full: what activates is identical.
@@ -442,6 +446,27 @@ _PASS = object()  # `_gates` result: no rule before the keys applies
 
 
 def _consider(
+    item: CompiledEntry,
+    state: int,
+    level: int,
+    scanner: Scanner,
+    timed: TimedEffects,
+    character_name: str,
+    tags: set[str],
+) -> tuple[bool, Reason] | None:
+    """`_consider_keys`, and in the cache-aware mode an entry that did not fire but lingers
+    (fired within the last few messages) stays, unless a rule (disabled, cooldown, delay,
+    filter) keeps it out."""
+    verdict = _consider_keys(item, state, level, scanner, timed, character_name, tags)
+    if (verdict is None or not verdict[0]) and item in timed.active["linger"]:
+        view = scanner.view(item.scan_depth, state)
+        if item.simple or _gates(item, state, level, scanner, timed, character_name, tags, view) is _PASS:
+            timed.lingered.add(item)
+            return True, f"cache-aware: lingers until message {_fmt(timed.active['linger'][item])}"
+    return verdict
+
+
+def _consider_keys(
     item: CompiledEntry,
     state: int,
     level: int,
@@ -609,8 +634,8 @@ def _roll(item: CompiledEntry, timed: TimedEffects, rng: random.Random) -> str |
     chance = entry.probability
     if not entry.use_probability or chance is None or number(chance, 100) == 100:
         return None
-    if timed.is_sticky(item):
-        return None
+    if timed.is_sticky(item) or item in timed.active["linger"]:
+        return None  # in the prompt already: a roll would make it flicker
     roll = rng.random() * 100
     if roll <= number(chance, 100):
         return None

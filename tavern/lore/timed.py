@@ -7,6 +7,12 @@ chat-length units. A sticky entry stays active until the chat reaches `end`; whe
 cooldown starts (protected, so a regenerated turn keeps it); an effect set at the current chat
 length and not protected is dropped when the same length is scanned again (a swipe decides
 anew). `delay` needs no state: the entry waits until the chat has that many messages.
+
+Tavern's cache-aware mode adds a third table, `"tavernLinger": {key: {start, end}}`, which
+SillyTavern ignores: an entry that fired at chat length L lingers (stays active without its
+keys) until L + linger, and every time its keys fire again the end moves on. Only firing by
+its keys refreshes it, so an entry whose keys stop matching leaves after `linger` messages.
+Lore that flickers on and off then changes the prompt once, not every other turn.
 """
 
 from __future__ import annotations
@@ -19,12 +25,25 @@ from typing import Any
 from tavern.lore.index import CompiledEntry, LoreIndex
 
 
+LINGER = "tavernLinger"
+
+
 class TimedEffects:
-    def __init__(self, state: dict[str, Any] | None, chat_length: int, index: LoreIndex) -> None:
+    def __init__(
+        self, state: dict[str, Any] | None, chat_length: int, index: LoreIndex, linger: int = 0
+    ) -> None:
         self.state: dict[str, Any] = copy.deepcopy(state) if isinstance(state, dict) else {}
         self.chat_length = chat_length
         self.index = index
-        self.active: dict[str, dict[CompiledEntry, float]] = {"sticky": {}, "cooldown": {}, "delay": {}}
+        self.linger = linger
+        self.lingered: set[CompiledEntry] = set()
+        """Entries active this scan only because they linger (their keys did not fire)."""
+        self.active: dict[str, dict[CompiledEntry, float]] = {
+            "sticky": {},
+            "cooldown": {},
+            "delay": {},
+            "linger": {},
+        }
         for kind in ("sticky", "cooldown"):
             table = self.state.get(kind)
             if not isinstance(table, dict):
@@ -34,6 +53,7 @@ class TimedEffects:
     def check(self) -> None:
         self._check("sticky")
         self._check("cooldown")
+        self._check_linger()
         for item in self.index.delayed:
             if self.chat_length < item.delay_n:
                 self.active["delay"][item] = item.delay_n
@@ -62,6 +82,23 @@ class TimedEffects:
                 continue
             self.active[kind][item] = end
 
+    def _check_linger(self) -> None:
+        table = self.state.get(LINGER)
+        if not self.linger:
+            return  # the mode is off: its table is kept as it is, unused
+        if not isinstance(table, dict):
+            table = self.state[LINGER] = {}
+        by_key = {item.effect_key: item for item in self.index.entries}
+        for key, value in list(table.items()):
+            item = by_key.get(key)
+            end = _float(value.get("end")) if isinstance(value, dict) else math.nan
+            # An entry edited away, or whose time is up, leaves; so does one recorded past
+            # this point of the chat (messages were deleted).
+            if item is None or not self.chat_length < end or _float(value.get("start")) > self.chat_length:
+                del table[key]
+                continue
+            self.active["linger"][item] = end
+
     def _effect(self, item: CompiledEntry, kind: str, protected: bool) -> dict[str, Any]:
         length = item.sticky_n if kind == "sticky" else item.cooldown_n
         return {
@@ -75,6 +112,12 @@ class TimedEffects:
         return item in self.active["sticky"]
 
     def record(self, activated: Iterable[CompiledEntry]) -> None:
+        activated = list(activated)
+        if self.linger:
+            table = self.state.setdefault(LINGER, {})
+            for item in activated:
+                if item not in self.lingered and not item.entry.constant:  # fired by its keys: refresh
+                    table[item.effect_key] = {"start": self.chat_length, "end": self.chat_length + self.linger}
         for item in activated:
             for kind in ("sticky", "cooldown"):
                 if getattr(item, f"{kind}_n") and not self.state[kind].get(item.effect_key):
