@@ -614,7 +614,9 @@ def cmd_models_info(args: argparse.Namespace) -> int:
 def _cache_plan(info: Any, n_ctx: int, m: Any) -> dict:
     """What the engine's caches will hold for this model: the unified KV cache (chat window plus
     side cells) and the host-memory budget for saved states."""
-    side = n_ctx if m.side_ctx < 0 else m.side_ctx
+    from tavern.engines.local import side_cells
+
+    side = side_cells(n_ctx, m.side_ctx)
     per_window = info.kv_cache_bytes(n_ctx, m.type_k, m.type_v)
     return {
         "chat_cells": n_ctx,

@@ -70,7 +70,7 @@ class LocalEngine:
         self.model_path = Path(model_path)
         self.n_ctx = n_ctx
         """The chat's window: what the prompt plus the reply must fit in."""
-        self.side_ctx = n_ctx if side_ctx < 0 else side_ctx
+        self.side_ctx = side_cells(n_ctx, side_ctx)
         """Extra KV cells for the side sequences (CFG, background); 0 = they borrow the chat's,
         whose state is saved in host memory meanwhile."""
         self.n_threads = n_threads or os.cpu_count() or 1
@@ -255,6 +255,8 @@ class LocalEngine:
         return plan
 
     def _generate(self, req: GenerationRequest, cancel: threading.Event) -> Iterator[Token | Finished]:
+        import numpy as np
+
         from tavern.engines.samplers import SamplerSettings, TokenSampler
 
         stats = TurnStats()
@@ -298,8 +300,6 @@ class LocalEngine:
                     stats.cfg_prompt_tokens = len(neg_tokens)
                     stats.cfg_evaluated_tokens = neg_stats.evaluated_tokens
                     if not cancel.is_set():
-                        import numpy as np
-
                         neg_logits = np.ctypeslib.as_array(
                             llama_cpp_logits(self._llama, -1), shape=(llama.n_vocab(),)
                         ).copy()
@@ -327,7 +327,6 @@ class LocalEngine:
             max_new = min(req.max_tokens, window - len(tokens))
             stats.stop_reason = "length"
             first_guided = True
-            import numpy as np
 
             with TokenSampler(llama, settings, tokens) as sampler:  # it keeps its own range of them
                 stats.seed = sampler.seed
@@ -478,6 +477,11 @@ class LocalEngine:
                 kv.mirrors[seq] = kept
             else:
                 kv.truncate(seq, a)
+
+
+def side_cells(n_ctx: int, side_ctx: int) -> int:
+    """KV cells for the side sequences: `[model] side_ctx`, where -1 means one more window."""
+    return n_ctx if side_ctx < 0 else side_ctx
 
 
 @contextlib.contextmanager
