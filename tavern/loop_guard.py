@@ -165,8 +165,15 @@ def _retry(
     assert head is not None
     if head.error or not head.text or head.stats.stop_reason != "length" or cancel.is_set():
         return head, None
+    # The negative prompt (CFG) continues with the same first token: both sequences must stand
+    # at the same place in the reply, or the guidance mixes logits of two different positions.
+    negative = request.negative_prompt + head.text if request.negative_prompt else request.negative_prompt
     rest_req = replace(
-        request, prompt=request.prompt + head.text, sampler=sampler, max_tokens=request.max_tokens - 1
+        request,
+        prompt=request.prompt + head.text,
+        negative_prompt=negative,
+        sampler=sampler,
+        max_tokens=request.max_tokens - 1,
     )
     final, inside = yield from _attempt(engine, rest_req, cancel, limits, prefix=head.text)
     final.text = head.text + final.text

@@ -39,6 +39,20 @@ def test_real_smollm2_replies_without_a_run_on_are_left_alone(case: dict) -> Non
     assert find_in_reply_loop(case["reply"]) is None
 
 
+@pytest.mark.parametrize("case", [c for c in REAL if c["label"] in ("near", "phrase")], ids=lambda c: f"{c['character']}-{c['message']}")
+def test_a_phrase_written_three_times_apart_is_cut_before_the_third(case: dict) -> None:
+    # Not back to back, so no run-on: "They were wearing a red suit, and they were wearing a red
+    # hat. They were wearing a red suit..."; "a ship that can carry a million people" four times.
+    reply = case["reply"]
+    found = find_in_reply_loop(reply)
+    assert found is not None and found.kind == "phrase"
+    kept = reply[: found.cut]
+    assert kept.casefold().count(found.unit.casefold()) == 2  # the third copy and what follows go
+    assert kept[-1] in ".!?\"", kept[-60:]  # a whole sentence is kept, not half of one
+    assert len(kept) >= len(reply) / 2  # the reply keeps its body
+    assert find_in_reply_loop(kept) is None
+
+
 def test_the_blacksmith_loop_is_trimmed_to_its_first_copy() -> None:
     reply = next(c["reply"] for c in REAL if "blacksmith" in c["reply"])
     found = find_in_reply_loop(reply)
