@@ -12,7 +12,7 @@ independent of the detector's own rules:
 - quality: distinct-2 (unique word bigrams / bigrams, per reply, averaged) and mean length in
   words, so that "fewer loops" cannot come from empty replies.
 
-    python benchmarks/bench_loops.py [--max-tokens 120] [--turns 4] [--verbose] [--save replies.json]
+    python benchmarks/bench_loops.py [--max-tokens 120] [--turns 4] [--verbose] [--save replies.json] [--threads 1]
 
 `--verbose` prints each reply's verdict (which of the judge's rules it breaks) and what the loop
 guard did; `--save` writes every reply with the replies before it, its verdict and the guard's
@@ -77,7 +77,7 @@ def distinct2(reply: str) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def play(enabled: bool, max_tokens: int, turns: int, verbose: bool = False) -> dict:
+def play(enabled: bool, max_tokens: int, turns: int, verbose: bool = False, threads: int = 0) -> dict:
     replies: list[tuple[str, list[str]]] = []
     records: list[dict] = []
     actions: Counter[str] = Counter()
@@ -92,6 +92,7 @@ def play(enabled: bool, max_tokens: int, turns: int, verbose: bool = False) -> d
                 "generation.temperature": temperature,
                 "generation.seed": seed,
                 "loops.enabled": enabled,
+                "model.n_threads": threads,
             },
         )
         session = app.open_chat(character, new=True)
@@ -141,9 +142,10 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=4)
     ap.add_argument("--verbose", action="store_true", help="print each reply's verdict and the guard's action")
     ap.add_argument("--save", type=Path, help="write every reply, its verdict and the guard's record to this JSON file")
+    ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: all cores; 1 on a busy machine)")
     args = ap.parse_args()
-    off = play(False, args.max_tokens, args.turns, args.verbose)
-    on = play(True, args.max_tokens, args.turns, args.verbose)
+    off = play(False, args.max_tokens, args.turns, args.verbose, args.threads)
+    on = play(True, args.max_tokens, args.turns, args.verbose, args.threads)
     if args.save:
         args.save.write_text(json.dumps({"off": off["records"], "on": on["records"]}, indent=1, ensure_ascii=False))
     for name, r in (("loops off (baseline)", off), ("loops on", on)):

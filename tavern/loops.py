@@ -332,6 +332,38 @@ def compare_replies(text: str, earlier: Sequence[str], limits: LoopLimits | None
     return result
 
 
+_SENTENCE = re.compile(r"[^.!?…\n]*(?:[.!?…]+[\"'”*)]*|\n|$)")
+
+
+def drop_copied(text: str, earlier: Sequence[str], limits: LoopLimits | None = None) -> str:
+    """`text` without the sentences that are mostly copied from the last replies (most of their
+    words inside a word n-gram one of them already has): what is left of a rewritten reply
+    that still repeats. `text` itself when nothing is copied, or when nothing would be left."""
+    lim = limits or LoopLimits()
+    recent = [e for e in earlier if e.strip()][-lim.history :]
+    theirs = {g for e in recent for g in _ngrams(words(e), lim.ngram)}
+    found = list(_WORD.finditer(text))
+    ws = [m.group().casefold() for m in found]
+    copied = [False] * len(ws)
+    for i, gram in enumerate(_ngrams(ws, lim.ngram)):
+        if gram in theirs:
+            copied[i : i + lim.ngram] = [True] * lim.ngram
+    if not any(copied):
+        return text
+    kept, w = [], 0
+    for sentence in _SENTENCE.finditer(text):
+        a, b = sentence.span()
+        mine = []
+        while w < len(found) and found[w].start() < b:
+            if found[w].start() >= a:
+                mine.append(copied[w])
+            w += 1
+        if not mine or sum(mine) * 2 <= len(mine):
+            kept.append(sentence.group())
+    out = "".join(kept).strip()
+    return out if words(out) else text
+
+
 def describe(record: dict[str, Any]) -> str:
     """One line for the status bar and the CLI: what was found and what was done."""
     parts = []
@@ -361,6 +393,7 @@ __all__ = [
     "ReplyLoopDetector",
     "compare_replies",
     "describe",
+    "drop_copied",
     "find_in_reply_loop",
     "ngram_overlap",
     "structure",
