@@ -204,3 +204,24 @@ def test_describe_says_what_was_done() -> None:
     assert text.startswith("loop: stopped a run-on") and "blacksmith" in text
     text = describe({"across": {"reasons": ["opening"]}, "regenerated": True, "still_repeats": False})
     assert text == "loop: reply repeated the last ones (opening): regenerated with DRY"
+
+
+# Mira's replies on SmolLM2-135M at temperature 0 (the Loops benchmark's third chat).
+MIRA_LAST = (
+    "I've lost some good people, and I've lost a lot of good people. I've lost a couple of my own family "
+    "members, and I've lost a lot of friends."
+)
+MIRA_OTHER = "I've been doing this job for a long time now."
+
+
+def test_a_rewrite_that_still_copies_the_last_reply_loses_the_copied_sentences() -> None:
+    from tavern.loops import drop_copied
+
+    rewrite = MIRA_OTHER + "\nI've lost a couple of my own family members, and I've lost a lot of friends."
+    assert "ngrams" in compare_replies(rewrite, [MIRA_LAST]).reasons
+    kept = drop_copied(rewrite, [MIRA_LAST])
+    assert kept == MIRA_OTHER
+    assert not compare_replies(kept, [MIRA_LAST])
+    # Nothing copied: unchanged; everything copied: unchanged too (an empty reply is worse).
+    assert drop_copied(MIRA_OTHER, [MIRA_LAST]) == MIRA_OTHER
+    assert drop_copied(MIRA_LAST, [MIRA_LAST]) == MIRA_LAST

@@ -102,3 +102,25 @@ def test_the_retry_keeps_the_negative_prompt_in_step_with_the_reply(engine) -> N
     expected = [e for e in engine.generate(direct) if isinstance(e, Finished)][0].text
     rest = final.text[len(head) :]
     assert rest.strip() and expected.startswith(rest)  # equal, or trimmed by the run-on check
+
+
+def test_the_retry_opens_with_another_word_even_after_an_asterisk(engine) -> None:
+    """The reply opened "*leans in on a comms device*" like the last one; "*" is not the word,
+    so the ban holds past it: the retry's first word is another one ("*smiles*")."""
+    from tavern.config import LoopSettings
+    from tavern.engines.samplers import SamplerSettings
+
+    prompt = (
+        "<|im_start|>system\nWrite Mira's next reply. Mira is a barkeep in a harbour town. "
+        "Write her actions between asterisks.<|im_end|>\n<|im_start|>user\nHello!<|im_end|>\n"
+        "<|im_start|>assistant\n*smiles warmly* Welcome to the Rusty Lantern, stranger!<|im_end|>\n"
+        "<|im_start|>user\nWhat is the news in town tonight?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    request = GenerationRequest(prompt=prompt, max_tokens=16, sampler=SamplerSettings(greedy=True), add_bos=False)
+    previous = [e for e in engine.generate(request) if isinstance(e, Finished)][0].text
+    assert previous.startswith("*")  # the case this test is about: the opening starts with a lead
+    events = list(guarded_generate(engine, request, threading.Event(), LoopSettings(), earlier=[previous]))
+    final = events[-1]
+    assert final.stats.loop["action"] == "regenerated"
+    assert words(final.text)[:1] != words(previous)[:1]
+    assert not final.stats.loop["still_repeats"]
