@@ -375,7 +375,8 @@ def describe(record: dict[str, Any]) -> str:
         why = ", ".join(across.get("reasons", []))
         if record.get("regenerated"):
             still = " (it still repeats)" if record.get("still_repeats") else ""
-            parts.append(f"reply repeated the last ones ({why}): regenerated with DRY{still}")
+            dropped = ", dropped the sentences it still copied" if record.get("dropped_chars") else ""
+            parts.append(f"reply repeated the last ones ({why}): regenerated with DRY{dropped}{still}")
         else:
             parts.append(f"reply repeats the last ones ({why})")
     return "loop: " + "; ".join(parts) if parts else ""

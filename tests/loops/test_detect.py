@@ -204,6 +204,8 @@ def test_describe_says_what_was_done() -> None:
     assert text.startswith("loop: stopped a run-on") and "blacksmith" in text
     text = describe({"across": {"reasons": ["opening"]}, "regenerated": True, "still_repeats": False})
     assert text == "loop: reply repeated the last ones (opening): regenerated with DRY"
+    text = describe({"across": {"reasons": ["ngrams"]}, "regenerated": True, "dropped_chars": 80})
+    assert text == "loop: reply repeated the last ones (ngrams): regenerated with DRY, dropped the sentences it still copied"
 
 
 # Mira's replies on SmolLM2-135M at temperature 0 (the Loops benchmark's third chat).
