@@ -121,6 +121,11 @@ class PromptInputs:
     note_anchors: dict[str, tuple[int, str]] | None = None
     """Notes unit key -> (chat index, text) from the last sent turn: a unit whose text is
     unchanged stays before the same message, so the engine's cache keeps it."""
+    depth_lore_drift: int = 0
+    """Tavern's cache-aware lore mode (`[lore] cache_aware`; 0 = off, SillyTavern's rule): an
+    @depth lore block that stays unchanged keeps its place instead of moving with the newest
+    message every turn (each move re-evaluates it), until it has drifted this many messages past
+    its depth; then it goes back to its depth once."""
     window_floor: int | None = None
     """Cache-friendly layout: the oldest message of the last sent prompt. Older messages stay
     out even when the notes shrink and would leave room: bringing one back means evaluating it
@@ -336,16 +341,17 @@ def assemble_prompt(
     ):
         text = "\n".join(t for t in (an_top, m(note.text), an_bottom) if t)
         injections.append(DepthInjection(text, note.depth, note.role, "author's note"))
+    history = [h for h in inputs.history if not h.is_system]
+    note_anchors: dict[str, tuple[int, str]] = {}
     for d, role, text in depth_lore:
-        injections.append(DepthInjection(text, d, role, "lore @depth"))
+        anchor = _depth_anchor(f"depth:{d}:{role}", d, text, history, inputs, note_anchors)
+        injections.append(DepthInjection(text, d, role, "lore @depth", before_index=anchor))
     if card.depth_prompt and card.depth_prompt[0].strip():
         p, d, role = card.depth_prompt
         injections.append(DepthInjection(m(p), int(d), role, "character's note"))
     if card.post_history_instructions.strip():
         injections.append(DepthInjection(m(card.post_history_instructions), 0, "system", "post-history"))
-    history = [h for h in inputs.history if not h.is_system]
     hidden = len(inputs.history) - len(history)
-    note_anchors: dict[str, tuple[int, str]] = {}
     if units and history:
         # Unchanged units keep their anchor; new or changed ones go before the newest message.
         previous = inputs.note_anchors or {}
@@ -387,9 +393,11 @@ def assemble_prompt(
         for order, inj in enumerate(injections if with_injections else ()):
             pos = max(0, len(kept) - inj.depth)
             key: tuple = (order,)
-            if inj.before_index is not None:
+            if inj.before_index is not None and inj.source == "notes":
                 pos = next((i for i, h in enumerate(kept) if h.index >= inj.before_index), pos)
                 key = (-1, inj.before_index, inj.rank)  # notes first, oldest anchor first
+            elif inj.before_index is not None:  # an anchored @depth block (cache-aware mode)
+                pos = next((i for i, h in enumerate(kept) if h.index >= inj.before_index), pos)
             placed.append((pos, key, inj))
         placed.sort(key=lambda p: (p[0], p[1]))
         for pos, group in reversed([(pos, [p[2] for p in grp]) for pos, grp in _grouped(placed)]):
@@ -555,6 +563,32 @@ def _stops(fmt: Any, inputs: PromptInputs, char: str, user: str) -> list[str]:
         if s and s not in seen:
             seen.append(s)
     return seen
+
+
+def _depth_anchor(
+    key: str,
+    depth: int,
+    text: str,
+    history: Sequence[HistoryMessage],
+    inputs: PromptInputs,
+    anchors: dict[str, tuple[int, str]],
+) -> int | None:
+    """The message an @depth lore block sits before in the cache-aware mode, recorded in
+    `anchors`; None: at its depth as usual (the mode is off, or depth 0, which has no message
+    after it). The block keeps last turn's anchor while its text is the same and it has not
+    drifted more than `depth_lore_drift` messages past its depth."""
+    drift = inputs.depth_lore_drift
+    if drift <= 0 or depth <= 0 or not history:
+        return None
+    at_depth = history[max(0, len(history) - depth)].index
+    old = (inputs.note_anchors or {}).get(key)
+    anchor = at_depth
+    if old and old[1] == text and old[0] <= at_depth:
+        behind = sum(1 for h in history if h.index >= old[0])  # messages after the block
+        if behind <= depth + drift:
+            anchor = old[0]
+    anchors[key] = (anchor, text)
+    return anchor
 
 
 def _notes_entries(lore: Any) -> list[Any]:
