@@ -207,6 +207,9 @@ class TokenCounter:
         self._max = max_entries
         self._seen = [0, 0]  # characters and tokens counted so far: this model's ratio
 
+    def known(self, text: str) -> int | None:
+        return self._cache.get(text)
+
     def chars_per_token(self) -> float:
         chars, tokens = self._seen
         return chars / tokens if tokens > 50 else 4.0
@@ -277,17 +280,19 @@ def message_piece(fmt: Any, message: dict) -> str:
 
 def _prime_history(count: Any, pieces: list[str], budget: int) -> None:
     """Count the newest messages likely to fit in one batch (a remote counter), before the
-    window is chosen message by message: as many as the characters-per-token seen so far say
-    fit, and a fifth more, so the batch rarely stops short (a message it missed is counted on
-    its own) and rarely asks about many that will not fit."""
-    per_token = count.chars_per_token()
+    window is chosen message by message. A message counted before weighs its count; a new one
+    the characters-per-token seen so far, less a sixth, so the batch rarely stops short (a
+    message it missed is counted on its own). Once the counts are known the batch ends where
+    the window does, so a later turn asks only about new messages."""
+    per_token = count.chars_per_token() * 1.2
     chosen: list[str] = []
     estimate = 0.0
     for piece in pieces:
-        if estimate > budget * 1.2:
+        if estimate > budget:
             break
         chosen.append(piece)
-        estimate += len(piece) / per_token
+        known = count.known(piece)
+        estimate += known if known is not None else len(piece) / per_token
     count.prime(chosen)
 
 

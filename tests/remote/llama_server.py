@@ -5,6 +5,7 @@ llama-server where benchmarks/build_llama_server.sh has built it (`native_llama_
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -92,7 +93,7 @@ def native_llama_server(model_path, tmp_path_factory):
             time.sleep(0.1)
         yield url
     finally:
-        proc.terminate()
+        proc.send_signal(signal.SIGINT)  # its clean shutdown (SIGTERM aborts with a backtrace)
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:

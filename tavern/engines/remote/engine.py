@@ -429,9 +429,13 @@ def _usage(chunk: dict) -> dict[str, int]:
         cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens")
         if cached:
             out["cached"] = int(cached)
-    if chunk.get("tokens_evaluated"):
+    timings = chunk.get("timings") or {}
+    if "prompt_n" in timings:
+        # llama-server: prompt tokens evaluated this turn, and those its cache served.
+        out["cached"] = int(timings.get("cache_n") or 0)
+        out["prompt"] = int(timings["prompt_n"]) + out["cached"]
+    elif chunk.get("tokens_evaluated"):
         out["prompt"] = int(chunk["tokens_evaluated"])
-        out["cached"] = int(chunk.get("tokens_cached") or 0)
     if chunk.get("prompt_eval_count"):
         out["prompt"] = int(chunk["prompt_eval_count"])
     return out
