@@ -23,9 +23,10 @@ EMBEDDED = "embedded"
 """The name that picks the embedded llama.cpp engine where a profile name goes (a chat or a
 character choosing it overrides a remote backend chosen globally); no profile may take it."""
 
-CFG_APIS = ("textgen",)
-"""APIs whose servers take `guidance_scale` and `negative_prompt` (text-generation-webui's
-HF loaders). llama-server, KoboldCpp, Ollama and plain OpenAI servers have no CFG."""
+CFG_APIS = ("textgen", "kobold")
+"""APIs whose servers take `guidance_scale` and `negative_prompt`: text-generation-webui (its
+HF loaders) and KoboldCpp (started with --enableguidance). llama-server, Ollama and plain
+OpenAI servers have no CFG."""
 
 SCOPES = ("global", "character", "chat")
 

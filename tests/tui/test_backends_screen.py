@@ -14,7 +14,8 @@ from textual.widgets import Input, Select, Static
 from remote.llama_server import llama_server  # noqa: F401  (the fixture)
 from tavern.backends import EMBEDDED, BackendStore
 from tavern.session import Tavern
-from tavern.tui.app import make_app
+from tavern.tui import app as tavern_app
+from tavern.tui.app import TavernApp, make_app
 from tavern.tui.screens.backends import BackendsScreen
 from tavern.tui.screens.chat import ChatScreen
 from tavern.tui.screens.settings import SettingsScreen
@@ -137,3 +138,39 @@ async def test_choose_backend_globally_per_character_and_per_chat(home: Path, ll
         await wait_until(pilot, lambda: tavern.backend_name == "srv")
         await pilot.press("escape")
         await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
+
+
+class NotedApp(TavernApp):
+    """The real app, with its notifications kept for the test to read."""
+
+    CSS_PATH = str(Path(tavern_app.__file__).with_name("tavern.tcss"))
+
+    def __init__(self, tavern: Tavern) -> None:
+        super().__init__(tavern)
+        self.notes: list[str] = []
+
+    def notify(self, message, **kwargs) -> None:
+        self.notes.append(str(message))
+        super().notify(message, **kwargs)
+
+
+async def test_the_chat_says_once_that_cfg_is_unavailable_on_the_backend(home: Path, llama_server: str) -> None:  # noqa: F811
+    BackendStore(home).add("srv", "openai-chat", llama_server)
+    tavern = Tavern.open(home, **{"model.backend": "srv", "generation.max_tokens": 6, "memory.enabled": False})
+    key, card = tavern.character("Mira")
+    chat = tavern.new_chat(key, card)
+    chat.update_metadata({"cfg_guidance_scale": 1.5, "cfg_negative_prompt": "Be rude."})
+    app = NotedApp(tavern)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await library(pilot, app)
+        app.open_character("Mira")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.is_mounted and app.focused is not None)
+        for text in ("hello", "again"):
+            before = len(screen.session.chat)
+            screen.composer.value = text
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: len(screen.session.chat) >= before + 2 and not screen.generating, 60)
+        said = [n for n in app.notes if "CFG is unavailable on this backend (openai-chat)" in n]
+        assert len(said) == 1
