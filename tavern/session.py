@@ -783,6 +783,12 @@ class ChatSession:
         settings = self.app.lore_settings()
         meta = self.chat.header.chat_metadata
         msgs = [ScanMessage(h.name, h.text, h.is_user) for h in history if not h.is_system]
+        if getattr(self.app.engine, "counts_joined", False):
+            # A server that counts many texts in one request: every entry's cost at once, not a
+            # round trip per activated entry (content with macros is counted as it comes).
+            texts = [e.content for _s, b in books for e in b.entries
+                     if e.content and not e.disable and "{{" not in e.content][:1000]
+            count.prime([t + "\n" for t in texts] + texts)  # the scan's cost, the slot's count
         result = scan_lore(
             books,
             msgs,

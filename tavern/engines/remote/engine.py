@@ -81,6 +81,8 @@ class RemoteEngine:
         self.name = profile.api
         self.supports_raw_prompt = profile.api != "openai-chat"
         self.supports_cfg = profile.api in CFG_APIS
+        self.counts_joined = profile.api == "llamacpp"
+        """Counts many texts in one request (`count_tokens_many`), so priming more is cheap."""
         # text-generation-webui speaks OpenAI text completions plus its own fields.
         self._shape = "openai-text" if profile.api == "textgen" else profile.api
         self._n_ctx = n_ctx
