@@ -198,10 +198,44 @@ class AssembledPrompt:
 class TokenCounter:
     """Counts with the backend's tokenizer and remembers: a turn re-counts only new text."""
 
-    def __init__(self, count: Callable[[str], int], max_entries: int = 100_000):
+    def __init__(
+        self,
+        count: Callable[[str], int],
+        max_entries: int = 100_000,
+        count_many: Callable[[list[str]], list[int]] | None = None,
+    ):
         self._count = count
+        self._count_many = count_many
+        """A backend that counts many texts at once (a remote server: one request or one
+        concurrent batch, not a round trip per piece); None: `prime` does nothing."""
         self._cache: OrderedDict[str, int] = OrderedDict()
         self._max = max_entries
+        self._seen = [0, 0]  # characters and tokens counted so far: this model's ratio
+
+    def known(self, text: str) -> int | None:
+        return self._cache.get(text)
+
+    def chars_per_token(self) -> float:
+        chars, tokens = self._seen
+        return chars / tokens if tokens > 50 else 4.0
+
+    @property
+    def batches(self) -> bool:
+        return self._count_many is not None
+
+    def prime(self, texts: list[str]) -> None:
+        """Count the texts not known yet in one batch, so the calls that follow are hits."""
+        if self._count_many is None:
+            return
+        todo = [t for t in dict.fromkeys(texts) if t and t not in self._cache]
+        if len(todo) < 2:
+            return
+        for text, n in zip(todo, self._count_many(todo), strict=True):
+            self._cache[text] = n
+            self._seen[0] += len(text)
+            self._seen[1] += n
+        while len(self._cache) > self._max:
+            self._cache.popitem(last=False)
 
     def __call__(self, text: str) -> int:
         if not text:
@@ -212,6 +246,8 @@ class TokenCounter:
             return hit
         n = self._count(text)
         self._cache[text] = n
+        self._seen[0] += len(text)
+        self._seen[1] += n
         if len(self._cache) > self._max:
             self._cache.popitem(last=False)
         return n
@@ -229,15 +265,40 @@ def message_cost(fmt: Any, message: dict, count: Callable[[str], int]) -> int:
     tokens of markup); the assembler's final whole-prompt count corrects it.
     """
     if getattr(fmt, "is_concatenative", False):
-        key = (id(fmt), message["role"], message["content"])
-        piece = _PIECES.get(key)
-        if piece is None:
-            piece = fmt.render_message(message)
-            _PIECES[key] = piece
-            if len(_PIECES) > 50_000:
-                _PIECES.popitem(last=False)
-        return count(piece)
+        return count(message_piece(fmt, message))
     return count(message["content"]) + 8
+
+
+def message_piece(fmt: Any, message: dict) -> str:
+    """The text `message_cost` counts for one message."""
+    if not getattr(fmt, "is_concatenative", False):
+        return message["content"]
+    key = (id(fmt), message["role"], message["content"])
+    piece = _PIECES.get(key)
+    if piece is None:
+        piece = fmt.render_message(message)
+        _PIECES[key] = piece
+        if len(_PIECES) > 50_000:
+            _PIECES.popitem(last=False)
+    return piece
+
+
+def _prime_history(count: Any, pieces: list[str], budget: int) -> None:
+    """Count the newest messages likely to fit in one batch (a remote counter), before the
+    window is chosen message by message. A message counted before weighs its count; a new one
+    the characters-per-token seen so far, less a sixth, so the batch rarely stops short (a
+    message it missed is counted on its own). Once the counts are known the batch ends where
+    the window does, so a later turn asks only about new messages."""
+    per_token = count.chars_per_token() * 1.2
+    chosen: list[str] = []
+    estimate = 0.0
+    for piece in pieces:
+        if estimate > budget:
+            break
+        chosen.append(piece)
+        known = count.known(piece)
+        estimate += known if known is not None else len(piece) / per_token
+    count.prime(chosen)
 
 
 def split_examples(mes_example: str) -> list[str]:
@@ -443,6 +504,9 @@ def assemble_prompt(
     used = fixed_tokens
     n_hist = 0
     floor = inputs.window_floor if not st_layout and inputs.window_floor is not None else -1
+    if getattr(count, "batches", False):
+        pieces = [message_piece(fmt, msg(h)) for h in reversed(history) if h.index >= floor]
+        _prime_history(count, pieces, budget - used)
     for h in reversed(history):
         if h.index < floor:
             break  # once out of the window, a message stays out (see PromptInputs.window_floor)
