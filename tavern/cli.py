@@ -246,6 +246,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     _ = app.engine  # load before the first turn so a bad model fails before anything is written
     for warning in app.load_warnings:
         print(f"tavern: warning: {warning}", file=sys.stderr)
+    for note in app.load_notes:  # e.g. how many layers fitted on a GPU whose free memory is unknown
+        print(f"tavern: {note}", file=sys.stderr)
     turns = 0
     for text in messages:
         if args.message is None and not text.strip():
@@ -597,12 +599,17 @@ def cmd_models_info(args: argparse.Namespace) -> int:
         fmt_id = fmt.id
     except (ImportError, TavernError):
         pass
+    from tavern.engines.gpu import backend_report, format_backend
+
     vram = detect_free_vram()
     cache = _cache_plan(info, n_ctx, app.settings.model)
+    backend = backend_report()
     if args.json:
-        _print_json({**info_to_json(info, n_ctx, fmt_id, vram), "prompt_cache": cache})
+        _print_json({**info_to_json(info, n_ctx, fmt_id, vram, gpu_backend=backend["gpu_offload"]), "prompt_cache": cache, "llama_cpp": backend})
     else:
-        print(format_info(info, n_ctx, fmt_id, vram))
+        print(format_info(info, n_ctx, fmt_id, vram, gpu_backend=backend["gpu_offload"]))
+        for key, value in format_backend(backend):
+            print(f"{key + ':':<16}{value}")
         print(
             f"KV cells:       {cache['chat_cells']} for the chat + {cache['side_cells']} for side sequences "
             f"(CFG, background) = {cache['kv_mib']:.0f} MiB"

@@ -60,6 +60,8 @@ class Tavern:
         self._format_reason = ""
         self._counter: TokenCounter | None = None
         self.load_warnings: list[str] = []
+        self.load_notes: list[str] = []
+        """One-line facts about the last load (what fitted on the GPU), shown once."""
         self._home_lock: Any = None
         self.cpu_probe_command: list[str] | None = None  # tests inject a child that crashes
         self.backend_override: str | None = None
@@ -133,6 +135,8 @@ class Tavern:
                 check_build(self.home.root, self.model_path(), self.cpu_probe_command)
                 engine = LocalEngine(self.model_path(), **self._load_plan())
                 engine.load()
+                # Free VRAM was unknown, so the engine found out by trying: say what fitted.
+                self.load_notes = [engine.offload.note] if engine.offload is not None else []
                 self._engine = engine
             elif hasattr(self._engine, "loaded") and not self._engine.loaded:
                 self._engine.load()
@@ -166,12 +170,14 @@ class Tavern:
             rope_alpha=m.rope_alpha or None,
             gpu_layers=gpu_layers,
             free_vram=detect_free_vram() if gpu_layers != 0 else None,
+            gpu_backend=gpu_layers != 0,
         )
         self.load_warnings = list(plan.warnings)
         return dict(
             n_ctx=plan.n_ctx,
             n_threads=m.n_threads,
             n_gpu_layers=plan.n_gpu_layers,
+            gpu_step_down=plan.gpu_step_down,
             n_batch=m.n_batch,
             flash_attn=m.flash_attn,
             type_k=m.type_k,
