@@ -529,7 +529,7 @@ def cmd_export_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_lore_scan(args: argparse.Namespace) -> int:
-    from tavern.lore import ScanMessage, load_lorebook, scan_lore
+    from tavern.lore import load_lorebook
     from tavern.lore.report import format_scan_report, scan_result_to_json
 
     app = _open(args)
@@ -541,15 +541,7 @@ def cmd_lore_scan(args: argparse.Namespace) -> int:
         path = found
     book = load_lorebook(path)
     if args.text is not None:
-        result = scan_lore(
-            [("global", book)],
-            [ScanMessage(app.settings.chat.user_name, args.text, True)],
-            app.lore_settings(),
-            context_size=app.settings.model.n_ctx,
-            count_tokens=_approx_tokens,
-            chat_length=1,
-            rng_seed=0,
-        )
+        result = app.scan_lore_text([("global", book)], args.text)
     else:
         # The chat's own scan, as its next prompt runs it (tokenizer, macros, timed state).
         session = app.open_chat(args.character, chat_name=args.chat, read_only=True)
@@ -559,11 +551,6 @@ def cmd_lore_scan(args: argparse.Namespace) -> int:
     else:
         print(format_scan_report(result))
     return 0
-
-
-def _approx_tokens(text: str) -> int:
-    """`lore scan --text` (no chat, no model): the budget uses ~4 characters a token there."""
-    return max(1, len(text) // 4) if text else 0
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:

@@ -303,20 +303,22 @@ class Tavern:
         return session
 
     def lore_settings(self) -> Any:
-        """The [lore] settings as the scanner takes them."""
-        from tavern.lore import LoreSettings
+        """The [lore] settings: the scan takes the settings model itself (one definition)."""
+        return self.settings.lore
 
-        ls = self.settings.lore
-        return LoreSettings(
-            scan_depth=ls.scan_depth,
-            budget_percent=ls.budget_percent,
-            budget_cap=ls.budget_cap,
-            recursive=ls.recursive,
-            case_sensitive=ls.case_sensitive,
-            match_whole_words=ls.match_whole_words,
-            include_names=ls.include_names,
-            max_recursion_steps=ls.max_recursion_steps,
-            cache_aware_linger=ls.linger if ls.cache_aware else 0,
+    def scan_lore_text(self, books: list[tuple[str, Any]], text: str) -> Any:
+        """`tavern lore scan --text`: one message of yours scanned as a turn would scan it (the
+        [lore] settings, the model's tokenizer for the budget), without a chat."""
+        from tavern.lore import ScanMessage, scan_lore
+
+        return scan_lore(
+            books,
+            [ScanMessage(self.settings.chat.user_name, text, True)],
+            self.lore_settings(),
+            context_size=self.engine.context_size,
+            count_tokens=self.counter(),
+            chat_length=1,
+            rng_seed=0,
         )
 
     def find_lorebook(self, name: str) -> Path | None:
