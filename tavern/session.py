@@ -239,13 +239,16 @@ class Tavern:
             self._counter = TokenCounter(self.engine.count_tokens)
         return self._counter
 
-    def sampler_settings(self, seed: int | None = None, temperature: float | None = None) -> Any:
+    def sampler_preset(self, name: str) -> Any:
+        """A sampler preset by name: the data home's presets/NAME.json, else a bundled one."""
         from tavern.engines.presets import load_preset
 
+        user = self.home.presets / f"{name}.json"
+        return load_preset(user if user.is_file() else name)
+
+    def sampler_settings(self, seed: int | None = None, temperature: float | None = None) -> Any:
         g = self.settings.generation
-        name = g.preset
-        user_file = self.home.presets / f"{name}.json"
-        settings = load_preset(user_file if user_file.exists() else name)
+        settings = self.sampler_preset(g.preset)
         overrides = {}
         seed = seed if seed is not None else g.seed
         temperature = temperature if temperature is not None else g.temperature
@@ -444,6 +447,16 @@ class Tavern:
             return sorted((p for p in folder.glob("*.json") if p.is_file()), key=lambda p: p.stem.casefold())
         except OSError as err:
             raise TavernError(f"{folder}: {err.strerror or err}") from None
+
+    def lorebook_sizes(self) -> list[tuple[Path, int | None]]:
+        """`list_lorebooks` with each file's size in bytes (None if it vanished meanwhile)."""
+        sized: list[tuple[Path, int | None]] = []
+        for path in self.list_lorebooks():
+            try:
+                sized.append((path, path.stat().st_size))
+            except OSError:
+                sized.append((path, None))
+        return sized
 
     def open_lorebook(self, path: Path | str) -> Any:
         from tavern.lore import load_lorebook
