@@ -246,6 +246,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     _ = app.engine  # load before the first turn so a bad model fails before anything is written
     for warning in app.load_warnings:
         print(f"tavern: warning: {warning}", file=sys.stderr)
+    for note in app.load_notes:  # e.g. how many layers fitted on a GPU whose free memory is unknown
+        print(f"tavern: {note}", file=sys.stderr)
     turns = 0
     for text in messages:
         if args.message is None and not text.strip():
@@ -527,7 +529,7 @@ def cmd_export_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_lore_scan(args: argparse.Namespace) -> int:
-    from tavern.lore import ScanMessage, load_lorebook, scan_lore
+    from tavern.lore import load_lorebook
     from tavern.lore.report import format_scan_report, scan_result_to_json
 
     app = _open(args)
@@ -539,15 +541,7 @@ def cmd_lore_scan(args: argparse.Namespace) -> int:
         path = found
     book = load_lorebook(path)
     if args.text is not None:
-        result = scan_lore(
-            [("global", book)],
-            [ScanMessage(app.settings.chat.user_name, args.text, True)],
-            app.lore_settings(),
-            context_size=app.settings.model.n_ctx,
-            count_tokens=_approx_tokens,
-            chat_length=1,
-            rng_seed=0,
-        )
+        result = app.scan_lore_text([("global", book)], args.text)
     else:
         # The chat's own scan, as its next prompt runs it (tokenizer, macros, timed state).
         session = app.open_chat(args.character, chat_name=args.chat, read_only=True)
@@ -557,11 +551,6 @@ def cmd_lore_scan(args: argparse.Namespace) -> int:
     else:
         print(format_scan_report(result))
     return 0
-
-
-def _approx_tokens(text: str) -> int:
-    """`lore scan --text` (no chat, no model): the budget uses ~4 characters a token there."""
-    return max(1, len(text) // 4) if text else 0
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -597,12 +586,17 @@ def cmd_models_info(args: argparse.Namespace) -> int:
         fmt_id = fmt.id
     except (ImportError, TavernError):
         pass
+    from tavern.engines.gpu import backend_report, format_backend
+
     vram = detect_free_vram()
     cache = _cache_plan(info, n_ctx, app.settings.model)
+    backend = backend_report()
     if args.json:
-        _print_json({**info_to_json(info, n_ctx, fmt_id, vram), "prompt_cache": cache})
+        _print_json({**info_to_json(info, n_ctx, fmt_id, vram, gpu_backend=backend["gpu_offload"]), "prompt_cache": cache, "llama_cpp": backend})
     else:
-        print(format_info(info, n_ctx, fmt_id, vram))
+        print(format_info(info, n_ctx, fmt_id, vram, gpu_backend=backend["gpu_offload"]))
+        for key, value in format_backend(backend):
+            print(f"{key + ':':<16}{value}")
         print(
             f"KV cells:       {cache['chat_cells']} for the chat + {cache['side_cells']} for side sequences "
             f"(CFG, background) = {cache['kv_mib']:.0f} MiB"

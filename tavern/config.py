@@ -86,19 +86,37 @@ class PromptSettings(_Section):
 
 
 class LoreSettingsModel(_Section):
-    scan_depth: int = 2
-    budget_percent: int = 25
-    budget_cap: int = 0
+    """[lore]: the one definition of the World Info settings. The scan takes this object as it
+    is (`tavern.lore.LoreSettings` is this class), so a key added here reaches it with nothing
+    copied by hand. Defaults are a new SillyTavern install's."""
+
+    scan_depth: int = Field(2, ge=0)
+    budget_percent: float = Field(25, ge=0, le=100)
+    budget_cap: int = Field(0, ge=0)
     recursive: bool = True
     case_sensitive: bool = False
     match_whole_words: bool = True
     include_names: bool = True
-    max_recursion_steps: int = 0
+    insertion_strategy: int = Field(1, ge=0, le=2)
+    """0 = character and global lore sorted together, 1 = character first, 2 = global first."""
+    min_activations: int = Field(0, ge=0)
+    min_activations_depth_max: int = Field(0, ge=0)
+    max_recursion_steps: int = Field(0, ge=0)
+    group_scoring: bool = False
+    regex_timeout_ms: float = Field(25.0, gt=0)
+    """Tavern's time limit for one regex key on one text."""
+    regex_total_ms: float = Field(250.0, gt=0)
+    """...and for all regex work of one scan."""
     global_books: list[str] = []
     cache_aware: bool = False
     """Tavern's own mode: an entry that stops firing lingers in the prompt (KV cache kept)."""
     linger: int = Field(6, ge=1, le=1000)
     """cache_aware: messages an entry stays after it last fired (refreshed each time it fires)."""
+
+    @property
+    def cache_aware_linger(self) -> int:
+        """What the scan's timed effects use: 0 (SillyTavern's behaviour) unless cache_aware."""
+        return self.linger if self.cache_aware else 0
 
 
 class LoopSettings(_Section):

@@ -60,6 +60,8 @@ class Tavern:
         self._format_reason = ""
         self._counter: TokenCounter | None = None
         self.load_warnings: list[str] = []
+        self.load_notes: list[str] = []
+        """One-line facts about the last load (what fitted on the GPU), shown once."""
         self._home_lock: Any = None
         self.cpu_probe_command: list[str] | None = None  # tests inject a child that crashes
         self.backend_override: str | None = None
@@ -133,6 +135,8 @@ class Tavern:
                 check_build(self.home.root, self.model_path(), self.cpu_probe_command)
                 engine = LocalEngine(self.model_path(), **self._load_plan())
                 engine.load()
+                # Free VRAM was unknown, so the engine found out by trying: say what fitted.
+                self.load_notes = [engine.offload.note] if engine.offload is not None else []
                 self._engine = engine
             elif hasattr(self._engine, "loaded") and not self._engine.loaded:
                 self._engine.load()
@@ -184,12 +188,14 @@ class Tavern:
             rope_alpha=m.rope_alpha or None,
             gpu_layers=gpu_layers,
             free_vram=detect_free_vram() if gpu_layers != 0 else None,
+            gpu_backend=gpu_layers != 0,
         )
         self.load_warnings = list(plan.warnings)
         return dict(
             n_ctx=plan.n_ctx,
             n_threads=m.n_threads,
             n_gpu_layers=plan.n_gpu_layers,
+            gpu_step_down=plan.gpu_step_down,
             n_batch=m.n_batch,
             flash_attn=m.flash_attn,
             type_k=m.type_k,
@@ -252,13 +258,16 @@ class Tavern:
             self._counter = TokenCounter(engine.count_tokens, count_many=getattr(engine, "count_tokens_many", None))
         return self._counter
 
-    def sampler_settings(self, seed: int | None = None, temperature: float | None = None) -> Any:
+    def sampler_preset(self, name: str) -> Any:
+        """A sampler preset by name: the data home's presets/NAME.json, else a bundled one."""
         from tavern.engines.presets import load_preset
 
+        user = self.home.presets / f"{name}.json"
+        return load_preset(user if user.is_file() else name)
+
+    def sampler_settings(self, seed: int | None = None, temperature: float | None = None) -> Any:
         g = self.settings.generation
-        name = g.preset
-        user_file = self.home.presets / f"{name}.json"
-        settings = load_preset(user_file if user_file.exists() else name)
+        settings = self.sampler_preset(g.preset)
         overrides = {}
         seed = seed if seed is not None else g.seed
         temperature = temperature if temperature is not None else g.temperature
@@ -314,20 +323,22 @@ class Tavern:
         return session
 
     def lore_settings(self) -> Any:
-        """The [lore] settings as the scanner takes them."""
-        from tavern.lore import LoreSettings
+        """The [lore] settings: the scan takes the settings model itself (one definition)."""
+        return self.settings.lore
 
-        ls = self.settings.lore
-        return LoreSettings(
-            scan_depth=ls.scan_depth,
-            budget_percent=ls.budget_percent,
-            budget_cap=ls.budget_cap,
-            recursive=ls.recursive,
-            case_sensitive=ls.case_sensitive,
-            match_whole_words=ls.match_whole_words,
-            include_names=ls.include_names,
-            max_recursion_steps=ls.max_recursion_steps,
-            cache_aware_linger=ls.linger if ls.cache_aware else 0,
+    def scan_lore_text(self, books: list[tuple[str, Any]], text: str) -> Any:
+        """`tavern lore scan --text`: one message of yours scanned as a turn would scan it (the
+        [lore] settings, the model's tokenizer for the budget), without a chat."""
+        from tavern.lore import ScanMessage, scan_lore
+
+        return scan_lore(
+            books,
+            [ScanMessage(self.settings.chat.user_name, text, True)],
+            self.lore_settings(),
+            context_size=self.engine.context_size,
+            count_tokens=self.counter(),
+            chat_length=1,
+            rng_seed=0,
         )
 
     def find_lorebook(self, name: str) -> Path | None:
@@ -453,6 +464,16 @@ class Tavern:
             return sorted((p for p in folder.glob("*.json") if p.is_file()), key=lambda p: p.stem.casefold())
         except OSError as err:
             raise TavernError(f"{folder}: {err.strerror or err}") from None
+
+    def lorebook_sizes(self) -> list[tuple[Path, int | None]]:
+        """`list_lorebooks` with each file's size in bytes (None if it vanished meanwhile)."""
+        sized: list[tuple[Path, int | None]] = []
+        for path in self.list_lorebooks():
+            try:
+                sized.append((path, path.stat().st_size))
+            except OSError:
+                sized.append((path, None))
+        return sized
 
     def open_lorebook(self, path: Path | str) -> Any:
         from tavern.lore import load_lorebook

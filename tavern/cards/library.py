@@ -167,6 +167,10 @@ class CardLibrary:
         """The card for a key or name (see `resolve`). NotFoundError or CardError."""
         return read_card(self.path(self.resolve(key_or_name)))
 
+    def get_with_avatar(self, key: str) -> tuple[Card, bytes | None]:
+        """The card of `key` and its picture's PNG bytes (the library screen's preview)."""
+        return load_card_with_avatar(self.path(key))
+
     def path(self, key: str) -> Path:
         """The PNG file of an existing character. NotFoundError if there is none."""
         target = self._file(key)

@@ -403,6 +403,8 @@ class LoadPlan:
     rope_freq_base: float | None
     n_gpu_layers: int
     warnings: tuple[str, ...] = ()
+    gpu_step_down: bool = False
+    """Free VRAM unknown on a GPU build: all layers are tried, fewer if llama.cpp refuses."""
 
 
 def plan_load(
@@ -412,6 +414,7 @@ def plan_load(
     rope_alpha: float | None = None,
     gpu_layers: int | None = None,
     free_vram: int | None = None,
+    gpu_backend: bool = False,
 ) -> LoadPlan:
     """Settle context size, RoPE and GPU offload from user choices and the model's metadata.
 
@@ -420,7 +423,9 @@ def plan_load(
     alpha scales the model's own base with the seed's formula (for Llama 2 that base is 10000,
     so alpha 2.65 -> ~26,900; using the file's base keeps models trained with a large base
     from being shrunk). `gpu_layers` None or negative -> as many as fit in `free_vram` (0 when
-    `free_vram` is None: no GPU); 0 -> CPU only; N -> N, capped at n_layers + 1.
+    `free_vram` is None: no GPU); 0 -> CPU only; N -> N, capped at n_layers + 1. With
+    `gpu_backend` (llama.cpp can offload) but no `free_vram` (no nvidia-smi: Metal, ROCm,
+    Vulkan), -1 means all layers with `gpu_step_down`: the engine tries fewer if the load fails.
     """
     warnings: list[str] = []
     native = info.native_ctx or 0
@@ -438,11 +443,17 @@ def plan_load(
             f"context {ctx} exceeds the native {native} with no RoPE scaling: "
             "set rope_alpha (e.g. 2.65 for 2x) or rope_freq_base"
         )
+    step_down = False
     if gpu_layers is None or gpu_layers < 0:
-        layers = info.recommend_gpu_layers(free_vram, ctx)
+        if gpu_backend and free_vram is None:
+            layers, step_down = info.n_layers + 1, True
+        else:
+            layers = info.recommend_gpu_layers(free_vram, ctx)
     else:
         layers = min(int(gpu_layers), info.n_layers + 1)
-    return LoadPlan(n_ctx=ctx, rope_freq_base=base, n_gpu_layers=layers, warnings=tuple(warnings))
+    return LoadPlan(
+        n_ctx=ctx, rope_freq_base=base, n_gpu_layers=layers, warnings=tuple(warnings), gpu_step_down=step_down
+    )
 
 
 def detect_free_vram(timeout: float = 3.0) -> int | None:

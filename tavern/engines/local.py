@@ -25,6 +25,7 @@ from typing import Any
 
 from tavern.engines.base import SEQ_BACKGROUND, SEQ_CFG, SEQ_CHAT, Finished, GenerationRequest, Token, TurnStats
 from tavern.engines.gguf_info import read_gguf
+from tavern.engines.gpu import Offload, step_down
 from tavern.engines.lowlevel import (
     AbortFlag,
     BatchDecoder,
@@ -66,6 +67,7 @@ class LocalEngine:
         side_ctx: int = -1,
         cache_ram_mib: int = 1024,
         insert_reuse: bool = True,
+        gpu_step_down: bool = False,
     ):
         self.model_path = Path(model_path)
         self.n_ctx = n_ctx
@@ -75,6 +77,10 @@ class LocalEngine:
         whose state is saved in host memory meanwhile."""
         self.n_threads = n_threads or os.cpu_count() or 1
         self.n_gpu_layers = n_gpu_layers
+        self.gpu_step_down = gpu_step_down
+        """Free VRAM unknown: if llama.cpp refuses `n_gpu_layers`, try fewer (`gpu.step_down`)."""
+        self.offload: Offload | None = None
+        """What the last load put on the GPU, when it had to find out by trying."""
         self.n_batch = n_batch
         self.flash_attn = flash_attn
         self.type_k = type_k
@@ -91,6 +97,7 @@ class LocalEngine:
         self._vocab: Any = None
         self._lock = threading.Lock()
         self.load_seconds = 0.0
+        self._gpu_layers_max = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -114,7 +121,8 @@ class LocalEngine:
         if self._llama is not None:
             return
         path = self.model_path
-        read_gguf(path)  # a missing, truncated or foreign file: one clear line, before llama.cpp's noise
+        # A missing, truncated or foreign file: one clear line, before llama.cpp's noise.
+        self._gpu_layers_max = read_gguf(path).n_layers + 1  # repeating layers + the output head
         t0 = time.perf_counter()
         try:
             import llama_cpp  # deferred: ~0.2 s and 55 MB
@@ -140,9 +148,16 @@ class LocalEngine:
                 if value not in types:
                     raise ModelLoadError(f"unknown KV cache type {value!r} (use one of {', '.join(types)})")
                 kwargs[name] = types[value]
-        try:
+        def try_load(n_layers: int) -> Any:
             with _several_sequences(llama_cpp):
-                self._llama = llama_cpp.Llama(**kwargs)
+                return llama_cpp.Llama(**{**kwargs, "n_gpu_layers": n_layers})
+
+        self.offload = None
+        try:
+            if self.gpu_step_down and self.n_gpu_layers > 0:
+                self._llama, self.offload = step_down(self.n_gpu_layers, try_load)
+            else:
+                self._llama = try_load(self.n_gpu_layers)
         except Exception as err:  # llama.cpp reports every load failure as ValueError/RuntimeError
             raise ModelLoadError(f"{path}: cannot load model: {err}") from None
         ctx = self._llama._ctx.ctx
@@ -151,6 +166,26 @@ class LocalEngine:
         self._abort = AbortFlag(self._llama)
         self._vocab = llama_cpp.llama_model_get_vocab(self._llama._model.model)
         self.load_seconds = time.perf_counter() - t0
+
+    @property
+    def load_info(self) -> dict[str, Any]:
+        """How the model was loaded: the backend and what is on the GPU (for status and tests)."""
+        from tavern.engines.gpu import backend_devices, offload_supported
+
+        gpu = offload_supported()
+        if self.offload is not None:
+            layers = self.offload.layers
+        else:  # llama.cpp caps n_gpu_layers at the model's; -1 means all of them
+            total = self._gpu_layers_max
+            layers = 0 if not gpu else (total if self.n_gpu_layers < 0 else min(self.n_gpu_layers, total))
+        devices = [d for d in backend_devices() if d.kind != "CPU"] if gpu and layers else []
+        return {
+            "backend": ", ".join(d.name for d in devices) if devices else "CPU",
+            "gpu_offload": gpu,
+            "n_gpu_layers_requested": self.n_gpu_layers,
+            "gpu_layers": layers,
+            "note": self.offload.note if self.offload is not None else "",
+        }
 
     def unload(self) -> None:
         with self._lock:

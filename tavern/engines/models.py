@@ -255,6 +255,7 @@ def info_to_json(
     free_vram: int | None = None,
     type_k: str = "f16",
     type_v: str = "f16",
+    gpu_backend: bool = False,
 ) -> dict[str, Any]:
     """The facts of `tavern models info --json` (plain JSON types only)."""
     ctx = n_ctx or info.native_ctx or 4096
@@ -291,7 +292,10 @@ def info_to_json(
         "add_bos_token": info.add_bos_token,
         "memory": {"n_ctx": ctx, "type_k": type_k, "type_v": type_v, **mem},
         "free_vram": free_vram,
-        "recommended_gpu_layers": info.recommend_gpu_layers(free_vram, ctx, type_k, type_v),
+        "recommended_gpu_layers": (
+            info.n_layers + 1 if gpu_backend and free_vram is None else info.recommend_gpu_layers(free_vram, ctx, type_k, type_v)
+        ),
+        "gpu_step_down": gpu_backend and free_vram is None,
         "max_gpu_layers": info.n_layers + 1,
         "warning": context_stretch_warning(ctx, info.native_ctx),
     }
@@ -305,9 +309,10 @@ def format_info(
     type_k: str = "f16",
     type_v: str = "f16",
     show_template: bool = False,
+    gpu_backend: bool = False,
 ) -> str:
     """The human text of `tavern models info FILE.gguf`; `show_template` appends the whole template."""
-    d = info_to_json(info, n_ctx, bundled_format, free_vram, type_k, type_v)
+    d = info_to_json(info, n_ctx, bundled_format, free_vram, type_k, type_v, gpu_backend)
     mem = d["memory"]
     types = ", ".join(f"{k} {v}" for k, v in info.tensor_types.items())
     if info.rope_scaling.type:
@@ -327,7 +332,9 @@ def format_info(
         template = "none in the file"
     layers_total = info.n_layers + 1
     rec = d["recommended_gpu_layers"]
-    if free_vram is None:
+    if free_vram is None and gpu_backend:
+        gpu = f"free VRAM unknown: all {layers_total} tried at load, fewer if llama.cpp refuses"
+    elif free_vram is None:
         gpu = "no GPU found: CPU only (0 GPU layers)"
     elif rec == layers_total:
         gpu = f"{_size(free_vram)} free: all {layers_total} layers fit (n_gpu_layers {rec})"

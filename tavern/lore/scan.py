@@ -60,6 +60,7 @@ from tavern.lore.index import (
     index_for,
     number,
 )
+from tavern.config import LoreSettingsModel as LoreSettings  # the one definition: [lore]
 from tavern.lore.keys import Key
 from tavern.lore.model import (
     DEFAULT_DEPTH,
@@ -88,32 +89,6 @@ __all__ = [
 
 _KIND_RANK = {"chat": 0, "character": 1, "global": 2}
 Reason = Any  # a str, or a callable returning one (built only when shown)
-
-
-@dataclass
-class LoreSettings:
-    """Global World Info settings; defaults are a new SillyTavern install's."""
-
-    scan_depth: int = 2
-    budget_percent: float = 25
-    budget_cap: int = 0
-    recursive: bool = True
-    case_sensitive: bool = False
-    match_whole_words: bool = True
-    include_names: bool = True
-    # 0 = character and global lore sorted together, 1 = character first, 2 = global first.
-    insertion_strategy: int = 1
-    min_activations: int = 0
-    min_activations_depth_max: int = 0
-    max_recursion_steps: int = 0
-    group_scoring: bool = False
-    # Time limits for regex keys (Tavern's): per key and test, and for all regex work per scan.
-    regex_timeout_ms: float = 25.0
-    regex_total_ms: float = 250.0
-    # Tavern's cache-aware mode (0 = off, SillyTavern's behaviour): an entry that fired stays
-    # in the prompt for this many messages after it last fired, so lore that flickers on and
-    # off leaves the prompt (and the engine's KV cache) unchanged. See `tavern.lore.timed`.
-    cache_aware_linger: int = 0
 
 
 @dataclass

@@ -136,6 +136,8 @@ class Chat:
         # append, replace, insert, delete, truncate): the one place long-term memory hears of
         # edits, wherever they come from.
         self.listeners: list[Any] = []
+        self.reloads = 0
+        """How often the file was re-read after another program changed it (a view redraws)."""
         # A reply that was streaming when Tavern last stopped; see `discard_reply`.
         self.recovered_reply: ChatMessage | None = None
         self._lines = lines
@@ -436,7 +438,7 @@ class Chat:
     def replace(self, index: int, msg: ChatMessage) -> None:
         """Put `msg` in place of message `index` (an edit, a swipe) and rewrite the file."""
         self._check_writable()
-        i = self._index(index)
+        i = self._current(index)
         raw = self._encode(msg)
         old = self._lines[i]
         if not old.unreadable and old.saved and _same_json(old.raw(), raw):
@@ -453,7 +455,7 @@ class Chat:
         if index == len(self._lines):
             self.append(msg)
             return
-        self._lines.insert(self._index(index), _Line.own(self._encode(msg)))
+        self._lines.insert(self._current(index), _Line.own(self._encode(msg)))
         self._needs_rewrite = True
         self._save()
         self._notify("insert", index)
@@ -461,7 +463,7 @@ class Chat:
     def delete(self, index: int) -> None:
         """Remove message `index` and rewrite the file (the old file goes to the backups)."""
         self._check_writable()
-        i = self._index(index)
+        i = self._current(index)
         self._rescue([self._lines[i]])
         del self._lines[i]
         self._needs_rewrite = True
@@ -478,6 +480,32 @@ class Chat:
         self._needs_rewrite = True
         self._save()
         self._notify("truncate", count)
+
+    def _current(self, index: int) -> int:
+        """Where message `index` (as this chat shows it) is in the file as it is now.
+
+        Another program (a second Tavern, an editor, SillyTavern) may have written the file
+        since we read it: an edit must not fail on that, nor overwrite its work. So the file is
+        read again and the message looked up by its bytes: at the same place (messages appended
+        after it), or wherever its one copy now is (messages removed before it). Only a message
+        that was itself changed or removed is a conflict. When the file cannot be re-read here
+        (unsaved edits in memory), the save's own check raises ChatChangedError as before.
+        """
+        i = self._index(index)
+        if self._disk is None or self.matches_disk():
+            return i
+        seen = self._lines[i].raw()
+        if not self.reload():
+            return i
+        if i < len(self._lines) and self._lines[i].raw() == seen:
+            return i
+        found = [j for j, line in enumerate(self._lines) if line.raw() == seen]
+        if len(found) == 1:
+            return found[0]
+        raise ChatChangedError(
+            f"chat '{self.name}': message {i + 1} was changed by another program meanwhile; "
+            "the chat was reloaded, nothing was lost: make the change again"
+        )
 
     def _notify(self, kind: str, index: int) -> None:
         for listener in list(self.listeners):
@@ -518,6 +546,7 @@ class Chat:
         self._needs_rewrite = fresh._needs_rewrite
         self._disk = fresh._disk
         self.warnings.append(f"chat '{self.name}' was changed by another program: reloaded")
+        self.reloads += 1
         return True
 
     def remove_metadata(self, *keys: str) -> None:

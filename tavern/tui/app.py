@@ -95,6 +95,8 @@ class TavernApp(App):
         self.engine_status = f"{message.model}"
         for warning in self.tavern.load_warnings:  # e.g. a context stretched past 3x native
             self.notify(warning, title="Model", severity="warning", timeout=10)
+        for note in self.tavern.load_notes:  # what fitted on a GPU whose free memory is unknown
+            self.notify(note, title="Model", timeout=10)
         self._refresh_status()
 
     @on(EngineFailed)

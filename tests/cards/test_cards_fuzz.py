@@ -182,7 +182,8 @@ def encode_object(rng, obj, picture: bytes) -> bytes:
 # -- the property --------------------------------------------------------------------------
 
 
-def check_case(data: bytes, tmp_file, picture: bytes, what: str) -> None:
+def check_case(data: bytes, tmp_file, picture: bytes, what: str) -> bool:
+    """Check one case; True when the card was accepted."""
     with deadline(10, what):
         try:
             card = read_card_bytes(data, "fuzz")
@@ -209,6 +210,7 @@ def check_case(data: bytes, tmp_file, picture: bytes, what: str) -> None:
             load_card_with_avatar(tmp_file)
         except CardError:
             pass
+    return card is not None
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -217,6 +219,7 @@ def test_mutated_real_cards_only_raise_card_error(data_dir, tmp_path, small_pict
     originals = {name: (data_dir / name).read_bytes() for name in SOURCES}
     objects = {name: card_object(data) for name, data in originals.items()}
     tmp_file = tmp_path / "case"
+    accepted = rejected = 0
     for case in range(CASES_PER_SEED):
         name = rng.choice(SOURCES)
         what = f"seed {seed} case {case} from {name}"
@@ -229,9 +232,17 @@ def test_mutated_real_cards_only_raise_card_error(data_dir, tmp_path, small_pict
         else:
             data = encode_object(rng, mutate_object(rng, objects[name]), small_picture)
         try:
-            check_case(data, tmp_file, small_picture, what)
+            if check_case(data, tmp_file, small_picture, what):
+                accepted += 1
+            else:
+                rejected += 1
         except AssertionError:
             raise
         except Exception as err:  # noqa: BLE001 - any other exception is the bug we hunt
             # (a CardError here came from writing or re-reading an accepted card: also a bug)
             pytest.fail(f"{what}: {type(err).__name__}: {err}")
+    # Both sides of the property must be exercised: mutations so mild that every card still
+    # reads (or so wild that none does) would check only half of it.
+    print(f"seed {seed}: {accepted} accepted, {rejected} rejected")
+    assert accepted >= CASES_PER_SEED // 10, f"only {accepted} of {CASES_PER_SEED} mutated cards were accepted"
+    assert rejected >= CASES_PER_SEED // 10, f"only {rejected} of {CASES_PER_SEED} mutated cards were rejected"

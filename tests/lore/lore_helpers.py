@@ -92,7 +92,7 @@ def run(
     return scan_lore(
         books,
         messages,
-        LoreSettings(**settings),
+        lore_settings(**settings),
         context,
         words,
         timed_state=timed_state,
@@ -107,3 +107,12 @@ def uids(result: ScanResult) -> list[int]:
 
 def rejected(result: ScanResult) -> dict[int, str]:
     return {item.uid: item.reason for item in result.rejected}
+
+
+def lore_settings(**settings) -> LoreSettings:
+    """LoreSettings from keyword values; `cache_aware_linger=N` is [lore] cache_aware on with
+    linger N (0: off), as the scan sees it."""
+    linger = settings.pop("cache_aware_linger", 0)
+    if linger:
+        settings.update(cache_aware=True, linger=linger)
+    return LoreSettings(**settings)

@@ -115,12 +115,18 @@ def test_a_file_changed_by_another_program_is_reloaded_and_the_append_retried(ch
     assert reread[-1].mes == "again" and reread.header.chat_metadata["note_depth"] == 2
 
 
-def test_an_edit_on_a_file_changed_by_another_program_is_not_overwritten(chat: Chat) -> None:
+def test_an_edit_on_a_file_changed_by_another_program_is_retried_not_overwritten(chat: Chat) -> None:
     with open(chat.path, "ab") as handle:
         handle.write(b'{"name":"Other","is_user":true,"mes":"from elsewhere"}\n')
-    with pytest.raises(ChatChangedError, match="changed on disk"):
-        chat.replace(1, user("edited"))  # which message index 1 is now is not ours to guess
+    chat.replace(1, user("edited"))  # reloaded, then applied to the same message
     assert json.loads(lines_of(chat.path)[-1])["mes"] == "from elsewhere"
+    assert json.loads(lines_of(chat.path)[2])["mes"] == "edited"
+    # The same message changed by the other program: a conflict, their version stands.
+    other = Chat.open(chat.path)
+    other.replace(1, user("theirs"))
+    with pytest.raises(ChatChangedError, match="message 2 was changed by another program"):
+        chat.replace(1, user("mine"))
+    assert json.loads(lines_of(chat.path)[2])["mes"] == "theirs"
 
 
 def test_read_only_chats_refuse_every_write(chat: Chat) -> None:

@@ -186,11 +186,15 @@ def test_a_line_torn_by_kill_minus_nine_is_set_aside(tmp_path: Path) -> None:
     store = ChatStore(tmp_path / "home" / "chats", keep_backups=0)
     rng = random.Random(7)
     torn = kills = 0
-    while kills < 15 and torn < 1:
+    while kills < 20 and torn < 1:
         kills += 1
         chat = store.create("Kestrel", "Nova", "Captain", greeting=bot("m0 hi", name="Nova", tid=0))
         acks = run_and_kill(HUGE_CHILD, [store.root, chat.name], rng.uniform(0.15, 0.6))
         acked = [0, *(int(ack[1]) for ack in acks)]
+        raw = chat.path.read_bytes()
+        # Torn, on disk: the kill landed inside a write and the last line has no newline.
+        cut = raw.rfind(b"\n") + 1
+        tail = raw[cut:]
         reopened = Chat.open(chat.path)
         ids = [m.extra["tid"] for m in reopened]
         context = f"after kill {kills}: acks {acks}, warnings {reopened.warnings}"
@@ -198,6 +202,13 @@ def test_a_line_torn_by_kill_minus_nine_is_set_aside(tmp_path: Path) -> None:
         assert ids in (acked, [*acked, len(acked)]), context
         assert all(m.mes == f"m{m.extra['tid']} " + "y" * (12 << 20) for m in reopened[1:]), context
         assert reopened.path.read_bytes().endswith(b"\n"), context
-        torn += any("cut short" in w for w in reopened.warnings)
+        reported = any("cut short" in w for w in reopened.warnings)
+        assert reported == bool(tail), context  # a torn line is reported, and only then
+        if tail:
+            torn += 1
+            # Repaired: the file is what it held up to the torn line, which was set aside whole.
+            assert reopened.path.read_bytes() == raw[:cut], context
+            assert reopened.rescued_path.read_bytes().endswith(tail + b"\n"), context
         store.delete(reopened)
     print(f"\ntorn lines repaired: {torn} in {kills} kills")
+    assert torn >= 1, f"no kill in {kills} tore a line: nothing was repaired, so nothing was tested"

@@ -191,3 +191,32 @@ async def test_find_in_chat_and_authors_note(home: Path) -> None:
     header = json.loads(chat.path.read_text().splitlines()[0])
     meta = header["chat_metadata"]
     assert meta["note_prompt"] == "Keep it foggy." and meta["note_depth"] == 2
+
+
+async def test_edit_after_another_program_appended_reloads_the_view(home: Path) -> None:
+    """Another program appends to the chat while the TUI shows it: an edit is saved (no
+    ChatChangedError), keeps that message, and the screen then shows it."""
+    tavern = offline(home)
+    chat = seeded_chat(tavern)
+    path = chat.path
+    app = make_app(tavern)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.open_character("Mira")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
+        screen = app.screen
+        await wait_until(pilot, lambda: len(screen.views()) == 6)
+        from tavern.store.chatfile import Chat  # a second store handle on the same file
+
+        other = Chat.open(path)
+        other.append(ChatMessage(name="User", is_user=True, mes="written elsewhere"))
+        await pilot.press("up", "up", "up")
+        assert app.focused.index == 3
+        await pilot.press("e")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditTextModal))
+        app.screen.query_one(TextArea).text = "line 3 edited"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: app.screen is screen)
+        assert [m["mes"] for m in on_disk(path)][3:] == ["line 3 edited", "line 4", "line 5", "written elsewhere"]
+        await wait_until(pilot, lambda: len(screen.views()) == 7)
+        assert screen.view_for(3).shown_text == "line 3 edited"
+        assert screen.view_for(6).shown_text == "written elsewhere"

@@ -355,13 +355,17 @@ class ChatScreen(Screen):
 
         msg = self.session.chat[index]
 
-        def done(text: str | None) -> None:
+        async def done(text: str | None) -> None:
             if text is None or text == msg.mes:
                 return
+            reloads = self.session.chat.reloads
             try:
                 self.session.edit_message(index, text)
             except TavernError as err:
                 self.app.notify(str(err), severity="error")
+                await self._redraw_if_reloaded(reloads)
+                return
+            if await self._redraw_if_reloaded(reloads):
                 return
             view = self.view_for(index)
             if view is not None:
@@ -383,10 +387,12 @@ class ChatScreen(Screen):
         async def done(yes: bool | None) -> None:
             if not yes:
                 return
+            reloads = self.session.chat.reloads
             try:
                 self.session.delete_message(index)
             except TavernError as err:
                 self.app.notify(str(err), severity="error")
+                await self._redraw_if_reloaded(reloads)
                 return
             shown = max(TAIL, len(self.session.chat) - self.first_shown)
             await self.load_history_keeping(shown)
@@ -394,6 +400,14 @@ class ChatScreen(Screen):
                 self._focus_index(min(index, len(self.session.chat) - 1))
 
         self.app.push_screen(ConfirmModal(f"Delete message {index} ({msg.name}: {preview})?", "Delete"), done)
+
+    async def _redraw_if_reloaded(self, reloads: int) -> bool:
+        """Another program changed the chat and it was re-read: show it as it now is."""
+        if self.session.chat.reloads == reloads:
+            return False
+        self.app.notify("The chat was changed by another program: reloaded.", timeout=5)
+        await self.load_history_keeping(max(TAIL, len(self.session.chat) - self.first_shown))
+        return True
 
     async def load_history_keeping(self, count: int) -> None:
         box = self.query_one("#messages", VerticalScroll)

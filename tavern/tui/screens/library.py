@@ -406,10 +406,8 @@ class LibraryScreen(Screen):
 
     @work(thread=True, exclusive=True, group="library-preview", exit_on_error=False)
     def _read_card(self, key: str) -> None:
-        from tavern.cards.formats import load_card_with_avatar
-
         try:
-            card, avatar = load_card_with_avatar(self.tavern.library.path(key))
+            card, avatar = self.tavern.library.get_with_avatar(key)
         except TavernError as err:
             self.app.call_from_thread(self._show_error, key, str(err))
             return

@@ -476,16 +476,17 @@ class LoreBooksScreen(Screen):
     def reload(self, keep: Path | None = None) -> None:
         folder = self.folder
         try:
-            self.paths = self.tavern.list_lorebooks()
+            sized = self.tavern.lorebook_sizes()
         except TavernError as err:
-            self.paths = []
+            sized = []
             self.notify(str(err), severity="error")
+        self.paths = [p for p, _ in sized]
         options = self.query_one("#books-list", OptionList)
         old = options.highlighted
         options.clear_options()
-        for p in self.paths:
+        for p, size in sized:
             label = Text(p.stem)
-            label.append(f"  {_size(p)}", style="dim")
+            label.append(f"  {_size(size)}", style="dim")
             options.add_option(Option(label, id=str(p)))
         self.query_one("#books-status", Static).update(
             f"Lorebooks in {folder} — {len(self.paths)}" + ("" if self.paths else "  (n makes one)")
@@ -518,10 +519,8 @@ class LoreBooksScreen(Screen):
             self.app.pop_screen()
 
 
-def _size(path: Path) -> str:
-    try:
-        n = path.stat().st_size
-    except OSError:
+def _size(n: int | None) -> str:
+    if n is None:
         return ""
     return f"{n / 1024:.0f} KB" if n >= 1024 else f"{n} B"
 

@@ -123,10 +123,7 @@ class SettingsScreen(Screen[None]):
     def _show_preset(self, name: str) -> None:
         """The sampler values of the chosen preset, so the user sees what they pick."""
         try:
-            from tavern.engines.presets import load_preset
-
-            user = self.tavern.home.presets / f"{name}.json"
-            s = load_preset(user if user.exists() else name)
+            s = self.tavern.sampler_preset(name)
             keys = (
                 "temperature",
                 "top_p",
