@@ -1,6 +1,6 @@
 """Assembling one turn of a 10,000-message chat with a 2,000-entry lorebook at 8k context.
 
-    python benchmarks/bench_assemble.py [--messages 10000] [--entries 2000] [--turns 20]
+    python benchmarks/bench_assemble.py [--messages 10000] [--entries 2000] [--turns 20] [--memory]
 
 Runs the real path: a data home with a real 10,000-message SillyTavern chat file, a 2,000-entry
 world lorebook attached globally, `ChatSession.build_prompt` (read the chat tail, scan the lore,
@@ -53,6 +53,11 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=10_000)
     ap.add_argument("--entries", type=int, default=2_000)
     ap.add_argument("--turns", type=int, default=20)
+    ap.add_argument(
+        "--memory", action="store_true",
+        help="keep vector recall on: each turn also embeds the new message and the queries with "
+        "MiniLM and asks Chroma (bench_memory.py measures that part on its own)",
+    )
     args = ap.parse_args()
     rng = random.Random(1)
 
@@ -61,7 +66,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
-        app = Tavern.open(home, **{"model.n_ctx": 8192, "lore.global_books": ["big"]})
+        app = Tavern.open(
+            home, **{"model.n_ctx": 8192, "lore.global_books": ["big"], "memory.enabled": args.memory}
+        )
         # The same realistic generators as bench_lore.py: invented names, nouns and adjective
         # phrases as keys; chat text that mentions a name or a noun now and then.
         names = make_names(rng, 3000)
