@@ -158,7 +158,8 @@ class TavernApp(App):
 
         for screen in self.screen_stack:
             if isinstance(screen, ChatScreen) and not screen.generating and screen.is_mounted:
-                screen._set_status()
+                if screen.query("#status"):  # a screen still composing draws it on mount
+                    screen._set_status()
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
