@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
-from tavern.engines.base import SEQ_BACKGROUND, SEQ_CHAT, Finished, GenerationRequest
+from tavern.engines.base import SEQ_BACKGROUND, SEQ_CFG, SEQ_CHAT, Finished, GenerationRequest
 from tavern.engines.local import LocalEngine
 from tavern.engines.models import default_model_path
 from tavern.engines.samplers import SamplerSettings
@@ -64,9 +65,39 @@ def speed(engine: LocalEngine, rounds: int) -> None:
     print(f"speed: with CFG {g:.1f} tok/s, without {p:.1f} tok/s: {100 * g / p:.0f}% (median of {rounds})")
 
 
+def ceiling(engine: LocalEngine, n: int = 64) -> None:
+    """The hardware's own bound, same model and threads: one llama_decode of a token pair (two
+    sequences, logits for both) against one of a single token, with no sampling at all. On a CPU
+    where a small model is compute-bound the pair costs twice the work, and no frontend can get
+    CFG past this ratio; where decoding is memory-bound (a GPU, a large model) it nears 100%."""
+    tokens = engine.tokenize(SYSTEM + user(0))
+    decoder, kv = engine._decoder, engine._kv  # below the engine: raw decodes, mirrors cleared after
+    single, pair = [], []
+    for _ in range(3):
+        for seq in (SEQ_CHAT, SEQ_CFG):
+            kv.clear(seq)
+            decoder.decode(tokens, seq, 0)
+        p = len(tokens)
+        t = time.perf_counter()
+        for i in range(n):
+            decoder.decode([tokens[i % p]], SEQ_CHAT, p + i)
+        single.append((time.perf_counter() - t) / n)
+        t = time.perf_counter()
+        for i in range(n):
+            decoder.decode_each(tokens[i % p], [(SEQ_CHAT, p + n + i), (SEQ_CFG, p + i)])
+        pair.append((time.perf_counter() - t) / n)
+    kv.clear(SEQ_CHAT)
+    kv.clear(SEQ_CFG)
+    s, d = statistics.median(single), statistics.median(pair)
+    print(
+        f"ceiling (bare llama_decode, no sampling): single token {1000 * s:.1f} ms, pair {1000 * d:.1f} ms: "
+        f"a pair runs at {100 * s / d:.0f}% of single-token speed on this machine"
+    )
+
+
 def cache(engine: LocalEngine, turns: int, ctx: int) -> None:
     exchanges: list[str] = []
-    chat_eval = neg_eval = chat_total = neg_total = 0
+    chat_eval = neg_eval = chat_total = neg_total = chat_floor = neg_floor = 0
     for t in range(turns):
         # Oldest exchanges leave as the window fills (the system prompt stays), as a frontend trims.
         while True:
@@ -81,11 +112,15 @@ def cache(engine: LocalEngine, turns: int, ctx: int) -> None:
             chat_total += final.stats.prompt_tokens
             neg_eval += final.stats.cfg_evaluated_tokens
             neg_total += final.stats.cfg_prompt_tokens
+            # The floor: what is new in each prompt. The chat gains the new user turn; the
+            # negative sequence also gets its negative text back in front of it (depth 1).
+            chat_floor += len(engine.tokenize(user(t)))
+            neg_floor += len(engine.tokenize(NEGATIVE + user(t)))
         exchanges.append(user(t).rsplit("<|im_start|>assistant", 1)[0] + "<|im_start|>assistant\nMira:" + final.text + "<|im_end|>\n")
     print(
         f"cache over {turns} turns at ctx {ctx} with CFG on, turns 2-{turns}: chat evaluated {chat_eval} of "
-        f"{chat_total} prompt tokens ({100 * chat_eval / max(1, chat_total):.1f}%), negative sequence "
-        f"{neg_eval} of {neg_total} ({100 * neg_eval / max(1, neg_total):.1f}%)"
+        f"{chat_total} prompt tokens ({100 * chat_eval / max(1, chat_total):.1f}%; floor {chat_floor}), negative "
+        f"sequence {neg_eval} of {neg_total} ({100 * neg_eval / max(1, neg_total):.1f}%; floor {neg_floor})"
     )
 
 
@@ -114,6 +149,7 @@ def main() -> None:
     engine = LocalEngine(default_model_path(), n_ctx=args.ctx)
     engine.load()
     speed(engine, args.rounds)
+    ceiling(engine)
     engine.unload()
     engine = LocalEngine(default_model_path(), n_ctx=args.ctx)
     engine.load()

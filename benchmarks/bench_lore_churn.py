@@ -1,14 +1,19 @@
 """Lore churn: prompt tokens evaluated over a 40-turn chat whose embedded lorebook flickers.
 
 A card (the bundled Mira plus an embedded lorebook of six entries) and a fixed script of user
-messages that mention each entry's key every second or third turn, so that with SillyTavern's
-rules the entries fire and stop firing turn after turn and the lore block keeps changing. The
+messages that mention one or two entries' keys each turn, each key coming back every three to
+six turns, so that with SillyTavern's rules the entries fire and stop firing turn after turn and
+the lore block keeps changing. Two workloads: `embedded`, the card with only its own book (the
+issue's workload), and `saltmere`, the same card still attached to the bundled Saltmere world
+as Mira is: 14 more entries, two of them @depth entries that move with the newest message
+every turn, an inclusion group, a cooldown, and more lore than the 25% budget holds. The
 same chat is played on the bundled SmolLM2-135M at context 2048 (greedy, fixed seed) with
 `[lore] cache_aware = false` (the default: SillyTavern's behaviour, the baseline) and `true`
 (an entry lingers for `linger` messages after it last fired). The figure is the share of the
 prompt tokens the engine had to evaluate, summed over the turns (the rest came from its cache).
 
-    python benchmarks/bench_lore_churn.py [--turns 40] [--max-tokens 48] [--linger 6]
+    python benchmarks/bench_lore_churn.py [--workload embedded|saltmere|both] [--turns 40]
+        [--max-tokens 48] [--linger 6]
 """
 
 from __future__ import annotations
@@ -53,9 +58,11 @@ def script(turns: int) -> list[str]:
     return out
 
 
-def make_card(folder: Path) -> Path:
+def make_card(folder: Path, world: bool) -> Path:
     data = json.loads((ROOT / "cards" / "Mira.json").read_text(encoding="utf-8"))
     data["data"]["name"] = "Mira Churn"
+    if not world:
+        data["data"]["extensions"].pop("world", None)  # only its own book
     data["data"]["character_book"] = {
         "name": "Saltmere flicker",
         "scan_depth": 2,
@@ -80,7 +87,7 @@ def make_card(folder: Path) -> Path:
     return path
 
 
-def play(cache_aware: bool, turns: int, max_tokens: int, linger: int) -> dict:
+def play(cache_aware: bool, turns: int, max_tokens: int, linger: int, world: bool) -> dict:
     home = Path(tempfile.mkdtemp(prefix="bench-churn-"))
     app = Tavern.open(
         home,
@@ -93,7 +100,7 @@ def play(cache_aware: bool, turns: int, max_tokens: int, linger: int) -> dict:
             "lore.linger": linger,
         },
     )
-    key = app.library.import_file(make_card(home))
+    key = app.library.import_file(make_card(home, world))
     session = app.open_chat(key, new=True)
     prompt = evaluated = changes = 0
     last_lore: tuple = ()
@@ -106,7 +113,7 @@ def play(cache_aware: bool, turns: int, max_tokens: int, linger: int) -> dict:
         assert final is not None and not final.error, final and final.error
         prompt += final.stats.prompt_tokens
         evaluated += final.stats.evaluated_tokens
-        lore = tuple(sorted(a.uid for a in session.last_lore.activated)) if session.last_lore else ()
+        lore = tuple(sorted((a.book, a.uid) for a in session.last_lore.activated)) if session.last_lore else ()
         changes += lore != last_lore
         last_lore = lore
     app.engine.unload()
@@ -124,15 +131,20 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=40)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--linger", type=int, default=6)
+    ap.add_argument("--workload", choices=["embedded", "saltmere", "both"], default="both")
     args = ap.parse_args()
-    base = play(False, args.turns, args.max_tokens, args.linger)
-    aware = play(True, args.turns, args.max_tokens, args.linger)
-    for name, r in (("default (SillyTavern)", base), (f"cache_aware, linger {args.linger}", aware)):
-        print(
-            f"{name:26} {r['evaluated']:6,} of {r['prompt']:7,} prompt tokens evaluated "
-            f"({r['share']:.1%}); the lore set changed on {r['lore_changes']} of {args.turns} turns; "
-            f"{r['seconds']:.0f} s"
-        )
+    workloads = ["embedded", "saltmere"] if args.workload == "both" else [args.workload]
+    for workload in workloads:
+        world = workload == "saltmere"
+        base = play(False, args.turns, args.max_tokens, args.linger, world)
+        aware = play(True, args.turns, args.max_tokens, args.linger, world)
+        for name, r in (("default (SillyTavern)", base), (f"cache_aware, linger {args.linger}", aware)):
+            print(
+                f"{workload:9} {name:26} {r['evaluated']:6,} of {r['prompt']:7,} prompt tokens evaluated "
+                f"({r['share']:.1%}); the lore set changed on {r['lore_changes']} of {args.turns} turns; "
+                f"{r['seconds']:.0f} s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

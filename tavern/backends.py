@@ -12,9 +12,23 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from typing import Any
+
 from tavern.errors import ConfigError, NotFoundError
 
-APIS = ("openai-chat", "openai-text", "llamacpp", "kobold", "ollama")
+APIS = ("openai-chat", "openai-text", "textgen", "llamacpp", "kobold", "ollama")
+"""`textgen` is text-generation-webui: OpenAI text completions plus its own fields (CFG)."""
+
+EMBEDDED = "embedded"
+"""The name that picks the embedded llama.cpp engine where a profile name goes (a chat or a
+character choosing it overrides a remote backend chosen globally); no profile may take it."""
+
+CFG_APIS = ("textgen", "kobold")
+"""APIs whose servers take `guidance_scale` and `negative_prompt`: text-generation-webui (its
+HF loaders) and KoboldCpp (started with --enableguidance). llama-server, Ollama and plain
+OpenAI servers have no CFG."""
+
+SCOPES = ("global", "character", "chat")
 
 
 @dataclass
@@ -62,7 +76,26 @@ class BackendStore:
             raise NotFoundError(f"no backend named {name!r} (see `tavern backends list`)")
         return found
 
+    def add(self, name: str, api: str, url: str, model: str = "", format: str = "",
+            key: str = "", key_env: str = "", keep_key: bool = False) -> Profile:
+        """A profile from what the user typed (CLI or TUI): the key given, or read from the
+        environment variable `key_env`, or (`keep_key`, an edit) the one stored; saved, its
+        key to the 0600 key file."""
+        if key_env and not key:
+            key = os.environ.get(key_env.strip(), "")
+            if not key:
+                raise ConfigError(f"environment variable {key_env} is empty or unset")
+        if keep_key and not key:
+            old = self.profiles().get(name.strip())
+            key = old.key if old is not None else ""
+        profile = Profile(name=name.strip(), api=api, url=url.strip(), model=model.strip(),
+                          format=format.strip(), key=key.strip())
+        self.save(profile)
+        return profile
+
     def save(self, profile: Profile) -> None:
+        if not profile.name or profile.name.casefold() == EMBEDDED:
+            raise ConfigError(f"a backend needs a name other than {EMBEDDED!r}")
         if profile.api not in APIS:
             raise ConfigError(f"unknown API {profile.api!r} (one of: {', '.join(APIS)})")
         if not profile.url.startswith(("http://", "https://")):
@@ -104,3 +137,64 @@ class BackendStore:
             fh.write("\n".join(key_lines) + ("\n" if key_lines else ""))
         os.chmod(ktmp, 0o600)
         os.replace(ktmp, self.keys_file)
+
+
+# -- services shared by `tavern backends ...` and the TUI's backends screen --------------------
+
+
+def test_backend(store: BackendStore, name: str) -> list[str]:
+    """Connect to a profile's server and return its models; a RemoteError (one line, never
+    the key) when it cannot be reached or refuses."""
+    from tavern.engines.remote.engine import RemoteEngine
+
+    engine = RemoteEngine(store.get(name), store=store)
+    try:
+        return engine.list_models()
+    finally:
+        engine.unload()
+
+
+def choose_backend(app: Any, name: str, scope: str, session: Any = None, character: str = "") -> None:
+    """Use profile `name` (EMBEDDED: the embedded engine; "": no choice here, inherit) for
+    `scope`: "global" ([model] backend in settings.toml), "character" (the card's
+    extensions.tavern.backend: `session`'s card, or the card `character` names) or "chat" (the
+    metadata of `session`'s chat). Takes effect on the next reply (`Tavern.backend_name`)."""
+    from tavern.engines.remote.factory import CHAT_KEY
+
+    if scope not in SCOPES:
+        raise ConfigError(f"unknown scope {scope!r} (one of: {', '.join(SCOPES)})")
+    if name and name != EMBEDDED:
+        BackendStore(app.home.root).get(name)  # a clear error for a name with no profile
+    if scope == "global":
+        app.update_settings({"model.backend": "" if name == EMBEDDED else name})
+        return
+    if session is None and not (scope == "character" and character):
+        raise ConfigError(f"choosing a backend for the {scope} needs an open chat")
+    if scope == "character":
+        key, card = (session.key, session.card) if session is not None else app.character(character)
+        ext = card.extensions.get("tavern")
+        if not isinstance(ext, dict):
+            ext = card.extensions["tavern"] = {}
+        if name:
+            ext["backend"] = name
+        else:
+            ext.pop("backend", None)
+        app.save_character(key, card)
+    else:
+        session.chat.update_metadata({CHAT_KEY: name})
+    if session is not None:
+        app.use_chat_backend(session.card, session.chat)
+
+
+def backend_choices(app: Any, session: Any = None) -> dict[str, str]:
+    """What each scope chose ("" = nothing) and, under "in use", the backend the next reply
+    uses (EMBEDDED for the embedded engine)."""
+    from tavern.engines.remote.factory import CHAT_KEY
+
+    out = {"global": app.settings.model.backend, "character": "", "chat": ""}
+    if session is not None:
+        ext = (session.card.extensions or {}).get("tavern") or {}
+        out["character"] = str(ext.get("backend", "")) if isinstance(ext, dict) else ""
+        out["chat"] = str(session.chat.header.chat_metadata.get(CHAT_KEY) or "")
+    out["in use"] = app.backend_name or EMBEDDED
+    return out

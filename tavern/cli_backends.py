@@ -1,10 +1,12 @@
-"""`tavern backends add|list|remove|test`: connection profiles for remote servers."""
+"""`tavern backends add|list|remove|test|use`: connection profiles for remote servers.
+
+Every action is a call into tavern/backends.py, the same services the TUI's backends screen
+uses."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
@@ -34,6 +36,13 @@ def register(sub: Any, usage: Any) -> None:
     sp = act.add_parser("test", help="connect and list the server's models")
     sp.add_argument("name")
     sp.set_defaults(func=cmd_test)
+    sp = act.add_parser("use", help="the backend for every chat, a character, or one chat")
+    sp.add_argument("name", nargs="?", default="", help="a profile, or 'embedded' for the embedded llama.cpp engine")
+    sp.add_argument("--character", help="only for this character (its card's extensions)")
+    sp.add_argument("--chat", help="only for this chat of --character (its metadata)")
+    sp.add_argument("--clear", action="store_true",
+                    help="forget the character's or chat's choice (it inherits again)")
+    sp.set_defaults(func=cmd_use)
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -44,16 +53,8 @@ def _store(args: argparse.Namespace) -> Any:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from tavern.backends import Profile
-
-    key = ""
-    if args.key_env:
-        key = os.environ.get(args.key_env, "")
-        if not key:
-            raise ConfigError(f"environment variable {args.key_env} is empty or unset")
-    store = _store(args)
-    store.save(Profile(name=args.name, api=args.api, url=args.url, model=args.model, format=args.format, key=key))
-    print(f"backend {args.name}: {args.api} at {args.url}" + (" (key stored)" if key else ""))
+    p = _store(args).add(args.name, args.api, args.url, args.model, args.format, key_env=args.key_env or "")
+    print(f"backend {p.name}: {p.api} at {p.url}" + (" (key stored)" if p.key else ""))
     return 0
 
 
@@ -80,15 +81,34 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from tavern.engines.remote.engine import RemoteEngine
+    from tavern.backends import test_backend
 
-    store = _store(args)
-    engine = RemoteEngine(store.get(args.name), store=store)
-    try:
-        models = engine.list_models()
-    finally:
-        engine.unload()
+    models = test_backend(_store(args), args.name)
     print(f"backend {args.name}: connected, {len(models)} model(s)")
     for m in models:
         print(f"  {m}")
+    return 0
+
+
+def cmd_use(args: argparse.Namespace) -> int:
+    from tavern.backends import choose_backend
+    from tavern.session import Tavern
+
+    if args.chat and not args.character:
+        raise ConfigError("--chat needs --character")
+    if args.clear and not args.character:
+        raise ConfigError("--clear needs --character (globally, use `tavern backends use embedded`)")
+    if not args.name and not args.clear:
+        raise ConfigError("name a backend (or 'embedded'), or --clear a character's or chat's choice")
+    app = Tavern.open(args.home)
+    app.lock_home()
+    session, scope = None, "global"
+    if args.chat:
+        session, scope = app.open_chat(args.character, chat_name=args.chat), "chat"
+    elif args.character:
+        scope = "character"
+    name = "" if args.clear else args.name
+    choose_backend(app, name, scope, session, character=args.character or "")
+    where = {"global": "every chat", "character": f"character {args.character}", "chat": f"chat {args.chat}"}[scope]
+    print(f"backend for {where}: {name or '(inherited)'}")
     return 0

@@ -140,8 +140,26 @@ class Tavern:
 
     @property
     def backend_name(self) -> str:
-        """The remote profile in use: --backend, else the chat's, the character's, the settings'."""
-        return self.backend_override or self._backend_ctx or self.settings.model.backend
+        """The remote profile in use: --backend, else the chat's, the character's, the settings'
+        ("" = the embedded engine, which a chat or character may also pick as "embedded")."""
+        name = self.backend_override or self._backend_ctx or self.settings.model.backend
+        return "" if name == "embedded" else name
+
+    def take_notices(self) -> list[str]:
+        """What the engine asked to tell the user, once (a setting a backend cannot take, CFG
+        unavailable there); never loads an engine."""
+        notices = getattr(self._engine, "notices", None)
+        if not notices:
+            return []
+        out = list(notices)
+        notices.clear()
+        return out
+
+    def use_chat_backend(self, card: Any, chat: Any) -> None:
+        """Follow the chat's or the character's backend choice (see tavern.backends)."""
+        from tavern.engines.remote.factory import chosen_backend
+
+        self._backend_ctx = chosen_backend(card, chat)
 
     def _drop_engine(self) -> None:
         # Only a remote engine is closed here; the embedded one may be shared with callers.
@@ -230,7 +248,8 @@ class Tavern:
 
     def counter(self) -> TokenCounter:
         if self._counter is None:
-            self._counter = TokenCounter(self.engine.count_tokens)
+            engine = self.engine
+            self._counter = TokenCounter(engine.count_tokens, count_many=getattr(engine, "count_tokens_many", None))
         return self._counter
 
     def sampler_settings(self, seed: int | None = None, temperature: float | None = None) -> Any:
@@ -283,9 +302,7 @@ class Tavern:
             chat = self.chats.latest(key)
         if chat is None:
             chat = self.new_chat(key, card, greeting_index)
-        from tavern.engines.remote.factory import chosen_backend
-
-        self._backend_ctx = chosen_backend(card, chat)
+        self.use_chat_backend(card, chat)
         if chat.recovered_reply is not None:
             # A reply was being written when Tavern stopped: keep it, as a cancelled one is kept.
             recovered = chat.recovered_reply
@@ -684,6 +701,7 @@ class ChatSession:
             trim_step=s.prompt.trim_step,
             macro=macro,
             note_anchors=self.note_anchors,
+            depth_lore_drift=s.lore.linger if s.lore.cache_aware else 0,
             window_floor=self.window_floor,
             story=self.app.context_preset() if s.prompt.layout == "sillytavern" else None,
         )
@@ -766,6 +784,12 @@ class ChatSession:
         settings = self.app.lore_settings()
         meta = self.chat.header.chat_metadata
         msgs = [ScanMessage(h.name, h.text, h.is_user) for h in history if not h.is_system]
+        if getattr(self.app.engine, "counts_joined", False):
+            # A server that counts many texts in one request: every entry's cost at once, not a
+            # round trip per activated entry (content with macros is counted as it comes).
+            texts = [e.content for _s, b in books for e in b.entries
+                     if e.content and not e.disable and "{{" not in e.content][:1000]
+            count.prime([t + "\n" for t in texts] + texts)  # the scan's cost, the slot's count
         result = scan_lore(
             books,
             msgs,

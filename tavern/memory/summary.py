@@ -22,10 +22,7 @@ META_KEY = "tavern_summary_meta"
 MARGIN = 48
 """Tokens kept free beside the summary prompt (template seams, rounding)."""
 
-try:  # the lead's multi-sequence engine; older engines decode everything on sequence 0
-    from tavern.engines.base import SEQ_BACKGROUND
-except ImportError:  # pragma: no cover - only before the engine change is merged
-    SEQ_BACKGROUND = 2
+from tavern.engines.base import SEQ_BACKGROUND
 
 
 def summary_meta(chat: Any) -> dict:

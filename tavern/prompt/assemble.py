@@ -121,6 +121,11 @@ class PromptInputs:
     note_anchors: dict[str, tuple[int, str]] | None = None
     """Notes unit key -> (chat index, text) from the last sent turn: a unit whose text is
     unchanged stays before the same message, so the engine's cache keeps it."""
+    depth_lore_drift: int = 0
+    """Tavern's cache-aware lore mode (`[lore] cache_aware`; 0 = off, SillyTavern's rule): an
+    @depth lore block that stays unchanged keeps its place instead of moving with the newest
+    message every turn (each move re-evaluates it), until it has drifted this many messages past
+    its depth; then it goes back to its depth once."""
     window_floor: int | None = None
     """Cache-friendly layout: the oldest message of the last sent prompt. Older messages stay
     out even when the notes shrink and would leave room: bringing one back means evaluating it
@@ -193,10 +198,44 @@ class AssembledPrompt:
 class TokenCounter:
     """Counts with the backend's tokenizer and remembers: a turn re-counts only new text."""
 
-    def __init__(self, count: Callable[[str], int], max_entries: int = 100_000):
+    def __init__(
+        self,
+        count: Callable[[str], int],
+        max_entries: int = 100_000,
+        count_many: Callable[[list[str]], list[int]] | None = None,
+    ):
         self._count = count
+        self._count_many = count_many
+        """A backend that counts many texts at once (a remote server: one request or one
+        concurrent batch, not a round trip per piece); None: `prime` does nothing."""
         self._cache: OrderedDict[str, int] = OrderedDict()
         self._max = max_entries
+        self._seen = [0, 0]  # characters and tokens counted so far: this model's ratio
+
+    def known(self, text: str) -> int | None:
+        return self._cache.get(text)
+
+    def chars_per_token(self) -> float:
+        chars, tokens = self._seen
+        return chars / tokens if tokens > 50 else 4.0
+
+    @property
+    def batches(self) -> bool:
+        return self._count_many is not None
+
+    def prime(self, texts: list[str]) -> None:
+        """Count the texts not known yet in one batch, so the calls that follow are hits."""
+        if self._count_many is None:
+            return
+        todo = [t for t in dict.fromkeys(texts) if t and t not in self._cache]
+        if len(todo) < 2:
+            return
+        for text, n in zip(todo, self._count_many(todo), strict=True):
+            self._cache[text] = n
+            self._seen[0] += len(text)
+            self._seen[1] += n
+        while len(self._cache) > self._max:
+            self._cache.popitem(last=False)
 
     def __call__(self, text: str) -> int:
         if not text:
@@ -207,6 +246,8 @@ class TokenCounter:
             return hit
         n = self._count(text)
         self._cache[text] = n
+        self._seen[0] += len(text)
+        self._seen[1] += n
         if len(self._cache) > self._max:
             self._cache.popitem(last=False)
         return n
@@ -224,15 +265,40 @@ def message_cost(fmt: Any, message: dict, count: Callable[[str], int]) -> int:
     tokens of markup); the assembler's final whole-prompt count corrects it.
     """
     if getattr(fmt, "is_concatenative", False):
-        key = (id(fmt), message["role"], message["content"])
-        piece = _PIECES.get(key)
-        if piece is None:
-            piece = fmt.render_message(message)
-            _PIECES[key] = piece
-            if len(_PIECES) > 50_000:
-                _PIECES.popitem(last=False)
-        return count(piece)
+        return count(message_piece(fmt, message))
     return count(message["content"]) + 8
+
+
+def message_piece(fmt: Any, message: dict) -> str:
+    """The text `message_cost` counts for one message."""
+    if not getattr(fmt, "is_concatenative", False):
+        return message["content"]
+    key = (id(fmt), message["role"], message["content"])
+    piece = _PIECES.get(key)
+    if piece is None:
+        piece = fmt.render_message(message)
+        _PIECES[key] = piece
+        if len(_PIECES) > 50_000:
+            _PIECES.popitem(last=False)
+    return piece
+
+
+def _prime_history(count: Any, pieces: list[str], budget: int) -> None:
+    """Count the newest messages likely to fit in one batch (a remote counter), before the
+    window is chosen message by message. A message counted before weighs its count; a new one
+    the characters-per-token seen so far, less a sixth, so the batch rarely stops short (a
+    message it missed is counted on its own). Once the counts are known the batch ends where
+    the window does, so a later turn asks only about new messages."""
+    per_token = count.chars_per_token() * 1.2
+    chosen: list[str] = []
+    estimate = 0.0
+    for piece in pieces:
+        if estimate > budget:
+            break
+        chosen.append(piece)
+        known = count.known(piece)
+        estimate += known if known is not None else len(piece) / per_token
+    count.prime(chosen)
 
 
 def split_examples(mes_example: str) -> list[str]:
@@ -336,16 +402,17 @@ def assemble_prompt(
     ):
         text = "\n".join(t for t in (an_top, m(note.text), an_bottom) if t)
         injections.append(DepthInjection(text, note.depth, note.role, "author's note"))
+    history = [h for h in inputs.history if not h.is_system]
+    note_anchors: dict[str, tuple[int, str]] = {}
     for d, role, text in depth_lore:
-        injections.append(DepthInjection(text, d, role, "lore @depth"))
+        anchor = _depth_anchor(f"depth:{d}:{role}", d, text, history, inputs, note_anchors)
+        injections.append(DepthInjection(text, d, role, "lore @depth", before_index=anchor))
     if card.depth_prompt and card.depth_prompt[0].strip():
         p, d, role = card.depth_prompt
         injections.append(DepthInjection(m(p), int(d), role, "character's note"))
     if card.post_history_instructions.strip():
         injections.append(DepthInjection(m(card.post_history_instructions), 0, "system", "post-history"))
-    history = [h for h in inputs.history if not h.is_system]
     hidden = len(inputs.history) - len(history)
-    note_anchors: dict[str, tuple[int, str]] = {}
     if units and history:
         # Unchanged units keep their anchor; new or changed ones go before the newest message.
         previous = inputs.note_anchors or {}
@@ -387,9 +454,11 @@ def assemble_prompt(
         for order, inj in enumerate(injections if with_injections else ()):
             pos = max(0, len(kept) - inj.depth)
             key: tuple = (order,)
-            if inj.before_index is not None:
+            if inj.before_index is not None and inj.source == "notes":
                 pos = next((i for i, h in enumerate(kept) if h.index >= inj.before_index), pos)
                 key = (-1, inj.before_index, inj.rank)  # notes first, oldest anchor first
+            elif inj.before_index is not None:  # an anchored @depth block (cache-aware mode)
+                pos = next((i for i, h in enumerate(kept) if h.index >= inj.before_index), pos)
             placed.append((pos, key, inj))
         placed.sort(key=lambda p: (p[0], p[1]))
         for pos, group in reversed([(pos, [p[2] for p in grp]) for pos, grp in _grouped(placed)]):
@@ -435,6 +504,9 @@ def assemble_prompt(
     used = fixed_tokens
     n_hist = 0
     floor = inputs.window_floor if not st_layout and inputs.window_floor is not None else -1
+    if getattr(count, "batches", False):
+        pieces = [message_piece(fmt, msg(h)) for h in reversed(history) if h.index >= floor]
+        _prime_history(count, pieces, budget - used)
     for h in reversed(history):
         if h.index < floor:
             break  # once out of the window, a message stays out (see PromptInputs.window_floor)
@@ -555,6 +627,32 @@ def _stops(fmt: Any, inputs: PromptInputs, char: str, user: str) -> list[str]:
         if s and s not in seen:
             seen.append(s)
     return seen
+
+
+def _depth_anchor(
+    key: str,
+    depth: int,
+    text: str,
+    history: Sequence[HistoryMessage],
+    inputs: PromptInputs,
+    anchors: dict[str, tuple[int, str]],
+) -> int | None:
+    """The message an @depth lore block sits before in the cache-aware mode, recorded in
+    `anchors`; None: at its depth as usual (the mode is off, or depth 0, which has no message
+    after it). The block keeps last turn's anchor while its text is the same and it has not
+    drifted more than `depth_lore_drift` messages past its depth."""
+    drift = inputs.depth_lore_drift
+    if drift <= 0 or depth <= 0 or not history:
+        return None
+    at_depth = history[max(0, len(history) - depth)].index
+    old = (inputs.note_anchors or {}).get(key)
+    anchor = at_depth
+    if old and old[1] == text and old[0] <= at_depth:
+        behind = sum(1 for h in history if h.index >= old[0])  # messages after the block
+        if behind <= depth + drift:
+            anchor = old[0]
+    anchors[key] = (anchor, text)
+    return anchor
 
 
 def _notes_entries(lore: Any) -> list[Any]:

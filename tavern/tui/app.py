@@ -20,7 +20,7 @@ from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from tavern.errors import TavernError
-from tavern.tui.messages import EngineFailed, EngineLoaded
+from tavern.tui.messages import EngineFailed, EngineLoaded, ReplyFinished
 from tavern.tui.screens.library import LibraryScreen
 
 
@@ -32,6 +32,7 @@ class TavernApp(App):
         Binding("f1", "help", "Help", id="app.help"),
         Binding("f9", "personas", "Personas", id="app.personas", show=False),
         Binding("f10", "settings", "Settings", id="app.settings", show=False),
+        Binding("f4", "backends", "Backends", id="app.backends", show=False),
     ]
 
     def __init__(self, tavern: Any = None, boot: Any = None) -> None:
@@ -196,6 +197,17 @@ class TavernApp(App):
 
         if not isinstance(self.screen, PersonaScreen):
             self.push_screen(PersonaScreen(self.tavern))
+
+    def action_backends(self) -> None:
+        from tavern.tui.screens.backends import open_backends
+
+        open_backends(self)
+
+    @on(ReplyFinished)
+    def _engine_notices(self, _message: ReplyFinished) -> None:
+        # Said once per engine: a sampler or CFG the backend cannot take, a parameter it ignored.
+        for line in self.tavern.take_notices():
+            self.notify(line, title="Backend", severity="warning", timeout=10)
 
     def settings_changed(self, reload_model: bool) -> None:
         """After the settings screen saved: load the model again when it must."""

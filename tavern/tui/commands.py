@@ -15,6 +15,7 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("Help: list the keys", "F1", "app", "help"),
     ("Settings: model, context, samplers, prompt format", "F10", "app", "settings"),
     ("Personas: who you are in the chat", "F9", "app", "personas"),
+    ("Backends: remote servers, and which one a chat uses", "F4", "app", "backends"),
     ("Library: import cards from a path", "Ctrl+O", "LibraryScreen", "import_card"),
     ("Library: new character", "F7", "LibraryScreen", "create_card"),
     ("Library: edit the character", "Ctrl+E", "LibraryScreen", "edit_card"),
@@ -37,7 +38,7 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("Chat: checkpoint at the message", "k", "ChatScreen", "checkpoint"),
     ("Chat: copy the message", "c", "ChatScreen", "copy"),
     ("Chat: prompt inspector", "F2", "ChatScreen", "inspect"),
-    ("Chat: summary (read, edit, regenerate, switch off)", "F4", "ChatScreen", "summary"),
+    ("Chat: summary (read, edit, regenerate, switch off)", "F5", "ChatScreen", "summary"),
     ("Chat: negative prompt and guidance scale (CFG)", "F6", "ChatScreen", "cfg"),
     ("Chat: lorebook editor", "F3", "ChatScreen", "lorebooks"),
 ]

@@ -146,6 +146,43 @@ def test_notes_whose_anchor_left_the_window_sit_before_the_oldest_message(count:
     assert count(p2.text) <= 1024 - 100
 
 
+def _depth_lore(text: str, depth: int = 2) -> SimpleNamespace:
+    return SimpleNamespace(by_position=lambda: {4: [(depth, 0, text)]}, activated=[], rejected=[], broken=[])
+
+
+def _depth_turn(count: TokenCounter, n: int, lore, anchors, drift: int):
+    inputs = PromptInputs(CARD, "User", chat(n, 2), lore=lore, note_anchors=anchors, depth_lore_drift=drift)
+    return assemble_prompt(inputs, get_format("chatml"), count, 4096, 100)
+
+
+def _before(text: str, needle: str) -> int:
+    """The chat index of the message that follows `needle` in the prompt."""
+    rest = text[text.index(needle) :]
+    return int(rest.split("message ", 1)[1].split(" ", 1)[0])
+
+
+def test_depth_lore_moves_every_turn_by_default_and_stays_put_in_the_cache_aware_mode(count: TokenCounter) -> None:
+    bell = _depth_lore("The bell rings under the water.")
+    # SillyTavern's rule: two messages from the end, so it moves with every new pair.
+    anchors: dict = {}
+    for n in (8, 10, 12):
+        p = _depth_turn(count, n, bell, anchors, drift=0)
+        assert _before(p.text, "The bell rings") == n - 2
+        anchors = p.note_anchors
+    # Cache-aware (drift 4): it stays before message 6 while it has drifted at most 4 messages
+    # past its depth, so the earlier prompt stays a prefix of the next one up to the new messages.
+    anchors, texts = {}, []
+    for n in (8, 10, 12, 14):
+        p = _depth_turn(count, n, bell, anchors, drift=4)
+        texts.append(p.text)
+        anchors = p.note_anchors
+        assert _before(p.text, "The bell rings") == (6 if n < 14 else 12), n
+    assert texts[1].startswith(texts[0][: texts[0].index("message 7")])
+    # A changed block is new: back at its depth at once.
+    p = _depth_turn(count, 16, _depth_lore("The bell is silent."), anchors, drift=4)
+    assert _before(p.text, "The bell is silent.") == 14
+
+
 def test_continue_and_impersonate(count: TokenCounter) -> None:
     fmt = get_format("chatml")
     h = chat(3, 2)

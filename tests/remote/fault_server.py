@@ -5,6 +5,8 @@ die (streams two tokens then drops the connection), garbage (a token, then broke
 param400 (400 naming `min_p` when the request sends it), flaky429 (429 on the first request of
 each client), auth401 (401 echoing the Authorization header back), think (a <think> block split
 across chunks), reasoning (reasoning_content deltas), slow (a token every 0.2 s, 50 of them).
+Any mode answers KoboldCpp's `/api/extra/generate/stream` with a short stream. Every POST body
+is recorded in `Handler.requests` (tests check what Tavern sent).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ def _chunk(text: str = "", reasoning: str = "", finish: str | None = None) -> by
         delta["content"] = text
     if reasoning:
         delta["reasoning_content"] = reasoning
-    body = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    # `delta` for chat completions, `text` for text completions: one stream serves both.
+    body = {"choices": [{"index": 0, "delta": delta, "text": text, "finish_reason": finish}]}
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
@@ -53,6 +56,12 @@ class Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         Handler.requests.append(body)
         mode = self.path.strip("/").split("/")[0]
+        if self.path.endswith("/api/extra/generate/stream"):  # KoboldCpp's stream
+            self._stream_start()
+            for token, finish in (("Hello", None), (" kobold", None), ("", "stop")):
+                self.wfile.write(b"event: message\ndata: " + json.dumps({"token": token, "finish_reason": finish}).encode() + b"\n\n")
+            self.wfile.flush()
+            return
         if not self.path.endswith("completions"):
             return self._send(404, {"error": {"message": "no such endpoint"}})
         n = Handler.seen[mode] = Handler.seen.get(mode, 0) + 1

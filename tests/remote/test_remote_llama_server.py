@@ -4,55 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
+from remote.llama_server import llama_server  # noqa: F401  (the fixture)
 from tavern.backends import BackendStore, Profile
 from tavern.engines.base import Finished, GenerationRequest, Token
 from tavern.engines.remote.engine import RemoteEngine
 from tavern.engines.samplers import SamplerSettings
 
 pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] not installed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def llama_server(model_path, tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("srv") / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "2048", "--n_threads", str(os.cpu_count() or 2)],
-            stdout=out, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):  # loading the model takes about a second; allow for a busy machine
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {log.read_text()[-500:]}")
-            try:
-                if httpx.get(url + "/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _run(engine, **kw):

@@ -33,7 +33,7 @@ async def test_summary_editor_edits_switches_off_and_refuses_an_early_regenerate
         app.open_character("Mira")
         await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
         screen = app.screen
-        await pilot.press("f4")
+        await pilot.press("f5")
         await wait_until(pilot, lambda: isinstance(app.screen, SummaryModal))
         assert "covers nothing yet" in str(app.screen.query_one("#summary-state").content)
         app.screen.query_one("#summary-text", TextArea).text = "Mira met the traveller at the inn."
@@ -59,7 +59,7 @@ async def test_summary_editor_edits_switches_off_and_refuses_an_early_regenerate
         assert "Mira met the traveller" not in screen.session.build_prompt().text
 
         # Six messages all fit the window: regenerating says why not, and keeps the text.
-        await pilot.press("f4")
+        await pilot.press("f5")
         await wait_until(pilot, lambda: isinstance(app.screen, SummaryModal))
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: any("nothing has left the prompt window" in n for n in notices(app)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -24,10 +25,14 @@ from tavern.engines.remote.http import (
     status_error,
     transport_error,
 )
+from tavern.backends import CFG_APIS
 from tavern.engines.remote.params import map_sampler
 
 RETRIES = 2
 BACKOFF_S = 0.5
+COUNT_WORKERS = 8
+"""Concurrent count requests where a server counts one text per request."""
+CFG_UNAVAILABLE = "CFG is unavailable on this backend ({api}): the negative prompt is not applied"
 
 
 class ThinkSplitter:
@@ -75,6 +80,11 @@ class RemoteEngine:
         self.profile = profile
         self.name = profile.api
         self.supports_raw_prompt = profile.api != "openai-chat"
+        self.supports_cfg = profile.api in CFG_APIS
+        self.counts_joined = profile.api == "llamacpp"
+        """Counts many texts in one request (`count_tokens_many`), so priming more is cheap."""
+        # text-generation-webui speaks OpenAI text completions plus its own fields.
+        self._shape = "openai-text" if profile.api == "textgen" else profile.api
         self._n_ctx = n_ctx
         self._store = store  # BackendStore, to remember rejected parameters
         self._timeout = httpx.Timeout(timeout, connect=5.0)
@@ -84,7 +94,11 @@ class RemoteEngine:
         self._counts: dict[str, int] = {}
         self.count_method = "estimate"
         self.notices: list[str] = []
-        """Things the user should see once: samplers the API cannot take, ignored parameters."""
+        """Things the user should see once: samplers the API cannot take, ignored parameters.
+        A front shows and clears them; each is added once per engine."""
+        self._said: set[str] = set()
+        self.http_requests = 0
+        """Requests sent to the server (counted by an httpx hook; tests and benchmarks read it)."""
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -98,8 +112,12 @@ class RemoteEngine:
     @property
     def client(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client(timeout=self._timeout, headers=self._headers())
+            self._client = httpx.Client(timeout=self._timeout, headers=self._headers(),
+                                        event_hooks={"request": [self._sent]})
         return self._client
+
+    def _sent(self, _request: httpx.Request) -> None:
+        self.http_requests += 1
 
     def _get(self, path: str) -> Any:
         url = self.base + path
@@ -204,6 +222,9 @@ class RemoteEngine:
         elif api == "kobold":
             resp = self.client.post(self.base + "/api/extra/tokencount", json={"prompt": text})
             n = int(resp.raise_for_status().json()["value"])
+        elif api == "textgen":
+            resp = self.client.post(self.base.removesuffix("/v1") + "/v1/internal/token-count", json={"text": text})
+            n = int(resp.raise_for_status().json()["length"])
         elif api.startswith("openai"):
             # llama-cpp-python's server; other OpenAI-style servers answer 404 once.
             resp = self.client.post(self.base.removesuffix("/v1") + "/extras/tokenize/count", json={"input": text})
@@ -213,13 +234,70 @@ class RemoteEngine:
         self.count_method = "server"
         return n
 
+    def count_tokens_many(self, texts: list[str]) -> list[int]:
+        """Counts of many texts with as few round trips as the server allows: llama-server
+        tokenizes them joined, in one request, and splits the tokens back at the texts'
+        boundaries; a server that counts one text per request gets them concurrently. The
+        per-text cache means a later turn asks only about new texts."""
+        todo = [t for t in dict.fromkeys(texts) if t and t not in self._counts]
+        if len(todo) == 1:
+            self.count_tokens(todo[0])
+        elif todo:
+            counts = self._joined_counts(todo) if self.profile.api == "llamacpp" else None
+            if counts is None:
+                self.count_tokens(todo[0])  # learns whether the server counts at all
+                rest = [t for t in todo[1:] if t not in self._counts]
+                if self.count_method == "server":
+                    with ThreadPoolExecutor(min(COUNT_WORKERS, len(rest) or 1)) as pool:
+                        counts = list(pool.map(self._count, rest))
+                else:
+                    counts = [self._count(t) for t in rest]  # tiktoken or estimate: no requests
+                todo = rest
+            for text, n in zip(todo, counts, strict=True):
+                self._counts[text] = n
+        return [self._counts.get(t, 0) if t else 0 for t in texts]
+
+    def _joined_counts(self, texts: list[str]) -> list[int] | None:
+        """llama-server's /tokenize of the texts joined, with each token's piece: a token
+        belongs to the text its first byte falls in. Exact where texts meet at special tokens
+        (ChatML and the like); elsewhere a token may straddle a seam, and the assembler's
+        whole-prompt count corrects the window."""
+        try:
+            resp = self.client.post(self.base + "/tokenize", json={"content": "".join(texts), "with_pieces": True})
+            tokens = resp.raise_for_status().json()["tokens"]
+            sizes = [len(p.encode("utf-8")) if isinstance(p, str) else len(p) for p in (t["piece"] for t in tokens)]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+        self.count_method = "server"
+        ends, total = [], 0
+        for text in texts:
+            total += len(text.encode("utf-8"))
+            ends.append(total)
+        # A tokenizer's added leading space (SentencePiece) shifts every piece by its size.
+        pos = total - sum(sizes) if sum(sizes) > total else 0
+        counts, i = [0] * len(texts), 0
+        for size in sizes:
+            while i < len(ends) - 1 and pos >= ends[i]:
+                i += 1
+            counts[i] += 1
+            pos += size
+        return counts
+
     # -- generation ---------------------------------------------------------------------------
 
     def _request(self, request: GenerationRequest, fields: dict[str, Any]) -> tuple[str, dict, bool]:
         """(url, body, ndjson) for this API."""
-        api, p = self.profile.api, dict(fields)
+        api, p = self._shape, dict(fields)
         model = {"model": self._model} if self._model else {}
         stop = list(request.stop)
+        if request.negative_prompt is not None and request.guidance_scale != 1.0:
+            if self.supports_cfg:
+                # text-generation-webui's own names (as SillyTavern sends them): the whole
+                # negative prompt, formatted like the prompt, and the scale.
+                p["guidance_scale"] = request.guidance_scale
+                p["negative_prompt"] = request.negative_prompt
+            else:
+                self._notice(CFG_UNAVAILABLE.format(api=self.profile.api))
         if api == "openai-chat":
             body = {**model, "messages": request.messages or [{"role": "user", "content": request.prompt}],
                     "max_tokens": request.max_tokens, "stream": True, **p}
@@ -242,7 +320,7 @@ class RemoteEngine:
 
     def _delta(self, chunk: dict) -> tuple[str, str, str | None]:
         """(text, reasoning, finish reason) of one stream chunk."""
-        api = self.profile.api
+        api = self._shape
         if chunk.get("_done"):
             return "", "", "stop"
         if api.startswith("openai"):
@@ -338,7 +416,8 @@ class RemoteEngine:
         yield Finished(text=text, stats=stats, error=error, extra=extra)
 
     def _notice(self, line: str) -> None:
-        if line not in self.notices:
+        if line not in self._said:
+            self._said.add(line)
             self.notices.append(line)
 
 
@@ -352,9 +431,13 @@ def _usage(chunk: dict) -> dict[str, int]:
         cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens")
         if cached:
             out["cached"] = int(cached)
-    if chunk.get("tokens_evaluated"):
+    timings = chunk.get("timings") or {}
+    if "prompt_n" in timings:
+        # llama-server: prompt tokens evaluated this turn, and those its cache served.
+        out["cached"] = int(timings.get("cache_n") or 0)
+        out["prompt"] = int(timings["prompt_n"]) + out["cached"]
+    elif chunk.get("tokens_evaluated"):
         out["prompt"] = int(chunk["tokens_evaluated"])
-        out["cached"] = int(chunk.get("tokens_cached") or 0)
     if chunk.get("prompt_eval_count"):
         out["prompt"] = int(chunk["prompt_eval_count"])
     return out

@@ -73,7 +73,9 @@ def transport_error(err: Exception, url: str, key: str) -> RemoteError:
     if isinstance(err, httpx.TimeoutException):
         return RemoteError(f"{url}: the server did not answer in time", retriable=True)
     if isinstance(err, (httpx.RemoteProtocolError, httpx.ReadError)):
-        return RemoteError(f"{url}: the server closed the connection mid-reply")
+        # Retriable: before the first token this is mostly a kept-alive connection the server
+        # had closed (llama-server does after a stream); the engine never retries mid-reply.
+        return RemoteError(f"{url}: the server closed the connection mid-reply", retriable=True)
     return RemoteError(scrub(f"{url}: {type(err).__name__}: {err}", key))
 
 

@@ -53,7 +53,7 @@ _DEPENDS = {
 
 
 def family(api: str) -> str:
-    return "openai" if api.startswith("openai") else api
+    return "openai" if api.startswith("openai") or api == "textgen" else api
 
 
 def map_sampler(sampler: Any, api: str) -> tuple[dict[str, Any], list[str]]:

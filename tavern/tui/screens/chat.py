@@ -58,7 +58,7 @@ class ChatScreen(Screen):
         Binding("ctrl+f", "search", "Find", id="chat.search", priority=True, show=False),
         Binding("ctrl+n", "author_note", "Author's note", id="chat.note", priority=True, show=False),
         Binding("f2", "inspect", "Prompt", id="chat.inspect"),
-        Binding("f4", "summary", "Summary", id="chat.summary", priority=True, show=False),
+        Binding("f5", "summary", "Summary", id="chat.summary", priority=True, show=False),
         Binding("f6", "cfg", "Negative prompt", id="chat.cfg", priority=True, show=False),
         Binding("f3", "lorebooks", "Lore", id="chat.lorebooks"),
     ]

@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, Select, Static, TextArea
+from textual.widgets import Button, Footer, Input, Label, Select, Static, TextArea
 
 from tavern.errors import TavernError
 
@@ -103,11 +103,18 @@ class SettingsScreen(Screen[None]):
                         yield Input("" if value is None else str(value), id=_wid(dotted))
                 if dotted == "generation.preset":
                     yield Static("", id="set-preset-info")
+            yield Button("Remote backends… (F4)", id="set-backends")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one(f"#{_wid('model.path')}", Input).focus()
         self._show_preset(self.current("generation.preset"))
+
+    @on(Button.Pressed, "#set-backends")
+    def _backends(self) -> None:
+        from tavern.tui.screens.backends import open_backends
+
+        open_backends(self.app)
 
     @on(Select.Changed, "#set-generation-preset")
     def _preset_changed(self, event: Select.Changed) -> None:
