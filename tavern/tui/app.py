@@ -84,9 +84,14 @@ class TavernApp(App):
         # Opening the Tavern (pydantic, the store...) and then the model (llama_cpp, numpy, the
         # GGUF read) compete with the first frame for the interpreter: start once it is drawn.
         self.engine_status = "loading model…"
-        self.call_after_refresh(self._after_first_frame)
+        self._first_frame_done = False
 
-    def _after_first_frame(self) -> None:
+    def first_frame_shown(self) -> None:
+        """Called by the library once its first frame is drawn (not the app's blank first
+        refresh: a thread started then would take the interpreter from the library's frame)."""
+        if self._first_frame_done:
+            return
+        self._first_frame_done = True
         if self._tavern is not None:
             self.start_engine()
             return

@@ -293,6 +293,9 @@ class LibraryScreen(Screen):
 
     def _first_frame_shown(self) -> None:
         self._preview_ready = True
+        starter = getattr(self.app, "first_frame_shown", None)
+        if starter is not None:
+            starter()  # now open the Tavern, then the model
         if self.card_key is not None:
             self._read_card(self.card_key)
 
