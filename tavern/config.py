@@ -109,6 +109,8 @@ class LoopSettings(_Section):
     """A repeated phrase is a loop from this copy in a row on."""
     min_loop_tokens: int = Field(12, ge=2, le=1000)
     """...once its repeated copies hold this many word/punctuation tokens."""
+    phrase_words: int = Field(5, ge=2, le=50)
+    """A phrase of this many words written min_repeats times in a reply, even apart, is a loop."""
     char_run: int = Field(24, ge=4, le=10000)
     """One character (or a short syllable) repeated past this many characters is spam."""
     opening_words: int = Field(5, ge=2, le=50)

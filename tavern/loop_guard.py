@@ -8,7 +8,8 @@
   once more with stronger anti-repetition: DRY on (or doubled), and the repeated opening's
   first token banned for the first token of that reply only (the retry draws its first token
   with the ban, then continues without it: a ban over the whole reply would forbid "I").
-  A `Restart` event tells the screen that the text shown so far is being replaced.
+  A `Restart` event tells the screen that the text shown so far is being replaced. A retry
+  that still copies long stretches of a recent reply loses the sentences that do.
 
 What was found and done is `Finished.stats.loop` (a dict, None when nothing was found), which
 the session stores in the message's `extra.tavern.loop` and `tavern chat --json` prints.
@@ -16,14 +17,16 @@ the session stores in the message's `extra.tavern.loop` and `tavern chat --json`
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 from tavern.engines.base import Finished, GenerationRequest, Token
-from tavern.loops import LoopLimits, ReplyLoopDetector, compare_replies, describe
+from tavern.loops import LoopLimits, ReplyLoopDetector, compare_replies, describe, drop_copied
 
+_FIRST_WORD = re.compile(r"\w+", re.UNICODE)
 BAN = -100.0  # far below any logit SmolLM2 or a 70B produces: the token is never drawn
 
 
@@ -53,6 +56,7 @@ def limits_from(settings: Any) -> LoopLimits:
     return LoopLimits(
         min_repeats=settings.min_repeats,
         min_loop_tokens=settings.min_loop_tokens,
+        phrase_words=settings.phrase_words,
         char_run=settings.char_run,
         opening_words=settings.opening_words,
         overlap=settings.overlap,
@@ -91,7 +95,15 @@ def guarded_generate(
             record["in_reply"] = inside
             if inside is None:
                 del record["in_reply"]
-            record["still_repeats"] = bool(compare_replies(final.text, earlier, limits))
+            still = compare_replies(final.text, earlier, limits) if not final.error else None
+            if still and "ngrams" in still.reasons and not cancel.is_set():
+                # Rewritten and still copying a recent reply: keep the sentences that don't.
+                kept = drop_copied(final.text, earlier, limits)
+                if kept != final.text:
+                    record["dropped_chars"] = len(final.text) - len(kept)
+                    final.text = kept
+                    still = compare_replies(final.text, earlier, limits)
+            record["still_repeats"] = bool(still)
     if record:
         record["action"] = _action(record)
         record["message"] = describe(record)
@@ -147,32 +159,56 @@ def _retry(
     settings: Any,
     opening: str,
 ) -> Iterator[Token | Finished]:
-    """The second attempt: stronger DRY, and the repeated opening's first token banned for
-    the reply's first token."""
+    """The second attempt: stronger DRY, and the repeated opening's first word banned until the
+    reply's first word has begun (punctuation first, `*` or a quote, then the same word would
+    still be the same opening: the opening is compared word by word)."""
     sampler = stronger_sampler(request.sampler, settings)
     banned = _opening_tokens(engine, opening) if opening else []
     raw = getattr(engine, "supports_raw_prompt", True)
     if not banned or not raw or request.max_tokens < 2:
         return (yield from _attempt(engine, replace(request, sampler=sampler), cancel, limits))
     bias = {**sampler.logit_bias, **{t: BAN for t in banned}}
-    head_req = replace(request, sampler=sampler.with_overrides(logit_bias=bias), max_tokens=1)
-    head: Finished | None = None
-    for event in engine.generate(head_req, cancel):
-        if isinstance(event, Finished):
-            head = event
-        else:
-            yield event
-    assert head is not None
-    if head.error or not head.text or head.stats.stop_reason != "length" or cancel.is_set():
-        return head, None
-    rest_req = replace(
-        request, prompt=request.prompt + head.text, sampler=sampler, max_tokens=request.max_tokens - 1
-    )
-    final, inside = yield from _attempt(engine, rest_req, cancel, limits, prefix=head.text)
-    final.text = head.text + final.text
-    final.stats.gen_tokens += head.stats.gen_tokens
-    final.stats.evaluated_tokens += head.stats.evaluated_tokens
+    head_text = ""
+    gen_tokens = evaluated = 0
+    while True:
+        head_req = replace(
+            _after(request, head_text), sampler=sampler.with_overrides(logit_bias=bias), max_tokens=1
+        )
+        head: Finished | None = None
+        for event in engine.generate(head_req, cancel):
+            if isinstance(event, Finished):
+                head = event
+            else:
+                yield event
+        assert head is not None
+        head_text += head.text
+        gen_tokens += head.stats.gen_tokens
+        evaluated += head.stats.evaluated_tokens
+        if head.error or not head.text or head.stats.stop_reason != "length" or cancel.is_set():
+            head.text = head_text
+            return head, None
+        if any(ch.isalnum() for ch in head_text) or gen_tokens >= min(_HEAD_TOKENS, request.max_tokens - 1):
+            break
+    rest_req = replace(_after(request, head_text), sampler=sampler, max_tokens=request.max_tokens - gen_tokens)
+    final, inside = yield from _attempt(engine, rest_req, cancel, limits, prefix=head_text)
+    final.text = head_text + final.text
+    final.stats.gen_tokens += gen_tokens
+    final.stats.evaluated_tokens += evaluated
     return final, inside
+
+
+_HEAD_TOKENS = 4
+"""At most this many tokens are drawn with the opening banned (a word begins within them)."""
+
+
+def _after(request: GenerationRequest, head: str) -> GenerationRequest:
+    """`request` continued after `head`, the reply's first tokens. The negative prompt (CFG)
+    continues with them too: both sequences must stand at the same place in the reply, or the
+    guidance mixes the logits of two different positions."""
+    if not head:
+        return request
+    negative = request.negative_prompt + head if request.negative_prompt else request.negative_prompt
+    return replace(request, prompt=request.prompt + head, negative_prompt=negative)
 
 
 def stronger_sampler(sampler: Any, settings: Any) -> Any:
@@ -189,17 +225,37 @@ def stronger_sampler(sampler: Any, settings: Any) -> Any:
     )
 
 
+_LEADS = ("", " ", "*", " *", '"', ' "', "“", " “", "(", "_", "\n")
+"""What may come before a reply's first word: nothing, a space, an action's asterisk, a quote."""
+
+
 def _opening_tokens(engine: Any, opening: str) -> list[int]:
-    """The token(s) a reply starting with `opening` would start with: with and without a
-    leading space (the prompt may end with "Name:" or with a newline)."""
+    """The tokens that would begin the first word of `opening`, in any case, after any of
+    `_LEADS` ("*leans" is "*", "le", "ans" where "leans" alone is one token), and the first
+    token of `opening` itself."""
+    found = _FIRST_WORD.search(opening)
+    word = found.group() if found else ""
     out: list[int] = []
-    for text in (opening, " " + opening):
-        try:
+
+    def add(token: int) -> None:
+        if token not in out:
+            out.append(token)
+
+    try:
+        for text in (opening, " " + opening):
             ids = engine.tokenize(text, add_bos=False)
-        except Exception:  # an engine that cannot tokenize: no ban, DRY still applies
-            return []
-        if ids and ids[0] not in out:
-            out.append(ids[0])
+            if ids:
+                add(ids[0])
+        for variant in dict.fromkeys(v for v in (word, word.lower(), word.capitalize()) if v):
+            for lead in _LEADS:
+                before = engine.tokenize(lead, add_bos=False) if lead else []
+                ids = engine.tokenize(lead + variant, add_bos=False)
+                if ids[: len(before)] == before and len(ids) > len(before):
+                    add(ids[len(before)])
+                elif ids:
+                    add(ids[0])  # the lead merged into the word's first token: that token
+    except Exception:  # an engine that cannot tokenize: no ban, DRY still applies
+        return []
     return out
 
 

@@ -10,7 +10,10 @@ with "He was a blacksmith, and he made swords." twenty times over). Two detector
   rescan of the reply. A second, character-level copy of the same counter catches one
   character (or a short syllable) spammed inside a word ("aaaaaaa", "hahahaha", "!!!!!!").
   When it fires, `cut` is where the first copy of the repeated unit ends: the caller stops the
-  run-on and keeps the text up to there.
+  run-on and keeps the text up to there. A third counter catches the loop that is not
+  back-to-back: one phrase of `phrase_words` words written `min_repeats` times with other words
+  between ("They were wearing a red suit, and they were wearing a red hat. They were wearing
+  a red suit..."); the cut then falls before the sentence that repeats it once too often.
 - `compare_replies`, run on a finished reply against the last few character replies: the same
   opening words, a large share of long word n-grams already written, or the same paragraph and
   line shape as each of the last replies (a post template).
@@ -41,6 +44,9 @@ class LoopLimits:
     """...and only once the repeated copies hold this many tokens ("no, no, no" is speech)."""
     max_period: int = 48
     """The longest repeated unit looked for, in word and punctuation tokens."""
+    phrase_words: int = 5
+    """A phrase of this many words written `min_repeats` times in one reply, even with other
+    words between the copies, is a loop."""
     char_run: int = 24
     """One character or a short syllable repeated over this many characters is spam."""
     opening_words: int = 5
@@ -100,6 +106,8 @@ class ReplyLoopDetector:
         self._starts: list[int] = []  # character offsets of each token
         self._ends: list[int] = []
         self._chars = _RunCounter(8)
+        self._words: list[int] = []  # token indices of the word tokens, in order
+        self._phrases: dict[tuple[str, ...], list[int]] = {}  # phrase -> indices (into _words) where it starts
         self.found: InReplyLoop | None = None
 
     def feed(self, delta: str) -> InReplyLoop | None:
@@ -121,7 +129,7 @@ class ReplyLoopDetector:
             self._starts.append(match.start())
             self._ends.append(match.end())
             self._tokens.push(match.group().casefold())
-            hit = self._phrase_loop()
+            hit = self._phrase_loop() or self._phrase_again()
             if hit is not None:
                 self.found = hit
                 return hit
@@ -168,6 +176,43 @@ class ReplyLoopDetector:
                 start, cut = self._starts[end - p], self._ends[end - 1]
                 return InReplyLoop("phrase", self.text[start:cut].strip(), _trim_cut(self.text, cut))
         return None
+
+
+    def _phrase_again(self) -> InReplyLoop | None:
+        """The last `phrase_words` words, when they are the `min_repeats`-th copy of a phrase."""
+        lim = self.limits
+        n = lim.phrase_words
+        items = self._tokens.items
+        last = len(items) - 1
+        if n < 1 or not _wordlike(items[last]):
+            return None
+        self._words.append(last)
+        if len(self._words) < n:
+            return None
+        ws = self._words
+        first_word = len(ws) - n
+        key = tuple(items[t] for t in ws[first_word:])
+        seen = self._phrases.setdefault(key, [])
+        seen.append(first_word)
+        if len(seen) < lim.min_repeats:
+            return None
+        # Copies nearly back to back (2.5 copies of a sentence): keep the first one only;
+        # copies with other words between: keep all but the one too many.
+        prev_end, second = ws[seen[0] + n - 1], ws[seen[1]]
+        k = 1 if second - prev_end <= 2 * n else len(seen) - 1
+        target = ws[seen[k]]
+        # Cut before the sentence holding that copy (at the copy itself if no sentence ends
+        # since the first copy began).
+        j = target
+        while j > ws[seen[0]] and items[j - 1] not in _SENTENCE_END:
+            j -= 1
+        if j == ws[seen[0]]:
+            j = target
+        start, end = self._starts[ws[seen[0]]], self._ends[ws[seen[0] + n - 1]]
+        if k == 1:  # back to back: one copy is everything up to where the second begins
+            end = self._starts[second]
+        cut = _trim_cut(self.text, self._ends[j - 1]) if j > 0 else 0
+        return InReplyLoop("phrase", self.text[start:end].strip(), cut)
 
 
 def _varied(unit: str) -> bool:
@@ -287,6 +332,38 @@ def compare_replies(text: str, earlier: Sequence[str], limits: LoopLimits | None
     return result
 
 
+_SENTENCE = re.compile(r"[^.!?…\n]*(?:[.!?…]+[\"'”*)]*|\n|$)")
+
+
+def drop_copied(text: str, earlier: Sequence[str], limits: LoopLimits | None = None) -> str:
+    """`text` without the sentences that are mostly copied from the last replies (most of their
+    words inside a word n-gram one of them already has): what is left of a rewritten reply
+    that still repeats. `text` itself when nothing is copied, or when nothing would be left."""
+    lim = limits or LoopLimits()
+    recent = [e for e in earlier if e.strip()][-lim.history :]
+    theirs = {g for e in recent for g in _ngrams(words(e), lim.ngram)}
+    found = list(_WORD.finditer(text))
+    ws = [m.group().casefold() for m in found]
+    copied = [False] * len(ws)
+    for i, gram in enumerate(_ngrams(ws, lim.ngram)):
+        if gram in theirs:
+            copied[i : i + lim.ngram] = [True] * lim.ngram
+    if not any(copied):
+        return text
+    kept, w = [], 0
+    for sentence in _SENTENCE.finditer(text):
+        a, b = sentence.span()
+        mine = []
+        while w < len(found) and found[w].start() < b:
+            if found[w].start() >= a:
+                mine.append(copied[w])
+            w += 1
+        if not mine or sum(mine) * 2 <= len(mine):
+            kept.append(sentence.group())
+    out = "".join(kept).strip()
+    return out if words(out) else text
+
+
 def describe(record: dict[str, Any]) -> str:
     """One line for the status bar and the CLI: what was found and what was done."""
     parts = []
@@ -298,7 +375,8 @@ def describe(record: dict[str, Any]) -> str:
         why = ", ".join(across.get("reasons", []))
         if record.get("regenerated"):
             still = " (it still repeats)" if record.get("still_repeats") else ""
-            parts.append(f"reply repeated the last ones ({why}): regenerated with DRY{still}")
+            dropped = ", dropped the sentences it still copied" if record.get("dropped_chars") else ""
+            parts.append(f"reply repeated the last ones ({why}): regenerated with DRY{dropped}{still}")
         else:
             parts.append(f"reply repeats the last ones ({why})")
     return "loop: " + "; ".join(parts) if parts else ""
@@ -316,6 +394,7 @@ __all__ = [
     "ReplyLoopDetector",
     "compare_replies",
     "describe",
+    "drop_copied",
     "find_in_reply_loop",
     "ngram_overlap",
     "structure",

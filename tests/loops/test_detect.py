@@ -39,6 +39,20 @@ def test_real_smollm2_replies_without_a_run_on_are_left_alone(case: dict) -> Non
     assert find_in_reply_loop(case["reply"]) is None
 
 
+@pytest.mark.parametrize("case", [c for c in REAL if c["label"] in ("near", "phrase")], ids=lambda c: f"{c['character']}-{c['message']}")
+def test_a_phrase_written_three_times_apart_is_cut_before_the_third(case: dict) -> None:
+    # Not back to back, so no run-on: "They were wearing a red suit, and they were wearing a red
+    # hat. They were wearing a red suit..."; "a ship that can carry a million people" four times.
+    reply = case["reply"]
+    found = find_in_reply_loop(reply)
+    assert found is not None and found.kind == "phrase"
+    kept = reply[: found.cut]
+    assert kept.casefold().count(found.unit.casefold()) == 2  # the third copy and what follows go
+    assert kept[-1] in ".!?\"", kept[-60:]  # a whole sentence is kept, not half of one
+    assert len(kept) >= len(reply) / 2  # the reply keeps its body
+    assert find_in_reply_loop(kept) is None
+
+
 def test_the_blacksmith_loop_is_trimmed_to_its_first_copy() -> None:
     reply = next(c["reply"] for c in REAL if "blacksmith" in c["reply"])
     found = find_in_reply_loop(reply)
@@ -190,3 +204,26 @@ def test_describe_says_what_was_done() -> None:
     assert text.startswith("loop: stopped a run-on") and "blacksmith" in text
     text = describe({"across": {"reasons": ["opening"]}, "regenerated": True, "still_repeats": False})
     assert text == "loop: reply repeated the last ones (opening): regenerated with DRY"
+    text = describe({"across": {"reasons": ["ngrams"]}, "regenerated": True, "dropped_chars": 80})
+    assert text == "loop: reply repeated the last ones (ngrams): regenerated with DRY, dropped the sentences it still copied"
+
+
+# Mira's replies on SmolLM2-135M at temperature 0 (the Loops benchmark's third chat).
+MIRA_LAST = (
+    "I've lost some good people, and I've lost a lot of good people. I've lost a couple of my own family "
+    "members, and I've lost a lot of friends."
+)
+MIRA_OTHER = "I've been doing this job for a long time now."
+
+
+def test_a_rewrite_that_still_copies_the_last_reply_loses_the_copied_sentences() -> None:
+    from tavern.loops import drop_copied
+
+    rewrite = MIRA_OTHER + "\nI've lost a couple of my own family members, and I've lost a lot of friends."
+    assert "ngrams" in compare_replies(rewrite, [MIRA_LAST]).reasons
+    kept = drop_copied(rewrite, [MIRA_LAST])
+    assert kept == MIRA_OTHER
+    assert not compare_replies(kept, [MIRA_LAST])
+    # Nothing copied: unchanged; everything copied: unchanged too (an empty reply is worse).
+    assert drop_copied(MIRA_OTHER, [MIRA_LAST]) == MIRA_OTHER
+    assert drop_copied(MIRA_LAST, [MIRA_LAST]) == MIRA_LAST
