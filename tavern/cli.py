@@ -200,14 +200,27 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
+    from tavern.paths import open_home
     from tavern.tui.app import make_app
+    from tavern.tui.boot import Boot, read_ui
     from tavern.tui.widgets.avatar import prepare_graphics
 
-    tavern = _open(args)
-    tavern.lock_home()
+    # The first frame comes from `Boot` (no pydantic, no store); the Tavern opens in a thread
+    # right after it, taking the home lock there (a refused lock ends the app with the error).
+    home = open_home(args.home)
+
+    def opener() -> Any:
+        tavern = _open(args)
+        tavern.lock_home()
+        return tavern
+
+    theme, keys = read_ui(home)
     prepare_graphics()  # must query the terminal before Textual takes it over
-    app = make_app(tavern)
+    app = make_app(boot=Boot(home, opener, theme, keys))
     app.run()
+    if app.boot_error:
+        print(f"tavern: error: {app.boot_error}", file=sys.stderr)
+        return 1
     return 0
 
 

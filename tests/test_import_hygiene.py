@@ -58,3 +58,21 @@ def test_the_cli_and_app_modules_load_without_a_model_library() -> None:
     mods = loaded_after_import("tavern.cli, tavern.tui.app")
     roots = {m.split(".")[0] for m in mods}
     assert not [m for m in HEAVY if m in roots]
+
+
+FIRST_FRAME_HEAVY = ("pydantic", "jinja2", "httpx", "llama_cpp", "tiktoken", "numpy", "PIL", "tomlkit", "chromadb")
+
+
+def test_the_first_frame_path_loads_no_domain_weight() -> None:
+    """`tavern` draws the library from `tavern.tui.boot` before the Tavern opens: everything
+    the CLI imports up to `app.run()` must leave pydantic, jinja2, httpx and the engines out."""
+    code = (
+        "import sys, tavern.cli, tavern.tui.app, tavern.tui.boot, tavern.paths;"
+        "tavern.cli.build_parser();"
+        "print('\\n'.join(sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    mods = set(out.split())
+    roots = {m.split(".")[0] for m in mods}
+    assert not [m for m in FIRST_FRAME_HEAVY if m in roots]
+    assert "tavern.session" not in mods and "tavern.config" not in mods and "tavern.store" not in mods

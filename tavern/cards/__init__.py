@@ -8,17 +8,32 @@ stay raw in `Card.character_book`; `tavern.lore` converts them.
 Importing this package is cheap: Pillow is only imported when an avatar is drawn or converted.
 """
 
-from tavern.cards.formats import (
-    read_avatar,
-    read_card,
-    read_card_bytes,
-    write_card_json,
-    write_card_png,
-    write_charx,
-)
-from tavern.cards.library import CardEntry, CardLibrary
-from tavern.cards.model import Card
-from tavern.cards.sniff import detect_kind
+# Names load on first use (PEP 562): the app's first frame reads `tavern.cards.index`, which
+# must not pull the card parsers (pydantic) in with this package.
+_HOME = {
+    "read_avatar": "formats",
+    "read_card": "formats",
+    "read_card_bytes": "formats",
+    "write_card_json": "formats",
+    "write_card_png": "formats",
+    "write_charx": "formats",
+    "CardEntry": "index",
+    "CardLibrary": "library",
+    "Card": "model",
+    "detect_kind": "sniff",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tavern.cards' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"tavern.cards.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Card",

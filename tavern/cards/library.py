@@ -28,7 +28,6 @@ import tempfile
 import time
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,26 +40,13 @@ from tavern.cards.formats import (
     write_atomic,
 )
 from tavern.cards.model import Card
+from tavern.cards.index import INDEX_NAME, INDEX_VERSION, CardEntry, card_files, entry_for, load_index
 from tavern.errors import CardError, NotFoundError
 
-INDEX_NAME = ".tavern-index.json"
-_INDEX_VERSION = 1
 _MAX_KEY_BYTES = 150  # leaves room for "_NN", "-timestamp" and ".png" under the 255-byte limit
 _ILLEGAL = re.compile(r'[/\\?<>:*|"\x00-\x1f\x7f]')
 _WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$", re.IGNORECASE)
 _TRASH_SUFFIX = re.compile(r"-\d{8}-\d{6}(?:-\d+)?$")
-
-
-@dataclass
-class CardEntry:
-    """One character as listed: enough to show a list without reading the cards."""
-
-    key: str
-    name: str
-    tags: list[str] = field(default_factory=list)
-    creator: str = ""
-    path: Path = field(default_factory=Path)
-    error: str | None = None  # the file is not a readable card; `name` is then the key
 
 
 def key_for_name(name: str) -> str:
@@ -107,23 +93,13 @@ class CardLibrary:
         fresh: dict[str, dict[str, Any]] = {}
         entries: builtins.list[CardEntry] = []
         changed = False
-        with os.scandir(self.root) as it:
-            for de in it:
-                if not de.name.endswith(".png") or de.name.startswith("."):
-                    continue
-                try:
-                    if not de.is_file():
-                        continue
-                    st = de.stat()
-                except OSError:
-                    continue
-                sig = [st.st_mtime_ns, st.st_size]
-                row = index.get(de.name)
-                if not isinstance(row, dict) or row.get("sig") != sig:
-                    row = self._index_row(Path(de.path), de.name[:-4], sig)
-                    changed = True
-                fresh[de.name] = row
-                entries.append(self._entry(de.name, row))
+        for filename, path, sig in card_files(self.root):
+            row = index.get(filename)
+            if not isinstance(row, dict) or row.get("sig") != sig:
+                row = self._index_row(Path(path), filename[:-4], sig)
+                changed = True
+            fresh[filename] = row
+            entries.append(self._entry(filename, row))
         if changed or fresh.keys() != index.keys():
             self._save_index(fresh)
         entries.sort(key=lambda e: (e.name.casefold(), e.key))
@@ -347,32 +323,14 @@ class CardLibrary:
         return {"sig": sig, "name": card.name, "tags": card.tags, "creator": card.creator}
 
     def _entry(self, filename: str, row: dict[str, Any]) -> CardEntry:
-        key = filename[:-4]
-        path = self.root / filename
-        if row.get("error") is not None:
-            return CardEntry(key=key, name=key, path=path, error=str(row["error"]))
-        tags = row.get("tags")
-        return CardEntry(
-            key=key,
-            name=str(row.get("name") or key),
-            tags=[str(t) for t in tags] if isinstance(tags, list) else [],
-            creator=str(row.get("creator") or ""),
-            path=path,
-        )
+        return entry_for(self.root, filename, row)
 
     def _load_index(self) -> dict[str, dict[str, Any]]:
-        try:
-            raw = json.loads((self.root / INDEX_NAME).read_text("utf-8"))
-        except (OSError, ValueError):
-            return {}
-        if not isinstance(raw, dict) or raw.get("version") != _INDEX_VERSION:
-            return {}
-        entries = raw.get("entries")
-        return entries if isinstance(entries, dict) else {}
+        return load_index(self.root)
 
     def _save_index(self, entries: dict[str, dict[str, Any]]) -> None:
         # ASCII with escapes: a name with a lone surrogate still makes a valid file.
-        data = json.dumps({"version": _INDEX_VERSION, "entries": entries})
+        data = json.dumps({"version": INDEX_VERSION, "entries": entries})
         try:
             write_atomic(self.root / INDEX_NAME, data.encode("ascii"))
         except CardError:

@@ -10,6 +10,7 @@ its id (the help screen lists the ids).
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -20,7 +21,6 @@ from textual.worker import Worker, WorkerState
 
 from tavern.errors import TavernError
 from tavern.tui.messages import EngineFailed, EngineLoaded, ReplyFinished
-from tavern.tui.screens.chat import ChatScreen
 from tavern.tui.screens.library import LibraryScreen
 
 
@@ -35,18 +35,41 @@ class TavernApp(App):
         Binding("f4", "backends", "Backends", id="app.backends", show=False),
     ]
 
-    def __init__(self, tavern: Any) -> None:
+    def __init__(self, tavern: Any = None, boot: Any = None) -> None:
+        """`tavern`: an open Tavern (tests, `tavern serve`'s children use the CLI path too).
+        `boot`: a `tavern.tui.boot.Boot`, for a first frame before the Tavern is open."""
         super().__init__()
         from tavern.tui.commands import TavernCommands
 
         self.COMMANDS = App.COMMANDS | {TavernCommands}
-        self.tavern = tavern
+        self.boot = boot
+        self.boot_error: str | None = None
+        self._tavern = tavern
+        self._opened = threading.Event()
+        if tavern is not None:
+            self._opened.set()
+            theme, keys = tavern.settings.ui.theme, dict(tavern.settings.ui.keys)
+        else:
+            theme, keys = boot.theme, dict(boot.keys)
         self.engine_status = "loading model…"
         self._load_started = 0.0
-        ui = tavern.settings.ui
-        if ui.theme and ui.theme in self.available_themes:
-            self.theme = ui.theme
-        self.user_keys: dict[str, str] = dict(ui.keys)
+        if theme and theme in self.available_themes:
+            self.theme = theme
+        self.user_keys: dict[str, str] = keys
+
+    @property
+    def tavern(self) -> Any:
+        """The open Tavern. Before it is open (the first half second of a cold start) this
+        waits for the opener thread: only an action taken that early ever waits."""
+        if self._tavern is None:
+            self._opened.wait()
+            if self._tavern is None:
+                raise TavernError(self.boot_error or "Tavern did not open")
+        return self._tavern
+
+    @property
+    def tavern_ready(self) -> bool:
+        return self._tavern is not None
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         from tavern.tui.terminal import private_streams
@@ -57,11 +80,43 @@ class TavernApp(App):
     def on_mount(self) -> None:
         if self.user_keys:
             self.set_keymap(self.user_keys)
-        self.push_screen(LibraryScreen(self.tavern))
-        # The load (llama_cpp and numpy imports, the GGUF read) competes with the first frame
-        # for the interpreter: start it once the library is on screen.
+        self.push_screen(LibraryScreen(self._tavern, boot=self.boot))
+        # Opening the Tavern (pydantic, the store...) and then the model (llama_cpp, numpy, the
+        # GGUF read) compete with the first frame for the interpreter: start once it is drawn.
         self.engine_status = "loading model…"
-        self.call_after_refresh(self.start_engine)
+        self._first_frame_done = False
+
+    def first_frame_shown(self) -> None:
+        """Called by the library once its first frame is drawn (not the app's blank first
+        refresh: a thread started then would take the interpreter from the library's frame)."""
+        if self._first_frame_done:
+            return
+        self._first_frame_done = True
+        if self._tavern is not None:
+            self.start_engine()
+            return
+        threading.Thread(target=self._open_tavern, name="tavern-open", daemon=True).start()
+
+    def _open_tavern(self) -> None:
+        try:
+            tavern = self.boot.opener()
+        except TavernError as err:
+            self.boot_error = str(err)
+            self._opened.set()
+            self.call_from_thread(self.exit, None, 1)
+            return
+        self._tavern = tavern
+        self._opened.set()
+        self.call_from_thread(self._tavern_opened)
+
+    def _tavern_opened(self) -> None:
+        ui = self._tavern.settings.ui  # validated now: the boot read may have skipped a bad value
+        if ui.theme and ui.theme in self.available_themes and ui.theme != self.theme:
+            self.theme = ui.theme
+        for screen in self.screen_stack:
+            if isinstance(screen, LibraryScreen):
+                screen.tavern_opened()
+        self.start_engine()
 
     # -- the engine ------------------------------------------------------------------------------
 
@@ -107,9 +162,12 @@ class TavernApp(App):
         self._refresh_status()
 
     def _refresh_status(self) -> None:
+        from tavern.tui.screens.chat import ChatScreen
+
         for screen in self.screen_stack:
             if isinstance(screen, ChatScreen) and not screen.generating and screen.is_mounted:
-                screen._set_status()
+                if screen.query("#status"):  # a screen still composing draws it on mount
+                    screen._set_status()
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
@@ -120,6 +178,8 @@ class TavernApp(App):
     # -- screens ---------------------------------------------------------------------------------
 
     def open_character(self, key: str, new: bool = False, greeting_index: int = 0) -> None:
+        from tavern.tui.screens.chat import ChatScreen
+
         try:
             session = self.tavern.open_chat(key, new=new, greeting_index=greeting_index)
         except TavernError as err:
@@ -163,7 +223,7 @@ class TavernApp(App):
 
     def watch_theme(self, theme: str) -> None:
         # Remember the theme the user picked (palette or settings) for the next start.
-        if not self.is_mounted or not hasattr(self, "tavern"):
+        if not self.is_mounted or not getattr(self, "_tavern", None):
             return
         if self.tavern.settings.ui.theme != theme:
             try:
@@ -172,5 +232,5 @@ class TavernApp(App):
                 self.notify(str(err), severity="warning")
 
 
-def make_app(tavern: Any) -> TavernApp:
-    return TavernApp(tavern)
+def make_app(tavern: Any = None, boot: Any = None) -> TavernApp:
+    return TavernApp(tavern, boot=boot)

@@ -38,6 +38,8 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("Chat: checkpoint at the message", "k", "ChatScreen", "checkpoint"),
     ("Chat: copy the message", "c", "ChatScreen", "copy"),
     ("Chat: prompt inspector", "F2", "ChatScreen", "inspect"),
+    ("Chat: summary (read, edit, regenerate, switch off)", "F5", "ChatScreen", "summary"),
+    ("Chat: negative prompt and guidance scale (CFG)", "F6", "ChatScreen", "cfg"),
     ("Chat: lorebook editor", "F3", "ChatScreen", "lorebooks"),
 ]
 

@@ -58,6 +58,8 @@ class ChatScreen(Screen):
         Binding("ctrl+f", "search", "Find", id="chat.search", priority=True, show=False),
         Binding("ctrl+n", "author_note", "Author's note", id="chat.note", priority=True, show=False),
         Binding("f2", "inspect", "Prompt", id="chat.inspect"),
+        Binding("f5", "summary", "Summary", id="chat.summary", priority=True, show=False),
+        Binding("f6", "cfg", "Negative prompt", id="chat.cfg", priority=True, show=False),
         Binding("f3", "lorebooks", "Lore", id="chat.lorebooks"),
     ]
     MESSAGE_KEYS = [
@@ -104,6 +106,31 @@ class ChatScreen(Screen):
         self.composer.focus()
         for warning in self.session.warnings:
             self.app.notify(warning, title="Chat", severity="warning", timeout=8)
+        self._watch_memory()
+
+    def _watch_memory(self) -> None:
+        """Chroma or the embedder failing to load is said once, here, not only in the
+        inspector's warnings (the chat goes on without recall)."""
+        memory = self.session.app.memory
+        if memory is None:
+            return
+        app = self.app
+
+        def warn(text: str) -> None:
+            if getattr(app, "_memory_warned", False):
+                return
+            app._memory_warned = True  # type: ignore[attr-defined]
+            app.notify(text, title="Memory", severity="warning", timeout=10)
+
+        def on_warning(text: str) -> None:  # the memory worker's thread, or a turn's
+            if app._thread_id == threading.get_ident():
+                warn(text)
+            else:
+                app.call_from_thread(warn, text)
+
+        memory.on_warning = on_warning
+        if memory.failed:
+            warn(f"long-term memory is off: {memory.failed}")
 
     def _set_status(self, activity: str = "") -> None:
         """The model and its context (once loaded), then the figures of the last turn."""
@@ -121,7 +148,9 @@ class ChatScreen(Screen):
     # -- history ---------------------------------------------------------------------------------
 
     def _view(self, index: int, msg: Any) -> ChatMessageView:
-        return ChatMessageView(msg.name, msg.mes, msg.is_user, index, _swipe_label(msg), msg.is_system)
+        return ChatMessageView(
+            msg.name, msg.mes, msg.is_user, index, _swipe_label(msg), msg.is_system, loop_note(msg)
+        )
 
     def views(self) -> list[ChatMessageView]:
         return list(self.query(ChatMessageView))
@@ -243,6 +272,7 @@ class ChatScreen(Screen):
             last = chat[-1] if len(chat) else None
             if last is not None and not last.is_user:
                 self.live.set_text(last.mes, _swipe_label(last))
+                self.live.set_note(loop_note(last))
             elif not message.text:
                 self.live.remove()
         self.live = None
@@ -554,6 +584,7 @@ class ChatScreen(Screen):
             last = self.session.chat[-1]
             if views:
                 views[-1].set_text(last.mes, _swipe_label(last))
+                views[-1].set_note(loop_note(last))
         elif delta > 0 and len(self.session.chat) and not self.session.chat[-1].is_user:
             self._start("regenerate")  # past the last swipe: write a new one, as SillyTavern does
 
@@ -573,6 +604,76 @@ class ChatScreen(Screen):
         if not self.generating and len(self.session.chat) and not self.session.chat[-1].is_user:
             self._start("continue")
 
+    # -- memory and CFG -------------------------------------------------------------------------
+
+    def action_summary(self) -> None:
+        """The rolling summary editor: read, edit, regenerate, switch off (tavern.memory.chat_summary)."""
+        from tavern.memory import chat_summary
+        from tavern.tui.screens.dialogs import SummaryModal
+
+        def done(result: tuple[str, Any] | None) -> None:
+            if result is None:
+                return
+            action, value = result
+            try:
+                if action == "save":
+                    chat_summary.save(self.session, value)
+                    self.app.notify("Summary saved", timeout=2)
+                elif action == "enabled":
+                    chat_summary.set_enabled(self.session, value)
+                    self.app.notify("Summary on" if value else "Summary off: not in the prompt", timeout=3)
+                else:
+                    self._regenerate_summary()
+            except TavernError as err:
+                self.app.notify(str(err), severity="error")
+
+        self.app.push_screen(SummaryModal(chat_summary.read(self.session)), done)
+
+    def _regenerate_summary(self) -> None:
+        if self.generating:
+            self.app.notify("Wait for the reply (Esc stops it).", severity="warning")
+            return
+        self.generating = True
+        self._set_status("writing the summary…")
+        self._summary_worker()
+
+    @work(thread=True, exclusive=True, group="summary", exit_on_error=False)
+    def _summary_worker(self) -> None:
+        from tavern.memory import chat_summary
+
+        try:
+            state = chat_summary.regenerate(self.session)
+        except TavernError as err:
+            self.app.call_from_thread(self._summary_done, None, str(err))
+            return
+        self.app.call_from_thread(self._summary_done, state, "")
+
+    def _summary_done(self, state: Any, error: str) -> None:
+        self.generating = False
+        self._set_status()
+        if error:
+            self.app.notify(error, title="Summary", severity="error")
+        else:
+            self.app.notify(f"Summary written: {state.describe()}", title="Summary", timeout=4)
+
+    def action_cfg(self) -> None:
+        """The chat's negative prompt and guidance scale (session.cfg / set_cfg)."""
+        from tavern.tui.screens.dialogs import CfgModal
+
+        scale, negative, _depth = self.session.cfg()
+
+        def done(result: tuple[str, float] | None) -> None:
+            if result is None:
+                return
+            try:
+                self.session.set_cfg(scale=result[1], negative=result[0])
+            except TavernError as err:
+                self.app.notify(str(err), severity="error")
+                return
+            self.app.notify(f"Negative prompt saved (guidance {result[1]:g})", timeout=3)
+
+        self.app.push_screen(CfgModal(negative, scale), done)
+
     def action_inspect(self) -> None:
         """The prompt inspector for the next turn: where every token goes, and which lore fired."""
         if self.generating:
@@ -583,12 +684,14 @@ class ChatScreen(Screen):
     def inspect_prompt(self) -> None:
         prompt = self.session.build_prompt(explain=True)
         fmt = self.session.app.prompt_format()
-        self.app.call_from_thread(self._show_inspector, prompt, self.session.last_lore, fmt.name)
+        scale, negative, _depth = self.session.cfg()
+        cfg = (scale, negative) if negative.strip() else None
+        self.app.call_from_thread(self._show_inspector, prompt, self.session.last_lore, fmt.name, cfg)
 
-    def _show_inspector(self, prompt: Any, lore: Any, fmt_name: str) -> None:
+    def _show_inspector(self, prompt: Any, lore: Any, fmt_name: str, cfg: Any = None) -> None:
         from tavern.tui.screens.inspector import PromptInspectorScreen
 
-        self.app.push_screen(PromptInspectorScreen(prompt, lore, fmt_name))
+        self.app.push_screen(PromptInspectorScreen(prompt, lore, fmt_name, cfg=cfg))
 
     def action_lorebooks(self) -> None:
         from tavern.tui.screens.lore_editor import LoreBooksScreen, LoreEditorScreen
@@ -603,6 +706,13 @@ class ChatScreen(Screen):
 
 def _older_label(hidden: int) -> str:
     return f"↑ {hidden} earlier messages (show {min(TAIL, hidden)} more)"
+
+
+def loop_note(message: Any) -> str:
+    """What the loop guard did to this message (`extra.tavern.loop`, written by the session)."""
+    tavern = (getattr(message, "extra", None) or {}).get("tavern") or {}
+    loop = tavern.get("loop") if isinstance(tavern, dict) else None
+    return str(loop.get("message") or "") if isinstance(loop, dict) else ""
 
 
 def _swipe_label(message: Any) -> str:

@@ -185,3 +185,103 @@ class PickModal(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class SummaryModal(ModalScreen[tuple[str, Any] | None]):
+    """The chat's rolling summary: edit the text (Ctrl+S), regenerate it (Ctrl+R), switch it
+    off or on (Ctrl+O). Dismisses with (action, value): ("save", text), ("regenerate", None) or
+    ("enabled", bool); the chat screen calls the service."""
+
+    DEFAULT_CSS = """
+    SummaryModal { align: center middle; }
+    SummaryModal > Vertical {
+        width: 90%; max-width: 100; height: 80%; border: thick $primary; background: $surface;
+        padding: 0 1;
+    }
+    SummaryModal TextArea { height: 1fr; }
+    SummaryModal .hint, SummaryModal #summary-state { color: $text-muted; height: 1; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+s", "save", "Save", id="summary.save", priority=True),
+        Binding("ctrl+r", "regenerate", "Regenerate", id="summary.regenerate", priority=True),
+        Binding("ctrl+o", "toggle", "On/off", id="summary.toggle", priority=True),
+        Binding("escape", "cancel", "Cancel", id="summary.cancel", priority=True),
+    ]
+
+    def __init__(self, state: Any) -> None:
+        super().__init__()
+        self.state = state
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text("Summary of the chat (inserted into the prompt)", style="bold"))
+            yield Label(Text(self.state.describe()), id="summary-state")
+            yield TextArea(self.state.text, id="summary-text", soft_wrap=True)
+            toggle = "switch on" if self.state.off else "switch off"
+            yield Label(f"Ctrl+S save · Ctrl+R regenerate · Ctrl+O {toggle} · Esc cancel", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#summary-text", TextArea).focus()
+
+    def action_save(self) -> None:
+        self.dismiss(("save", self.query_one("#summary-text", TextArea).text))
+
+    def action_regenerate(self) -> None:
+        self.dismiss(("regenerate", None))
+
+    def action_toggle(self) -> None:
+        self.dismiss(("enabled", self.state.off))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class CfgModal(ModalScreen[tuple[str, float] | None]):
+    """The chat's negative prompt (CFG) and guidance scale. Ctrl+S saves (text, scale)."""
+
+    DEFAULT_CSS = """
+    CfgModal { align: center middle; }
+    CfgModal > Vertical {
+        width: 90%; max-width: 100; height: 70%; border: thick $primary; background: $surface;
+        padding: 0 1;
+    }
+    CfgModal TextArea { height: 1fr; }
+    CfgModal Horizontal { height: 3; }
+    CfgModal Horizontal Label { padding: 1 1 0 0; }
+    CfgModal Input { width: 10; }
+    CfgModal .hint { color: $text-muted; height: 1; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+s", "save", "Save", id="cfg.save", priority=True),
+        Binding("escape", "cancel", "Cancel", id="cfg.cancel", priority=True),
+    ]
+
+    def __init__(self, negative: str, scale: float) -> None:
+        super().__init__()
+        self.negative, self.scale = negative, scale
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text("Negative prompt (CFG): replies are steered away from this", style="bold"))
+            yield TextArea(self.negative, id="cfg-negative", soft_wrap=True)
+            with Horizontal():
+                yield Label("guidance scale")
+                yield Input(f"{self.scale:g}", id="cfg-scale", type="number")
+            yield Label("Ctrl+S save · Esc cancel · scale 1 = off, try 1.5", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#cfg-negative", TextArea).focus()
+
+    def action_save(self) -> None:
+        try:
+            scale = float(self.query_one("#cfg-scale", Input).value or 1)
+        except ValueError:
+            self.notify("The guidance scale is a number (1 = off)", severity="error")
+            return
+        if scale <= 0:
+            self.notify("The guidance scale must be above 0 (1 = off)", severity="error")
+            return
+        self.dismiss((self.query_one("#cfg-negative", TextArea).text, scale))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -76,9 +76,11 @@ class PromptInspectorScreen(Screen):
         Binding("3", "tab('tab-prompt')", "Prompt", id="inspector.prompt"),
     ]
 
-    def __init__(self, prompt: Any, lore: Any = None, format_name: str = "") -> None:
+    def __init__(self, prompt: Any, lore: Any = None, format_name: str = "", cfg: Any = None) -> None:
+        """`cfg`: (guidance scale, negative prompt) when the chat has a negative prompt."""
         super().__init__()
         self.prompt = prompt
+        self.cfg = cfg
         self.lore = lore
         self.format_name = format_name
 
@@ -94,6 +96,7 @@ class PromptInspectorScreen(Screen):
                 yield DataTable(id="insp-slots", cursor_type="row", zebra_stripes=True)
                 yield Static(self._dropped_text(), id="insp-dropped", classes="notes")
                 yield Static(self._warnings_text(), id="insp-warnings", classes="notes")
+                yield Static(self._cfg_text(), id="insp-cfg", classes="notes")
             with TabPane(f"Lore ({fired})", id="tab-lore"), VerticalScroll():
                 yield from self._lore_widgets()
             with TabPane("Prompt", id="tab-prompt"):
@@ -150,6 +153,15 @@ class PromptInspectorScreen(Screen):
         out = Text("Dropped:\n", style="bold")
         for d in p.dropped:
             out.append(f"  − {d}\n", style="")
+        return out
+
+    def _cfg_text(self) -> Text:
+        if not self.cfg:
+            return Text("")
+        scale, negative = self.cfg
+        state = "" if scale != 1 else " (scale 1: off)"
+        out = Text(f"Negative prompt (CFG, guidance {scale:g}{state}):\n", style="bold")
+        out.append(negative.strip(), style="italic")
         return out
 
     def _warnings_text(self) -> Text:

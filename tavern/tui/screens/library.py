@@ -244,9 +244,13 @@ class LibraryScreen(Screen):
         Binding("escape", "clear_search", show=False),
     ]
 
-    def __init__(self, tavern: Any) -> None:
+    def __init__(self, tavern: Any = None, boot: Any = None) -> None:
         super().__init__()
-        self.tavern = tavern
+        self._tavern = tavern
+        self.boot = boot
+        self._preview_ready = False
+        self._from_index: Any = None
+        """The first frame shows the list only; the card and picture are read after it."""
         self.entries: list[Any] = []
         """Every character, as listed by the library (CardEntry)."""
         self.shown: list[Any] = []
@@ -278,9 +282,28 @@ class LibraryScreen(Screen):
                 yield Static("", id="lib-greeting")
         yield Footer()
 
+    @property
+    def tavern(self) -> Any:
+        return self._tavern if self._tavern is not None else self.app.tavern
+
     def on_mount(self) -> None:
         self.reload()
         self.query_one("#lib-search", Input).focus()
+        self.call_after_refresh(self._first_frame_shown)
+
+    def _first_frame_shown(self) -> None:
+        self._preview_ready = True
+        starter = getattr(self.app, "first_frame_shown", None)
+        if starter is not None:
+            starter()  # now open the Tavern, then the model
+        if self.card_key is not None:
+            self._read_card(self.card_key)
+
+    def tavern_opened(self) -> None:
+        """The app opened the Tavern after the first frame: list through the library now
+        when the first frame had to make do with a stale index (or none)."""
+        if self._from_index is None:
+            self.reload(keep=self.current_key())
 
     def on_key(self, event: Any) -> None:
         # Letters typed while the list has the focus go to the search box.
@@ -320,6 +343,17 @@ class LibraryScreen(Screen):
 
     def reload(self, keep: str | None = None) -> None:
         """Re-list the folder and re-apply the search; highlight `keep` if it is still shown."""
+        self._from_index = None
+        if self._tavern is None and not getattr(self.app, "tavern_ready", True):
+            from tavern.tui.boot import first_listing
+
+            self._from_index = first_listing(self.boot.home) if self.boot else None
+            if self._from_index is None:
+                self.query_one("#lib-status", Static).update("Tavern — opening the library…")
+                return
+            self.entries = self._from_index
+            self.apply_filter(keep=keep)
+            return
         try:
             self.entries = self.tavern.library.list()
         except TavernError as err:
@@ -402,7 +436,8 @@ class LibraryScreen(Screen):
             return
         self.card_key = key
         self.card = None
-        self._read_card(key)
+        if self._preview_ready:
+            self._read_card(key)
 
     @work(thread=True, exclusive=True, group="library-preview", exit_on_error=False)
     def _read_card(self, key: str) -> None:

@@ -75,25 +75,43 @@ class ChatMessageView(Widget, can_focus=True):
     DEFAULT_CSS = """
     ChatMessageView { height: auto; layout: vertical; }
     ChatMessageView > .head { height: 1; }
+    ChatMessageView > .note { height: auto; color: $text-muted; text-style: italic; display: none; }
+    ChatMessageView > .note.-shown { display: block; }
     """
 
     def __init__(
-        self, name: str, text: str, is_user: bool, index: int, swipe: str = "", hidden: bool = False
+        self,
+        name: str,
+        text: str,
+        is_user: bool,
+        index: int,
+        swipe: str = "",
+        hidden: bool = False,
+        note: str = "",
     ) -> None:
+        """`note`: a dim line under the text (what the loop guard did to this reply)."""
         super().__init__(classes="user" if is_user else "char")
         self.speaker = name
         self.body = text
+        self.note = note
         self.index = index
         self.swipe = swipe
         self.hidden = hidden
         self.set_class(hidden, "hidden")
         self._head = Static("", classes="head")
+        self._note = Static(note, classes="note -shown" if note else "note", markup=False)
 
     def compose(self) -> ComposeResult:
         yield self._head
         parts = blocks(self.body) or [""]
         for i, part in enumerate(parts):
             yield Block(part or "…", later=i > 0)
+        yield self._note
+
+    def set_note(self, note: str) -> None:
+        self.note = note
+        self._note.update(note)
+        self._note.set_class(bool(note), "-shown")
 
     def on_mount(self) -> None:
         self._draw_head()
@@ -132,7 +150,7 @@ class ChatMessageView(Widget, can_focus=True):
         for view, part in zip(views, parts):
             view.set(part)
         if len(parts) > len(views):
-            self.mount_all([Block(p, later=True) for p in parts[len(views) :]])
+            self.mount_all([Block(p, later=True) for p in parts[len(views) :]], before=self._note)
         for view in views[len(parts) :]:
             view.remove()
 

@@ -59,6 +59,9 @@ class StatusBar(Static):
                 parts.append(f"state {restored}")
             if s.stop_reason == "cancelled":
                 parts.append("stopped")
+            loop = getattr(s, "loop", None)
+            if loop:  # the loop guard acted on this reply (tavern/loop_guard.py)
+                parts.append(f"loop {loop.get('action', 'found')}")
         elif self.n_ctx:
             parts.append(f"ctx -/{self.n_ctx}")
         return parts

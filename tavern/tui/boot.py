@@ -1,0 +1,49 @@
+"""The app's first frame without the domain's heavy modules.
+
+`tavern` with no command used to open the whole `Tavern` (pydantic settings, the store, the
+card parsers, jinja2...) before Textual drew anything: most of a second on a loaded machine.
+`Boot` is what the first frame needs instead: the data home, the `[ui]` theme and keys read
+straight from settings.toml, and the library listing from the characters folder's index. The
+app opens the real `Tavern` in a thread once the library is on screen (`TavernApp.tavern`
+waits for it if the user acts first). Standard library only.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tavern.cards.index import CardEntry, cached_entries
+from tavern.paths import DataHome
+
+
+@dataclass
+class Boot:
+    home: DataHome
+    opener: Callable[[], Any]
+    """Opens the real Tavern (and takes the home lock); runs in a thread after the first frame."""
+    theme: str = ""
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+def read_ui(home: DataHome) -> tuple[str, dict[str, str]]:
+    """`[ui] theme` and `[ui.keys]` as written; anything odd is left for the full settings
+    load to report (the first frame then simply uses the default theme)."""
+    try:
+        data = tomllib.loads(home.settings_file.read_text("utf-8"))
+    except (OSError, ValueError):
+        return "", {}
+    ui = data.get("ui")
+    if not isinstance(ui, dict):
+        return "", {}
+    theme = ui.get("theme") if isinstance(ui.get("theme"), str) else ""
+    keys = ui.get("keys") if isinstance(ui.get("keys"), dict) else {}
+    return theme, {str(k): str(v) for k, v in keys.items() if isinstance(v, str)}
+
+
+def first_listing(home: DataHome) -> list[CardEntry] | None:
+    """The characters as the index lists them, or None when it is stale (first start, a card
+    added behind the app's back): the library then lists once the Tavern is open."""
+    return cached_entries(home.characters)
