@@ -220,3 +220,27 @@ async def test_edit_after_another_program_appended_reloads_the_view(home: Path) 
         await wait_until(pilot, lambda: len(screen.views()) == 7)
         assert screen.view_for(3).shown_text == "line 3 edited"
         assert screen.view_for(6).shown_text == "written elsewhere"
+
+
+async def test_a_reasoning_models_thoughts_show_collapsed_and_stay_out_of_the_reply(home: Path) -> None:
+    from textual.widgets import Collapsible
+
+    tavern = Tavern.open(home)  # the bundled model: the prompt is built below
+    chat = seeded_chat(tavern, n=2)
+    thoughts = "The user greets me; I should answer warmly and mention the stew."
+    chat.append(ChatMessage(name="Mira", is_user=False, mes="Welcome in!", extra={"reasoning": thoughts}))
+    app = make_app(tavern)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.open_character("Mira")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
+        screen = app.screen
+        await wait_until(pilot, lambda: len(screen.views()) == 3)
+        view = screen.views()[-1]
+        box = view.query_one(Collapsible)
+        assert box.collapsed and "Thinking (12 words)" in str(box.title)
+        assert view.shown_text == "Welcome in!"  # the reply alone
+        assert [v for v in screen.views()[:-1] if v.query(Collapsible)] == []
+        box.collapsed = False  # opened on demand, the thoughts are there to read
+        await pilot.pause()
+        assert thoughts in str(box.query_one(".reasoning").render())
+        assert thoughts not in screen.session.build_prompt().text  # never sent back

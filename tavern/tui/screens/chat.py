@@ -149,7 +149,8 @@ class ChatScreen(Screen):
 
     def _view(self, index: int, msg: Any) -> ChatMessageView:
         return ChatMessageView(
-            msg.name, msg.mes, msg.is_user, index, _swipe_label(msg), msg.is_system, loop_note(msg)
+            msg.name, msg.mes, msg.is_user, index, _swipe_label(msg), msg.is_system, loop_note(msg),
+            reasoning_of(msg),
         )
 
     def views(self) -> list[ChatMessageView]:
@@ -273,6 +274,7 @@ class ChatScreen(Screen):
             if last is not None and not last.is_user:
                 self.live.set_text(last.mes, _swipe_label(last))
                 self.live.set_note(loop_note(last))
+                self.live.set_reasoning(reasoning_of(last))
             elif not message.text:
                 self.live.remove()
         self.live = None
@@ -585,6 +587,7 @@ class ChatScreen(Screen):
             if views:
                 views[-1].set_text(last.mes, _swipe_label(last))
                 views[-1].set_note(loop_note(last))
+                views[-1].set_reasoning(reasoning_of(last))
         elif delta > 0 and len(self.session.chat) and not self.session.chat[-1].is_user:
             self._start("regenerate")  # past the last swipe: write a new one, as SillyTavern does
 
@@ -713,6 +716,12 @@ def loop_note(message: Any) -> str:
     tavern = (getattr(message, "extra", None) or {}).get("tavern") or {}
     loop = tavern.get("loop") if isinstance(tavern, dict) else None
     return str(loop.get("message") or "") if isinstance(loop, dict) else ""
+
+
+def reasoning_of(message: Any) -> str:
+    """A reasoning model's thoughts, stored apart from the reply in `extra.reasoning`."""
+    value = (getattr(message, "extra", None) or {}).get("reasoning")
+    return value if isinstance(value, str) else ""
 
 
 def _swipe_label(message: Any) -> str:

@@ -16,7 +16,7 @@ import re
 from textual.app import ComposeResult
 from textual.content import Content, Span
 from textual.widget import Widget
-from textual.widgets import Static
+from textual.widgets import Collapsible, Static
 
 from tavern.tui.render import render
 
@@ -71,10 +71,21 @@ class Block(Static):
             self.update(render_content(text))
 
 
+def _thoughts(reasoning: str) -> Collapsible:
+    words = len(reasoning.split())
+    return Collapsible(
+        Static(reasoning, classes="reasoning", markup=False),
+        title=f"Thinking ({words} words)",
+        collapsed=True,
+        classes="thoughts",
+    )
+
+
 class ChatMessageView(Widget, can_focus=True):
     DEFAULT_CSS = """
     ChatMessageView { height: auto; layout: vertical; }
     ChatMessageView > .head { height: 1; }
+    ChatMessageView > .thoughts { height: auto; padding: 0; margin: 0; border: none; color: $text-muted; }
     ChatMessageView > .note { height: auto; color: $text-muted; text-style: italic; display: none; }
     ChatMessageView > .note.-shown { display: block; }
     """
@@ -88,8 +99,11 @@ class ChatMessageView(Widget, can_focus=True):
         swipe: str = "",
         hidden: bool = False,
         note: str = "",
+        reasoning: str = "",
     ) -> None:
-        """`note`: a dim line under the text (what the loop guard did to this reply)."""
+        """`note`: a dim line under the text (what the loop guard did to this reply).
+        `reasoning`: a reasoning model's thoughts (`extra.reasoning`), shown collapsed above
+        the reply; they are never part of the reply or the prompt."""
         super().__init__(classes="user" if is_user else "char")
         self.speaker = name
         self.body = text
@@ -100,13 +114,24 @@ class ChatMessageView(Widget, can_focus=True):
         self.set_class(hidden, "hidden")
         self._head = Static("", classes="head")
         self._note = Static(note, classes="note -shown" if note else "note", markup=False)
+        self.reasoning = reasoning
 
     def compose(self) -> ComposeResult:
         yield self._head
+        if self.reasoning:
+            yield _thoughts(self.reasoning)
         parts = blocks(self.body) or [""]
         for i, part in enumerate(parts):
             yield Block(part or "…", later=i > 0)
         yield self._note
+
+    def set_reasoning(self, reasoning: str) -> None:
+        """Show (collapsed) or replace the reply's reasoning, once the reply is final."""
+        self.reasoning = reasoning
+        for old in self.query_children(Collapsible):
+            old.remove()
+        if reasoning and self.is_mounted:
+            self.mount(_thoughts(reasoning), after=self._head)
 
     def set_note(self, note: str) -> None:
         self.note = note
