@@ -29,6 +29,7 @@ from tavern.memory.vector import Hit, VectorStore
 UNIT_CHUNKS = 16
 """Chunks embedded per unit of background work: a turn waits at most for one unit."""
 TAIL = 64
+FRESH = 32
 """Messages checked at the end of the chat before each recall (catch-up of what is missing)."""
 
 
@@ -83,6 +84,11 @@ class MemoryService:
         self._chats: dict[str, Any] = {}
         self._dirty_from: dict[str, int] = {}
         self._vec_cache: dict[str, list[float]] = {}
+        self._fresh: dict[str, tuple[int, list[float]]] = {}
+        """Vectors of the newest messages' chunks (text -> (message index, vector), a few dozen):
+        recall's queries are the latest messages, whose one-chunk text is the same, so they are
+        not embedded twice."""
+        self._fresh_lock = threading.Lock()
         self._synced: set[str] = set()
         """Chats whose full sync was started in this process."""
         """Per chat, the first message appended since its index was last complete."""
@@ -241,7 +247,15 @@ class MemoryService:
             chunks.extend(new)
             done += 1
         if chunks:
-            self.store.add(human, chunks, self.embedder.embed([c.text for c in chunks]))
+            vectors = self.embedder.embed([c.text for c in chunks])
+            self.store.add(human, chunks, vectors)
+            with self._fresh_lock:
+                fresh = self._fresh
+                for chunk, vector in zip(chunks, vectors):
+                    fresh[chunk.text] = (chunk.index, vector)
+                if len(fresh) > FRESH:  # keep the newest messages' (older batches come later)
+                    newest = sorted(fresh.items(), key=lambda kv: kv[1][0])[-FRESH:]
+                    self._fresh = dict(newest)
         return done < len(refs)
 
     def sync_tail(self, session: Any, limit: int | None = None) -> bool:
@@ -322,7 +336,7 @@ class MemoryService:
                 self._synced.add(human)
                 self._submit("full", human)
             self.sync_tail(session, limit=None)
-            vectors = self.embedder.embed(queries)
+            vectors = self._query_vectors(queries)
             ranked = [
                 self.store.query(chat_id(session), v, s.top_k, before=window_start, window=_window(session, window_start))
                 for v in vectors
@@ -349,6 +363,15 @@ class MemoryService:
         picked.sort(key=lambda r: r.index)
         self._recall_cache = (key, picked)
         return picked
+
+    def _query_vectors(self, queries: list[str]) -> list[list[float]]:
+        """The queries' vectors: those just indexed as chunks are reused, the rest embedded."""
+        with self._fresh_lock:
+            known = {q: self._fresh[q][1] for q in queries if q in self._fresh}
+        missing = [q for q in dict.fromkeys(queries) if q not in known]
+        if missing:
+            known.update(zip(missing, self.embedder.embed(missing)))
+        return [known[q] for q in queries]
 
     def embed_cached(self, texts: list[str]) -> list[list[float]]:
         """Vectors for short texts used again and again (lore entries, the latest messages)."""

@@ -89,3 +89,26 @@ def test_chroma_unreachable_chat_goes_on_with_one_warning(home: Path, shared_eng
     assert any("memory is off" in w for w in first.warnings) != any("memory is off" in w for w in second.warnings)
     events = list(session.send("Hello again"))
     assert events[-1].text  # the reply came, without recall
+
+
+def test_a_turns_recall_embeds_only_the_new_message(home: Path, shared_engine) -> None:
+    """The queries are the latest messages, which the index has just embedded as chunks: their
+    vectors are reused, so a turn costs one MiniLM pass (the new message), not three."""
+    app = open_app(home, shared_engine)
+    session = app.open_chat("Mira", new=True)
+    fill_chat(session, n=120)
+    assert app.memory.wait_idle(300)
+    embedder = app.memory.embedder
+    passes: list[list[str]] = []
+    real = embedder.embed
+
+    def counting(texts: list[str]) -> list[list[float]]:
+        passes.append(list(texts))
+        return real(texts)
+
+    embedder.embed = counting  # a spy on the real model: every call still runs MiniLM
+    _ask(session)
+    assert app.memory.wait_idle(300)  # the index takes the new message in the background
+    prompt = session.build_prompt()
+    assert FACT in prompt.text  # recall still works
+    assert len(passes) == 1 and len(passes[0]) == 1, passes  # the new message, embedded once
