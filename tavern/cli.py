@@ -202,7 +202,8 @@ def _print_json(obj: Any) -> None:
 def cmd_tui(args: argparse.Namespace) -> int:
     from tavern.paths import open_home
     from tavern.tui.app import make_app
-    from tavern.tui.boot import Boot, read_ui
+    from tavern.tui.boot import Boot
+    from tavern.ui_settings import read_ui
     from tavern.tui.widgets.avatar import prepare_graphics
 
     # The first frame comes from `Boot` (no pydantic, no store); the Tavern opens in a thread

@@ -10,7 +10,6 @@ waits for it if the user acts first). Standard library only.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,21 +25,6 @@ class Boot:
     """Opens the real Tavern (and takes the home lock); runs in a thread after the first frame."""
     theme: str = ""
     keys: dict[str, str] = field(default_factory=dict)
-
-
-def read_ui(home: DataHome) -> tuple[str, dict[str, str]]:
-    """`[ui] theme` and `[ui.keys]` as written; anything odd is left for the full settings
-    load to report (the first frame then simply uses the default theme)."""
-    try:
-        data = tomllib.loads(home.settings_file.read_text("utf-8"))
-    except (OSError, ValueError):
-        return "", {}
-    ui = data.get("ui")
-    if not isinstance(ui, dict):
-        return "", {}
-    theme = ui.get("theme") if isinstance(ui.get("theme"), str) else ""
-    keys = ui.get("keys") if isinstance(ui.get("keys"), dict) else {}
-    return theme, {str(k): str(v) for k, v in keys.items() if isinstance(v, str)}
 
 
 def first_listing(home: DataHome) -> list[CardEntry] | None:
