@@ -163,6 +163,7 @@ def lore_workload(args: argparse.Namespace) -> None:
                     "generation.max_tokens": args.reply,
                     "generation.preset": "Deterministic",
                     "prompt.layout": layout,
+                    "loops.enabled": not args.no_loops,
                 },
             )
             app._engine = LocalEngine(
@@ -223,6 +224,7 @@ def main() -> None:
     ap.add_argument("--workload", choices=["plain", "mira", "seraphina"], default="plain")
     ap.add_argument("--layout", choices=["both", "cache_friendly", "sillytavern"], default="both")
     ap.add_argument("--save-prompts", default="")
+    ap.add_argument("--no-loops", action="store_true", help="loop guard off (its trims change the replies)")
     ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: all cores)")
     ap.add_argument("--sides", choices=["both", "tavern"], default="both", help="tavern: skip the walk's side")
     args = ap.parse_args()
