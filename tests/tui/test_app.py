@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -11,15 +10,10 @@ from tavern.tui.app import make_app
 from tavern.tui.messages import ReplyDelta, ReplyFinished
 from tavern.tui.screens.chat import ChatScreen
 from tavern.tui.widgets.message import ChatMessageView
+from tui.pilot_wait import waiter
 
 
-async def wait_until(pilot, predicate, timeout: float = 120.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("timed out waiting for the app")
-        await pilot.pause(0.05)
+wait_until = waiter(120.0, interval=0.05)
 
 
 async def test_send_a_message_and_see_the_reply_stream(home: Path) -> None:

@@ -4,7 +4,6 @@ is the store and the screens."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -20,15 +19,10 @@ from tavern.tui.screens.dialogs import AuthorNoteModal, EditTextModal, PickModal
 from tavern.tui.screens.library import ConfirmModal, TextPromptModal
 from tavern.tui.widgets.composer import Composer
 from tavern.tui.widgets.message import ChatMessageView
+from tui.pilot_wait import waiter
 
 
-async def wait_until(pilot, predicate, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("timed out waiting for the app")
-        await pilot.pause(0.02)
+wait_until = waiter(20.0)
 
 
 def offline(home: Path) -> Tavern:

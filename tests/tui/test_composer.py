@@ -3,7 +3,6 @@ the chat while the composer has the focus (the text box once swallowed them)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from tavern.session import Tavern
@@ -13,15 +12,10 @@ from tavern.tui.screens.chat import ChatScreen
 from tavern.tui.screens.library import ConfirmModal
 from tavern.tui.widgets.composer import Composer
 from tavern.tui.widgets.statusbar import StatusBar
+from tui.pilot_wait import waiter
 
 
-async def wait_until(pilot, predicate, timeout: float = 120.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("timed out waiting for the app")
-        await pilot.pause(0.05)
+wait_until = waiter(120.0, interval=0.05)
 
 
 async def test_multiline_send_impersonate_and_delete_from_the_composer(home: Path) -> None:

@@ -4,7 +4,6 @@ was dropped, the entries that fired and the rejected ones, and the exact prompt 
 
 from __future__ import annotations
 
-import asyncio
 
 from textual.app import App
 from textual.widgets import Collapsible, DataTable, Static, TabbedContent, TextArea
@@ -22,15 +21,10 @@ from tavern.prompt.assemble import (
 from tavern.prompt.templates import get_format
 from tavern.prompt.tokenizers import count_tiktoken
 from tavern.tui.screens.inspector import PromptInspectorScreen, bar
+from tui.pilot_wait import waiter
 
 
-async def wait_until(pilot, predicate, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("timed out waiting for the screen")
-        await pilot.pause(0.02)
+wait_until = waiter(10.0)
 
 
 class Host(App):

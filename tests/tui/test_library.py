@@ -4,7 +4,6 @@ in a small host app that records which chat the user asked for."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from textual.app import App
@@ -14,15 +13,10 @@ from tavern.cards.avatar import placeholder_avatar
 from tavern.session import Tavern
 from tavern.tui.screens.library import ConfirmModal, LibraryScreen, TextPromptModal, parse_query
 from tavern.tui.widgets.avatar import AvatarView, decode, half_block_rows
+from tui.pilot_wait import waiter
 
 
-async def wait_until(pilot, predicate, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("timed out waiting for the screen")
-        await pilot.pause(0.02)
+wait_until = waiter(10.0)
 
 
 class Host(App):

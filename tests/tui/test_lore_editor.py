@@ -4,7 +4,6 @@ and the lorebooks list opens and creates books."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from textual.app import App
@@ -14,15 +13,10 @@ from tavern.lore import Lorebook, LoreEntry, load_lorebook, save_lorebook
 from tavern.session import Tavern
 from tavern.tui.screens.library import ConfirmModal, TextPromptModal
 from tavern.tui.screens.lore_editor import LoreBooksScreen, LoreEditorScreen
+from tui.pilot_wait import waiter
 
 
-async def wait_until(pilot, predicate, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("timed out waiting for the screen")
-        await pilot.pause(0.02)
+wait_until = waiter(10.0)
 
 
 class Host(App):

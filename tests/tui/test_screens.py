@@ -3,7 +3,6 @@ themes, on the real app at 80x24 (no model needed: its path points nowhere)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from textual.widgets import Input, Select, TextArea
@@ -16,17 +15,12 @@ from tavern.tui.screens.help import HelpScreen
 from tavern.tui.screens.library import LibraryScreen
 from tavern.tui.screens.personas import PersonaScreen
 from tavern.tui.screens.settings import SettingsScreen
+from tui.pilot_wait import waiter
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "cards"
 
 
-async def wait_until(pilot, predicate, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("timed out waiting for the app")
-        await pilot.pause(0.02)
+wait_until = waiter(20.0)
 
 
 def offline(home: Path, **overrides) -> Tavern:
