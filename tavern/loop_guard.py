@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from tavern.engines.base import Finished, GenerationRequest, Token
@@ -52,16 +52,10 @@ class _LinkedCancel(threading.Event):
 
 
 def limits_from(settings: Any) -> LoopLimits:
-    """LoopLimits from the `[loops]` settings section."""
-    return LoopLimits(
-        min_repeats=settings.min_repeats,
-        min_loop_tokens=settings.min_loop_tokens,
-        phrase_words=settings.phrase_words,
-        char_run=settings.char_run,
-        opening_words=settings.opening_words,
-        overlap=settings.overlap,
-        history=settings.history,
-    )
+    """LoopLimits from the `[loops]` settings section: every threshold the section names (the
+    rest, such as `max_period`, keep LoopLimits' own values)."""
+    named = {f.name for f in fields(LoopLimits)} & set(type(settings).model_fields)
+    return LoopLimits(**{name: getattr(settings, name) for name in named})
 
 
 def guarded_generate(
