@@ -270,7 +270,7 @@ class LocalEngine:
         live = kv.tokens(seq)
         plan = self._plan(live, tokens)
         best: tuple[ReusePlan, Any] | None = None
-        for state in self.states.candidates(tokens, plan.n_past):
+        for state in self.states.candidates(tokens):
             alt = self._plan(state.tokens, tokens)
             if alt.n_past > (best[0] if best else plan).n_past + RESTORE_MARGIN:
                 best = (alt, state)

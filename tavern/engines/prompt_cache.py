@@ -55,13 +55,11 @@ class PromptStateCache:
             self._states.pop(0)
         return state
 
-    def candidates(self, prompt: list[int], at_least: int, n: int = 2) -> list[SavedState]:
-        """The states sharing the longest prefix with `prompt`, longer than `at_least` tokens:
-        where a saved state beats the live one, it is by its prefix (another chat, an earlier
-        branch), so only those are worth a full alignment."""
-        scored = [(common_prefix(s.tokens, prompt), i) for i, s in enumerate(self._states)]
-        scored = [x for x in scored if x[0] > at_least]
-        scored.sort(reverse=True)
+    def candidates(self, prompt: list[int], n: int = 3) -> list[SavedState]:
+        """The `n` states sharing the longest prefix with `prompt`, worth a full alignment. No
+        state is ruled out for a short prefix: after the window slid, the chat's own saved state
+        shares only its system block at the start yet holds the whole history further on."""
+        scored = sorted(((common_prefix(s.tokens, prompt), i) for i, s in enumerate(self._states)), reverse=True)
         return [self._states[i] for _, i in scored[:n]]
 
     def take(self, state: SavedState) -> None:

@@ -143,3 +143,20 @@ def test_without_side_cells_a_background_job_borrows_the_chat_and_gives_it_back(
         assert after.evaluated_tokens <= 4
     finally:
         e.unload()
+
+
+def test_a_borrowed_chat_comes_back_after_its_window_slid(model_path: Path) -> None:
+    """The chat's saved state shares only the system block at the start of the next prompt
+    (the oldest exchange left the window), while the summary that borrowed the sequence holds
+    some of the same messages: the saved state must still win, by its chunks, not its prefix."""
+    e = LocalEngine(model_path, n_ctx=2048, cache_reuse=16, side_ctx=0, cache_ram_mib=256)
+    try:
+        run(e, chat(8) + TAIL)
+        job = "<|im_start|>user\nSummarize:\n" + "".join(exchange(i) for i in range(1, 6)) + "<|im_end|>\n"
+        run(e, job, seq=SEQ_BACKGROUND)
+        slid = SYSTEM + "".join(exchange(i) for i in range(1, 8)) + TAIL
+        after = run(e, slid).stats
+        assert after.restored_state
+        assert after.evaluated_tokens <= 8
+    finally:
+        e.unload()
