@@ -31,7 +31,7 @@ import argparse
 import statistics
 import time
 
-from tavern.engines.base import Finished, GenerationRequest
+from tavern.engines.base import SEQ_CHAT, Finished, GenerationRequest
 from tavern.engines.local import LocalEngine
 from tavern.engines.models import default_model_path
 from tavern.engines.samplers import SamplerSettings
@@ -164,12 +164,25 @@ def lore_workload(args: argparse.Namespace) -> None:
                     "generation.preset": "Deterministic",
                     "prompt.layout": layout,
                     "loops.enabled": not args.no_loops,
+                    "memory.enabled": args.memory == "on",
                 },
             )
-            app._engine = LocalEngine(
-                default_model_path(), n_ctx=args.ctx, cache_reuse=32, side_ctx=0, n_threads=args.threads, **kw
-            )
-            app._engine.load()
+            # Tavern's default engine (side cells for background jobs), with the walk swapped
+            # on the reference side.
+            engine = LocalEngine(default_model_path(), n_ctx=args.ctx, cache_reuse=32, n_threads=args.threads, **kw)
+            engine.load()
+            app._engine = engine
+            background = [0, 0]  # the summary's prompt tokens evaluated, and jobs run
+            chat_generate = engine.generate
+
+            def generate(request, cancel=None, _chat=chat_generate, _bg=background):
+                for ev in _chat(request, cancel):
+                    if isinstance(ev, Finished) and request.seq_id != SEQ_CHAT:
+                        _bg[0] += ev.stats.evaluated_tokens
+                        _bg[1] += 1
+                    yield ev
+
+            engine.generate = generate
             if args.workload == "seraphina":
                 card = Path(__file__).resolve().parent.parent / "tests/data/cards/real/Seraphina.png"
                 key = app.library.import_file(card)
@@ -177,8 +190,11 @@ def lore_workload(args: argparse.Namespace) -> None:
                 key = "Mira"
             session = app.open_chat(str(key), new=True)
             stats, prompts = [], []
-            floor = 0  # what no cache can avoid: each new message, and each entry that just fired
+            # What no cache can avoid: each new message, each entry that just fired, and memory's
+            # notes (the summary, the recalled messages) when their text changed.
+            floor = floor_memory = 0
             active: set = set()
+            notes: dict = {}
             count = app._engine.count_tokens
             t0 = time.perf_counter()
             for t in range(args.turns):
@@ -187,12 +203,18 @@ def lore_workload(args: argparse.Namespace) -> None:
                     if isinstance(ev, Finished):
                         final = ev
                 assert final is not None and final.error is None, final and final.error
+                if app.memory is not None:  # the user reads and types; background work finishes
+                    app.memory.wait_idle(timeout=900)
                 stats.append(final.stats)
                 prompts.append(session.last_prompt.text)
+                anchors = session.last_prompt.note_anchors
+                changed = [v[1] for k, v in anchors.items() if k in ("summary", "memory") and notes.get(k) != v[1]]
+                notes = {k: v[1] for k, v in anchors.items()}
                 fired = {(e.book, e.uid): e.content for e in getattr(session.last_lore, "activated", [])}
                 if t:
                     floor += count(f"User: {lines[t % len(lines)]}") + 6
                     floor += sum(count(text) + 1 for key, text in fired.items() if key not in active)
+                    floor_memory += sum(count(text) + 1 for text in changed)
                 active = set(fired)
             wall = time.perf_counter() - t0
             app._engine.unload()
@@ -205,10 +227,12 @@ def lore_workload(args: argparse.Namespace) -> None:
             good = sum(1 for s in full if s.cached_tokens >= 0.9 * s.prompt_tokens)
             print(
                 f"{layout:15s} {name:22s} evaluated {evaluated:>6} of {total:>6} prompt tokens "
-                f"({100 * evaluated / max(1, total):5.1f}%; floor {100 * floor / max(1, total):.1f}%: new messages "
-                f"and newly fired entries); turns at a near-full window: {len(full)}, "
+                f"({100 * evaluated / max(1, total):5.1f}%; floor {100 * (floor + floor_memory) / max(1, total):.1f}%: "
+                f"new messages and newly fired entries {100 * floor / max(1, total):.1f}%, memory's changed notes "
+                f"{100 * floor_memory / max(1, total):.1f}%); turns at a near-full window: {len(full)}, "
                 f">=90% cached on {100 * good / max(1, len(full)):5.1f}% of them; "
-                f"median turn {statistics.median(s.total_ms for s in stats) / 1000:.2f} s; wall {wall:.0f} s",
+                f"median turn {statistics.median(s.total_ms for s in stats) / 1000:.2f} s; wall {wall:.0f} s; "
+                f"background summaries: {background[1]}, {background[0]} tokens evaluated on their own sequence",
                 flush=True,
             )
     if args.save_prompts:
@@ -225,6 +249,9 @@ def main() -> None:
     ap.add_argument("--layout", choices=["both", "cache_friendly", "sillytavern"], default="both")
     ap.add_argument("--save-prompts", default="")
     ap.add_argument("--no-loops", action="store_true", help="loop guard off (its trims change the replies)")
+    ap.add_argument(
+        "--memory", choices=["on", "off"], default="on", help="long-term memory (summary, recall): on by default"
+    )
     ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: all cores)")
     ap.add_argument("--sides", choices=["both", "tavern"], default="both", help="tavern: skip the walk's side")
     args = ap.parse_args()
