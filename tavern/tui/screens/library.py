@@ -280,7 +280,8 @@ class LibraryScreen(Screen):
                     yield Static("", id="lib-info")
                 yield Static("", id="lib-picker")
                 yield Static("", id="lib-greeting")
-        yield Footer()
+        # The footer (a widget per key hint) comes right after the first frame: it costs about
+        # as much as the rest of the screen, and the list is what a user looks at first.
 
     @property
     def tavern(self) -> Any:
@@ -293,6 +294,8 @@ class LibraryScreen(Screen):
 
     def _first_frame_shown(self) -> None:
         self._preview_ready = True
+        if not self.query(Footer):
+            self.mount(Footer())
         starter = getattr(self.app, "first_frame_shown", None)
         if starter is not None:
             starter()  # now open the Tavern, then the model
