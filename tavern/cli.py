@@ -20,8 +20,9 @@ from tavern.errors import NotFoundError, TavernError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _plain_tui_args(sys.argv[1:] if argv is None else list(argv))
+    if args is None:
+        args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except TavernError as err:
@@ -32,6 +33,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _plain_tui_args(argv: list[str]) -> argparse.Namespace | None:
+    """`tavern` alone (or with only --home/--model) opens the app: parse just that, without
+    building every command's parser, which would delay the app's first frame."""
+    p = argparse.ArgumentParser(prog="tavern", add_help=False)
+    p.add_argument("--home")
+    p.add_argument("--model")
+    args, rest = p.parse_known_args(argv)
+    if rest:
+        return None  # a command, --help, --version or a mistake: the full parser answers
+    args.func = cmd_tui
+    return args
 
 
 def build_parser() -> argparse.ArgumentParser:
