@@ -630,6 +630,8 @@ def cmd_models_info(args: argparse.Namespace) -> int:
             f"(CFG, background) = {cache['kv_mib']:.0f} MiB"
         )
         print(f"saved states:   up to {cache['ram_budget_mib']} MiB of host memory (~{cache['state_mib']:.0f} MiB each at a full window)")
+        bank = cache["bank_cells"]
+        print(f"bank:           {f'{bank} side cells keep text that left the prompt' if bank else 'off'}")
     return 0
 
 
@@ -646,6 +648,7 @@ def _cache_plan(info: Any, n_ctx: int, m: Any) -> dict:
         "kv_mib": info.kv_cache_bytes(n_ctx + side, m.type_k, m.type_v) / 2**20,
         "ram_budget_mib": m.cache_ram_mib,
         "state_mib": per_window / 2**20,
+        "bank_cells": 0 if not (m.insert_reuse and m.cache_reuse > 0) else side if m.bank_cells < 0 else m.bank_cells,
     }
 
 

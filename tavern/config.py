@@ -50,6 +50,10 @@ class ModelSettings(_Section):
     0 = none (they borrow the chat's sequence, whose state waits in host memory)."""
     cache_ram_mib: int = Field(1024, ge=0)
     """Host memory for saved KV states (another chat, an earlier branch); 0 = off."""
+    bank_cells: int = Field(-1, ge=-1)
+    """Side cells that keep text which just left the prompt (a lore entry that lapsed, a note
+    that moved), so that it costs nothing when it comes back; -1 = all the side cells (given
+    back whenever CFG or a background job needs them), 0 = off."""
     backend: str = ""
     """A connection profile (`tavern backends add`); empty: the embedded engine."""
 

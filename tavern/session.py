@@ -205,6 +205,7 @@ class Tavern:
             insert_reuse=m.insert_reuse,
             side_ctx=m.side_ctx,
             cache_ram_mib=m.cache_ram_mib,
+            bank_cells=m.bank_cells,
         )
 
     @property
@@ -504,7 +505,7 @@ class Tavern:
 
     RELOAD_KEYS = ("path", "n_ctx", "n_gpu_layers", "n_threads", "n_batch", "flash_attn", "type_k",
                    "type_v", "rope_freq_base", "rope_alpha", "cache_reuse", "insert_reuse", "side_ctx",
-                   "cache_ram_mib")
+                   "cache_ram_mib", "bank_cells")
 
     def update_settings(self, changes: dict[str, Any]) -> bool:
         """Write `changes` (dotted keys) to settings.toml and use them from now on. Returns True

@@ -58,6 +58,9 @@ class TurnStats:
     total_ms: float = 0.0
     shifted_tokens: int = 0
     """Of cached_tokens, how many were moved by a context shift rather than a plain prefix."""
+    banked_tokens: int = 0
+    """Of cached_tokens, how many came back from the bank of text that left earlier prompts
+    (a lore entry firing again, a note that moved)."""
     cfg_prompt_tokens: int = 0
     """The negative prompt's tokens, and how many of them were evaluated this turn."""
     cfg_evaluated_tokens: int = 0

@@ -38,11 +38,14 @@ from tavern.engines.lowlevel import (
     silence_llama_logs,
     token_piece,
 )
+from tavern.engines.cell_bank import CellBank, Match
 from tavern.engines.prompt_cache import PromptStateCache
 from tavern.errors import EngineError, ModelLoadError
 
 SEQ_SCRATCH = 3
-N_SEQ = 4
+SEQ_BANK = 4
+"""Cells of text that left a prompt (tavern/engines/cell_bank.py)."""
+N_SEQ = 5
 RESTORE_MARGIN = 64
 """A saved state must save this many more tokens than the live one to be worth restoring."""
 
@@ -68,6 +71,7 @@ class LocalEngine:
         cache_ram_mib: int = 1024,
         insert_reuse: bool = True,
         gpu_step_down: bool = False,
+        bank_cells: int = -1,
     ):
         self.model_path = Path(model_path)
         self.n_ctx = n_ctx
@@ -90,6 +94,10 @@ class LocalEngine:
         self.insert_reuse = insert_reuse
         """Reuse cached text after an insertion too (`plan_align`); False: llama-server's walk."""
         self.states = PromptStateCache(cache_ram_mib * 1024 * 1024)
+        self.bank_cells = self.side_ctx if bank_cells < 0 else bank_cells
+        """Cells the bank of removed text may hold (-1: as many as the side cells, which it gives
+        back, oldest chunk first, whenever a sequence needs them); 0 = off."""
+        self.bank: CellBank | None = None
         self._llama: Any = None
         self._kv: KVCache | None = None
         self._decoder: BatchDecoder | None = None
@@ -162,6 +170,9 @@ class LocalEngine:
             raise ModelLoadError(f"{path}: cannot load model: {err}") from None
         ctx = self._llama._ctx.ctx
         self._kv = KVCache(ctx, SEQ_SCRATCH)
+        if self.bank_cells and self.cache_reuse > 0 and self.insert_reuse and self._kv.can_shift:
+            base = max(self.n_ctx, self.side_ctx) + 1  # past every live sequence's positions
+            self.bank = CellBank(self._kv, SEQ_BANK, base, self.bank_cells, self.cache_reuse)
         self._decoder = BatchDecoder(ctx, self.n_batch)
         self._abort = AbortFlag(self._llama)
         self._vocab = llama_cpp.llama_model_get_vocab(self._llama._model.model)
@@ -194,7 +205,7 @@ class LocalEngine:
             if self._llama is not None:
                 self._llama.close()
             self.states.clear()
-            self._llama = self._kv = self._abort = self._vocab = self._decoder = None
+            self._llama = self._kv = self._abort = self._vocab = self._decoder = self.bank = None
 
     def _require(self) -> Any:
         if self._llama is None:
@@ -232,9 +243,11 @@ class LocalEngine:
         """One line for the status bar and `tavern models info`."""
         mib = self.states.bytes_used / 2**20
         budget = self.states.budget / 2**20
+        bank = f"; bank of removed text {self.bank.cells} of {self.bank_cells} cells" if self.bank else ""
         return (
             f"KV {self.n_ctx} + {self.side_ctx} side cells; "
             f"{len(self.states)} saved state{'s' if len(self.states) != 1 else ''} ({mib:.0f} of {budget:.0f} MiB)"
+            f"{bank}"
         )
 
     # -- generation --------------------------------------------------------------------------
@@ -434,18 +447,26 @@ class LocalEngine:
         kv = self._kv
         assert kv is not None
         plan = self._prepare(seq, tokens, stats)
-        gaps = kv.apply(plan, seq, tokens)
+        bank = self.bank if seq != SEQ_BACKGROUND else None  # a summary's prompt never comes back
+        drop = None if bank is None else (lambda a, b, t: bank.put(seq, a, b, t))
+        gaps = kv.apply(plan, seq, tokens, drop=drop)
         n_past = len(kv.tokens(seq))
         if n_past >= len(tokens):  # fully cached: evaluate the last token again for its logits
             n_past = len(tokens) - 1
             kv.truncate(seq, n_past)
+        # Inserted text that the bank holds comes back from it, except near the end: the newest
+        # tokens, which the reply reads most closely, are always evaluated in their context.
+        end = len(tokens) - max(1, self.cache_reuse)
+        spans = [(a, min(b, end)) for a, b in [*gaps, (n_past, len(tokens))] if min(b, end) > a]
+        found = bank.find(tokens, spans) if bank else []
         inserted = sum(b - a for a, b in gaps)
-        stats.cached_tokens = n_past - inserted
+        stats.banked_tokens = sum(m.n for m in found)
+        stats.cached_tokens = n_past - inserted + stats.banked_tokens
         stats.shifted_tokens = plan.shifted if kv.can_shift and plan.moves else 0
         stats.evaluated_tokens = len(tokens) - stats.cached_tokens
         for a, b in gaps:
-            self._decode_gap(seq, tokens, a, b, cancel)
-        self._decode_tail(seq, tokens, cancel)
+            self._decode_gap(seq, tokens, a, b, cancel, [m for m in found if a <= m.at < b])
+        self._decode_tail(seq, tokens, cancel, [m for m in found if m.at >= n_past])
 
     def _state_stats(self, stats: TurnStats) -> None:
         stats.saved_states = len(self.states)
@@ -467,6 +488,17 @@ class LocalEngine:
         try:
             decoder.decode(part, seq, pos)
         except DecodeError as err:
+            bank = self.bank
+            if err.code == 1 and bank is not None and bank.chunks:
+                # Only ever a cache: its cells go first, oldest chunk first.
+                while bank.chunks:
+                    bank.drop_oldest()
+                    try:
+                        decoder.decode(part, seq, pos)
+                        return
+                    except DecodeError as again:
+                        if again.code != 1:
+                            raise
             others = [s for s in (SEQ_BACKGROUND, SEQ_CFG) if s != seq and kv.tokens(s)]
             if err.code != 1 or not others or seq == SEQ_BACKGROUND:
                 raise
@@ -479,20 +511,27 @@ class LocalEngine:
                     if again.code != 1 or i == len(others) - 1:
                         raise
 
-    def _decode_tail(self, seq: int, tokens: list[int], cancel: threading.Event) -> None:
+    def _decode_tail(self, seq: int, tokens: list[int], cancel: threading.Event, banked: list[Match] = ()) -> None:
         kv = self._kv
         assert kv is not None
         start = len(kv.tokens(seq))
-        for i in range(start, len(tokens), self.n_batch):
-            if cancel.is_set():
-                return
-            try:
-                self._decode_at(seq, tokens[i : i + self.n_batch], i)
-            except DecodeError:
-                kv.truncate(seq, i)  # an aborted batch leaves no cells behind
-                raise
+        for a, b, match in self._pieces(start, len(tokens), banked):
+            if match is not None:
+                if self._take(match, seq):
+                    kv.tokens(seq).extend(tokens[a:b])
+                    continue
+            for i in range(a, b, self.n_batch):
+                if cancel.is_set():
+                    return
+                try:
+                    self._decode_at(seq, tokens[i : min(b, i + self.n_batch)], i)
+                except DecodeError:
+                    kv.truncate(seq, i)  # an aborted batch leaves no cells behind
+                    raise
 
-    def _decode_gap(self, seq: int, tokens: list[int], a: int, b: int, cancel: threading.Event) -> None:
+    def _decode_gap(
+        self, seq: int, tokens: list[int], a: int, b: int, cancel: threading.Event, banked: list[Match] = ()
+    ) -> None:
         """Decode inserted text at positions a..b while the cells after it wait on the scratch
         sequence (they are already at their final positions)."""
         kv = self._kv
@@ -501,10 +540,13 @@ class LocalEngine:
         kv.park(seq, a)
         ok = False
         try:
-            for i in range(a, b, self.n_batch):
-                if cancel.is_set():
-                    raise DecodeError(2)
-                self._decode_with_room(tokens[i : min(b, i + self.n_batch)], seq, i)
+            for x, y, match in self._pieces(a, b, banked):
+                if match is not None and self._take(match, seq):
+                    continue
+                for i in range(x, y, self.n_batch):
+                    if cancel.is_set():
+                        raise DecodeError(2)
+                    self._decode_with_room(tokens[i : min(y, i + self.n_batch)], seq, i)
             ok = True
         finally:
             kv.unpark(seq, a, 0)
@@ -512,6 +554,22 @@ class LocalEngine:
                 kv.mirrors[seq] = kept
             else:
                 kv.truncate(seq, a)
+
+    @staticmethod
+    def _pieces(a: int, b: int, banked: list[Match]) -> Iterator[tuple[int, int, Match | None]]:
+        """[a, b) cut into spans to decode (None) and spans the bank serves, in order."""
+        at = a
+        for m in sorted(banked, key=lambda m: m.at):
+            if m.at > at:
+                yield at, m.at, None
+            yield m.at, m.at + m.n, m
+            at = m.at + m.n
+        if b > at:
+            yield at, b, None
+
+    def _take(self, match: Match, seq: int) -> bool:
+        bank = self.bank
+        return bank is not None and bank.take(match, seq)
 
 
 def side_cells(n_ctx: int, side_ctx: int) -> int:

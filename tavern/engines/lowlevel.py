@@ -25,7 +25,7 @@ Checked against llama-cpp-python 0.3.36 (llama.cpp with the `llama_memory_*` API
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,20 +207,59 @@ class KVCache:
     def clear(self, seq: int) -> None:
         self.truncate(seq, 0)
 
-    def apply(self, plan: ReusePlan, seq: int, prompt: Sequence[int]) -> list[tuple[int, int]]:
+    def remove(self, seq: int, a: int, b: int) -> None:
+        """Forget `seq`'s cells at positions [a, b) (-1: open end); the mirror is the caller's."""
+        self._lib.llama_memory_seq_rm(self._mem, seq, a, b)
+
+    def move_out(self, seq: int, a: int, b: int, to_seq: int, dst: int) -> None:
+        """Re-tag `seq`'s cells [a, b) as `to_seq`'s, shifted to start at `dst` (where `to_seq`
+        has no cells) (the cell bank)."""
+        lib = self._lib
+        lib.llama_memory_seq_cp(self._mem, seq, to_seq, a, b)
+        lib.llama_memory_seq_rm(self._mem, seq, a, b)
+        if dst != a:
+            lib.llama_memory_seq_add(self._mem, to_seq, a, b, dst - a)
+
+    def move_in(self, from_seq: int, src: int, n: int, seq: int, dst: int) -> None:
+        """The reverse: `from_seq`'s cells [src, src + n) become `seq`'s at [dst, dst + n)."""
+        lib = self._lib
+        if dst != src:
+            lib.llama_memory_seq_add(self._mem, from_seq, src, src + n, dst - src)
+        lib.llama_memory_seq_cp(self._mem, from_seq, seq, dst, dst + n)
+        lib.llama_memory_seq_rm(self._mem, from_seq, dst, dst + n)
+
+    def apply(
+        self,
+        plan: ReusePlan,
+        seq: int,
+        prompt: Sequence[int],
+        drop: Callable[[int, int, list[int]], None] | None = None,
+    ) -> list[tuple[int, int]]:
         """Rearrange `seq`'s cells as the plan says. Returns the gaps (prompt spans) still to be
         decoded in place with `decode_gap`, in order; after them the cache holds the prompt up
-        to `plan.end` (or `plan.prefix` when the model cannot shift)."""
+        to `plan.end` (or `plan.prefix` when the model cannot shift). Cells no chunk keeps go to
+        `drop(a, b, tokens)` (the cell bank) when given, else they are removed."""
+        old = self.tokens(seq)
+
+        def discard(a: int, b: int) -> None:
+            if b > a:
+                if drop is not None:
+                    drop(a, b, old[a:b])
+                else:
+                    self.remove(seq, a, b)
+
         if not plan.moves or not self.can_shift:
+            if self.can_shift:
+                discard(plan.prefix, len(old))
             self.truncate(seq, plan.prefix)
             return []
-        rm, add = self._lib.llama_memory_seq_rm, self._lib.llama_memory_seq_add
+        add = self._lib.llama_memory_seq_add
         kept = [(0, plan.prefix)] + [(src, src + n) for src, _, n in plan.moves]
         # Drop every cell no chunk keeps, then slide the chunks into place: leftward ones first,
         # from the front, then rightward ones from the back, so no chunk lands on another.
-        for (_, a_end), (b_start, _) in zip(kept, kept[1:] + [(1 << 30, 0)]):
-            if b_start > a_end:
-                rm(self._mem, seq, a_end, -1 if b_start == 1 << 30 else b_start)
+        for (_, a_end), (b_start, _) in zip(kept, kept[1:] + [(len(old), 0)]):
+            discard(a_end, b_start)
+        self.remove(seq, len(old), -1)
         for src, dst, n in plan.moves:
             if dst < src:
                 add(self._mem, seq, src, src + n, dst - src)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tavern.engines.base import SEQ_BACKGROUND, Finished, GenerationRequest
+from tavern.engines.base import SEQ_BACKGROUND, Finished, GenerationRequest, TurnStats
 from tavern.engines.local import LocalEngine
 from tavern.engines.lowlevel import plan_align, plan_reuse
 from tavern.engines.samplers import SamplerSettings
@@ -97,66 +97,112 @@ def test_an_inserted_entry_costs_its_own_tokens(engine: LocalEngine) -> None:
     assert s.prompt_tokens - walk.n_past > 4 * s.evaluated_tokens
 
 
-def test_inserted_cells_are_exact(engine: LocalEngine, model_path: Path) -> None:
+def test_inserted_cells_are_exact(model_path: Path) -> None:
     """The inserted text sits at the right positions and saw the right prefix: cutting the chat
-    right after it gives the same greedy reply as a fresh engine."""
-    run(engine, chat(8) + TAIL)
-    run(engine, chat(8, lore_at=4) + TAIL)
-    cut = chat(4) + LORE + TAIL
-    warm = run(engine, cut, max_tokens=16)
-    assert warm.stats.evaluated_tokens < 30  # served from the rearranged cache
+    right after it gives the same greedy reply as a fresh engine. The bank is off here: cells
+    of any other sequence change the rounding of the attention sums (a background job's do
+    too), and a 16-token greedy reply can tip on that."""
+    engine = LocalEngine(model_path, n_ctx=2048, cache_reuse=16, side_ctx=0)
     fresh = LocalEngine(model_path, n_ctx=2048, cache_reuse=16, side_ctx=0)
     try:
+        engine.load()
+        run(engine, chat(8) + TAIL)
+        run(engine, chat(8, lore_at=4) + TAIL)
+        cut = chat(4) + LORE + TAIL
+        warm = run(engine, cut, max_tokens=16)
+        assert warm.stats.evaluated_tokens < 30  # served from the rearranged cache
+        fresh.load()
         assert run(fresh, cut, max_tokens=16).text == warm.text
     finally:
+        engine.unload()
         fresh.unload()
 
 
-def test_a_saved_state_brings_the_other_chat_back(engine: LocalEngine) -> None:
-    mira = chat(8) + TAIL
-    other = "<|im_start|>system\nYou are Captain Ilse Varga. " + "The sea is grey. " * 60 + "<|im_end|>\n" + TAIL
-    run(engine, mira)
-    run(engine, other)  # most of Mira's cache is thrown away: it is saved first
-    assert len(engine.states) == 1
-    back = run(engine, mira + " The").stats
-    assert back.restored_state
-    assert back.evaluated_tokens <= 4
-    assert back.saved_states >= 1 and back.saved_state_mib > 0
-
-
-def test_a_background_job_does_not_evict_the_chat(engine: LocalEngine) -> None:
-    run(engine, chat(8) + TAIL)
-    summary = run(engine, "<|im_start|>user\nSummarize: " + exchange(1) * 3 + "<|im_end|>\n", seq=SEQ_BACKGROUND)
-    assert summary.stats.cached_tokens == 0
-    after = run(engine, chat(8) + TAIL + " Yes").stats
-    assert after.evaluated_tokens <= 4
-    assert not after.restored_state
-
-
-def test_without_side_cells_a_background_job_borrows_the_chat_and_gives_it_back(model_path: Path) -> None:
-    e = LocalEngine(model_path, n_ctx=2048, cache_reuse=16, side_ctx=0, cache_ram_mib=256)
+def test_an_entry_that_fires_again_comes_back_from_the_bank(engine: LocalEngine, model_path: Path) -> None:
+    """Fired, lapsed, fired again at another place: its cells come back instead of being
+    evaluated (without the bank they are evaluated again)."""
+    lore_tokens = len(engine.tokenize(LORE))
+    turns = [chat(8, lore_at=3) + TAIL, chat(8) + TAIL, chat(8, lore_at=6) + TAIL]
+    with_bank = [run(engine, p).stats for p in turns][-1]
+    assert with_bank.banked_tokens >= lore_tokens - 4
+    assert with_bank.evaluated_tokens <= 8
+    plain = LocalEngine(model_path, n_ctx=2048, cache_reuse=16, side_ctx=1024, bank_cells=0)
     try:
-        run(e, chat(8) + TAIL)
-        run(e, "<|im_start|>user\nSummarize: " + "The storm came. " * 80 + "<|im_end|>\n", seq=SEQ_BACKGROUND)
-        after = run(e, chat(8) + TAIL + " Yes").stats
-        assert after.restored_state
-        assert after.evaluated_tokens <= 4
+        plain.load()
+        without = [run(plain, p).stats for p in turns][-1]
+    finally:
+        plain.unload()
+    assert without.banked_tokens == 0
+    assert without.evaluated_tokens >= lore_tokens
+
+
+def test_a_note_that_moves_down_each_turn_costs_its_seam_only(engine: LocalEngine) -> None:
+    """An author's note at depth 2 moves one exchange down per turn: removed above, inserted
+    below. The bank hands its cells from one place to the next."""
+    note = "<|im_start|>system\n[Author's note: keep the tone warm, mention the weather, and let Mira tease the guest.]<|im_end|>\n"
+    costs = []
+    for n in range(4, 9):
+        parts = [exchange(i) for i in range(n)]
+        parts.insert(n - 2, note)
+        costs.append(run(engine, SYSTEM + "".join(parts) + TAIL).stats)
+    note_tokens = len(engine.tokenize(note))
+    later = costs[1:]
+    assert all(s.banked_tokens >= note_tokens - 4 for s in later), [s.banked_tokens for s in later]
+
+
+def test_the_bank_gives_its_cells_back_when_the_cache_is_full(model_path: Path) -> None:
+    """The bank lives in spare cells; a job that needs them still runs (the bank is emptied
+    first, oldest chunk first), and the chat keeps working after."""
+    e = LocalEngine(model_path, n_ctx=1024, cache_reuse=16, side_ctx=256, bank_cells=256)
+    try:
+        e.load()
+        places = ["harbor", "chapel", "mill", "market", "lighthouse", "quay", "cellar", "bridge"]
+        colors = ["red", "green", "grey", "blue", "white", "black", "yellow", "brown"]
+        big = "<|im_start|>system\n" + " ".join(
+            f"The {p} by the {q} is painted {c}." for p in places for q, c in zip(places[::-1], colors) if p != q
+        )[:900] + "<|im_end|>\n"
+        parts = [exchange(i) for i in range(8)]
+        run(e, SYSTEM + "".join(parts[:3]) + big + "".join(parts[3:]) + TAIL)
+        slim = chat(17) + TAIL  # the block leaves: one chunk, into the bank
+        chat_stats = run(e, slim).stats
+        assert e.bank is not None and e.bank.cells > 100
+        job = "<|im_start|>user\nSummarize: " + "The storm came and went. " * 40 + "<|im_end|>\n"
+        need = chat_stats.prompt_tokens + 8 + e.bank.cells + len(e.tokenize(job)) + 4
+        assert need > e.kv_cells, (need, e.kv_cells)  # the bank's cells are in the way
+        before = e.bank.cells
+        run(e, job, seq=SEQ_BACKGROUND, max_tokens=4)
+        assert e.bank.cells < before
+        assert run(e, slim + " Yes").stats.evaluated_tokens <= 4
     finally:
         e.unload()
 
 
-def test_a_borrowed_chat_comes_back_after_its_window_slid(model_path: Path) -> None:
-    """The chat's saved state shares only the system block at the start of the next prompt
-    (the oldest exchange left the window), while the summary that borrowed the sequence holds
-    some of the same messages: the saved state must still win, by its chunks, not its prefix."""
-    e = LocalEngine(model_path, n_ctx=2048, cache_reuse=16, side_ctx=0, cache_ram_mib=256)
+def test_the_bank_keeps_text_that_came_back_over_text_that_left_for_good(model_path: Path) -> None:
+    """A full bank evicts the oldest chunk that never came back (old messages leaving the
+    window) before an older one that did (a lore entry that flickers)."""
+    notes = [
+        "<|im_start|>system\nThe Green Sails is a smuggler ship that docks at night; its captain pays in silver.<|im_end|>\n",
+        "<|im_start|>system\nThe lighthouse on Gull Point has been dark for a week and nobody says why.<|im_end|>\n",
+        "<|im_start|>system\nMira's cat, Admiral, sleeps on the bar and bites anyone who calls him fat.<|im_end|>\n",
+    ]
+    e = LocalEngine(model_path, n_ctx=2048, cache_reuse=16, side_ctx=1024, bank_cells=70)
     try:
-        run(e, chat(8) + TAIL)
-        job = "<|im_start|>user\nSummarize:\n" + "".join(exchange(i) for i in range(1, 6)) + "<|im_end|>\n"
-        run(e, job, seq=SEQ_BACKGROUND)
-        slid = SYSTEM + "".join(exchange(i) for i in range(1, 8)) + TAIL
-        after = run(e, slid).stats
-        assert after.restored_state
-        assert after.evaluated_tokens <= 8
+        e.load()
+        sizes = [len(e.tokenize(n)) for n in notes]
+        assert sum(sizes) > 70 >= sizes[0] + max(sizes[1:])  # two fit, three do not
+
+        def turn(*at: tuple[int, int]) -> TurnStats:
+            parts = [exchange(i) for i in range(8)]
+            for note, where in sorted(at, key=lambda x: -x[1]):
+                parts.insert(where, notes[note])
+            return run(e, SYSTEM + "".join(parts) + TAIL).stats
+
+        turn((0, 3))
+        turn()  # note 0 leaves: banked
+        assert turn((0, 5)).banked_tokens > 0  # and comes back
+        turn((1, 2))  # note 0 leaves again (it came back before); note 1 arrives
+        turn((2, 4))  # note 1 leaves (never came back); note 2 arrives
+        turn()  # note 2 leaves: the bank is full, one chunk must go
+        assert turn((0, 6)).banked_tokens >= sizes[0] - 4  # note 0 stayed
     finally:
         e.unload()

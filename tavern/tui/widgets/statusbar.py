@@ -5,7 +5,7 @@ One line, fitted to the width: at 80 columns it reads
 goes first. While something is running (writing, loading the model) the activity replaces
 the figures of the last turn. It renders what it is given: the chat screen feeds it the
 `TurnStats` of each `Finished` event (prompt_tokens, cached_tokens, gen_tokens, gen_tps and,
-when the engine reports it, restored_state).
+when the engine reports them, restored_state and banked_tokens).
 """
 
 from __future__ import annotations
@@ -57,6 +57,9 @@ class StatusBar(Static):
             restored = getattr(s, "restored_state", "")
             if restored:
                 parts.append(f"state {restored}")
+            banked = getattr(s, "banked_tokens", 0)
+            if banked:  # cells of text that came back (tavern/engines/cell_bank.py)
+                parts.append(f"bank {banked}")
             if s.stop_reason == "cancelled":
                 parts.append("stopped")
             loop = getattr(s, "loop", None)

@@ -1,0 +1,144 @@
+"""Cells of text that just left the prompt, kept in the KV cache in case the text comes back.
+
+A lorebook entry fires, lapses and fires again two turns later; an @depth note or the author's
+note moves down one message per turn; the layout takes text out here and puts the same text
+back there. The reuse plan (`lowlevel.plan_align`) keeps what stays and forgives what goes,
+but text that comes back is new to it, and llama-server (or any cache with one state per
+slot) evaluates it again. The bank keeps each removed chunk's cells on a sequence of their own,
+at positions past every live sequence's (nothing attends to them there). When inserted text
+matches a banked chunk, its cells move back in, shifted to their new place, instead of being
+evaluated. The approximation is the one chunk reuse already makes: the cells keep the
+attention they had in their old context.
+
+Bounded: at most `capacity` cells, oldest chunk out first. When the KV cache runs out of room
+the engine empties the bank before anything else: it is only ever a cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(eq=False)  # compared by identity: the bank holds each chunk once
+class Chunk:
+    tokens: list[int]
+    pos: int
+    """Bank position of the chunk's first cell."""
+    returned: bool = False
+    """This text came back from the bank before: likely to again (a lore entry that flickers),
+    unlike the oldest messages that leave the window for good. Evicted last."""
+
+
+@dataclass
+class Match:
+    """Prompt tokens [at, at + n) are the chunk's tokens [offset, offset + n)."""
+
+    at: int
+    n: int
+    chunk: Chunk
+    offset: int
+
+
+class CellBank:
+    def __init__(self, kv: Any, seq: int, base: int, capacity: int, min_chunk: int):
+        self.kv = kv
+        """The lowlevel.KVCache whose cells are moved."""
+        self.seq = seq
+        self.base = base
+        """Bank positions start here, past every live sequence's positions."""
+        self.capacity = max(0, capacity)
+        self.min_chunk = max(1, min_chunk)
+        self.chunks: list[Chunk] = []  # oldest first
+        self._next = base
+        self._returned: dict[int, None] = {}  # hashes of texts that came back, newest last
+
+    @property
+    def cells(self) -> int:
+        return sum(len(c.tokens) for c in self.chunks)
+
+    def put(self, seq: int, a: int, b: int, tokens: Sequence[int]) -> None:
+        """Take `seq`'s cells [a, b) (holding `tokens`) out of it: into the bank when the chunk
+        is worth keeping, else they are simply removed."""
+        n = b - a
+        if n < self.min_chunk or n > self.capacity:
+            self.kv.remove(seq, a, b)
+            return
+        while self.chunks and self.cells + n > self.capacity:
+            self.drop_oldest()
+        if self._next + n > self.base + 8 * self.capacity:  # out of positions: start over
+            self.clear()
+        self.kv.move_out(seq, a, b, self.seq, self._next)
+        k = self.min_chunk
+        returned = any(hash(tuple(tokens[i : i + k])) in self._returned for i in range(len(tokens) - k + 1))
+        self.chunks.append(Chunk(list(tokens), self._next, returned))
+        self._next += n
+
+    def find(self, prompt: Sequence[int], spans: Sequence[tuple[int, int]]) -> list[Match]:
+        """Runs of at least `min_chunk` tokens of `prompt` inside `spans` (the text to evaluate)
+        that a banked chunk holds, longest first at each place, each chunk used once."""
+        if not self.chunks:
+            return []
+        k = min(self.min_chunk, 16)
+        index: dict[tuple[int, ...], list[tuple[Chunk, int]]] = {}
+        for chunk in self.chunks:
+            t = chunk.tokens
+            for i in range(len(t) - k + 1):
+                index.setdefault(tuple(t[i : i + k]), []).append((chunk, i))
+        used: set[int] = set()
+        found: list[Match] = []
+        for a, b in spans:
+            p = a
+            while p + k <= b:
+                best: Match | None = None
+                for chunk, i in index.get(tuple(prompt[p : p + k]), ()):
+                    if id(chunk) in used:
+                        continue
+                    n = k
+                    while i + n < len(chunk.tokens) and p + n < b and chunk.tokens[i + n] == prompt[p + n]:
+                        n += 1
+                    if n >= self.min_chunk and (best is None or n > best.n):
+                        best = Match(p, n, chunk, i)
+                if best is None:
+                    p += 1
+                    continue
+                used.add(id(best.chunk))
+                found.append(best)
+                p += best.n
+        return found
+
+    def take(self, match: Match, seq: int) -> bool:
+        """Move the matched cells into `seq` at `match.at` (`seq` must end just before it); the
+        rest of the chunk is dropped. False when the chunk is gone (the bank was emptied)."""
+        chunk = match.chunk
+        if chunk not in self.chunks:
+            return False
+        self.kv.move_in(self.seq, chunk.pos + match.offset, match.n, seq, match.at)
+        self._drop(chunk)
+        for h in _pieces(chunk.tokens[match.offset : match.offset + match.n], self.min_chunk):
+            self._returned[h] = None
+        while len(self._returned) > 4096:
+            del self._returned[next(iter(self._returned))]
+        return True
+
+    def drop_oldest(self) -> None:
+        """The oldest chunk that never came back, else the oldest."""
+        if self.chunks:
+            self._drop(next((c for c in self.chunks if not c.returned), self.chunks[0]))
+
+    def clear(self) -> None:
+        if self.chunks:
+            self.kv.remove(self.seq, -1, -1)
+        self.chunks.clear()
+        self._next = self.base
+
+    def _drop(self, chunk: Chunk) -> None:
+        self.kv.remove(self.seq, chunk.pos, chunk.pos + len(chunk.tokens))
+        self.chunks.remove(chunk)
+
+
+def _pieces(tokens: Sequence[int], size: int) -> list[int]:
+    """Hashes of the aligned `size`-token pieces of a text that came back: a chunk that holds
+    it again is known by any of them (searched at every offset), however its edges were cut."""
+    return [hash(tuple(tokens[i : i + size])) for i in range(0, len(tokens) - size + 1, size)]
