@@ -38,7 +38,9 @@ def free_port() -> int:
 
 
 def tavern_counts(prompts: list[str], ctx: int, insert_reuse: bool = True) -> list[int]:
-    engine = LocalEngine(default_model_path(), n_ctx=ctx, cache_reuse=32, side_ctx=0, insert_reuse=insert_reuse)
+    # Tavern's engine as it ships: side cells beside the window, and in them the bank of removed
+    # text (with llama-server's walk there is no bank: it serves inserted text only).
+    engine = LocalEngine(default_model_path(), n_ctx=ctx, cache_reuse=32, insert_reuse=insert_reuse)
     engine.load()
     out = []
     try:

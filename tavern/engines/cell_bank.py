@@ -10,8 +10,10 @@ matches a banked chunk, its cells move back in, shifted to their new place, inst
 evaluated. The approximation is the one chunk reuse already makes: the cells keep the
 attention they had in their old context.
 
-Bounded: at most `capacity` cells, oldest chunk out first. When the KV cache runs out of room
-the engine empties the bank before anything else: it is only ever a cache.
+Bounded: at most `capacity` cells. What goes first is what is least likely to come back: text
+that left from the top of the window (the oldest messages, gone for good), then other text,
+and last text that came back before; oldest first within each. When the KV cache runs out of
+room the bank gives its cells back before anything else: it is only ever a cache.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ class Chunk:
     tokens: list[int]
     pos: int
     """Bank position of the chunk's first cell."""
-    returned: bool = False
-    """This text came back from the bank before: likely to again (a lore entry that flickers),
-    unlike the oldest messages that leave the window for good. Evicted last."""
+    worth: int = 1
+    """Eviction order, lowest first (oldest first within a level): 0 = it left from the top of
+    the window, where the oldest messages leave for good; 1 = it left from further down (a
+    lapsed lore entry, a note that moved); 2 = this text came back from the bank before and is
+    likely to again (a lore entry that flickers)."""
 
 
 @dataclass
@@ -58,9 +62,10 @@ class CellBank:
     def cells(self) -> int:
         return sum(len(c.tokens) for c in self.chunks)
 
-    def put(self, seq: int, a: int, b: int, tokens: Sequence[int]) -> None:
+    def put(self, seq: int, a: int, b: int, tokens: Sequence[int], top: bool = False) -> None:
         """Take `seq`'s cells [a, b) (holding `tokens`) out of it: into the bank when the chunk
-        is worth keeping, else they are simply removed."""
+        is worth keeping, else they are simply removed. `top`: they left from right after the
+        part of the prompt that stayed put (the window slid)."""
         n = b - a
         if n < self.min_chunk or n > self.capacity:
             self.kv.remove(seq, a, b)
@@ -72,7 +77,7 @@ class CellBank:
         self.kv.move_out(seq, a, b, self.seq, self._next)
         k = self.min_chunk
         returned = any(hash(tuple(tokens[i : i + k])) in self._returned for i in range(len(tokens) - k + 1))
-        self.chunks.append(Chunk(list(tokens), self._next, returned))
+        self.chunks.append(Chunk(list(tokens), self._next, 2 if returned else 0 if top else 1))
         self._next += n
 
     def find(self, prompt: Sequence[int], spans: Sequence[tuple[int, int]]) -> list[Match]:
@@ -123,9 +128,9 @@ class CellBank:
         return True
 
     def drop_oldest(self) -> None:
-        """The oldest chunk that never came back, else the oldest."""
+        """The oldest chunk of the lowest worth."""
         if self.chunks:
-            self._drop(next((c for c in self.chunks if not c.returned), self.chunks[0]))
+            self._drop(min(self.chunks, key=lambda c: c.worth))  # min keeps the first (oldest) of ties
 
     def clear(self) -> None:
         if self.chunks:

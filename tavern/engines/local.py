@@ -96,7 +96,7 @@ class LocalEngine:
         self.states = PromptStateCache(cache_ram_mib * 1024 * 1024)
         self.bank_cells = self.side_ctx if bank_cells < 0 else bank_cells
         """Cells the bank of removed text may hold (-1: as many as the side cells, which it gives
-        back, oldest chunk first, whenever a sequence needs them); 0 = off."""
+        back whenever a sequence needs them); 0 = off."""
         self.bank: CellBank | None = None
         self._llama: Any = None
         self._kv: KVCache | None = None
@@ -294,7 +294,11 @@ class LocalEngine:
                     self.states.add(*kv.save(seq))
         if best is not None:
             alt, state = best
-            if kv.restore(seq, state.tokens, state.data):
+            restored = kv.restore(seq, state.tokens, state.data)
+            if not restored and self.bank is not None and self.bank.chunks:
+                self.bank.clear()  # its cells may be the room the state needs
+                restored = kv.restore(seq, state.tokens, state.data)
+            if restored:
                 self.states.take(state)
                 stats.restored_state = state.label
                 plan = alt
@@ -448,7 +452,7 @@ class LocalEngine:
         assert kv is not None
         plan = self._prepare(seq, tokens, stats)
         bank = self.bank if seq != SEQ_BACKGROUND else None  # a summary's prompt never comes back
-        drop = None if bank is None else (lambda a, b, t: bank.put(seq, a, b, t))
+        drop = None if bank is None else (lambda a, b, t: bank.put(seq, a, b, t, top=a == plan.prefix))
         gaps = kv.apply(plan, seq, tokens, drop=drop)
         n_past = len(kv.tokens(seq))
         if n_past >= len(tokens):  # fully cached: evaluate the last token again for its logits
@@ -490,7 +494,7 @@ class LocalEngine:
         except DecodeError as err:
             bank = self.bank
             if err.code == 1 and bank is not None and bank.chunks:
-                # Only ever a cache: its cells go first, oldest chunk first.
+                # Only ever a cache: its cells go first, least likely to come back first.
                 while bank.chunks:
                     bank.drop_oldest()
                     try:

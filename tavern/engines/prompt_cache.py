@@ -63,9 +63,13 @@ class PromptStateCache:
         return [self._states[i] for _, i in scored[:n]]
 
     def take(self, state: SavedState) -> None:
-        """Mark a state used (it moves to the back of the eviction queue)."""
-        self._states.remove(state)
+        """Mark a state used (it moves to the back of the eviction queue). Saving the live state
+        just before may have evicted it; it is kept again then (the caller holds its bytes)."""
+        if state in self._states:
+            self._states.remove(state)
         self._states.append(state)
+        while self.bytes_used > self.budget and len(self._states) > 1:
+            self._states.pop(0)
 
     def clear(self) -> None:
         self._states.clear()
