@@ -37,10 +37,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tavern_counts(prompts: list[str], ctx: int, insert_reuse: bool = True) -> list[int]:
+def tavern_counts(prompts: list[str], ctx: int, insert_reuse: bool = True, threads: int = 0) -> list[int]:
     # Tavern's engine as it ships: side cells beside the window, and in them the bank of removed
     # text (with llama-server's walk there is no bank: it serves inserted text only).
-    engine = LocalEngine(default_model_path(), n_ctx=ctx, cache_reuse=32, insert_reuse=insert_reuse)
+    engine = LocalEngine(default_model_path(), n_ctx=ctx, cache_reuse=32, insert_reuse=insert_reuse, n_threads=threads)
     engine.load()
     out = []
     try:
@@ -56,11 +56,11 @@ def tavern_counts(prompts: list[str], ctx: int, insert_reuse: bool = True) -> li
     return out
 
 
-def server_counts(binary: str, prompts: list[str], ctx: int, cache_reuse: int) -> list[int]:
+def server_counts(binary: str, prompts: list[str], ctx: int, cache_reuse: int, threads: int = 0) -> list[int]:
     port = free_port()
     cmd = [
         binary, "-m", str(default_model_path()), "-c", str(ctx), "-np", "1", "--host", "127.0.0.1",
-        "--port", str(port), "-t", str(os.cpu_count() or 1), "--cache-reuse", str(cache_reuse),
+        "--port", str(port), "-t", str(threads or os.cpu_count() or 1), "--cache-reuse", str(cache_reuse),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
@@ -95,6 +95,7 @@ def main() -> None:
     ap.add_argument("--server", default="")
     ap.add_argument("--cache-reuse", type=int, default=64)
     ap.add_argument("--no-server", action="store_true", help="only Tavern's engine, both walks")
+    ap.add_argument("--threads", type=int, default=0, help="threads for both engines (0: all cores)")
     args = ap.parse_args()
     data = json.loads(Path(args.prompts).read_text(encoding="utf-8"))
     ctx = int(data["ctx"])
@@ -105,9 +106,9 @@ def main() -> None:
     tok = LocalEngine(default_model_path(), n_ctx=ctx)
     for layout, prompts in data["prompts"].items():
         total = sum(len(tok.tokenize(p)) for p in prompts[1:])
-        ours = tavern_counts(prompts, ctx)[1:]
-        walk = tavern_counts(prompts, ctx, insert_reuse=False)[1:]
-        theirs = server_counts(binary, prompts, ctx, args.cache_reuse)[1:] if binary else []
+        ours = tavern_counts(prompts, ctx, threads=args.threads)[1:]
+        walk = tavern_counts(prompts, ctx, insert_reuse=False, threads=args.threads)[1:]
+        theirs = server_counts(binary, prompts, ctx, args.cache_reuse, args.threads)[1:] if binary else []
 
         def pct(xs: list[int]) -> str:
             return f"{sum(xs):>6} ({100 * sum(xs) / max(1, total):.1f}%)"
