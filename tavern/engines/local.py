@@ -9,7 +9,9 @@ sees the prompt (`samplers.TokenSampler`), and exact per-turn stats. `llama_cpp`
 `load()`, not at module import: `tavern --help` and the TUI's first frame must not pay for it.
 
 The context is created with a unified KV cache of `n_ctx + side_ctx` cells: the chat's window
-plus room for the side sequences. Sequence 3 is scratch space for inserting text mid-sequence.
+plus room for the side sequences. Sequence 3 is scratch space for inserting text mid-sequence;
+sequence 4 holds the bank of text that left the prompt (`cell_bank`), in whatever side cells
+are free.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -515,7 +517,7 @@ class LocalEngine:
                     if again.code != 1 or i == len(others) - 1:
                         raise
 
-    def _decode_tail(self, seq: int, tokens: list[int], cancel: threading.Event, banked: list[Match] = ()) -> None:
+    def _decode_tail(self, seq: int, tokens: list[int], cancel: threading.Event, banked: Sequence[Match] = ()) -> None:
         kv = self._kv
         assert kv is not None
         start = len(kv.tokens(seq))
@@ -534,7 +536,7 @@ class LocalEngine:
                     raise
 
     def _decode_gap(
-        self, seq: int, tokens: list[int], a: int, b: int, cancel: threading.Event, banked: list[Match] = ()
+        self, seq: int, tokens: list[int], a: int, b: int, cancel: threading.Event, banked: Sequence[Match] = ()
     ) -> None:
         """Decode inserted text at positions a..b while the cells after it wait on the scratch
         sequence (they are already at their final positions)."""
@@ -560,7 +562,7 @@ class LocalEngine:
                 kv.truncate(seq, a)
 
     @staticmethod
-    def _pieces(a: int, b: int, banked: list[Match]) -> Iterator[tuple[int, int, Match | None]]:
+    def _pieces(a: int, b: int, banked: Sequence[Match]) -> Iterator[tuple[int, int, Match | None]]:
         """[a, b) cut into spans to decode (None) and spans the bank serves, in order."""
         at = a
         for m in sorted(banked, key=lambda m: m.at):

@@ -296,6 +296,8 @@ class LibraryScreen(Screen):
         self._preview_ready = True
         if not self.query(Footer):
             self.mount(Footer())
+            # A footer mounted late shows no keys until the bindings are announced again.
+            self.call_after_refresh(self.refresh_bindings)
         starter = getattr(self.app, "first_frame_shown", None)
         if starter is not None:
             starter()  # now open the Tavern, then the model
