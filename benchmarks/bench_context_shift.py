@@ -177,7 +177,10 @@ def lore_workload(args: argparse.Namespace) -> None:
             )
             # Tavern's default engine (side cells for background jobs), with the walk swapped
             # on the reference side.
-            engine = LocalEngine(default_model_path(), n_ctx=args.ctx, cache_reuse=32, n_threads=args.threads, **kw)
+            engine = LocalEngine(
+                default_model_path(), n_ctx=args.ctx, cache_reuse=32, n_threads=args.threads,
+                bank_cells=args.bank_cells, **kw,
+            )  # fmt: skip
             engine.load()
             app._engine = engine
             background = [0, 0]  # the summary's prompt tokens evaluated, and jobs run
@@ -265,6 +268,7 @@ def main() -> None:
     ap.add_argument(
         "--memory", choices=["on", "off"], default="on", help="long-term memory (summary, recall): on by default"
     )
+    ap.add_argument("--bank-cells", type=int, default=-1, help="the engine's bank of removed text (-1: default, 0: off)")
     ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: all cores)")
     ap.add_argument("--sides", choices=["both", "tavern"], default="both", help="tavern: skip the walk's side")
     args = ap.parse_args()
