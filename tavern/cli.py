@@ -638,7 +638,7 @@ def cmd_models_info(args: argparse.Namespace) -> int:
 def _cache_plan(info: Any, n_ctx: int, m: Any) -> dict:
     """What the engine's caches will hold for this model: the unified KV cache (chat window plus
     side cells) and the host-memory budget for saved states."""
-    from tavern.engines.local import side_cells
+    from tavern.engines.local import bank_size, side_cells
 
     side = side_cells(n_ctx, m.side_ctx)
     per_window = info.kv_cache_bytes(n_ctx, m.type_k, m.type_v)
@@ -648,7 +648,7 @@ def _cache_plan(info: Any, n_ctx: int, m: Any) -> dict:
         "kv_mib": info.kv_cache_bytes(n_ctx + side, m.type_k, m.type_v) / 2**20,
         "ram_budget_mib": m.cache_ram_mib,
         "state_mib": per_window / 2**20,
-        "bank_cells": 0 if not (m.insert_reuse and m.cache_reuse > 0) else side if m.bank_cells < 0 else m.bank_cells,
+        "bank_cells": bank_size(side, m.bank_cells, m.cache_reuse, m.insert_reuse),
     }
 
 

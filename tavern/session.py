@@ -175,11 +175,12 @@ class Tavern:
     def _load_plan(self) -> dict[str, Any]:
         """Context, RoPE and GPU layers from the settings and the model file's metadata."""
         from tavern.engines.gguf_info import detect_free_vram, plan_load, read_gguf
+        from tavern.engines.gpu import offload_supported
 
         m = self.settings.model
         info = read_gguf(self.model_path())
         gpu_layers = m.n_gpu_layers
-        if gpu_layers != 0 and not _gpu_offload_supported():
+        if gpu_layers != 0 and not offload_supported():  # a CPU-only build, whatever the GPU
             gpu_layers = 0
         plan = plan_load(
             info,
@@ -1109,16 +1110,6 @@ class ChatSession:
         self.chat.update_metadata(
             {"note_prompt": text, "note_depth": depth, "note_interval": interval, "note_role": role}
         )
-
-
-def _gpu_offload_supported() -> bool:
-    """A CPU-only llama.cpp build cannot offload, whatever GPU the machine has."""
-    try:
-        import llama_cpp
-
-        return bool(llama_cpp.llama_supports_gpu_offload())
-    except Exception:  # no library at all: the load itself will say so
-        return False
 
 
 def now_date() -> str:

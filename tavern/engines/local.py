@@ -96,9 +96,8 @@ class LocalEngine:
         self.insert_reuse = insert_reuse
         """Reuse cached text after an insertion too (`plan_align`); False: llama-server's walk."""
         self.states = PromptStateCache(cache_ram_mib * 1024 * 1024)
-        self.bank_cells = self.side_ctx if bank_cells < 0 else bank_cells
-        """Cells the bank of removed text may hold (-1: as many as the side cells, which it gives
-        back whenever a sequence needs them); 0 = off."""
+        self.bank_cells = bank_size(self.side_ctx, bank_cells, cache_reuse, insert_reuse)
+        """Cells the bank of removed text may hold; 0 = off."""
         self.bank: CellBank | None = None
         self._llama: Any = None
         self._kv: KVCache | None = None
@@ -172,7 +171,7 @@ class LocalEngine:
             raise ModelLoadError(f"{path}: cannot load model: {err}") from None
         ctx = self._llama._ctx.ctx
         self._kv = KVCache(ctx, SEQ_SCRATCH)
-        if self.bank_cells and self.cache_reuse > 0 and self.insert_reuse and self._kv.can_shift:
+        if self.bank_cells and self._kv.can_shift:
             base = max(self.n_ctx, self.side_ctx) + 1  # past every live sequence's positions
             self.bank = CellBank(self._kv, SEQ_BANK, base, self.bank_cells, self.cache_reuse)
         self._decoder = BatchDecoder(ctx, self.n_batch)
@@ -240,17 +239,6 @@ class LocalEngine:
     @property
     def cached_tokens(self) -> list[int]:
         return list(self._kv.tokens(SEQ_CHAT)) if self._kv else []
-
-    def cache_summary(self) -> str:
-        """One line for the status bar and `tavern models info`."""
-        mib = self.states.bytes_used / 2**20
-        budget = self.states.budget / 2**20
-        bank = f"; bank of removed text {self.bank.cells} of {self.bank_cells} cells" if self.bank else ""
-        return (
-            f"KV {self.n_ctx} + {self.side_ctx} side cells; "
-            f"{len(self.states)} saved state{'s' if len(self.states) != 1 else ''} ({mib:.0f} of {budget:.0f} MiB)"
-            f"{bank}"
-        )
 
     # -- generation --------------------------------------------------------------------------
 
@@ -581,6 +569,15 @@ class LocalEngine:
 def side_cells(n_ctx: int, side_ctx: int) -> int:
     """KV cells for the side sequences: `[model] side_ctx`, where -1 means one more window."""
     return n_ctx if side_ctx < 0 else side_ctx
+
+
+def bank_size(side: int, bank_cells: int, cache_reuse: int, insert_reuse: bool) -> int:
+    """Cells for the bank of removed text: `[model] bank_cells`, where -1 means all the side
+    cells (given back whenever a sequence needs them). Off without chunk reuse after
+    insertions, which is what brings banked text back."""
+    if cache_reuse <= 0 or not insert_reuse:
+        return 0
+    return side if bank_cells < 0 else bank_cells
 
 
 @contextlib.contextmanager
