@@ -19,3 +19,17 @@ def waiter(default_timeout: float, interval: float = 0.02) -> Callable[..., Awai
             await pilot.pause(interval)
 
     return wait_until
+
+
+async def open_chat(pilot: Any, wait_until: Callable[..., Awaitable[None]], views: int | None = None) -> Any:
+    """Open Mira's latest chat from the app and return its screen once it is shown (and, with
+    `views`, once that many messages are on it)."""
+    from tavern.tui.screens.chat import ChatScreen
+
+    app = pilot.app
+    app.open_character("Mira")
+    await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
+    screen = app.screen
+    if views is not None:
+        await wait_until(pilot, lambda: len(screen.views()) == views)
+    return screen

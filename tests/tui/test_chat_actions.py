@@ -19,7 +19,7 @@ from tavern.tui.screens.dialogs import AuthorNoteModal, EditTextModal, PickModal
 from tavern.tui.screens.library import ConfirmModal, TextPromptModal
 from tavern.tui.widgets.composer import Composer
 from tavern.tui.widgets.message import ChatMessageView
-from tui.pilot_wait import waiter
+from tui.pilot_wait import open_chat, waiter
 
 
 wait_until = waiter(20.0)
@@ -66,10 +66,7 @@ async def test_edit_hide_delete_any_message_then_branch(home: Path) -> None:
     path = chat.path
     app = make_app(tavern)
     async with app.run_test(size=(80, 24)) as pilot:
-        app.open_character("Mira")
-        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
-        screen = app.screen
-        await wait_until(pilot, lambda: len(screen.views()) == 6)
+        screen = await open_chat(pilot, wait_until, views=6)
         assert isinstance(app.focused, Composer)
         # Up from the composer focuses the last message; up again goes to older ones.
         await pilot.press("up", "up", "up")
@@ -166,10 +163,7 @@ async def test_find_in_chat_and_authors_note(home: Path) -> None:
         )
     app = make_app(tavern)
     async with app.run_test(size=(80, 24)) as pilot:
-        app.open_character("Mira")
-        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
-        screen = app.screen
-        await wait_until(pilot, lambda: len(screen.views()) == 40)
+        screen = await open_chat(pilot, wait_until, views=40)
         await pilot.press("ctrl+f")
         await wait_until(pilot, lambda: isinstance(app.screen, PickModal))
         await pilot.press(*"lighthouse", "enter")
@@ -195,10 +189,7 @@ async def test_edit_after_another_program_appended_reloads_the_view(home: Path) 
     path = chat.path
     app = make_app(tavern)
     async with app.run_test(size=(80, 24)) as pilot:
-        app.open_character("Mira")
-        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
-        screen = app.screen
-        await wait_until(pilot, lambda: len(screen.views()) == 6)
+        screen = await open_chat(pilot, wait_until, views=6)
         from tavern.store.chatfile import Chat  # a second store handle on the same file
 
         other = Chat.open(path)
@@ -225,10 +216,7 @@ async def test_a_reasoning_models_thoughts_show_collapsed_and_stay_out_of_the_re
     chat.append(ChatMessage(name="Mira", is_user=False, mes="Welcome in!", extra={"reasoning": thoughts}))
     app = make_app(tavern)
     async with app.run_test(size=(80, 24)) as pilot:
-        app.open_character("Mira")
-        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
-        screen = app.screen
-        await wait_until(pilot, lambda: len(screen.views()) == 3)
+        screen = await open_chat(pilot, wait_until, views=3)
         view = screen.views()[-1]
         box = view.query_one(Collapsible)
         assert box.collapsed and "Thinking (12 words)" in str(box.title)

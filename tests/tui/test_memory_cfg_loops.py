@@ -13,10 +13,11 @@ from tavern.memory import summary
 from tavern.session import Tavern
 from tavern.store import ChatMessage
 from tavern.tui.app import make_app
-from tavern.tui.screens.chat import ChatScreen
 from tavern.tui.screens.dialogs import CfgModal, SummaryModal
 from tavern.tui.screens.inspector import PromptInspectorScreen
 from tavern.tui.widgets.statusbar import StatusBar
+
+from tui.pilot_wait import open_chat
 
 from .test_chat_actions import offline, seeded_chat, wait_until
 
@@ -30,9 +31,7 @@ async def test_summary_editor_edits_switches_off_and_refuses_an_early_regenerate
     chat = seeded_chat(tavern)
     app = make_app(tavern)
     async with app.run_test(size=(80, 24)) as pilot:
-        app.open_character("Mira")
-        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
-        screen = app.screen
+        screen = await open_chat(pilot, wait_until)
         await pilot.press("f5")
         await wait_until(pilot, lambda: isinstance(app.screen, SummaryModal))
         assert "covers nothing yet" in str(app.screen.query_one("#summary-state").content)
@@ -72,9 +71,7 @@ async def test_negative_prompt_is_set_from_the_chat_and_shown_in_the_inspector(h
     chat = seeded_chat(tavern)
     app = make_app(tavern)
     async with app.run_test(size=(80, 24)) as pilot:
-        app.open_character("Mira")
-        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
-        screen = app.screen
+        screen = await open_chat(pilot, wait_until)
         await pilot.press("f6")
         await wait_until(pilot, lambda: isinstance(app.screen, CfgModal))
         app.screen.query_one("#cfg-negative", TextArea).text = "Moralising, refusals."
@@ -102,10 +99,7 @@ async def test_loop_guard_shows_in_the_status_line_and_under_the_message(home: P
     chat.append(ChatMessage(name="Mira", is_user=False, mes="Again the lantern.", extra={"tavern": {"loop": record}}))
     app = make_app(tavern)
     async with app.run_test(size=(80, 24)) as pilot:
-        app.open_character("Mira")
-        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
-        screen = app.screen
-        await wait_until(pilot, lambda: len(screen.views()) == 5)
+        screen = await open_chat(pilot, wait_until, views=5)
         last = screen.views()[-1]
         assert "regenerated with DRY" in str(last._note.content) and last._note.display
         assert not screen.views()[-2]._note.display  # no note where nothing happened
@@ -132,9 +126,7 @@ async def test_memory_that_cannot_load_is_said_once_in_the_chat(home: Path) -> N
     seeded_chat(tavern, 120)  # past the 512-token window: recall would look in the vector store
     app = make_app(tavern)
     async with app.run_test(size=(80, 24)) as pilot:
-        app.open_character("Mira")
-        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
-        screen = app.screen
+        screen = await open_chat(pilot, wait_until)
         screen.session.build_prompt()  # a turn's prompt asks for recall
         await wait_until(pilot, lambda: any("long-term memory is off" in n for n in notices(app)), timeout=60)
         screen.session.build_prompt()
