@@ -46,6 +46,7 @@ class TavernApp(App):
         self.boot_error: str | None = None
         self._tavern = tavern
         self._opened = threading.Event()
+        self._frame_callbacks: list[Any] = []
         if tavern is not None:
             self._opened.set()
             theme, keys = tavern.settings.ui.theme, dict(tavern.settings.ui.keys)
@@ -56,6 +57,22 @@ class TavernApp(App):
         if theme and theme in self.available_themes:
             self.theme = theme
         self.user_keys: dict[str, str] = keys
+
+    def after_frame(self, callback: Any) -> None:
+        """Call `callback` once the next frame has been handed to the terminal.
+
+        `call_after_refresh` is too early for the first frame: the first screen's first
+        refresh happens inside the app's start-up batch and is never written, and work started
+        then (a thread importing pydantic) delayed the frame the user sees by ~30 ms."""
+        self._frame_callbacks.append(callback)
+
+    def _display(self, screen: Any, renderable: Any) -> None:
+        # Private in Textual (pinned exactly in pyproject); the one place a written frame shows.
+        super()._display(screen, renderable)
+        if self._frame_callbacks and renderable is not None and not self._batch_count:
+            callbacks, self._frame_callbacks = self._frame_callbacks, []
+            for callback in callbacks:
+                self.call_later(callback)
 
     @property
     def tavern(self) -> Any:
@@ -77,10 +94,15 @@ class TavernApp(App):
         with private_streams():  # frames must reach the terminal while llama.cpp loads
             return super().run(*args, **kwargs)
 
+    def get_default_screen(self) -> LibraryScreen:
+        # The library is the first screen itself, not pushed over a blank one from on_mount: a
+        # screen pushed there is laid out inside Textual's start-up batch, that frame is never
+        # written, and the whole screen only reached the terminal at the next full layout.
+        return LibraryScreen(self._tavern, boot=self.boot)
+
     def on_mount(self) -> None:
         if self.user_keys:
             self.set_keymap(self.user_keys)
-        self.push_screen(LibraryScreen(self._tavern, boot=self.boot))
         # Opening the Tavern (pydantic, the store...) and then the model (llama_cpp, numpy, the
         # GGUF read) compete with the first frame for the interpreter: start once it is drawn.
         self.engine_status = "loading model…"

@@ -249,6 +249,9 @@ class LibraryScreen(Screen):
         self._tavern = tavern
         self.boot = boot
         self._preview_ready = False
+        """The preview pane's widgets are mounted (right after the first frame)."""
+        self._nothing: str | None = None
+        """What the empty preview says (no characters, none matching), while it says that."""
         self._from_index: Any = None
         """The first frame shows the list only; the card and picture are read after it."""
         self.entries: list[Any] = []
@@ -274,14 +277,10 @@ class LibraryScreen(Screen):
             with Vertical(id="lib-left"):
                 yield Input(placeholder="search  tag:x  creator:y", id="lib-search", compact=True)
                 yield OptionList(id="lib-list")
-            with VerticalScroll(id="lib-preview"):
-                with Horizontal(id="lib-top"):
-                    yield AvatarView(id="lib-avatar")
-                    yield Static("", id="lib-info")
-                yield Static("", id="lib-picker")
-                yield Static("", id="lib-greeting")
-        # The footer (a widget per key hint) comes right after the first frame: it costs about
-        # as much as the rest of the screen, and the list is what a user looks at first.
+            # The preview's contents and the footer (a widget per key hint) are mounted right
+            # after the first frame: the card is only read then anyway, and together they cost
+            # about as much as the rest of the screen. The list is what a user looks at first.
+            yield VerticalScroll(id="lib-preview")
 
     @property
     def tavern(self) -> Any:
@@ -290,10 +289,13 @@ class LibraryScreen(Screen):
     def on_mount(self) -> None:
         self.reload()
         self.query_one("#lib-search", Input).focus()
-        self.call_after_refresh(self._first_frame_shown)
+        # Heavy work (the footer, the thread that opens the Tavern) waits until the terminal
+        # has the first frame, or it would delay it.
+        after_frame = getattr(self.app, "after_frame", self.call_after_refresh)
+        after_frame(self._first_frame_shown)
 
-    def _first_frame_shown(self) -> None:
-        self._preview_ready = True
+    async def _first_frame_shown(self) -> None:
+        await self._mount_preview()
         if not self.query(Footer):
             self.mount(Footer())
             # A footer mounted late shows no keys until the bindings are announced again.
@@ -303,6 +305,19 @@ class LibraryScreen(Screen):
             starter()  # now open the Tavern, then the model
         if self.card_key is not None:
             self._read_card(self.card_key)
+
+    async def _mount_preview(self) -> None:
+        if self._preview_ready:
+            return
+        await self.query_one("#lib-preview", VerticalScroll).mount(
+            Horizontal(AvatarView(id="lib-avatar"), Static("", id="lib-info"), id="lib-top"),
+            Static("", id="lib-picker"),
+            Static("", id="lib-greeting"),
+        )
+        self._preview_ready = True
+        self._place_avatar()
+        if self._nothing is not None:
+            self._show_nothing(self._nothing)
 
     def tavern_opened(self) -> None:
         """The app opened the Tavern after the first frame: list through the library now
@@ -331,8 +346,9 @@ class LibraryScreen(Screen):
             search.value = ""
 
     def on_screen_resume(self) -> None:
-        # Back from a chat (or another screen): the folder may have changed.
-        if self.is_mounted and self.entries:
+        # Back from a chat (or another screen): the folder may have changed. (The first resume
+        # comes with the first frame, right after on_mount listed the folder.)
+        if self._preview_ready and self.entries:
             self.reload(keep=self.current_key())
 
     @on(Resize)
@@ -341,6 +357,8 @@ class LibraryScreen(Screen):
 
     def _place_avatar(self) -> None:
         """No picture (or a narrow terminal): give its columns to the text."""
+        if not self._preview_ready:
+            return
         avatar = self.query_one("#lib-avatar", AvatarView)
         avatar.set_class(self.size.width < NARROW or not avatar.has_image, "-hidden")
 
@@ -437,6 +455,7 @@ class LibraryScreen(Screen):
             self.load_preview(event.option.id)
 
     def load_preview(self, key: str) -> None:
+        self._nothing = None
         if key == self.card_key and self.card is not None:
             return
         self.card_key = key
@@ -466,6 +485,9 @@ class LibraryScreen(Screen):
 
     def _show_nothing(self, message: str) -> None:
         self.card, self.card_key, self.greetings = None, None, []
+        self._nothing = message
+        if not self._preview_ready:
+            return
         self.query_one("#lib-avatar", AvatarView).set_image(None)
         self._place_avatar()
         self.query_one("#lib-info", Static).update(Text(message, style="dim"))
@@ -475,6 +497,7 @@ class LibraryScreen(Screen):
     def _show_card(self, key: str, card: Any, avatar: bytes | None, decoded: Any) -> None:
         if key != self.card_key:
             return
+        self._nothing = None
         self.card = card
         self.greetings = greetings_of(card)
         self.greeting_index = 0
@@ -514,6 +537,8 @@ class LibraryScreen(Screen):
     @property
     def greeting_text(self) -> str:
         """The greeting as shown (for tests and the command palette)."""
+        if not self._preview_ready:
+            return ""
         return str(self.query_one("#lib-greeting", Static).content)
 
     def action_greeting(self, step: int) -> None:
