@@ -82,7 +82,9 @@ class CellBank:
 
     def find(self, prompt: Sequence[int], spans: Sequence[tuple[int, int]]) -> list[Match]:
         """Runs of at least `min_chunk` tokens of `prompt` inside `spans` (the text to evaluate)
-        that a banked chunk holds, longest first at each place, each chunk used once."""
+        that a banked chunk holds, longest first at each place. A chunk may serve several
+        places (a removed span held several lore entries; some fire again), each of its cells
+        once."""
         if not self.chunks:
             return []
         k = min(self.min_chunk, 16)
@@ -91,37 +93,51 @@ class CellBank:
             t = chunk.tokens
             for i in range(len(t) - k + 1):
                 index.setdefault(tuple(t[i : i + k]), []).append((chunk, i))
-        used: set[int] = set()
+        used: dict[int, list[tuple[int, int]]] = {}  # id(chunk) -> its cells already matched
         found: list[Match] = []
         for a, b in spans:
             p = a
             while p + k <= b:
                 best: Match | None = None
                 for chunk, i in index.get(tuple(prompt[p : p + k]), ()):
-                    if id(chunk) in used:
+                    taken = used.get(id(chunk), ())
+                    if any(x <= i < y for x, y in taken):
                         continue
+                    stop = min([x for x, _ in taken if x > i], default=len(chunk.tokens))
                     n = k
-                    while i + n < len(chunk.tokens) and p + n < b and chunk.tokens[i + n] == prompt[p + n]:
+                    while i + n < stop and p + n < b and chunk.tokens[i + n] == prompt[p + n]:
                         n += 1
                     if n >= self.min_chunk and (best is None or n > best.n):
                         best = Match(p, n, chunk, i)
                 if best is None:
                     p += 1
                     continue
-                used.add(id(best.chunk))
+                used.setdefault(id(best.chunk), []).append((best.offset, best.offset + best.n))
                 found.append(best)
                 p += best.n
         return found
 
     def take(self, match: Match, seq: int) -> bool:
-        """Move the matched cells into `seq` at `match.at` (`seq` must end just before it); the
-        rest of the chunk is dropped. False when the chunk is gone (the bank was emptied)."""
-        chunk = match.chunk
-        if chunk not in self.chunks:
+        """Move the matched cells into `seq` at `match.at` (`seq` must end just before it). What
+        is left of the chunk on either side stays banked when it is long enough to be found
+        again. False when those cells are gone (the bank was emptied meanwhile)."""
+        src = match.chunk.pos + match.offset
+        inside = (c for c in self.chunks if c.pos <= src and src + match.n <= c.pos + len(c.tokens))
+        chunk = next(inside, None)
+        if chunk is None:
             return False
-        self.kv.move_in(self.seq, chunk.pos + match.offset, match.n, seq, match.at)
-        self._drop(chunk)
-        for h in _pieces(chunk.tokens[match.offset : match.offset + match.n], self.min_chunk):
+        self.kv.move_in(self.seq, src, match.n, seq, match.at)
+        cut = src - chunk.pos
+        rest = [
+            Chunk(chunk.tokens[:cut], chunk.pos, chunk.worth),
+            Chunk(chunk.tokens[cut + match.n :], src + match.n, chunk.worth),
+        ]
+        at = self.chunks.index(chunk)  # the pieces keep the chunk's age
+        self.chunks[at : at + 1] = [piece for piece in rest if len(piece.tokens) >= self.min_chunk]
+        for piece in rest:
+            if 0 < len(piece.tokens) < self.min_chunk:
+                self.kv.remove(self.seq, piece.pos, piece.pos + len(piece.tokens))
+        for h in _pieces(chunk.tokens[cut : cut + match.n], self.min_chunk):
             self._returned[h] = None
         while len(self._returned) > 4096:
             del self._returned[next(iter(self._returned))]

@@ -114,13 +114,23 @@ def plan_align(cache: Sequence[int], prompt: Sequence[int], min_chunk: int, max_
     """The reuse plan that serves the most prompt tokens from the cache when text may be both
     removed and inserted: every maximal run of at least `min_chunk` tokens shared by the cache
     and the prompt is a candidate, and a chain of runs in the same order in both is chosen to
-    cover the most tokens (each gap it leaves costs `GAP_COST` more). Linear in the prompt for
+    cover the most tokens (each gap it leaves costs `GAP_COST` more). Shorter runs are kept
+    where they sit right against a kept chunk (`_with_seams`). Linear in the prompt for
     ordinary text; repeated runs are capped at `max_per_key` occurrences each."""
     prefix = common_prefix(cache, prompt)
     plan = ReusePlan(prefix)
     limit = len(prompt) - 1  # the last prompt token is evaluated again for its logits
     if min_chunk <= 0 or prefix >= min(len(cache), limit):
         return plan
+    chain = _chain(cache, prompt, prefix, limit, min_chunk, max_per_key)
+    plan.moves = _with_seams(cache, prompt, prefix, chain, len(prompt) - min_chunk)
+    return plan
+
+
+def _chain(
+    cache: Sequence[int], prompt: Sequence[int], prefix: int, limit: int, min_chunk: int, max_per_key: int
+) -> list[tuple[int, int, int]]:
+    """`plan_align`'s runs of at least `min_chunk` tokens, the best chain of them in order."""
     k = max(1, min(min_chunk, 16))
     index: dict[tuple[int, ...], list[int]] = {}
     for c in range(prefix, len(cache) - k + 1):
@@ -141,7 +151,7 @@ def plan_align(cache: Sequence[int], prompt: Sequence[int], min_chunk: int, max_
             if n >= min_chunk:
                 runs.append((c, p, n))
     if not runs:
-        return plan
+        return []
     if len(runs) > 400:  # pathological repetition: keep the longest runs
         runs = sorted(sorted(runs, key=lambda r: -r[2])[:400], key=lambda r: r[1])
     runs.sort(key=lambda r: (r[1], r[0]))
@@ -171,15 +181,87 @@ def plan_align(cache: Sequence[int], prompt: Sequence[int], min_chunk: int, max_
             back.append((top[1], top[2]))
     j = max((i for i in range(len(runs)) if best[i] is not None), key=lambda i: best[i], default=None)
     if j is None or best[j] <= 0:
-        return plan
+        return []
     chain = []
     while j != -1:
         c, p, n = runs[j]
         prev, trim = back[j]
         chain.append((c + trim, p + trim, n - trim))
         j = prev
-    plan.moves = chain[::-1]
-    return plan
+    return chain[::-1]
+
+
+SEAM_MIN = 8
+"""Shortest run `plan_align` keeps when it sits right against a kept chunk in the prompt."""
+
+
+def _with_seams(
+    cache: Sequence[int], prompt: Sequence[int], prefix: int, chain: list[tuple[int, int, int]], newest: int
+) -> list[tuple[int, int, int]]:
+    """The chain plus short runs that continue a kept piece in the prompt, or lead into one.
+
+    An old message between a lore entry that lapsed and one that just fired is shorter than
+    `min_chunk`, so the chain leaves it to be evaluated with the new entry. But where it
+    continues the kept text before it (or leads into the kept text after it), keeping its cells
+    is the approximation every removal already makes, not a coincidental match: the cells
+    merely lose the removed text from their context. Runs are looked for only between the
+    neighbouring kept pieces, in the cache as in the prompt, so the moves stay in order; and
+    never in the prompt's newest tokens (from `newest` on), which the reply reads most closely:
+    those keep cells only as part of a full-length chunk."""
+    out: list[tuple[int, int, int]] = []
+    at_c = at_p = prefix  # where the kept text so far ends, in the cache and in the prompt
+    for c, p, n in [*chain, (len(cache), newest, 0)]:  # the last: the tail
+        end = min(p, newest)
+        while end - at_p >= SEAM_MIN:  # runs that continue the kept text
+            run = _longest_run(cache, at_c, c, prompt, at_p, end, forward=True)
+            if run is None:
+                break
+            out.append((run[0], at_p, run[1]))
+            at_c, at_p = run[0] + run[1], at_p + run[1]
+        if n:
+            run = None if p > newest else _longest_run(cache, at_c, c, prompt, at_p, p, forward=False)
+            if run is not None:
+                out.append((run[0], p - run[1], run[1]))
+            out.append((c, p, n))
+            at_c, at_p = c + n, p + n
+    return out
+
+
+def _longest_run(
+    cache: Sequence[int], c0: int, c1: int, prompt: Sequence[int], p0: int, p1: int, forward: bool
+) -> tuple[int, int] | None:
+    """The longest run of at least SEAM_MIN tokens of cache[c0:c1] that equals the start
+    (forward) or the end (not forward) of prompt[p0:p1], as (cache start, length). Bounded
+    work: repetitive text gives up early rather than compare every pair."""
+    best: tuple[int, int] | None = None
+    budget = 20_000  # token comparisons
+    if forward:
+        first = prompt[p0]
+        for c in range(c0, c1):
+            if cache[c] != first:
+                continue
+            m = 0
+            while c + m < c1 and p0 + m < p1 and cache[c + m] == prompt[p0 + m]:
+                m += 1
+            if m >= SEAM_MIN and (best is None or m > best[1]):
+                best = (c, m)
+            budget -= m
+            if budget < 0:
+                break
+    else:
+        last = prompt[p1 - 1]
+        for e in range(c1, c0, -1):  # e: where the run ends in the cache
+            if cache[e - 1] != last:
+                continue
+            m = 0
+            while e - m > c0 and p1 - m > p0 and cache[e - m - 1] == prompt[p1 - m - 1]:
+                m += 1
+            if m >= SEAM_MIN and (best is None or m > best[1]):
+                best = (e - m, m)
+            budget -= m
+            if budget < 0:
+                break
+    return best
 
 
 class KVCache:

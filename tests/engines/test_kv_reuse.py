@@ -206,3 +206,38 @@ def test_the_bank_keeps_text_that_came_back_over_text_that_left_for_good(model_p
         assert turn((0, 6)).banked_tokens >= sizes[0] - 4  # note 0 stayed
     finally:
         e.unload()
+
+
+def test_entries_that_left_together_come_back_one_at_a_time(engine: LocalEngine) -> None:
+    """Two entries side by side lapse in the same turn (one removed span, one banked chunk).
+    The first fires again, then the second: each comes back from the bank. The rest of a
+    chunk stays banked when part of it is taken (it used to be dropped with it)."""
+    first = "<|im_start|>system\nThe Green Sails is a smuggler ship that docks at night.<|im_end|>\n"
+    second = "<|im_start|>system\nThe lighthouse on Gull Point has been dark for a week.<|im_end|>\n"
+
+    def turn(*notes: str) -> TurnStats:
+        parts = [exchange(i) for i in range(8)]
+        parts.insert(5, "".join(notes))
+        return run(engine, SYSTEM + "".join(parts) + TAIL).stats
+
+    turn(first, second)
+    turn()  # both lapse: one chunk
+    assert turn(first).banked_tokens >= len(engine.tokenize(first)) - 4
+    back = turn(first, second)
+    assert back.banked_tokens >= len(engine.tokenize(second)) - 4, back
+
+
+def test_align_keeps_a_short_message_between_a_removal_and_an_insertion() -> None:
+    """A message shorter than `min_chunk`, between an entry that lapsed (removed above it) and
+    one that fired (inserted below it), keeps its cells: it continues the kept text before it.
+    Only the new entry is left to evaluate."""
+    head, lapsed, message = list(range(40)), list(range(100, 120)), list(range(200, 212))
+    tail, new_entry = list(range(300, 350)), list(range(500, 510))
+    cache = head + lapsed + message + tail
+    prompt = head + message + new_entry + tail + [999]
+    plan = plan_align(cache, prompt, min_chunk=16)
+    assert plan.gaps() == [(52, 62)]  # the new entry only
+    assert plan.n_past == 40 + 12 + 50
+    # And leading into kept text: the message is right before the tail, the entry before it.
+    prompt = head + new_entry + message + tail + [999]
+    assert plan_align(cache, prompt, min_chunk=16).gaps() == [(40, 50)]
