@@ -288,7 +288,7 @@ def main() -> None:
     ap.add_argument("--bank-cells", type=int, default=-1, help="the engine's bank of removed text (-1: default, 0: off)")
     ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: all cores)")
     ap.add_argument("--sides", choices=["both", "tavern"], default="both", help="tavern: skip the walk's side")
-    ap.add_argument("--per-turn", action="store_true", help="a line per turn: prompt, evaluated, from the bank, floor")
+    ap.add_argument("--per-turn", action="store_true", help="a line per turn: prompt, evaluated, from the bank, first firings")
     args = ap.parse_args()
     if args.workload != "plain":
         lore_workload(args)
