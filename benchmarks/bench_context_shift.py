@@ -203,7 +203,7 @@ def lore_workload(args: argparse.Namespace) -> None:
             stats, prompts = [], []
             # What no cache can avoid: each new message, each entry that just fired, and memory's
             # notes (the summary, the recalled messages) when their text changed.
-            floor = floor_memory = floor_first = 0
+            floor = floor_memory = 0
             firsts: list[int] = []  # per turn after the first: what no cache can avoid
             active: set = set()
             ever: set = set()  # entries that fired at least once: a bank of removed text can serve them again
@@ -229,7 +229,6 @@ def lore_workload(args: argparse.Namespace) -> None:
                     floor += sum(count(text) + 1 for key, text in fired.items() if key not in active)
                     turn_first = count(f"User: {lines[t % len(lines)]}") + 6
                     turn_first += sum(count(text) + 1 for key, text in fired.items() if key not in ever)
-                    floor_first += turn_first
                     firsts.append(turn_first)
                     floor_memory += sum(count(text) + 1 for text in changed)
                 if args.per_turn:
@@ -246,6 +245,7 @@ def lore_workload(args: argparse.Namespace) -> None:
             app._engine.unload()
             saved.setdefault(layout, prompts)  # the first side: Tavern's own engine
             later = stats[1:]
+            floor_first = sum(firsts)
             evaluated = sum(s.evaluated_tokens for s in later)
             total = sum(s.prompt_tokens for s in later)
             budget = args.ctx - args.reply

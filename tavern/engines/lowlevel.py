@@ -231,36 +231,34 @@ def _longest_run(
     cache: Sequence[int], c0: int, c1: int, prompt: Sequence[int], p0: int, p1: int, forward: bool
 ) -> tuple[int, int] | None:
     """The longest run of at least SEAM_MIN tokens of cache[c0:c1] that equals the start
-    (forward) or the end (not forward) of prompt[p0:p1], as (cache start, length). Bounded
-    work: repetitive text gives up early rather than compare every pair."""
-    best: tuple[int, int] | None = None
-    budget = 20_000  # token comparisons
+    (forward) or the end (not forward) of prompt[p0:p1], as (cache start, length)."""
     if forward:
-        first = prompt[p0]
-        for c in range(c0, c1):
-            if cache[c] != first:
-                continue
-            m = 0
-            while c + m < c1 and p0 + m < p1 and cache[c + m] == prompt[p0 + m]:
-                m += 1
-            if m >= SEAM_MIN and (best is None or m > best[1]):
-                best = (c, m)
-            budget -= m
-            if budget < 0:
-                break
-    else:
-        last = prompt[p1 - 1]
-        for e in range(c1, c0, -1):  # e: where the run ends in the cache
-            if cache[e - 1] != last:
-                continue
-            m = 0
-            while e - m > c0 and p1 - m > p0 and cache[e - m - 1] == prompt[p1 - m - 1]:
-                m += 1
-            if m >= SEAM_MIN and (best is None or m > best[1]):
-                best = (e - m, m)
-            budget -= m
-            if budget < 0:
-                break
+        return _longest_start(cache[c0:c1], prompt[p0:p1], c0)
+    # The end of the prompt span is the start of both spans read backwards.
+    run = _longest_start(cache[c0:c1][::-1], prompt[p0:p1][::-1], 0)
+    return None if run is None else (c1 - run[0] - run[1], run[1])
+
+
+def _longest_start(cache: Sequence[int], prompt: Sequence[int], base: int) -> tuple[int, int] | None:
+    """The longest run of at least SEAM_MIN tokens of `cache` that equals the start of
+    `prompt`, as (base + cache start, length); the first of equal ones. Bounded work:
+    repetitive text gives up early rather than compare every pair."""
+    best: tuple[int, int] | None = None
+    if not prompt:
+        return None
+    budget = 20_000  # token comparisons
+    first = prompt[0]
+    for c in range(len(cache)):
+        if cache[c] != first:
+            continue
+        m = 0
+        while c + m < len(cache) and m < len(prompt) and cache[c + m] == prompt[m]:
+            m += 1
+        if m >= SEAM_MIN and (best is None or m > best[1]):
+            best = (base + c, m)
+        budget -= m
+        if budget < 0:
+            break
     return best
 
 

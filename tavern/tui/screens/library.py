@@ -497,7 +497,6 @@ class LibraryScreen(Screen):
     def _show_card(self, key: str, card: Any, avatar: bytes | None, decoded: Any) -> None:
         if key != self.card_key:
             return
-        self._nothing = None
         self.card = card
         self.greetings = greetings_of(card)
         self.greeting_index = 0
