@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual import events
 from textual.app import App
 from textual.widgets import Input, OptionList, Static
 
@@ -68,12 +69,24 @@ async def test_lists_characters_and_searches_by_name_tag_and_creator(tmp_path: P
         assert "Kestrel" in screen.greeting_text
 
         # Typing searches at once (the search box has the focus), and letters typed while the
-        # list has the focus go there too: they never run a command.
-        await pilot.press(*"mi")
+        # list or the preview has the focus go there too: they never run a command, and the
+        # search box taking the focus back does not select what was typed (the next letter
+        # would replace it).
+        await pilot.press(*"m")
         screen.query_one("#lib-list", OptionList).focus()
-        await pilot.press("r")
+        await pilot.press(*"i")
+        await pilot.click("#lib-preview")
+        await pilot.press(*"r")
+        # A remote terminal (textual-serve, SSH) delivers typing in bursts: the letters are all
+        # on their way to the preview before the first one moves the focus.
+        await pilot.click("#lib-preview")
+        for letter in "a b":
+            app.post_message(events.Key(letter if letter != " " else "space", letter))
+        await wait_until(pilot, lambda: rows(screen) == [])
+        assert screen.query_one("#lib-search", Input).value == "mira b"
+        await pilot.press(*["backspace"] * 2)
         await wait_until(pilot, lambda: rows(screen) == ["Mira"])
-        assert screen.query_one("#lib-search", Input).value == "mir"
+        assert screen.query_one("#lib-search", Input).value == "mira"
         await wait_until(pilot, lambda: screen.card is not None and screen.card.name == "Mira")
         assert "1 of 2 characters" in text_of(screen, "#lib-status")
 

@@ -275,7 +275,14 @@ class LibraryScreen(Screen):
         yield Static("Tavern — characters", id="lib-status")
         with Horizontal(id="lib-body"):
             with Vertical(id="lib-left"):
-                yield Input(placeholder="search  tag:x  creator:y", id="lib-search", compact=True)
+                # Letters typed elsewhere are moved here (on_key): selecting the text when the
+                # box takes the focus back would let the next letter replace them.
+                yield Input(
+                    placeholder="search  tag:x  creator:y",
+                    id="lib-search",
+                    compact=True,
+                    select_on_focus=False,
+                )
                 yield OptionList(id="lib-list")
             # The preview's contents and the footer (a widget per key hint) are mounted right
             # after the first frame: the card is only read then anyway, and together they cost
@@ -326,12 +333,15 @@ class LibraryScreen(Screen):
             self.reload(keep=self.current_key())
 
     def on_key(self, event: Any) -> None:
-        # Letters typed while the list has the focus go to the search box.
-        search = self.query_one("#lib-search", Input)
-        if event.is_printable and event.character and self.focused is not search:
+        # Letters typed while the list or the preview has the focus go to the search box. A
+        # printable key only gets here when the search box did not take it (it takes them all),
+        # so the focus is not checked: typing arrives in bursts, and the letters behind the
+        # first are already on their way here when it moves the focus.
+        if event.is_printable and event.character:
             event.stop()
             event.prevent_default()
-            search.focus()
+            search = self.query_one("#lib-search", Input)
+            self.set_focus(search)
             search.insert_text_at_cursor(event.character)
 
     def action_move(self, step: int) -> None:
