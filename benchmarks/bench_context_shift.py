@@ -28,7 +28,10 @@ Each line also prints two floors: what a cache with one state cannot avoid under
 lore rules (each new message and each entry that fires after a turn without it, plus memory's
 notes when their text changed), and what no cache at all can avoid (new messages and each
 entry's first firing in the chat): Tavern's bank of removed text serves an entry that fires
-again, so it can go below the first floor but never the second. Long-term memory is on by
+again, so it can go below the first floor but never the second. A new message counts with
+the template text around it (the end of the reply before it, the next reply's header), as
+the prompt format writes them. A turn where the loop guard regenerates counts every call's
+evaluated tokens, not only the last one's. Long-term memory is on by
 default (`--memory off`: the lore workload alone); its background work (the summary) runs
 between turns, as while a user types, and is counted apart.
 """
@@ -36,6 +39,7 @@ between turns, as while a user types, and is counted apart.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -143,6 +147,18 @@ LORE_LINES = {
 }
 
 
+def exchange_tokens(session, previous: str, line: str, count) -> int:
+    """What a new exchange costs any cache: the end of the reply now in the cache, the user's
+    message and the header of the next reply, as the prompt format writes them."""
+    fmt = session.app.prompt_format()
+    user, char = session.user_name, session.card.name
+    reply = {"role": "assistant", "content": f"{char}: {previous}"}
+    kept = fmt.render([reply], continue_final=True)
+    full = fmt.render([reply, {"role": "user", "content": f"{user}: {line}"}], prefill=f"{char}:")
+    assert full.startswith(kept), (kept, full)
+    return count(full[len(kept):])
+
+
 def lore_workload(args: argparse.Namespace) -> None:
     import json
     import tempfile
@@ -156,6 +172,8 @@ def lore_workload(args: argparse.Namespace) -> None:
         sides = sides[:1]
     layouts = ["cache_friendly", "sillytavern"] if args.layout == "both" else [args.layout]
     saved: dict[str, list[str]] = {}
+    replies: dict[str, list[str]] = {}
+    recurring: dict[str, list[list[str]]] = {}
     print(
         f"workload {args.workload}: {args.turns} turns, ctx {args.ctx}, replies <= {args.reply} tokens, "
         f"greedy; evaluated = prompt tokens evaluated in turns 2-{args.turns}",
@@ -184,13 +202,17 @@ def lore_workload(args: argparse.Namespace) -> None:
             engine.load()
             app._engine = engine
             background = [0, 0]  # the summary's prompt tokens evaluated, and jobs run
+            # A turn where the loop guard regenerates the reply makes several calls; its Finished
+            # reports the last one only, so the chat's evaluated tokens are summed here.
+            on_chat = [0, 0]  # prompt tokens evaluated on the chat's sequence, and calls
             chat_generate = engine.generate
 
-            def generate(request, cancel=None, _chat=chat_generate, _bg=background):
+            def generate(request, cancel=None, _chat=chat_generate, _bg=background, _turn=on_chat):
                 for ev in _chat(request, cancel):
-                    if isinstance(ev, Finished) and request.seq_id != SEQ_CHAT:
-                        _bg[0] += ev.stats.evaluated_tokens
-                        _bg[1] += 1
+                    if isinstance(ev, Finished):
+                        tally = _turn if request.seq_id == SEQ_CHAT else _bg
+                        tally[0] += ev.stats.evaluated_tokens
+                        tally[1] += 1
                     yield ev
 
             engine.generate = generate
@@ -200,7 +222,7 @@ def lore_workload(args: argparse.Namespace) -> None:
             else:
                 key = "Mira"
             session = app.open_chat(str(key), new=True)
-            stats, prompts = [], []
+            stats, prompts, hints = [], [], []
             # What no cache can avoid: each new message, each entry that just fired, and memory's
             # notes (the summary, the recalled messages) when their text changed.
             floor = floor_memory = 0
@@ -212,31 +234,43 @@ def lore_workload(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             for t in range(args.turns):
                 final = None
+                before = session.history(limit=1)
+                previous = before[-1].text if before else ""  # the reply now in the cache
+                on_chat[:] = [0, 0]
                 for ev in session.send(lines[t % len(lines)]):
                     if isinstance(ev, Finished):
                         final = ev
                 assert final is not None and final.error is None, final and final.error
                 if app.memory is not None:  # the user reads and types; background work finishes
                     app.memory.wait_idle(timeout=900)
-                stats.append(final.stats)
+                evaluated = on_chat[0]
+                stats.append(
+                    dataclasses.replace(
+                        final.stats, evaluated_tokens=evaluated, cached_tokens=final.stats.prompt_tokens - evaluated
+                    )
+                )
                 prompts.append(session.last_prompt.text)
+                hints.append(session._recurring(session.last_prompt))
                 anchors = session.last_prompt.note_anchors
                 changed = [v[1] for k, v in anchors.items() if k in ("summary", "memory") and notes.get(k) != v[1]]
                 notes = {k: v[1] for k, v in anchors.items()}
                 fired = {(e.book, e.uid): e.content for e in getattr(session.last_lore, "activated", [])}
                 if t:
-                    floor += count(f"User: {lines[t % len(lines)]}") + 6
+                    exchange = exchange_tokens(session, previous, lines[t % len(lines)], count)
+                    floor += exchange
                     floor += sum(count(text) + 1 for key, text in fired.items() if key not in active)
-                    turn_first = count(f"User: {lines[t % len(lines)]}") + 6
+                    turn_first = exchange
                     turn_first += sum(count(text) + 1 for key, text in fired.items() if key not in ever)
                     firsts.append(turn_first)
                     floor_memory += sum(count(text) + 1 for text in changed)
                 if args.per_turn:
-                    st = final.stats
+                    st = stats[-1]
                     first = sorted(uid for (_book, uid) in fired if (_book, uid) not in ever)
                     print(
                         f"  turn {t:>3}: prompt {st.prompt_tokens:>5}  evaluated {st.evaluated_tokens:>4}  "
-                        f"from the bank {st.banked_tokens:>4}  first firings {first}",
+                        f"any cache {firsts[-1] if t else st.prompt_tokens:>4}  "
+                        f"from the bank {st.banked_tokens:>4}  first firings {first}"
+                        + (f"  ({on_chat[1]} calls: the loop guard regenerated)" if on_chat[1] > 1 else ""),
                         flush=True,
                     )
                 active = set(fired)
@@ -244,6 +278,8 @@ def lore_workload(args: argparse.Namespace) -> None:
             wall = time.perf_counter() - t0
             app._engine.unload()
             saved.setdefault(layout, prompts)  # the first side: Tavern's own engine
+            replies.setdefault(layout, [h.text for h in session.history() if not h.is_user][1:])
+            recurring.setdefault(layout, hints)
             later = stats[1:]
             floor_first = sum(firsts)
             evaluated = sum(s.evaluated_tokens for s in later)
@@ -269,7 +305,7 @@ def lore_workload(args: argparse.Namespace) -> None:
                 flush=True,
             )
     if args.save_prompts:
-        Path(args.save_prompts).write_text(json.dumps({"ctx": args.ctx, "prompts": saved}), encoding="utf-8")
+        Path(args.save_prompts).write_text(json.dumps({"ctx": args.ctx, "prompts": saved, "replies": replies, "recurring": recurring}), encoding="utf-8")
         print(f"prompts saved to {args.save_prompts}")
 
 
@@ -288,7 +324,11 @@ def main() -> None:
     ap.add_argument("--bank-cells", type=int, default=-1, help="the engine's bank of removed text (-1: default, 0: off)")
     ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: all cores)")
     ap.add_argument("--sides", choices=["both", "tavern"], default="both", help="tavern: skip the walk's side")
-    ap.add_argument("--per-turn", action="store_true", help="a line per turn: prompt, evaluated, from the bank, first firings")
+    ap.add_argument(
+        "--per-turn",
+        action="store_true",
+        help="a line per turn: prompt, evaluated, what any cache must evaluate, from the bank, first firings",
+    )
     args = ap.parse_args()
     if args.workload != "plain":
         lore_workload(args)

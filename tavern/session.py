@@ -910,6 +910,14 @@ class ChatSession:
             if self.last_prompt is not None:
                 memory.schedule_summary(self, self.last_prompt.first_message_index)
 
+    def _recurring(self, prompt: Any) -> list[str]:
+        """The parts of `prompt` that may leave and come back on a later turn: its notes (lore
+        entries, the summary, recalled messages) and the lore entries it holds."""
+        texts = dict.fromkeys(text for _anchor, text in prompt.note_anchors.values())
+        for entry in getattr(self.last_lore, "activated", None) or ():
+            texts.setdefault(entry.content)
+        return [t for t in texts if t.strip()]
+
     def _reply(self, mode: str, cancel: threading.Event | None) -> Iterator[Token | Finished]:
         from tavern.store import ChatMessage
 
@@ -931,6 +939,7 @@ class ChatSession:
             messages=prompt.messages,
             negative_prompt=built.negative,
             guidance_scale=built.guidance_scale,
+            recurring=self._recurring(prompt),
         )
         started = now_date()
         final: Finished | None = None

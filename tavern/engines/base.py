@@ -43,6 +43,10 @@ class GenerationRequest:
     seq_id: int = SEQ_CHAT
     """Which sequence of the engine's KV cache this request uses (SEQ_CHAT, SEQ_CFG,
     SEQ_BACKGROUND); remote engines ignore it."""
+    recurring: Sequence[str] = ()
+    """Parts of the prompt that may leave it and come back on a later turn (the lorebook
+    entries in it): the embedded engine keeps their cells when they leave, before old
+    messages'. Remote engines ignore it."""
 
 
 @dataclass

@@ -12,8 +12,9 @@ attention they had in their old context.
 
 Bounded: at most `capacity` cells. What goes first is what is least likely to come back: text
 that left from the top of the window (the oldest messages, gone for good), then other text,
-and last text that came back before; oldest first within each. When the KV cache runs out of
-room the bank gives its cells back before anything else: it is only ever a cache.
+and last text known to come back (it did before, or the caller said it may: lore entries);
+oldest first within each. When the KV cache runs out of room the bank gives its cells back
+before anything else: it is only ever a cache.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ class Chunk:
     worth: int = 1
     """Eviction order, lowest first (oldest first within a level): 0 = it left from the top of
     the window, where the oldest messages leave for good; 1 = it left from further down (a
-    lapsed lore entry, a note that moved); 2 = this text came back from the bank before and is
-    likely to again (a lore entry that flickers)."""
+    lapsed lore entry, a note that moved); 2 = this text is known to come back: it did before,
+    from the bank, or the caller said it may (`CellBank.expect`: a lore entry)."""
 
 
 @dataclass
@@ -56,7 +57,11 @@ class CellBank:
         self.min_chunk = max(1, min_chunk)
         self.chunks: list[Chunk] = []  # oldest first
         self._next = base
-        self._returned: dict[int, None] = {}  # hashes of texts that came back, newest last
+        self._returned: dict[int, None] = {}
+        """Hashes of `_pieces` of text that came back from the bank, newest last."""
+        self._expected: dict[int, None] = {}
+        """Hashes of every `min_chunk` tokens of text the caller said may come back (`expect`),
+        newest last."""
 
     @property
     def cells(self) -> int:
@@ -75,10 +80,22 @@ class CellBank:
         if self._next + n > self.base + 8 * self.capacity:  # out of positions: start over
             self.clear()
         self.kv.move_out(seq, a, b, self.seq, self._next)
-        k = self.min_chunk
-        returned = any(hash(tuple(tokens[i : i + k])) in self._returned for i in range(len(tokens) - k + 1))
-        self.chunks.append(Chunk(list(tokens), self._next, 2 if returned else 0 if top else 1))
+        self.chunks.append(Chunk(list(tokens), self._next, 2 if self._recurring(tokens) else 0 if top else 1))
         self._next += n
+
+    def _recurring(self, tokens: Sequence[int]) -> bool:
+        """Is this text known to come back? Part of it came back from the bank before, or most
+        of it is text the caller expects back. (Most: in SillyTavern's layout a removed span
+        can be an entry with hundreds of tokens of examples and messages around it.)"""
+        k = self.min_chunk
+        grams = [hash(tuple(tokens[i : i + k])) for i in range(len(tokens) - k + 1)]
+        if any(h in self._returned for h in grams):
+            return True
+        covered = [False] * len(tokens)
+        for i, h in enumerate(grams):
+            if h in self._expected:
+                covered[i : i + k] = [True] * k
+        return 2 * sum(covered) >= len(tokens)
 
     def find(self, prompt: Sequence[int], spans: Sequence[tuple[int, int]]) -> list[Match]:
         """Runs of at least `min_chunk` tokens of `prompt` inside `spans` (the text to evaluate)
@@ -137,11 +154,18 @@ class CellBank:
         for piece in rest:
             if 0 < len(piece.tokens) < self.min_chunk:
                 self.kv.remove(self.seq, piece.pos, piece.pos + len(piece.tokens))
-        for h in _pieces(chunk.tokens[cut : cut + match.n], self.min_chunk):
-            self._returned[h] = None
-        while len(self._returned) > 4096:
-            del self._returned[next(iter(self._returned))]
+        _remember(self._returned, _pieces(chunk.tokens[cut : cut + match.n], self.min_chunk))
         return True
+
+    def expect(self, texts: Sequence[Sequence[int]]) -> None:
+        """Texts (tokenized on their own) that may leave the prompt and come back, such as the
+        lorebook entries in it: a chunk holding one is kept before other text when the bank is
+        full. Without this an entry that lapsed while sitting at the top of the window looked
+        like an old message gone for good, and was among the first to go."""
+        k = self.min_chunk
+        for tokens in texts:
+            grams = [hash(tuple(tokens[i : i + k])) for i in range(len(tokens) - k + 1)]
+            _remember(self._expected, grams, limit=16384)
 
     def drop_oldest(self) -> None:
         """The oldest chunk of the lowest worth."""
@@ -157,6 +181,15 @@ class CellBank:
     def _drop(self, chunk: Chunk) -> None:
         self.kv.remove(self.seq, chunk.pos, chunk.pos + len(chunk.tokens))
         self.chunks.remove(chunk)
+
+
+def _remember(hashes: dict[int, None], new: Sequence[int], limit: int = 4096) -> None:
+    """Add `new` to an insertion-ordered set, as its newest; the oldest go past `limit`."""
+    for h in new:
+        hashes.pop(h, None)
+        hashes[h] = None
+    while len(hashes) > limit:
+        del hashes[next(iter(hashes))]
 
 
 def _pieces(tokens: Sequence[int], size: int) -> list[int]:

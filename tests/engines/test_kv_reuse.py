@@ -208,6 +208,43 @@ def test_the_bank_keeps_text_that_came_back_over_text_that_left_for_good(model_p
         e.unload()
 
 
+def test_the_bank_keeps_a_lore_entry_that_lapsed_at_the_top_over_old_messages(model_path: Path) -> None:
+    """An entry anchored at the top of the window lapses, then old messages leave from the top
+    and fill the bank. Told that the entry's text may come back (`recurring`, as the session
+    says of every lore entry in a prompt), the bank evicts an old message instead; without
+    that, the entry looked like an old message and went first."""
+    content = "The Green Sails is a smuggler ship that docks at night; its captain pays in silver."
+    note = f"<|im_start|>system\n{content}<|im_end|>\n"
+
+    def play(recurring: tuple[str, ...]) -> TurnStats:
+        e = LocalEngine(model_path, n_ctx=2048, cache_reuse=16, side_ctx=1024, bank_cells=1)
+        try:
+            e.load()
+            n_note, n_ex = len(e.tokenize(note)), len(e.tokenize(exchange(0)))
+            assert e.bank is not None
+            e.bank.capacity = n_note + n_ex + 4  # the entry and one message fit, not two messages more
+
+            def turn(first: int, with_note: bool) -> TurnStats:
+                parts = [exchange(i) for i in range(first, first + 8)]
+                prompt = SYSTEM + (note if with_note else "") + "".join(parts) + TAIL
+                req = GenerationRequest(prompt=prompt, max_tokens=4, sampler=GREEDY, recurring=recurring)
+                final = [ev for ev in e.generate(req) if isinstance(ev, Finished)][-1]
+                assert final.error is None, final.error
+                return final.stats
+
+            turn(0, True)
+            turn(0, False)  # the entry lapses: it leaves from the top of the window
+            turn(1, False)  # the oldest message leaves
+            turn(2, False)  # and the next: the bank is full, one chunk must go
+            return turn(2, True)  # the entry fires again
+        finally:
+            e.unload()
+
+    told = play((content,))
+    assert told.banked_tokens >= len(content) // 8, told  # a good part of the entry came back
+    assert play(()).banked_tokens == 0
+
+
 def test_entries_that_left_together_come_back_one_at_a_time(engine: LocalEngine) -> None:
     """Two entries side by side lapse in the same turn (one removed span, one banked chunk).
     The first fires again, then the second: each comes back from the bank. The rest of a
@@ -241,3 +278,29 @@ def test_align_keeps_a_short_message_between_a_removal_and_an_insertion() -> Non
     # And leading into kept text: the message is right before the tail, the entry before it.
     prompt = head + new_entry + message + tail + [999]
     assert plan_align(cache, prompt, min_chunk=16).gaps() == [(40, 50)]
+
+
+def test_a_chat_tells_the_engine_which_text_may_come_back(tmp_path: Path, engine: LocalEngine) -> None:
+    """The session's request names the lorebook entries in its prompt (`recurring`), and the
+    engine's bank learns them: the entries that fired, not the chat's messages."""
+    from tavern.session import Tavern
+
+    app = Tavern.open(tmp_path / "home", **{"model.n_ctx": 2048, "generation.max_tokens": 4})
+    app._engine = engine
+    seen: list[GenerationRequest] = []
+    generate = engine.generate
+
+    def spy(request: GenerationRequest, cancel=None):
+        seen.append(request)
+        yield from generate(request, cancel)
+
+    engine.generate = spy  # type: ignore[method-assign]
+    session = app.open_chat("Mira", new=True)
+    message = "Tell me about the Kestrel skyship and its captain Ilse Varga."
+    for _ in session.send(message):
+        pass
+    fired = [e.content for e in session.last_lore.activated]
+    assert any("Kestrel" in text for text in fired)
+    assert set(fired) <= set(seen[-1].recurring)
+    assert not any(message in text for text in seen[-1].recurring)
+    assert engine.bank is not None and engine.bank._expected  # the bank was told
