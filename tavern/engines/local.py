@@ -173,8 +173,7 @@ class LocalEngine:
         self._kv = KVCache(ctx, SEQ_SCRATCH)
         if self.bank_cells and self._kv.can_shift:
             base = max(self.n_ctx, self.side_ctx) + 1  # past every live sequence's positions
-            shortest = min(self.cache_reuse, BANK_MIN_CHUNK)
-            self.bank = CellBank(self._kv, SEQ_BANK, base, self.bank_cells, shortest)
+            self.bank = CellBank(self._kv, SEQ_BANK, base, self.bank_cells, self.cache_reuse)
         self._decoder = BatchDecoder(ctx, self.n_batch)
         self._abort = AbortFlag(self._llama)
         self._vocab = llama_cpp.llama_model_get_vocab(self._llama._model.model)
@@ -567,13 +566,6 @@ class LocalEngine:
     def _take(self, match: Match, seq: int) -> bool:
         bank = self.bank
         return bank is not None and bank.take(match, seq)
-
-
-BANK_MIN_CHUNK = 16
-"""Shortest run of banked text that comes back (at most `cache_reuse`): a short lore entry (a
-weather line of ~25 tokens) fires again as often as a long one. Sixteen tokens in a row are the
-same text, not a chance match of common words; and the newest `cache_reuse` tokens of a prompt
-are evaluated in place whatever the bank holds."""
 
 
 def side_cells(n_ctx: int, side_ctx: int) -> int:
