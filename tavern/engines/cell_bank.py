@@ -159,8 +159,8 @@ class CellBank:
 
     def expect(self, texts: Sequence[Sequence[int]]) -> None:
         """Texts (tokenized on their own) that may leave the prompt and come back, such as the
-        lorebook entries in it: a chunk holding one is kept before other text when the bank is
-        full. Without this an entry that lapsed while sitting at the top of the window looked
+        lorebook entries in it: a chunk made mostly of them is kept before other text when the
+        bank is full. Without this an entry that lapsed while sitting at the top of the window looked
         like an old message gone for good, and was among the first to go."""
         k = self.min_chunk
         for tokens in texts:
