@@ -305,7 +305,8 @@ def lore_workload(args: argparse.Namespace) -> None:
                 flush=True,
             )
     if args.save_prompts:
-        Path(args.save_prompts).write_text(json.dumps({"ctx": args.ctx, "prompts": saved, "replies": replies, "recurring": recurring}), encoding="utf-8")
+        data = {"ctx": args.ctx, "prompts": saved, "replies": replies, "recurring": recurring}
+        Path(args.save_prompts).write_text(json.dumps(data), encoding="utf-8")
         print(f"prompts saved to {args.save_prompts}")
 
 

@@ -88,7 +88,7 @@ class CellBank:
         of it is text the caller expects back. (Most: in SillyTavern's layout a removed span
         can be an entry with hundreds of tokens of examples and messages around it.)"""
         k = self.min_chunk
-        grams = [hash(tuple(tokens[i : i + k])) for i in range(len(tokens) - k + 1)]
+        grams = _grams(tokens, k)
         if any(h in self._returned for h in grams):
             return True
         covered = [False] * len(tokens)
@@ -162,10 +162,8 @@ class CellBank:
         lorebook entries in it: a chunk made mostly of them is kept before other text when the
         bank is full. Without this an entry that lapsed while sitting at the top of the window looked
         like an old message gone for good, and was among the first to go."""
-        k = self.min_chunk
         for tokens in texts:
-            grams = [hash(tuple(tokens[i : i + k])) for i in range(len(tokens) - k + 1)]
-            _remember(self._expected, grams, limit=16384)
+            _remember(self._expected, _grams(tokens, self.min_chunk), limit=16384)
 
     def drop_oldest(self) -> None:
         """The oldest chunk of the lowest worth."""
@@ -190,6 +188,11 @@ def _remember(hashes: dict[int, None], new: Sequence[int], limit: int = 4096) ->
         hashes[h] = None
     while len(hashes) > limit:
         del hashes[next(iter(hashes))]
+
+
+def _grams(tokens: Sequence[int], size: int) -> list[int]:
+    """Hashes of every `size` tokens in a row of a text, at every offset."""
+    return [hash(tuple(tokens[i : i + size])) for i in range(len(tokens) - size + 1)]
 
 
 def _pieces(tokens: Sequence[int], size: int) -> list[int]:
