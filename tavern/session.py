@@ -724,6 +724,7 @@ class ChatSession:
             trim_step=s.prompt.trim_step,
             macro=macro,
             note_anchors=self.note_anchors,
+            return_lapsed=bool(getattr(self.app.engine, "keeps_removed_text", False)),
             depth_lore_drift=s.lore.linger if s.lore.cache_aware else 0,
             window_floor=self.window_floor,
             story=self.app.context_preset() if s.prompt.layout == "sillytavern" else None,

@@ -107,6 +107,10 @@ class Engine(Protocol):
     name: str
     supports_raw_prompt: bool
     supports_kv_shift: bool
+    keeps_removed_text: bool
+    """Text that left the prompt and comes back anywhere costs nothing (the embedded engine's
+    cell bank); False: text inserted above cached text costs what follows it, as llama-server's
+    cache reuse does, so the prompt layout inserts only before the newest message."""
 
     @property
     def context_size(self) -> int: ...

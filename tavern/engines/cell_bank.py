@@ -12,9 +12,10 @@ attention they had in their old context.
 
 Bounded: at most `capacity` cells. What goes first is what is least likely to come back: text
 that left from the top of the window (the oldest messages, gone for good), then other text,
-and last text known to come back (it did before, or the caller said it may: lore entries);
-oldest first within each. When the KV cache runs out of room the bank gives its cells back
-before anything else: it is only ever a cache.
+then text known to come back (it did before, or the caller said it may: lore entries), and
+last text the prompt being loaded needs; oldest first within each. A new chunk never pushes
+out one worth more: it goes instead. When the KV cache runs out of room the bank gives its
+cells back before anything else: it is only ever a cache.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+
+SHORT_CHUNK = 16
+"""`CellBank.short`, at most."""
 
 
 @dataclass(eq=False)  # compared by identity: the bank holds each chunk once
@@ -34,6 +39,10 @@ class Chunk:
     the window, where the oldest messages leave for good; 1 = it left from further down (a
     lapsed lore entry, a note that moved); 2 = this text is known to come back: it did before,
     from the bank, or the caller said it may (`CellBank.expect`: a lore entry)."""
+    expected: bool = False
+    """Most of it is text the caller said may come back: kept, and served, from `short` tokens."""
+    wanted: bool = False
+    """It holds text of the prompt being loaded (`CellBank.want`): it goes last."""
 
 
 @dataclass
@@ -55,12 +64,19 @@ class CellBank:
         """Bank positions start here, past every live sequence's positions."""
         self.capacity = max(0, capacity)
         self.min_chunk = max(1, min_chunk)
+        self.short = min(self.min_chunk, SHORT_CHUNK)
+        """Shortest chunk kept, and shortest run served, when the caller said the text may come
+        back (`expect`): a lore entry of a sentence or two, such as a weather line, is shorter than
+        `min_chunk`. Other text needs `min_chunk` tokens: shorter runs are too often template
+        text or a common phrase, where cells from another context would be a worse guess."""
         self.chunks: list[Chunk] = []  # oldest first
         self._next = base
         self._returned: dict[int, None] = {}
         """Hashes of `_pieces` of text that came back from the bank, newest last."""
+        self._wanted: set[int] = set()
+        """Hashes of every `short` tokens of the text to evaluate in the prompt being loaded (`want`)."""
         self._expected: dict[int, None] = {}
-        """Hashes of every `min_chunk` tokens of text the caller said may come back (`expect`),
+        """Hashes of every `short` tokens of text the caller said may come back (`expect`),
         newest last."""
 
     @property
@@ -70,41 +86,81 @@ class CellBank:
     def put(self, seq: int, a: int, b: int, tokens: Sequence[int], top: bool = False) -> None:
         """Take `seq`'s cells [a, b) (holding `tokens`) out of it: into the bank when the chunk
         is worth keeping, else they are simply removed. `top`: they left from right after the
-        part of the prompt that stayed put (the window slid)."""
+        part of the prompt that stayed put (the window slid). A span that holds both expected
+        text and other text (the notes at the top of the window leaving with the oldest
+        messages) is banked as parts, so that the messages, gone for good, are not kept for
+        the sake of the entries, nor the entries lost with the messages."""
+        for x, y, expected in self._parts(tokens):
+            self._put(seq, a + x, a + y, tokens[x:y], top, expected)
+
+    def _put(self, seq: int, a: int, b: int, tokens: Sequence[int], top: bool, expected: bool) -> None:
         n = b - a
-        if n < self.min_chunk or n > self.capacity:
+        worth = 2 if expected or self._came_back(tokens) else 0 if top else 1
+        if n < (self.short if expected else self.min_chunk) or n > self.capacity:
             self.kv.remove(seq, a, b)
             return
+        chunk = Chunk(list(tokens), self._next, worth, expected, self._is_wanted(tokens))
         while self.chunks and self.cells + n > self.capacity:
+            if min(_rank(c) for c in self.chunks) > _rank(chunk):  # all worth more than this
+                self.kv.remove(seq, a, b)
+                return
             self.drop_oldest()
         if self._next + n > self.base + 8 * self.capacity:  # out of positions: start over
             self.clear()
+        chunk.pos = self._next
         self.kv.move_out(seq, a, b, self.seq, self._next)
-        self.chunks.append(Chunk(list(tokens), self._next, 2 if self._recurring(tokens) else 0 if top else 1))
+        self.chunks.append(chunk)
         self._next += n
 
-    def _recurring(self, tokens: Sequence[int]) -> bool:
-        """Is this text known to come back? Part of it came back from the bank before, or most
-        of it is text the caller expects back. (Most: in SillyTavern's layout a removed span
-        can be an entry with hundreds of tokens of examples and messages around it.)"""
-        k = self.min_chunk
-        grams = _grams(tokens, k)
-        if any(h in self._returned for h in grams):
-            return True
+    def _parts(self, tokens: Sequence[int]) -> list[tuple[int, int, bool]]:
+        """[x, y) spans of a removed text, each with whether most of it is expected text: cut
+        where `min_chunk` or more tokens in a row are not (a message, not a block's header)."""
+        covered = self._covered(tokens)
+        cuts: list[tuple[int, int]] = []  # runs of other text long enough to stand alone
+        i = 0
+        while i < len(tokens):
+            j = i
+            while j < len(tokens) and not covered[j]:
+                j += 1
+            if j - i >= self.min_chunk and j - i < len(tokens):
+                cuts.append((i, j))
+            i = j + 1
+        edges = sorted({0, len(tokens), *(e for cut in cuts for e in cut)})
+        return [(x, y, 2 * sum(covered[x:y]) >= y - x) for x, y in zip(edges, edges[1:])]
+
+    def _came_back(self, tokens: Sequence[int]) -> bool:
+        """Did part of this text come back from the bank before?"""
+        return any(h in self._returned for h in _grams(tokens, self.min_chunk))
+
+    def _covered(self, tokens: Sequence[int]) -> list[bool]:
+        """Which tokens of this text belong to text the caller expects back (`expect`)."""
+        k = self.short
         covered = [False] * len(tokens)
-        for i, h in enumerate(grams):
+        for i, h in enumerate(_grams(tokens, k)):
             if h in self._expected:
                 covered[i : i + k] = [True] * k
-        return 2 * sum(covered) >= len(tokens)
+        return covered
+
+    def want(self, prompt: Sequence[int], spans: Sequence[tuple[int, int]]) -> None:
+        """The prompt about to be loaded, and its spans the cache lacks: chunks that hold some
+        of that text (it is about to come back) go last when the bank makes room, whatever
+        their worth. (Only those spans: an old message leaving from the top can share a line
+        with the newest one.)"""
+        self._wanted = {h for a, b in spans for h in _grams(prompt[a:b], self.short)}
+        for chunk in self.chunks:
+            chunk.wanted = self._is_wanted(chunk.tokens)
+
+    def _is_wanted(self, tokens: Sequence[int]) -> bool:
+        return any(h in self._wanted for h in _grams(tokens, self.short))
 
     def find(self, prompt: Sequence[int], spans: Sequence[tuple[int, int]]) -> list[Match]:
-        """Runs of at least `min_chunk` tokens of `prompt` inside `spans` (the text to evaluate)
-        that a banked chunk holds, longest first at each place. A chunk may serve several
-        places (a removed span held several lore entries; some fire again), each of its cells
-        once."""
+        """Runs of at least `min_chunk` tokens (`short` from expected text) of `prompt`
+        inside `spans` (the text to evaluate) that a banked chunk holds, longest first at each
+        place. A chunk may serve several places (a removed span held several lore entries; some
+        fire again), each of its cells once."""
         if not self.chunks:
             return []
-        k = min(self.min_chunk, 16)
+        k = self.short
         index: dict[tuple[int, ...], list[tuple[Chunk, int]]] = {}
         for chunk in self.chunks:
             t = chunk.tokens
@@ -124,7 +180,7 @@ class CellBank:
                     n = k
                     while i + n < stop and p + n < b and chunk.tokens[i + n] == prompt[p + n]:
                         n += 1
-                    if n >= self.min_chunk and (best is None or n > best.n):
+                    if n >= self._shortest(chunk) and (best is None or n > best.n):
                         best = Match(p, n, chunk, i)
                 if best is None:
                     p += 1
@@ -146,16 +202,20 @@ class CellBank:
         self.kv.move_in(self.seq, src, match.n, seq, match.at)
         cut = src - chunk.pos
         rest = [
-            Chunk(chunk.tokens[:cut], chunk.pos, chunk.worth),
-            Chunk(chunk.tokens[cut + match.n :], src + match.n, chunk.worth),
+            Chunk(chunk.tokens[:cut], chunk.pos, chunk.worth, chunk.expected, chunk.wanted),
+            Chunk(chunk.tokens[cut + match.n :], src + match.n, chunk.worth, chunk.expected, chunk.wanted),
         ]
         at = self.chunks.index(chunk)  # the pieces keep the chunk's age
-        self.chunks[at : at + 1] = [piece for piece in rest if len(piece.tokens) >= self.min_chunk]
+        kept = [piece for piece in rest if len(piece.tokens) >= self._shortest(piece)]
+        self.chunks[at : at + 1] = kept
         for piece in rest:
-            if 0 < len(piece.tokens) < self.min_chunk:
+            if piece not in kept and piece.tokens:
                 self.kv.remove(self.seq, piece.pos, piece.pos + len(piece.tokens))
         _remember(self._returned, _pieces(chunk.tokens[cut : cut + match.n], self.min_chunk))
         return True
+
+    def _shortest(self, chunk: Chunk) -> int:
+        return self.short if chunk.expected else self.min_chunk
 
     def expect(self, texts: Sequence[Sequence[int]]) -> None:
         """Texts (tokenized on their own) that may leave the prompt and come back, such as the
@@ -163,12 +223,12 @@ class CellBank:
         bank is full. Without this an entry that lapsed while sitting at the top of the window looked
         like an old message gone for good, and was among the first to go."""
         for tokens in texts:
-            _remember(self._expected, _grams(tokens, self.min_chunk), limit=16384)
+            _remember(self._expected, _grams(tokens, self.short), limit=16384)
 
     def drop_oldest(self) -> None:
-        """The oldest chunk of the lowest worth."""
+        """The oldest chunk of the lowest worth, those the prompt being loaded wants last."""
         if self.chunks:
-            self._drop(min(self.chunks, key=lambda c: c.worth))  # min keeps the first (oldest) of ties
+            self._drop(min(self.chunks, key=_rank))  # min keeps the first (oldest) of ties
 
     def clear(self) -> None:
         if self.chunks:
@@ -179,6 +239,11 @@ class CellBank:
     def _drop(self, chunk: Chunk) -> None:
         self.kv.remove(self.seq, chunk.pos, chunk.pos + len(chunk.tokens))
         self.chunks.remove(chunk)
+
+
+def _rank(chunk: Chunk) -> tuple[bool, int]:
+    """Eviction order, lowest first."""
+    return chunk.wanted, chunk.worth
 
 
 def _remember(hashes: dict[int, None], new: Sequence[int], limit: int = 4096) -> None:

@@ -111,6 +111,11 @@ class LocalEngine:
     # -- lifecycle ---------------------------------------------------------------------------
 
     @property
+    def keeps_removed_text(self) -> bool:
+        """The bank is on (and, once loaded, the model can shift its cells)."""
+        return self.bank_cells > 0 and (self._kv is None or self._kv.can_shift)
+
+    @property
     def loaded(self) -> bool:
         return self._llama is not None
 
@@ -444,16 +449,22 @@ class LocalEngine:
         assert kv is not None
         plan = self._prepare(seq, tokens, stats)
         bank = self.bank if seq != SEQ_BACKGROUND else None  # a summary's prompt never comes back
+        # Inserted text that the bank holds comes back from it, except near the end: the newest
+        # tokens, which the reply reads most closely, are always evaluated in their context.
+        end = len(tokens) - max(1, self.cache_reuse)
+
+        def to_serve(gaps: list[tuple[int, int]], tail: int) -> list[tuple[int, int]]:
+            return [(a, min(b, end)) for a, b in [*gaps, (tail, len(tokens))] if min(b, end) > a]
+
+        if bank is not None:
+            bank.want(tokens, to_serve(plan.gaps(), plan.end if kv.can_shift else plan.prefix))
         drop = None if bank is None else (lambda a, b, t: bank.put(seq, a, b, t, top=a == plan.prefix))
         gaps = kv.apply(plan, seq, tokens, drop=drop)
         n_past = len(kv.tokens(seq))
         if n_past >= len(tokens):  # fully cached: evaluate the last token again for its logits
             n_past = len(tokens) - 1
             kv.truncate(seq, n_past)
-        # Inserted text that the bank holds comes back from it, except near the end: the newest
-        # tokens, which the reply reads most closely, are always evaluated in their context.
-        end = len(tokens) - max(1, self.cache_reuse)
-        spans = [(a, min(b, end)) for a, b in [*gaps, (n_past, len(tokens))] if min(b, end) > a]
+        spans = to_serve(gaps, n_past)
         found = bank.find(tokens, spans) if bank else []
         inserted = sum(b - a for a, b in gaps)
         stats.banked_tokens = sum(m.n for m in found)

@@ -198,7 +198,8 @@ SEAM_MIN = 8
 def _with_seams(
     cache: Sequence[int], prompt: Sequence[int], prefix: int, chain: list[tuple[int, int, int]], newest: int
 ) -> list[tuple[int, int, int]]:
-    """The chain plus short runs that continue a kept piece in the prompt, or lead into one.
+    """The chain plus short runs that continue a kept piece in the prompt, or lead into one, or
+    (from MIDDLE_MIN tokens) sit between two inserted spans (`_middle_run`).
 
     An old message between a lore entry that lapsed and one that just fired is shorter than
     `min_chunk`, so the chain leaves it to be evaluated with the new entry. But where it
@@ -218,13 +219,58 @@ def _with_seams(
                 break
             out.append((run[0], at_p, run[1]))
             at_c, at_p = run[0] + run[1], at_p + run[1]
+        back = None if not n or p > newest else _longest_run(cache, at_c, c, prompt, at_p, p, forward=False)
+        lim_c, lim_p = (back[0], p - back[1]) if back else (c, end)
+        while lim_p - at_p >= MIDDLE_MIN:  # runs with inserted text on both sides
+            mid = _middle_run(cache, at_c, lim_c, prompt, at_p, lim_p)
+            if mid is None:
+                break
+            out.append(mid)
+            at_c, at_p = mid[0] + mid[2], mid[1] + mid[2]
+        if back is not None:
+            out.append((back[0], p - back[1], back[1]))
         if n:
-            run = None if p > newest else _longest_run(cache, at_c, c, prompt, at_p, p, forward=False)
-            if run is not None:
-                out.append((run[0], p - run[1], run[1]))
             out.append((c, p, n))
             at_c, at_p = c + n, p + n
     return out
+
+
+MIDDLE_MIN = 16
+"""Shortest run `plan_align` keeps with inserted text on both sides of it in the prompt."""
+
+
+def _middle_run(
+    cache: Sequence[int], c0: int, c1: int, prompt: Sequence[int], p0: int, p1: int
+) -> tuple[int, int, int] | None:
+    """The longest run of at least MIDDLE_MIN tokens shared by cache[c0:c1] and prompt[p0:p1],
+    as (cache start, prompt start, length); the first of equal ones.
+
+    An old message between two blocks that moved (an @depth entry one message down, an entry
+    that fired again back at its old place) touches neither kept piece, and is shorter than
+    `min_chunk`. Found between the same kept neighbours in both, at least MIDDLE_MIN tokens
+    long, it is that message, not a coincidence; keeping its cells is the approximation any
+    kept text after an insertion makes. Bounded work, as `_longest_start`."""
+    k = SEAM_MIN
+    index: dict[tuple[int, ...], list[int]] = {}
+    for c in range(c0, c1 - k + 1):
+        where = index.setdefault(tuple(cache[c : c + k]), [])
+        if len(where) < 8:
+            where.append(c)
+    best: tuple[int, int, int] | None = None
+    budget = 20_000  # token comparisons
+    for q in range(p0, p1 - k + 1):
+        for c in index.get(tuple(prompt[q : q + k]), ()):
+            if c > c0 and q > p0 and cache[c - 1] == prompt[q - 1]:
+                continue  # inside a run found one step earlier
+            m = k
+            while c + m < c1 and q + m < p1 and cache[c + m] == prompt[q + m]:
+                m += 1
+            budget -= m
+            if m >= MIDDLE_MIN and (best is None or m > best[2]):
+                best = (c, q, m)
+        if budget < 0:
+            break
+    return best
 
 
 def _longest_run(

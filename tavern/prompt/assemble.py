@@ -17,9 +17,11 @@ block holds only what is stable for the whole chat (system prompt, card, persona
 so the engine's KV cache keeps it across turns. What changes from turn to turn (lorebook
 entries, the summary, recalled memories) are "notes": each one a unit with an anchor, the chat
 message it sits before. A unit that stays (same text) keeps its anchor, so its cells stay
-cached; a lapsed one is removed (cheap for any cache that reuses chunks); a new or changed one
-is anchored before the newest message, where it costs its own tokens. Units whose anchors left
-the window sit before the oldest message kept. Units at one place form one system message.
+cached; a lapsed one is removed (cheap for any cache that reuses chunks), and when it fires
+again with the same text it goes back to its place (the engine's cell bank kept its cells); a
+new or changed one is anchored before the newest message, where it costs its own tokens. Units
+whose anchors left the window sit before the oldest message kept. Units at one place form one
+system message.
 The `sillytavern` layout puts lore before/after the card in the system block as SillyTavern does.
 """
 
@@ -31,6 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Mode = Literal["normal", "continue", "impersonate"]
+
+
+MAX_LAPSED = 64
+"""Notes units that lapsed whose place AssembledPrompt.note_anchors remembers."""
 
 
 @dataclass
@@ -121,6 +127,10 @@ class PromptInputs:
     note_anchors: dict[str, tuple[int, str]] | None = None
     """Notes unit key -> (chat index, text) from the last sent turn: a unit whose text is
     unchanged stays before the same message, so the engine's cache keeps it."""
+    return_lapsed: bool = False
+    """The engine keeps text that left the prompt (Engine.keeps_removed_text): a unit that
+    lapsed and fires again goes back to its place. Off, it goes before the newest message, the
+    only place where any cache (llama-server's) evaluates nothing but its tokens."""
     depth_lore_drift: int = 0
     """Tavern's cache-aware lore mode (`[lore] cache_aware`; 0 = off, SillyTavern's rule): an
     @depth lore block that stays unchanged keeps its place instead of moving with the newest
@@ -156,7 +166,8 @@ class AssembledPrompt:
     """Index (in the chat) of the oldest message that made it in; -1 when none did."""
     warnings: list[str] = field(default_factory=list)
     note_anchors: dict[str, tuple[int, str]] = field(default_factory=dict)
-    """Where each notes unit went this turn; once the turn is sent, pass it back as
+    """Where each notes unit went this turn, then where the last units that lapsed were (the
+    place a unit goes back to when it fires again); once the turn is sent, pass it back as
     PromptInputs.note_anchors."""
 
     @property
@@ -413,9 +424,14 @@ def assemble_prompt(
     if card.post_history_instructions.strip():
         injections.append(DepthInjection(m(card.post_history_instructions), 0, "system", "post-history"))
     hidden = len(inputs.history) - len(history)
+    previous = inputs.note_anchors or {}
     if units and history:
         # Unchanged units keep their anchor; new or changed ones go before the newest message.
-        previous = inputs.note_anchors or {}
+        # With `return_lapsed` a unit that lapsed and fires again with the same text is placed
+        # as if it had stayed: before its old message, or at the top with the units whose
+        # message left the window. The engine's cell bank kept its cells with the very edges
+        # they had there, so it costs nothing, where a new block before the newest message
+        # costs its header and end.
         newest = history[-1].index
         for rank, (key, _slot, text) in enumerate(units):
             old = previous.get(key)
@@ -576,6 +592,9 @@ def assemble_prompt(
     slots.append(SlotUsage("format", max(0, total - accounted), "template tokens, generation prompt"))
 
     first_index = history[len(history) - n_hist].index if n_hist else -1
+    if inputs.return_lapsed:  # the last MAX_LAPSED units to lapse, for when they fire again
+        lapsed = [(key, was) for key, was in previous.items() if key not in note_anchors]
+        note_anchors.update(lapsed[:MAX_LAPSED])
     if inputs.lore is not None:
         for r in getattr(inputs.lore, "rejected", []):
             if "budget" in str(getattr(r, "reason", "")):

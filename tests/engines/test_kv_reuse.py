@@ -18,10 +18,8 @@ SYSTEM = (
     + "The inn is warm and smells of bread. " * 10
     + "<|im_end|>\n"
 )
-LORE = (
-    "<|im_start|>system\nThe Green Sails is a smuggler ship that docks at night. "
-    "Its captain, Ilse Varga, pays in silver coins.<|im_end|>\n"
-)
+LORE_TEXT = "The Green Sails is a smuggler ship that docks at night. Its captain, Ilse Varga, pays in silver coins."
+LORE = f"<|im_start|>system\n{LORE_TEXT}<|im_end|>\n"
 TAIL = "<|im_start|>user\nUser: What about the ship?<|im_end|>\n<|im_start|>assistant\nMira:"
 
 
@@ -280,6 +278,113 @@ def test_align_keeps_a_short_message_between_a_removal_and_an_insertion() -> Non
     assert plan_align(cache, prompt, min_chunk=16).gaps() == [(40, 50)]
 
 
+def test_align_keeps_a_message_between_two_insertions() -> None:
+    """An old message with a block inserted on each side of it (an @depth entry that moved one
+    message down, an entry that fired again at its old place) touches no kept piece; it is
+    shorter than `min_chunk`, but it is the same message between the same neighbours: kept."""
+    head, moved, message = list(range(40)), list(range(100, 120)), list(range(200, 220))
+    tail, back, again = list(range(300, 350)), list(range(500, 510)), list(range(600, 610))
+    cache = head + moved + message + tail
+    prompt = head + back + message + again + tail + [999]
+    plan = plan_align(cache, prompt, min_chunk=32)
+    assert plan.gaps() == [(40, 50), (70, 80)]  # the two blocks only
+    assert plan.n_past == 40 + 20 + 50
+    # A shorter run between them is more likely a coincidence: evaluated.
+    prompt = head + back + message[:12] + again + tail + [999]
+    assert plan_align(cache, prompt, min_chunk=32).gaps() == [(40, 72)]
+
+
+def _bank_engine(model_path: Path, cells: int) -> LocalEngine:
+    """The default chunk size (32 tokens) and a bank of `cells` cells."""
+    e = LocalEngine(model_path, n_ctx=2048, cache_reuse=32, side_ctx=1024, bank_cells=1)
+    e.load()
+    assert e.bank is not None
+    e.bank.capacity = cells
+    return e
+
+
+def _send(e: LocalEngine, prompt: str, recurring: tuple[str, ...] = ()) -> TurnStats:
+    req = GenerationRequest(prompt=prompt, max_tokens=4, sampler=GREEDY, recurring=recurring)
+    final = [ev for ev in e.generate(req) if isinstance(ev, Finished)][-1]
+    assert final.error is None, final.error
+    return final.stats
+
+
+WEATHER = "[Weather: a thick sea fog has rolled in over Saltmere; the Lantern's light is all one can see.]"
+"""An entry shorter than the engine's 32-token chunks, in its block."""
+
+
+def _block(text: str) -> str:
+    return f"<|im_start|>system\n{text}<|im_end|>\n"
+
+
+def test_a_short_entry_comes_back_from_the_bank(model_path: Path) -> None:
+    """A weather line is shorter than `cache_reuse` tokens, which other text needs to be banked
+    and served; told that it may come back, the bank keeps and serves it from 16 tokens."""
+
+    def play(recurring: tuple[str, ...]) -> TurnStats:
+        e = _bank_engine(model_path, 1024)
+        try:
+            parts = [exchange(i) for i in range(8)]
+            assert 16 < len(e.tokenize(WEATHER)) and len(e.tokenize(_block(WEATHER))) < 32
+            with_at = lambda i: SYSTEM + "".join(parts[:i] + [_block(WEATHER)] + parts[i:]) + TAIL  # noqa: E731
+            _send(e, with_at(5), recurring)
+            _send(e, SYSTEM + "".join(parts) + TAIL, recurring)  # it lapses
+            return _send(e, with_at(6), recurring)  # and fires again, one message further down
+        finally:
+            e.unload()
+
+    told = play((WEATHER,))
+    assert told.banked_tokens >= len(WEATHER) // 8, told
+    assert play(()).banked_tokens == 0
+
+
+def test_an_entry_leaving_with_old_messages_is_banked_without_them(model_path: Path) -> None:
+    """The notes at the top of the window lapse as the oldest messages leave: one removed span,
+    larger than the bank. The entry in it is banked on its own (the messages are gone for
+    good) and comes back when it fires again; before, the whole span was let go."""
+    e = _bank_engine(model_path, 0)
+    try:
+        note = _block(LORE_TEXT)
+        e.bank.capacity = len(e.tokenize(note)) + 8  # the entry fits, the span does not
+        told = (LORE_TEXT,)
+        _send(e, SYSTEM + note + "".join(exchange(i) for i in range(8)) + TAIL, told)
+        _send(e, SYSTEM + "".join(exchange(i) for i in range(2, 8)) + TAIL, told)
+        again = _send(e, SYSTEM + note + "".join(exchange(i) for i in range(2, 8)) + TAIL, told)
+        assert again.banked_tokens >= len(e.tokenize(LORE_TEXT)) - 4, again
+    finally:
+        e.unload()
+
+
+def test_a_full_bank_keeps_what_the_prompt_brings_back(model_path: Path) -> None:
+    """Room for two entries. Two lapse; then a third lapses in the turn the older of the two
+    fires again. The bank makes room for the third with the entry nobody asked for, not with
+    the one coming back (the oldest, which it used to let go first)."""
+    texts = [
+        "The Green Sails is a smuggler ship that docks at night; its captain pays in silver coins.",
+        "The lighthouse on Gull Point has been dark for a week, and nobody will say who broke it.",
+        "Old Brask brews the ale up the hill and sells the good barrels only to the Lantern.",
+    ]
+    e = _bank_engine(model_path, 0)
+    try:
+        n = max(len(e.tokenize(_block(t))) for t in texts)
+        e.bank.capacity = 2 * n + 8
+        parts = [exchange(i) for i in range(8)]
+
+        def turn(*at: tuple[int, int]) -> TurnStats:
+            chat = list(parts)
+            for i, which in sorted(at, reverse=True):
+                chat.insert(i, _block(texts[which]))
+            return _send(e, SYSTEM + "".join(chat) + TAIL, tuple(texts))
+
+        turn((2, 0), (4, 1), (6, 2))
+        turn((6, 2))  # the first two lapse (first the one higher up)
+        back = turn((2, 0))  # the third lapses as the first fires again
+        assert back.banked_tokens >= len(e.tokenize(texts[0])) - 4, back
+    finally:
+        e.unload()
+
+
 def test_a_chat_tells_the_engine_which_text_may_come_back(tmp_path: Path, engine: LocalEngine) -> None:
     """The session's request names the lorebook entries in its prompt (`recurring`), and the
     engine's bank learns them: the entries that fired, not the chat's messages."""
@@ -304,3 +409,27 @@ def test_a_chat_tells_the_engine_which_text_may_come_back(tmp_path: Path, engine
     assert set(fired) <= set(seen[-1].recurring)
     assert not any(message in text for text in seen[-1].recurring)
     assert engine.bank is not None and engine.bank._expected  # the bank was told
+
+
+def test_an_entry_that_fires_again_goes_back_to_its_place(tmp_path: Path, engine: LocalEngine) -> None:
+    """On the embedded engine (its bank keeps removed text) a lore entry that lapsed and fires
+    again goes back before the message it sat before, where its banked cells fit, instead of
+    into a new block before the newest message."""
+    from tavern.session import Tavern
+
+    app = Tavern.open(tmp_path / "home", **{"model.n_ctx": 2048, "generation.max_tokens": 4})
+    app._engine = engine
+    assert engine.keeps_removed_text
+    session = app.open_chat("Mira", new=True)
+    first = "The harbormaster Dunstan Reeve looked at me strangely today."
+    lines = [first, *["Thanks, I will have some bread and a cup of tea."] * 3, "Is the harbormaster still angry?"]
+    for i, line in enumerate(lines):
+        for _ in session.send(line):
+            pass
+        text = session.last_prompt.text
+        fired = "Dunstan Reeve is Saltmere's harbormaster" in text
+        if i == len(lines) - 2:
+            assert not fired  # it lapsed
+    assert fired
+    entry = text.index("Dunstan Reeve is Saltmere's harbormaster")
+    assert entry < text.index(first) < text.index(lines[-1])  # before the first message again

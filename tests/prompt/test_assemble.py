@@ -106,8 +106,8 @@ FOG = _entry(1, "The harbor is foggy.")
 STORM = _entry(2, "A storm is coming.")
 
 
-def _turn(count: TokenCounter, history, lore, anchors=None, ctx: int = 4096):
-    inputs = PromptInputs(CARD, "User", history, lore=lore, note_anchors=anchors)
+def _turn(count: TokenCounter, history, lore, anchors=None, ctx: int = 4096, return_lapsed: bool = True):
+    inputs = PromptInputs(CARD, "User", history, lore=lore, note_anchors=anchors, return_lapsed=return_lapsed)
     return assemble_prompt(inputs, get_format("chatml"), count, ctx, 100)
 
 
@@ -124,14 +124,32 @@ def test_lore_entries_stay_put_and_new_ones_go_before_the_newest_message(count: 
     assert p2.note_anchors["lore:Saltmere:1"][0] == 7
     assert p2.note_anchors["lore:Saltmere:2"][0] == 9
     assert p2.text.index("message 8") < p2.text.index("A storm is coming.") < p2.text.index("message 9")
-    # The first lapses: it is simply gone; the second keeps its place.
+    # The first lapses: it is gone from the prompt; the second keeps its place.
     p3 = _turn(count, chat(12, 2), _lore(STORM), p2.note_anchors)
     assert "foggy" not in p3.text
-    assert p3.note_anchors == {"lore:Saltmere:2": (9, "A storm is coming.")}
+    assert p3.note_anchors["lore:Saltmere:2"] == (9, "A storm is coming.")
     # A changed text is a new unit: it moves next to the newest message.
     changed = _entry(2, "The storm has passed.")
     p4 = _turn(count, chat(14, 2), _lore(changed), p3.note_anchors)
     assert p4.note_anchors["lore:Saltmere:2"][0] == 13
+    # The first fires again: back before message 7, where it was (the engine's bank kept its
+    # cells with those very edges), not in a new block before the newest message.
+    p5 = _turn(count, chat(16, 2), _lore(FOG, changed), p4.note_anchors)
+    assert _before(p5.text, "The harbor is foggy.") == 7
+    assert p5.note_anchors["lore:Saltmere:1"] == (7, "The harbor is foggy.")
+    # Once that message has left the window, it goes to the top, as if it had stayed: with the
+    # units whose message left the window, before the oldest message kept.
+    p6 = _turn(count, chat(200, 12)[:150], _lore(STORM), p5.note_anchors, ctx=1024)
+    assert "foggy" not in p6.text and p6.first_message_index > 7
+    p7 = _turn(count, chat(200, 12)[:152], _lore(FOG, STORM), p6.note_anchors, ctx=1024)
+    assert p7.note_anchors["lore:Saltmere:1"][0] == 7
+    assert _before(p7.text, "The harbor is foggy.") == p7.first_message_index
+    # For an engine that would evaluate everything after it again (llama-server), an entry
+    # that fires again is new: before the newest message, as SillyTavern's users get it.
+    q3 = _turn(count, chat(12, 2), _lore(STORM), p2.note_anchors, return_lapsed=False)
+    assert q3.note_anchors == {"lore:Saltmere:2": (9, "A storm is coming.")}
+    q4 = _turn(count, chat(14, 2), _lore(FOG, STORM), q3.note_anchors, return_lapsed=False)
+    assert _before(q4.text, "The harbor is foggy.") == 13
 
 
 def test_notes_whose_anchor_left_the_window_sit_before_the_oldest_message(count: TokenCounter) -> None:

@@ -75,6 +75,7 @@ class ThinkSplitter:
 class RemoteEngine:
     supports_raw_prompt = True
     supports_kv_shift = False
+    keeps_removed_text = False
 
     def __init__(self, profile: Any, n_ctx: int = 4096, store: Any = None, timeout: float = 120.0):
         self.profile = profile
