@@ -277,18 +277,29 @@ class LocalEngine:
         assert kv is not None
         live = kv.tokens(seq)
         plan = self._plan(live, tokens)
-        best: tuple[ReusePlan, Any] | None = None
+        bank = self.bank if seq != SEQ_BACKGROUND and self.bank is not None and self.bank.chunks else None
+
+        def served(p: ReusePlan) -> int:
+            """Prompt tokens the plan serves without evaluating them: its kept cells, and what the
+            bank holds of the text it inserts (a saved state that keeps more cells may still
+            cost more: the entries it keeps in place would have come back from the bank)."""
+            if bank is None:
+                return p.n_past
+            return p.n_past + sum(m.n for m in bank.find(tokens, self._to_serve(tokens, p.gaps(), p.end)))
+
+        best: tuple[ReusePlan, Any, int] | None = None
+        top = served(plan)
         for state in self.states.candidates(tokens):
             alt = self._plan(state.tokens, tokens)
-            if alt.n_past > (best[0] if best else plan).n_past + RESTORE_MARGIN:
-                best = (alt, state)
+            if (value := served(alt)) > top + RESTORE_MARGIN:
+                best, top = (alt, state, value), value
         lost = len(live) - plan.n_past
         if (best is not None or lost >= max(256, len(live) // 4)) and len(live) >= 256:
             if not self.states.holds(live):
                 with contextlib.suppress(RuntimeError, MemoryError):
                     self.states.add(*kv.save(seq))
         if best is not None:
-            alt, state = best
+            alt, state, _ = best
             restored = kv.restore(seq, state.tokens, state.data)
             if not restored and self.bank is not None and self.bank.chunks:
                 self.bank.clear()  # its cells may be the room the state needs
@@ -449,22 +460,15 @@ class LocalEngine:
         assert kv is not None
         plan = self._prepare(seq, tokens, stats)
         bank = self.bank if seq != SEQ_BACKGROUND else None  # a summary's prompt never comes back
-        # Inserted text that the bank holds comes back from it, except near the end: the newest
-        # tokens, which the reply reads most closely, are always evaluated in their context.
-        end = len(tokens) - max(1, self.cache_reuse)
-
-        def to_serve(gaps: list[tuple[int, int]], tail: int) -> list[tuple[int, int]]:
-            return [(a, min(b, end)) for a, b in [*gaps, (tail, len(tokens))] if min(b, end) > a]
-
         if bank is not None:
-            bank.want(tokens, to_serve(plan.gaps(), plan.end if kv.can_shift else plan.prefix))
+            bank.want(tokens, self._to_serve(tokens, plan.gaps(), plan.end if kv.can_shift else plan.prefix))
         drop = None if bank is None else (lambda a, b, t: bank.put(seq, a, b, t, top=a == plan.prefix))
         gaps = kv.apply(plan, seq, tokens, drop=drop)
         n_past = len(kv.tokens(seq))
         if n_past >= len(tokens):  # fully cached: evaluate the last token again for its logits
             n_past = len(tokens) - 1
             kv.truncate(seq, n_past)
-        spans = to_serve(gaps, n_past)
+        spans = self._to_serve(tokens, gaps, n_past)
         found = bank.find(tokens, spans) if bank else []
         inserted = sum(b - a for a, b in gaps)
         stats.banked_tokens = sum(m.n for m in found)
@@ -474,6 +478,13 @@ class LocalEngine:
         for a, b in gaps:
             self._decode_gap(seq, tokens, a, b, cancel, [m for m in found if a <= m.at < b])
         self._decode_tail(seq, tokens, cancel, [m for m in found if m.at >= n_past])
+
+    def _to_serve(self, tokens: list[int], gaps: list[tuple[int, int]], tail: int) -> list[tuple[int, int]]:
+        """The spans of the prompt the bank may serve: the inserted text and the tail from `tail`,
+        except near the end: the newest tokens, which the reply reads most closely, are always
+        evaluated in their context."""
+        end = len(tokens) - max(1, self.cache_reuse)
+        return [(a, min(b, end)) for a, b in [*gaps, (tail, len(tokens))] if min(b, end) > a]
 
     def _state_stats(self, stats: TurnStats) -> None:
         stats.saved_states = len(self.states)
