@@ -287,19 +287,19 @@ class LocalEngine:
                 return p.n_past
             return p.n_past + sum(m.n for m in bank.find(tokens, self._to_serve(tokens, p.gaps(), p.end)))
 
-        best: tuple[ReusePlan, Any, int] | None = None
+        best: tuple[ReusePlan, Any] | None = None
         top = served(plan)
         for state in self.states.candidates(tokens):
             alt = self._plan(state.tokens, tokens)
             if (value := served(alt)) > top + RESTORE_MARGIN:
-                best, top = (alt, state, value), value
+                best, top = (alt, state), value
         lost = len(live) - plan.n_past
         if (best is not None or lost >= max(256, len(live) // 4)) and len(live) >= 256:
             if not self.states.holds(live):
                 with contextlib.suppress(RuntimeError, MemoryError):
                     self.states.add(*kv.save(seq))
         if best is not None:
-            alt, state, _ = best
+            alt, state = best
             restored = kv.restore(seq, state.tokens, state.data)
             if not restored and self.bank is not None and self.bank.chunks:
                 self.bank.clear()  # its cells may be the room the state needs
