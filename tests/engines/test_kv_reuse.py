@@ -18,7 +18,9 @@ SYSTEM = (
     + "The inn is warm and smells of bread. " * 10
     + "<|im_end|>\n"
 )
-LORE_TEXT = "The Green Sails is a smuggler ship that docks at night. Its captain, Ilse Varga, pays in silver coins."
+LORE_TEXT = (
+    "The Green Sails is a smuggler ship that docks at night. Its captain, Ilse Varga, pays in silver coins."
+)
 LORE = f"<|im_start|>system\n{LORE_TEXT}<|im_end|>\n"
 TAIL = "<|im_start|>user\nUser: What about the ship?<|im_end|>\n<|im_start|>assistant\nMira:"
 
@@ -327,7 +329,10 @@ def test_a_short_entry_comes_back_from_the_bank(model_path: Path) -> None:
         try:
             parts = [exchange(i) for i in range(8)]
             assert 16 < len(e.tokenize(WEATHER)) and len(e.tokenize(_block(WEATHER))) < 32
-            with_at = lambda i: SYSTEM + "".join(parts[:i] + [_block(WEATHER)] + parts[i:]) + TAIL  # noqa: E731
+
+            def with_at(i: int) -> str:
+                return SYSTEM + "".join(parts[:i] + [_block(WEATHER)] + parts[i:]) + TAIL
+
             _send(e, with_at(5), recurring)
             _send(e, SYSTEM + "".join(parts) + TAIL, recurring)  # it lapses
             return _send(e, with_at(6), recurring)  # and fires again, one message further down
@@ -422,7 +427,8 @@ def test_an_entry_that_fires_again_goes_back_to_its_place(tmp_path: Path, engine
     assert engine.keeps_removed_text
     session = app.open_chat("Mira", new=True)
     first = "The harbormaster Dunstan Reeve looked at me strangely today."
-    lines = [first, *["Thanks, I will have some bread and a cup of tea."] * 3, "Is the harbormaster still angry?"]
+    neutral = "Thanks, I will have some bread and a cup of tea."
+    lines = [first, neutral, neutral, neutral, "Is the harbormaster still angry?"]
     for i, line in enumerate(lines):
         for _ in session.send(line):
             pass
