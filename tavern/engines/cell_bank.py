@@ -21,7 +21,7 @@ cells back before anything else: it is only ever a cache.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -201,9 +201,9 @@ class CellBank:
             return False
         self.kv.move_in(self.seq, src, match.n, seq, match.at)
         cut = src - chunk.pos
-        rest = [
-            Chunk(chunk.tokens[:cut], chunk.pos, chunk.worth, chunk.expected, chunk.wanted),
-            Chunk(chunk.tokens[cut + match.n :], src + match.n, chunk.worth, chunk.expected, chunk.wanted),
+        rest = [  # the pieces keep the chunk's worth and flags
+            replace(chunk, tokens=chunk.tokens[:cut]),
+            replace(chunk, tokens=chunk.tokens[cut + match.n :], pos=src + match.n),
         ]
         at = self.chunks.index(chunk)  # the pieces keep the chunk's age
         kept = [piece for piece in rest if len(piece.tokens) >= self._shortest(piece)]

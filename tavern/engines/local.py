@@ -288,8 +288,9 @@ class LocalEngine:
             return p.n_past + sum(m.n for m in bank.find(tokens, self._to_serve(tokens, p.gaps(), p.end)))
 
         best: tuple[ReusePlan, Any] | None = None
-        top = served(plan)
-        for state in self.states.candidates(tokens):
+        candidates = self.states.candidates(tokens)
+        top = served(plan) if candidates else plan.n_past  # no bank lookup without a rival
+        for state in candidates:
             alt = self._plan(state.tokens, tokens)
             if (value := served(alt)) > top + RESTORE_MARGIN:
                 best, top = (alt, state), value
@@ -461,7 +462,7 @@ class LocalEngine:
         plan = self._prepare(seq, tokens, stats)
         bank = self.bank if seq != SEQ_BACKGROUND else None  # a summary's prompt never comes back
         if bank is not None:
-            bank.want(tokens, self._to_serve(tokens, plan.gaps(), plan.end if kv.can_shift else plan.prefix))
+            bank.want(tokens, self._to_serve(tokens, plan.gaps(), plan.end))
         drop = None if bank is None else (lambda a, b, t: bank.put(seq, a, b, t, top=a == plan.prefix))
         gaps = kv.apply(plan, seq, tokens, drop=drop)
         n_past = len(kv.tokens(seq))
