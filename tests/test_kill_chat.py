@@ -2,9 +2,10 @@
 that was being written is recovered.
 
 Each round starts `tavern chat Mira --json` with three messages on stdin, waits until a reply
-is streaming (its `.partial` sidecar holds some text), and SIGKILLs it after a random delay of
-up to a fraction of a turn: mostly in the middle of the reply, sometimes while it is saved or
-the next turn starts.
+has streamed a random number of characters (its `.partial` sidecar holds them) and SIGKILLs it:
+in the middle of the reply. One round in four waits a random part of a turn more, so that some
+kills land while the reply is saved or the next turn starts. Kills are keyed to the streamed
+text, not to a clock, so a machine slowed by other work still kills mid-reply.
 A kill landed while a reply was streaming exactly when the sidecar is still there once the
 process is dead (a live process removes it when the reply is saved). Then:
 - the chat file parses and holds every turn the processes reported as finished, in order;
@@ -43,12 +44,12 @@ def streamed_text(home: Path) -> str | None:
     return None
 
 
-def wait_for_streaming(home: Path, proc: subprocess.Popen, timeout: float = 300.0) -> bool:
-    """True once a reply is streaming and has written some text; False if the process ended
-    first (every turn too quick to save a draft)."""
+def wait_for_streaming(home: Path, proc: subprocess.Popen, chars: int = 1, timeout: float = 300.0) -> bool:
+    """True once a reply is streaming and has written at least `chars` characters; False if the
+    process ended first (every reply too short, or too quick to save a draft)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if streamed_text(home):
+        if len(streamed_text(home) or "") >= chars:
             return True
         if proc.poll() is not None:
             return False
@@ -82,9 +83,9 @@ def test_kill_during_streaming_never_loses_or_corrupts_a_saved_message(home: Pat
             t0 = time.monotonic()
             proc.wait(timeout=600)
             turn_time = (time.monotonic() - t0) / 4  # about a model load and three turns
-        elif wait_for_streaming(home, proc):
-            # Somewhere in the rest of this reply, or just after it (saving it, or the next turn).
-            time.sleep(rng.uniform(0.0, 0.25 * turn_time))
+        elif wait_for_streaming(home, proc, chars=rng.randint(1, 40)):
+            if round_no % 4 == 0:  # somewhere in the rest of this reply, or just after it
+                time.sleep(rng.uniform(0.0, 0.25 * turn_time))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
