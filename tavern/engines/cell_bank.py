@@ -25,6 +25,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 
+POSITIONS = 8
+"""Bank positions span at most this many times its capacity: past that the chunks are moved
+together (`CellBank._compact`), so that the positions in use stay bounded however long the chat."""
+
 SHORT_CHUNK = 16
 """`CellBank.short`, at most."""
 
@@ -105,8 +109,8 @@ class CellBank:
                 self.kv.remove(seq, a, b)
                 return
             self.drop_oldest()
-        if self._next + n > self.base + 8 * self.capacity:  # out of positions: start over
-            self.clear()
+        if self._next + n > self.base + POSITIONS * self.capacity:
+            self._compact()
         chunk.pos = self._next
         self.kv.move_out(seq, a, b, self.seq, self._next)
         self.chunks.append(chunk)
@@ -229,6 +233,20 @@ class CellBank:
         """The oldest chunk of the lowest worth, those the prompt being loaded wants last."""
         if self.chunks:
             self._drop(min(self.chunks, key=_rank))  # min keeps the first (oldest) of ties
+
+    def _compact(self) -> None:
+        """Move the chunks together from `base`, in order. Each new chunk takes the next
+        position and chunks leave from anywhere, so the positions in use only grow; this bounds
+        them without letting the kept text go (it used to empty the bank, a cliff every hundred
+        turns or so of a long chat)."""
+        at = self.base
+        for chunk in sorted(self.chunks, key=lambda c: c.pos):  # leftward moves, from the front
+            n = len(chunk.tokens)
+            if chunk.pos != at:
+                self.kv.shift(self.seq, chunk.pos, chunk.pos + n, at - chunk.pos)
+                chunk.pos = at
+            at += n
+        self._next = at
 
     def clear(self) -> None:
         if self.chunks:

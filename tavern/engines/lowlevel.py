@@ -337,6 +337,10 @@ class KVCache:
         """Forget `seq`'s cells at positions [a, b) (-1: open end); the mirror is the caller's."""
         self._lib.llama_memory_seq_rm(self._mem, seq, a, b)
 
+    def shift(self, seq: int, a: int, b: int, delta: int) -> None:
+        """Move `seq`'s cells at positions [a, b) by `delta` positions (RoPE shifts their keys)."""
+        self._lib.llama_memory_seq_add(self._mem, seq, a, b, delta)
+
     def move_out(self, seq: int, a: int, b: int, to_seq: int, dst: int) -> None:
         """Re-tag `seq`'s cells [a, b) as `to_seq`'s, shifted to start at `dst` (where `to_seq`
         has no cells) (the cell bank)."""

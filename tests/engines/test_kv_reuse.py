@@ -439,3 +439,43 @@ def test_an_entry_that_fires_again_goes_back_to_its_place(tmp_path: Path, engine
     assert fired
     entry = text.index("Dunstan Reeve is Saltmere's harbormaster")
     assert entry < text.index(first) < text.index(lines[-1])  # before the first message again
+
+
+def test_the_bank_keeps_its_text_however_long_the_chat(model_path: Path) -> None:
+    """Each chunk banked takes the next position, so a long chat runs through the bank's
+    positions. When they run out, the chunks are moved together: an entry that lapsed long
+    ago still comes back from the bank (the bank used to empty itself there)."""
+    texts = [
+        "The Green Sails is a smuggler ship that docks at night; its captain pays in silver coins.",
+        "The lighthouse on Gull Point has been dark for a week, and nobody will say who broke it.",
+    ]
+    e = _bank_engine(model_path, 0)
+    try:
+        n = max(len(e.tokenize(_block(t))) for t in texts)
+        e.bank.capacity = 2 * n + 8
+        parts = [exchange(i) for i in range(8)]
+
+        def turn(*at: tuple[int, int]) -> TurnStats:
+            chat = list(parts)
+            for i, which in sorted(at, reverse=True):
+                chat.insert(i, _block(texts[which]))
+            return _send(e, SYSTEM + "".join(chat) + TAIL, tuple(texts))
+
+        turn((2, 0), (5, 1))
+        turn((5, 1))  # the first entry lapses
+        went_back = False  # the bank's next position went back: its positions ran out
+        for _ in range(40):  # the second lapses and comes back until they do
+            before = e.bank._next
+            turn()
+            turn((5, 1))
+            went_back = e.bank._next < before
+            if went_back:
+                break
+        assert went_back, "the bank's positions never ran out"
+        kv, bank = e._kv, e.bank  # its cells sit where its chunks say, from the start again
+        assert kv._lib.llama_memory_seq_pos_min(kv._mem, bank.seq) == bank.base
+        assert kv._lib.llama_memory_seq_pos_max(kv._mem, bank.seq) == bank.base + bank.cells - 1
+        back = turn((2, 0), (5, 1))
+        assert back.banked_tokens >= len(e.tokenize(texts[0])) - 4, back
+    finally:
+        e.unload()
