@@ -69,6 +69,10 @@ class Tavern:
         self._backend_ctx: str = ""
         self._engine_backend: str = ""
         self._memory: Any = None
+        self._layouts: dict[str, tuple[dict[str, tuple[int, str]], int | None]] = {}
+        """Each chat's notes anchors and window floor (see ChatSession) as its last sent turn
+        left them, by chat file: a chat opened again in this process (the user talked to another
+        character meanwhile) builds the prompt its saved KV state holds, not a fresh layout."""
 
     @classmethod
     def open(
@@ -305,7 +309,7 @@ class Tavern:
             chat = store.open(key, chat_name) if chat_name else store.latest(key)
             if chat is None:
                 chat = self.new_chat(key, card, greeting_index, draft=True)
-            return ChatSession(self, key, card, chat, warnings=list(chat.warnings))
+            return self._session(key, card, chat)
         chat = None
         if chat_name:
             chat = self.chats.open(key, chat_name)
@@ -319,10 +323,16 @@ class Tavern:
             recovered = chat.recovered_reply
             chat.discard_reply()
             chat.append(recovered)
-        session = ChatSession(self, key, card, chat, warnings=list(chat.warnings))
+        session = self._session(key, card, chat)
         if self.memory is not None:
             self.memory.attach(session)  # indexes the chat in the background, hears its edits
         return session
+
+    def _session(self, key: str, card: Any, chat: Any) -> ChatSession:
+        anchors, floor = self._layouts.get(str(chat.path), ({}, None))
+        return ChatSession(
+            self, key, card, chat, note_anchors=dict(anchors), window_floor=floor, warnings=list(chat.warnings)
+        )
 
     def lore_settings(self) -> Any:
         """The [lore] settings: the scan takes the settings model itself (one definition)."""
@@ -688,6 +698,7 @@ class ChatSession:
         self.note_anchors = dict(built.prompt.note_anchors)
         if built.prompt.first_message_index >= 0:
             self.window_floor = built.prompt.first_message_index
+        self.app._layouts[str(self.chat.path)] = (self.note_anchors, self.window_floor)
         meta = self.chat.header.chat_metadata
         changes: dict[str, Any] = {}
         if built.timed_state is not None and built.timed_state != meta.get("timedWorldInfo"):

@@ -87,20 +87,27 @@ class CellBank:
     def cells(self) -> int:
         return sum(len(c.tokens) for c in self.chunks)
 
-    def put(self, seq: int, a: int, b: int, tokens: Sequence[int], top: bool = False) -> None:
+    def put(
+        self, seq: int, a: int, b: int, tokens: Sequence[int], top: bool = False, wanted_only: bool = False
+    ) -> None:
         """Take `seq`'s cells [a, b) (holding `tokens`) out of it: into the bank when the chunk
         is worth keeping, else they are simply removed. `top`: they left from right after the
         part of the prompt that stayed put (the window slid). A span that holds both expected
         text and other text (the notes at the top of the window leaving with the oldest
         messages) is banked as parts, so that the messages, gone for good, are not kept for
-        the sake of the entries, nor the entries lost with the messages."""
+        the sake of the entries, nor the entries lost with the messages. `wanted_only`: the
+        cells are kept elsewhere (a saved state), so only parts the prompt being loaded wants
+        (`want`) are banked."""
         for x, y, expected in self._parts(tokens):
-            self._put(seq, a + x, a + y, tokens[x:y], top, expected)
+            self._put(seq, a + x, a + y, tokens[x:y], top, expected, wanted_only)
 
-    def _put(self, seq: int, a: int, b: int, tokens: Sequence[int], top: bool, expected: bool) -> None:
+    def _put(
+        self, seq: int, a: int, b: int, tokens: Sequence[int], top: bool, expected: bool, wanted_only: bool
+    ) -> None:
         n = b - a
         worth = 2 if expected or self._came_back(tokens) else 0 if top else 1
-        if n < (self.short if expected else self.min_chunk) or n > self.capacity:
+        small = n < (self.short if expected else self.min_chunk)
+        if small or n > self.capacity or (wanted_only and not self._is_wanted(tokens)):
             self.kv.remove(seq, a, b)
             return
         chunk = Chunk(list(tokens), self._next, worth, expected, self._is_wanted(tokens))

@@ -270,9 +270,12 @@ class LocalEngine:
             return plan_align(cached, tokens, self.cache_reuse)
         return plan_reuse(cached, tokens, self.cache_reuse)
 
-    def _prepare(self, seq: int, tokens: list[int], stats: TurnStats) -> ReusePlan:
+    def _prepare(self, seq: int, tokens: list[int], stats: TurnStats) -> tuple[ReusePlan, bool]:
         """Pick the cheapest starting state for `seq` (live or saved), saving the live one
-        when most of it is about to be thrown away."""
+        when most of it is about to be thrown away. Also says whether the cells the plan lets
+        go are held by a saved state (the user opened another chat, or came back to one): the
+        bank then keeps only what this prompt wants of them, so that they do not push out text
+        that no state holds (an entry that lapsed in the chat left behind)."""
         kv = self._kv
         assert kv is not None
         live = kv.tokens(seq)
@@ -301,6 +304,8 @@ class LocalEngine:
                     self.states.add(*kv.save(seq))
         if best is not None:
             alt, state = best
+            if self.bank is not None and seq != SEQ_BACKGROUND and self.states.holds(live):
+                self._bank_wanted(seq, tokens, alt)
             restored = kv.restore(seq, state.tokens, state.data)
             if not restored and self.bank is not None and self.bank.chunks:
                 self.bank.clear()  # its cells may be the room the state needs
@@ -311,7 +316,20 @@ class LocalEngine:
                 plan = alt
             else:
                 plan = self._plan(kv.tokens(seq), tokens)
-        return plan
+        # Cells held by a saved state: the live one just saved, or the one restored (it stays saved).
+        return plan, self.states.holds(kv.tokens(seq))
+
+    def _bank_wanted(self, seq: int, tokens: list[int], plan: ReusePlan) -> None:
+        """The live cells are about to be replaced by a saved state's, and a saved state holds
+        them too; but text that `tokens` inserts into the restored cells may be among them (a
+        lore entry that fired in the chat the user leaves and lapsed in the one they come back
+        to: both characters share the world's book). Those parts go to the bank first."""
+        bank, kv = self.bank, self._kv
+        assert bank is not None and kv is not None
+        bank.want(tokens, self._to_serve(tokens, plan.gaps(), plan.end))
+        live = kv.tokens(seq)
+        bank.put(seq, 0, len(live), live, wanted_only=True)
+        kv.truncate(seq, 0)
 
     def _generate(self, req: GenerationRequest, cancel: threading.Event) -> Iterator[Token | Finished]:
         import numpy as np
@@ -459,12 +477,16 @@ class LocalEngine:
         cache fields of `stats`. Raises DecodeError when cancelled midway."""
         kv = self._kv
         assert kv is not None
-        plan = self._prepare(seq, tokens, stats)
+        plan, spared = self._prepare(seq, tokens, stats)
         bank = self.bank if seq != SEQ_BACKGROUND else None  # a summary's prompt never comes back
         if bank is not None:
             bank.want(tokens, self._to_serve(tokens, plan.gaps(), plan.end))
-        drop = None if bank is None else (lambda a, b, t: bank.put(seq, a, b, t, top=a == plan.prefix))
-        gaps = kv.apply(plan, seq, tokens, drop=drop)
+
+        def drop(a: int, b: int, t: list[int]) -> None:
+            assert bank is not None
+            bank.put(seq, a, b, t, top=a == plan.prefix, wanted_only=spared)
+
+        gaps = kv.apply(plan, seq, tokens, drop=None if bank is None else drop)
         n_past = len(kv.tokens(seq))
         if n_past >= len(tokens):  # fully cached: evaluate the last token again for its logits
             n_past = len(tokens) - 1

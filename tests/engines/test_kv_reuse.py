@@ -416,10 +416,12 @@ def test_a_chat_tells_the_engine_which_text_may_come_back(tmp_path: Path, engine
     assert engine.bank is not None and engine.bank._expected  # the bank was told
 
 
-def test_an_entry_that_fires_again_goes_back_to_its_place(tmp_path: Path, engine: LocalEngine) -> None:
+@pytest.mark.parametrize("away", [False, True], ids=["stays", "talks-to-another-character-meanwhile"])
+def test_an_entry_that_fires_again_goes_back_to_its_place(tmp_path: Path, engine: LocalEngine, away: bool) -> None:
     """On the embedded engine (its bank keeps removed text) a lore entry that lapsed and fires
     again goes back before the message it sat before, where its banked cells fit, instead of
-    into a new block before the newest message."""
+    into a new block before the newest message. Also when the user talked to someone else
+    meanwhile: the chat opened again builds the prompt its saved KV state holds."""
     from tavern.session import Tavern
 
     app = Tavern.open(tmp_path / "home", **{"model.n_ctx": 2048, "generation.max_tokens": 4})
@@ -436,6 +438,10 @@ def test_an_entry_that_fires_again_goes_back_to_its_place(tmp_path: Path, engine
         fired = "Dunstan Reeve is Saltmere's harbormaster" in text
         if i == len(lines) - 2:
             assert not fired  # it lapsed
+            if away:
+                for _ in app.open_chat("Captain Ilse Varga", new=True).send("Where are we headed?"):
+                    pass
+                session = app.open_chat("Mira")
     assert fired
     entry = text.index("Dunstan Reeve is Saltmere's harbormaster")
     assert entry < text.index(first) < text.index(lines[-1])  # before the first message again
@@ -477,5 +483,57 @@ def test_the_bank_keeps_its_text_however_long_the_chat(model_path: Path) -> None
         assert kv._lib.llama_memory_seq_pos_max(kv._mem, bank.seq) == bank.base + bank.cells - 1
         back = turn((2, 0), (5, 1))
         assert back.banked_tokens >= len(e.tokenize(texts[0])) - 4, back
+    finally:
+        e.unload()
+
+
+def test_another_chat_does_not_push_a_lapsed_entry_out_of_the_bank(model_path: Path) -> None:
+    """An entry lapses in one chat (banked); the user opens another chat, whose prompt replaces
+    the first one's cells (saved in host memory), and comes back, where the entry fires again.
+    The first chat's cells that the other prompt does not want stay out of the bank (its saved
+    state holds them), so the lapsed entry is still there: it used to be pushed out by them."""
+    texts = [
+        "The Green Sails is a smuggler ship that docks at night; its captain pays in silver coins.",
+        "The lighthouse on Gull Point has been dark for a week, and nobody will say who broke it.",
+    ]
+    e = _bank_engine(model_path, 0)
+    try:
+        e.bank.capacity = max(len(e.tokenize(_block(t))) for t in texts) + 8  # one entry
+        parts = [exchange(i) for i in range(8)]
+
+        def mira(*at: tuple[int, int]) -> TurnStats:
+            chat = list(parts)
+            for i, which in sorted(at, reverse=True):
+                chat.insert(i, _block(texts[which]))
+            return _send(e, SYSTEM + "".join(chat) + TAIL, tuple(texts))
+
+        mira((2, 0), (5, 1))
+        mira((5, 1))  # the first entry lapses
+        deck = "<|im_start|>system\nYou are Captain Varga of the skyship Kestrel. " + "The deck creaks. " * 60
+        _send(e, deck + "<|im_end|>\n" + TAIL)  # another character's chat
+        back = mira((2, 0), (5, 1))
+        assert back.restored_state, back  # the first chat's cells came back from host memory
+        assert back.banked_tokens >= len(e.tokenize(texts[0])) - 4, back
+    finally:
+        e.unload()
+
+
+def test_an_entry_both_chats_share_comes_back_from_the_chat_left(model_path: Path) -> None:
+    """Two characters share the world's lorebook. An entry lapses in one chat, fires in the
+    other (its banked cells move there), and fires again when the user comes back: the chat
+    left behind gives those cells to the bank before its state is replaced, instead of the
+    entry being evaluated again."""
+    e = _bank_engine(model_path, 1024)
+    try:
+        parts = [exchange(i) for i in range(8)]
+        mira = SYSTEM + "".join(parts)
+        _send(e, SYSTEM + "".join(parts[:2]) + LORE + "".join(parts[2:]) + TAIL, (LORE_TEXT,))
+        _send(e, mira + TAIL, (LORE_TEXT,))  # it lapses
+        deck = "<|im_start|>system\nYou are Captain Varga of the skyship Kestrel. " + "The deck creaks. " * 60
+        there = _send(e, deck + "<|im_end|>\n" + LORE + parts[0] + TAIL, (LORE_TEXT,))  # another character
+        assert there.banked_tokens >= len(e.tokenize(LORE_TEXT)) - 4, there
+        back = _send(e, SYSTEM + "".join(parts[:2]) + LORE + "".join(parts[2:]) + TAIL, (LORE_TEXT,))
+        assert back.restored_state, back  # the first chat's cells came back from host memory
+        assert back.banked_tokens >= len(e.tokenize(LORE_TEXT)) - 4, back
     finally:
         e.unload()
