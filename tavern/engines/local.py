@@ -272,10 +272,10 @@ class LocalEngine:
 
     def _prepare(self, seq: int, tokens: list[int], stats: TurnStats) -> tuple[ReusePlan, bool]:
         """Pick the cheapest starting state for `seq` (live or saved), saving the live one
-        when most of it is about to be thrown away. Also says whether the cells the plan lets
-        go are held by a saved state (the user opened another chat, or came back to one): the
-        bank then keeps only what this prompt wants of them, so that they do not push out text
-        that no state holds (an entry that lapsed in the chat left behind)."""
+        when most of it is about to be thrown away. Also says whether the plan lets most cells
+        go and a saved state holds them (the user opened another chat): the bank then keeps
+        only what this prompt wants of them, so that they do not push out text no state holds
+        (an entry that lapsed in the chat left behind)."""
         kv = self._kv
         assert kv is not None
         live = kv.tokens(seq)
@@ -316,8 +316,11 @@ class LocalEngine:
                 plan = alt
             else:
                 plan = self._plan(kv.tokens(seq), tokens)
-        # Cells held by a saved state: the live one just saved, or the one restored (it stays saved).
-        return plan, self.states.holds(kv.tokens(seq))
+        # Another chat's turn: most cells go, and a saved state holds them (the live one just
+        # saved, or the one restored). Not the window sliding in this chat: the entries that
+        # lapse there come back piece by piece, which only the bank can serve.
+        cells = kv.tokens(seq)
+        return plan, plan.n_past < len(cells) // 2 and self.states.holds(cells)
 
     def _bank_wanted(self, seq: int, tokens: list[int], plan: ReusePlan) -> None:
         """The live cells are about to be replaced by a saved state's, and a saved state holds
