@@ -1090,11 +1090,21 @@ class ChatSession:
     def branch_at(self, index: int) -> ChatSession:
         """A new chat holding messages 0..index, linked to this one; returns its session."""
         child = self.app.chats.branch(self.chat, index)
-        return ChatSession(self.app, self.key, self.card, child, warnings=list(child.warnings))
+        self._hand_down_layout(child)
+        return self.app._session(self.key, self.card, child)
 
     def checkpoint_at(self, index: int, label: str = "") -> str:
         """A named checkpoint (a linked branch that stays in the list); returns its chat name."""
-        return self.app.chats.checkpoint(self.chat, index, label).name
+        child = self.app.chats.checkpoint(self.chat, index, label)
+        self._hand_down_layout(child)
+        return child.name
+
+    def _hand_down_layout(self, child: Any) -> None:
+        """A branch starts with this chat's notes anchors, so that its first prompt places the
+        lore where this chat's cells in the engine have it (anchors past the branch point are
+        ignored: those units go before the newest message). Not the window floor: a branch from
+        far back has room for older messages, and gets them."""
+        self.app._layouts[str(child.path)] = (dict(self.note_anchors), None)
 
     def rename(self, new_name: str) -> str:
         """Rename this chat's file (the open chat keeps working); returns the new name."""

@@ -3,6 +3,7 @@ another chat back, side sequences never evict the chat. Real SmolLM2, greedy."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -361,27 +362,38 @@ def test_an_entry_leaving_with_old_messages_is_banked_without_them(model_path: P
         e.unload()
 
 
+DECK = "<|im_start|>system\nYou are Captain Varga of the skyship Kestrel. " + "The deck creaks. " * 60 + "<|im_end|>\n"
+"""Another character's chat: it shares nothing with Mira's but the template."""
+
+ENTRIES = [
+    "The Green Sails is a smuggler ship that docks at night; its captain pays in silver coins.",
+    "The lighthouse on Gull Point has been dark for a week, and nobody will say who broke it.",
+    "Old Brask brews the ale up the hill and sells the good barrels only to the Lantern.",
+]
+
+
+def _entries_at(e: LocalEngine, texts: list[str]) -> Callable[..., TurnStats]:
+    """A turn of an 8-exchange chat with the given entries, each `(before exchange i, which)`."""
+    parts = [exchange(i) for i in range(8)]
+
+    def turn(*at: tuple[int, int]) -> TurnStats:
+        chat = list(parts)
+        for i, which in sorted(at, reverse=True):
+            chat.insert(i, _block(texts[which]))
+        return _send(e, SYSTEM + "".join(chat) + TAIL, tuple(texts))
+
+    return turn
+
+
 def test_a_full_bank_keeps_what_the_prompt_brings_back(model_path: Path) -> None:
     """Room for two entries. Two lapse; then a third lapses in the turn the older of the two
     fires again. The bank makes room for the third with the entry nobody asked for, not with
     the one coming back (the oldest, which it used to let go first)."""
-    texts = [
-        "The Green Sails is a smuggler ship that docks at night; its captain pays in silver coins.",
-        "The lighthouse on Gull Point has been dark for a week, and nobody will say who broke it.",
-        "Old Brask brews the ale up the hill and sells the good barrels only to the Lantern.",
-    ]
+    texts = ENTRIES
     e = _bank_engine(model_path, 0)
     try:
-        n = max(len(e.tokenize(_block(t))) for t in texts)
-        e.bank.capacity = 2 * n + 8
-        parts = [exchange(i) for i in range(8)]
-
-        def turn(*at: tuple[int, int]) -> TurnStats:
-            chat = list(parts)
-            for i, which in sorted(at, reverse=True):
-                chat.insert(i, _block(texts[which]))
-            return _send(e, SYSTEM + "".join(chat) + TAIL, tuple(texts))
-
+        e.bank.capacity = 2 * max(len(e.tokenize(_block(t))) for t in texts) + 8
+        turn = _entries_at(e, texts)
         turn((2, 0), (4, 1), (6, 2))
         turn((6, 2))  # the first two lapse (first the one higher up)
         back = turn((2, 0))  # the third lapses as the first fires again
@@ -416,12 +428,15 @@ def test_a_chat_tells_the_engine_which_text_may_come_back(tmp_path: Path, engine
     assert engine.bank is not None and engine.bank._expected  # the bank was told
 
 
-@pytest.mark.parametrize("away", [False, True], ids=["stays", "talks-to-another-character-meanwhile"])
-def test_an_entry_that_fires_again_goes_back_to_its_place(tmp_path: Path, engine: LocalEngine, away: bool) -> None:
+@pytest.mark.parametrize("meanwhile", ["", "another character", "a branch"])
+def test_an_entry_that_fires_again_goes_back_to_its_place(
+    tmp_path: Path, engine: LocalEngine, meanwhile: str
+) -> None:
     """On the embedded engine (its bank keeps removed text) a lore entry that lapsed and fires
     again goes back before the message it sat before, where its banked cells fit, instead of
     into a new block before the newest message. Also when the user talked to someone else
-    meanwhile: the chat opened again builds the prompt its saved KV state holds."""
+    meanwhile (the chat opened again builds the prompt its saved KV state holds), or goes on in
+    a branch from the last message (it starts with its parent's layout)."""
     from tavern.session import Tavern
 
     app = Tavern.open(tmp_path / "home", **{"model.n_ctx": 2048, "generation.max_tokens": 4})
@@ -438,10 +453,12 @@ def test_an_entry_that_fires_again_goes_back_to_its_place(tmp_path: Path, engine
         fired = "Dunstan Reeve is Saltmere's harbormaster" in text
         if i == len(lines) - 2:
             assert not fired  # it lapsed
-            if away:
+            if meanwhile == "another character":
                 for _ in app.open_chat("Captain Ilse Varga", new=True).send("Where are we headed?"):
                     pass
                 session = app.open_chat("Mira")
+            elif meanwhile == "a branch":
+                session = session.branch_at(len(session.chat) - 1)
     assert fired
     entry = text.index("Dunstan Reeve is Saltmere's harbormaster")
     assert entry < text.index(first) < text.index(lines[-1])  # before the first message again
@@ -451,22 +468,11 @@ def test_the_bank_keeps_its_text_however_long_the_chat(model_path: Path) -> None
     """Each chunk banked takes the next position, so a long chat runs through the bank's
     positions. When they run out, the chunks are moved together: an entry that lapsed long
     ago still comes back from the bank (the bank used to empty itself there)."""
-    texts = [
-        "The Green Sails is a smuggler ship that docks at night; its captain pays in silver coins.",
-        "The lighthouse on Gull Point has been dark for a week, and nobody will say who broke it.",
-    ]
+    texts = ENTRIES[:2]
     e = _bank_engine(model_path, 0)
     try:
-        n = max(len(e.tokenize(_block(t))) for t in texts)
-        e.bank.capacity = 2 * n + 8
-        parts = [exchange(i) for i in range(8)]
-
-        def turn(*at: tuple[int, int]) -> TurnStats:
-            chat = list(parts)
-            for i, which in sorted(at, reverse=True):
-                chat.insert(i, _block(texts[which]))
-            return _send(e, SYSTEM + "".join(chat) + TAIL, tuple(texts))
-
+        e.bank.capacity = 2 * max(len(e.tokenize(_block(t))) for t in texts) + 8
+        turn = _entries_at(e, texts)
         turn((2, 0), (5, 1))
         turn((5, 1))  # the first entry lapses
         went_back = False  # the bank's next position went back: its positions ran out
@@ -492,25 +498,14 @@ def test_another_chat_does_not_push_a_lapsed_entry_out_of_the_bank(model_path: P
     the first one's cells (saved in host memory), and comes back, where the entry fires again.
     The first chat's cells that the other prompt does not want stay out of the bank (its saved
     state holds them), so the lapsed entry is still there: it used to be pushed out by them."""
-    texts = [
-        "The Green Sails is a smuggler ship that docks at night; its captain pays in silver coins.",
-        "The lighthouse on Gull Point has been dark for a week, and nobody will say who broke it.",
-    ]
+    texts = ENTRIES[:2]
     e = _bank_engine(model_path, 0)
     try:
         e.bank.capacity = max(len(e.tokenize(_block(t))) for t in texts) + 8  # one entry
-        parts = [exchange(i) for i in range(8)]
-
-        def mira(*at: tuple[int, int]) -> TurnStats:
-            chat = list(parts)
-            for i, which in sorted(at, reverse=True):
-                chat.insert(i, _block(texts[which]))
-            return _send(e, SYSTEM + "".join(chat) + TAIL, tuple(texts))
-
+        mira = _entries_at(e, texts)
         mira((2, 0), (5, 1))
         mira((5, 1))  # the first entry lapses
-        deck = "<|im_start|>system\nYou are Captain Varga of the skyship Kestrel. " + "The deck creaks. " * 60
-        _send(e, deck + "<|im_end|>\n" + TAIL)  # another character's chat
+        _send(e, DECK + TAIL)  # another character's chat
         back = mira((2, 0), (5, 1))
         assert back.restored_state, back  # the first chat's cells came back from host memory
         assert back.banked_tokens >= len(e.tokenize(texts[0])) - 4, back
@@ -529,8 +524,7 @@ def test_an_entry_both_chats_share_comes_back_from_the_chat_left(model_path: Pat
         mira = SYSTEM + "".join(parts)
         _send(e, SYSTEM + "".join(parts[:2]) + LORE + "".join(parts[2:]) + TAIL, (LORE_TEXT,))
         _send(e, mira + TAIL, (LORE_TEXT,))  # it lapses
-        deck = "<|im_start|>system\nYou are Captain Varga of the skyship Kestrel. " + "The deck creaks. " * 60
-        there = _send(e, deck + "<|im_end|>\n" + LORE + parts[0] + TAIL, (LORE_TEXT,))  # another character
+        there = _send(e, DECK + LORE + parts[0] + TAIL, (LORE_TEXT,))  # another character
         assert there.banked_tokens >= len(e.tokenize(LORE_TEXT)) - 4, there
         back = _send(e, SYSTEM + "".join(parts[:2]) + LORE + "".join(parts[2:]) + TAIL, (LORE_TEXT,))
         assert back.restored_state, back  # the first chat's cells came back from host memory
