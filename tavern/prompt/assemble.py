@@ -139,7 +139,9 @@ class PromptInputs:
     window_floor: int | None = None
     """Cache-friendly layout: the oldest message of the last sent prompt. Older messages stay
     out even when the notes shrink and would leave room: bringing one back means evaluating it
-    again at the top of the window (SillyTavern refills the window; Tavern lets it run ahead)."""
+    again at the top of the window (SillyTavern refills the window; Tavern lets it run ahead).
+    Unless more than half the budget would stay empty (the user deleted the newest messages):
+    then the window refills."""
 
 
 @dataclass
@@ -525,7 +527,9 @@ def assemble_prompt(
         _prime_history(count, pieces, budget - used)
     for h in reversed(history):
         if h.index < floor:
-            break  # once out of the window, a message stays out (see PromptInputs.window_floor)
+            if 2 * (budget - used) < budget:
+                break  # once out of the window, a message stays out (see PromptInputs.window_floor)
+            floor = -1  # most of the budget would stay empty: the window refills
         cost = message_cost(fmt, msg(h), count)
         if used + cost > budget:
             break

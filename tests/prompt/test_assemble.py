@@ -261,6 +261,21 @@ def test_a_message_that_left_the_window_stays_out_when_the_notes_shrink(count: T
     assert kept.first_message_index == with_lore.first_message_index
 
 
+def test_the_window_refills_when_the_newest_messages_are_deleted(count: TokenCounter) -> None:
+    """The window had slid to message 100 of 120; the user deletes the last 30 messages. The
+    chat's newest message is now older than the window's start: the prompt still holds the
+    chat up to it, as many messages as fit (it used to hold none)."""
+    long_chat = chat(120, 12)
+    slid = _turn(count, long_chat, _lore(), ctx=1024)
+    assert slid.first_message_index > 90
+    shorter = long_chat[:90]
+    inputs = PromptInputs(CARD, "User", shorter, lore=_lore(), window_floor=slid.first_message_index)
+    p = assemble_prompt(inputs, get_format("chatml"), count, 1024, 100)
+    fresh = assemble_prompt(PromptInputs(CARD, "User", shorter, lore=_lore()), get_format("chatml"), count, 1024, 100)
+    assert shorter[-1].text in p.text
+    assert p.first_message_index == fresh.first_message_index < 89
+
+
 def test_pinned_examples_do_not_come_and_go_with_the_lore(count: TokenCounter) -> None:
     h = chat(30, 12)
     small = _turn(count, h, _lore(), ctx=400)
