@@ -244,8 +244,8 @@ class CellBank:
     def _compact(self) -> None:
         """Move the chunks together from `base`, in order. Each new chunk takes the next
         position and chunks leave from anywhere, so the positions in use only grow; this bounds
-        them without letting the kept text go (it used to empty the bank, a cliff every hundred
-        turns or so of a long chat)."""
+        them without letting the kept text go (it used to empty the bank, every forty turns or so
+        of Mira's lorebook chat)."""
         at = self.base
         for chunk in sorted(self.chunks, key=lambda c: c.pos):  # leftward moves, from the front
             n = len(chunk.tokens)
