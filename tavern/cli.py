@@ -33,6 +33,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        while _OPENED:
+            _OPENED.pop().close()
+
+
+_OPENED: list[Any] = []
+"""The Tavern instances this command opened (`_open`): closed before the process exits."""
 
 
 def _plain_tui_args(argv: list[str]) -> argparse.Namespace | None:
@@ -202,7 +209,9 @@ def _open(args: argparse.Namespace) -> Any:
         "cfg.negative_prompt": getattr(args, "negative", None),
         "cfg.guidance_scale": getattr(args, "guidance", None),
     }
-    return Tavern.open(args.home, **{k: v for k, v in overrides.items() if v is not None})
+    app = Tavern.open(args.home, **{k: v for k, v in overrides.items() if v is not None})
+    _OPENED.append(app)
+    return app
 
 
 def _print_json(obj: Any) -> None:

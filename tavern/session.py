@@ -222,6 +222,13 @@ class Tavern:
             self._memory = MemoryService(self.settings.memory, self.home.memory)
         return self._memory
 
+    def close(self) -> None:
+        """Before the process exits: stop long-term memory's background worker (see
+        MemoryService.close). The engine is left to the interpreter: a reply the app did not
+        finish may still hold it, and waiting for it would hang the exit."""
+        if self._memory is not None:
+            self._memory.close(timeout=10)
+
     @property
     def engine_loaded(self) -> bool:
         return self._engine is not None and getattr(self._engine, "loaded", True)

@@ -170,3 +170,17 @@ def test_ctrl_c_mid_reply_stops_it_and_keeps_the_partial_reply(home: Path) -> No
     assert not last["is_user"] and last["mes"] == printed
     assert last["extra"]["tavern"]["stop_reason"] == "cancelled"
     assert 0 < last["extra"]["tavern"]["gen_tokens"] < 400
+
+
+def test_background_memory_work_stops_before_the_process_exits(home: Path) -> None:
+    """`tavern chat` ends (here on an engine error, within seconds) while long-term memory is
+    still indexing the chat in a background thread, inside torch and Chroma. Left running while
+    Python shuts down, such a thread can kill the process with SIGSEGV after the error line was
+    printed (CI saw exit -11 here once); the command now stops it first."""
+    import threading
+
+    from tavern.cli import main
+
+    rc = main(["chat", "Captain Ilse Varga", "--message", "Ready when you are.", "--ctx", "256", "--max-tokens", "16"])
+    assert rc == 1  # the card alone is over the context: the engine refused the prompt
+    assert not [t for t in threading.enumerate() if t.name == "tavern-memory"]

@@ -81,6 +81,7 @@ class MemoryService:
         self._running = False
         self._cancel_bg = threading.Event()
         self._worker: threading.Thread | None = None
+        self._closed = False
         self._chats: dict[str, Any] = {}
         self._dirty_from: dict[str, int] = {}
         self._vec_cache: dict[str, list[float]] = {}
@@ -139,7 +140,7 @@ class MemoryService:
 
     def _submit(self, kind: str, human: str, payload: Any = None) -> None:
         # The summary needs only the engine: it goes on when Chroma or the embedder failed.
-        if not self.settings.enabled or (self.failed and kind != "summary"):
+        if not self.settings.enabled or self._closed or (self.failed and kind != "summary"):
             return
         with self._cv:
             # One pending job per (kind, chat): a newer one replaces it (a full sync covers a tail one).
@@ -156,7 +157,7 @@ class MemoryService:
         while True:
             with self._cv:
                 while not self._jobs or self._busy:
-                    if not self._cv.wait(timeout=30) and not self._jobs:
+                    if self._closed or (not self._cv.wait(timeout=30) and not self._jobs):
                         self._worker = None
                         return
                 job = self._jobs.popleft()
@@ -192,6 +193,23 @@ class MemoryService:
         if kind == "tail":
             return self.sync_tail(session, limit=UNIT_CHUNKS)
         return self.sync_full(session, limit=UNIT_CHUNKS)
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Stop the background worker before the process exits: pending jobs are dropped (the
+        next run brings the index up to date again), a running summary is cancelled, the unit of
+        indexing under way finishes. A daemon thread still inside torch or Chroma while Python
+        shuts down can kill the process with SIGSEGV after its last line was printed. True when
+        the worker stopped within `timeout` seconds."""
+        with self._cv:
+            self._closed = True
+            self._jobs.clear()
+            self._cancel_bg.set()
+            self._cv.notify_all()
+            worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+            return not worker.is_alive()
+        return True
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until the background queue is empty (tests, the CLI before exit)."""
