@@ -34,8 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     finally:
+        # A command waits for the worker's unit of work (its exit status matters to scripts);
+        # the app, quit by a user, waits less (a crash after the terminal is restored loses nothing).
         while _OPENED:
-            _OPENED.pop().close()
+            _OPENED.pop().close(timeout=2.0 if args.func is cmd_tui else 10.0)
 
 
 _OPENED: list[Any] = []

@@ -222,12 +222,12 @@ class Tavern:
             self._memory = MemoryService(self.settings.memory, self.home.memory)
         return self._memory
 
-    def close(self) -> None:
-        """Before the process exits: stop long-term memory's background worker (see
-        MemoryService.close). The engine is left to the interpreter: a reply the app did not
-        finish may still hold it, and waiting for it would hang the exit."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Before the process exits: stop long-term memory's background worker, waiting at most
+        `timeout` seconds (see MemoryService.close). The engine is left to the interpreter: a
+        reply the app did not finish may still hold it, and waiting for it would hang the exit."""
         if self._memory is not None:
-            self._memory.close(timeout=10)
+            self._memory.close(timeout)
 
     @property
     def engine_loaded(self) -> bool:
