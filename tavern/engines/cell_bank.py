@@ -106,11 +106,12 @@ class CellBank:
     ) -> None:
         n = b - a
         worth = 2 if expected or self._came_back(tokens) else 0 if top else 1
-        small = n < (self.short if expected else self.min_chunk)
-        if small or n > self.capacity or (wanted_only and not self._is_wanted(tokens)):
+        fits = (self.short if expected else self.min_chunk) <= n <= self.capacity
+        wanted = fits and self._is_wanted(tokens)
+        if not fits or (wanted_only and not wanted):
             self.kv.remove(seq, a, b)
             return
-        chunk = Chunk(list(tokens), self._next, worth, expected, self._is_wanted(tokens))
+        chunk = Chunk(list(tokens), self._next, worth, expected, wanted)
         while self.chunks and self.cells + n > self.capacity:
             if min(_rank(c) for c in self.chunks) > _rank(chunk):  # all worth more than this
                 self.kv.remove(seq, a, b)

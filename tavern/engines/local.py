@@ -280,7 +280,8 @@ class LocalEngine:
         assert kv is not None
         live = kv.tokens(seq)
         plan = self._plan(live, tokens)
-        bank = self.bank if seq != SEQ_BACKGROUND and self.bank is not None and self.bank.chunks else None
+        bank = self._bank_for(seq)
+        bank = bank if bank is not None and bank.chunks else None
 
         def served(p: ReusePlan) -> int:
             """Prompt tokens the plan serves without evaluating them: its kept cells, and what the
@@ -304,7 +305,7 @@ class LocalEngine:
                     self.states.add(*kv.save(seq))
         if best is not None:
             alt, state = best
-            if self.bank is not None and seq != SEQ_BACKGROUND and self.states.holds(live):
+            if self._bank_for(seq) is not None and self.states.holds(live):
                 self._bank_wanted(seq, tokens, alt)
             restored = kv.restore(seq, state.tokens, state.data)
             if not restored and self.bank is not None and self.bank.chunks:
@@ -321,6 +322,11 @@ class LocalEngine:
         # lapse there come back piece by piece, which only the bank can serve.
         cells = kv.tokens(seq)
         return plan, plan.n_past < len(cells) // 2 and self.states.holds(cells)
+
+    def _bank_for(self, seq: int) -> CellBank | None:
+        """The bank, for the sequences whose text may come back: not a background job's (a
+        summary's prompt never comes back)."""
+        return None if seq == SEQ_BACKGROUND else self.bank
 
     def _bank_wanted(self, seq: int, tokens: list[int], plan: ReusePlan) -> None:
         """The live cells are about to be replaced by a saved state's, and a saved state holds
@@ -383,8 +389,9 @@ class LocalEngine:
                         neg_logits = np.ctypeslib.as_array(
                             llama_cpp_logits(self._llama, -1), shape=(llama.n_vocab(),)
                         ).copy()
-                if self.bank is not None and req.recurring and seq != SEQ_BACKGROUND:
-                    self.bank.expect([self.tokenize(text) for text in req.recurring])
+                bank = self._bank_for(seq)
+                if bank is not None and req.recurring:
+                    bank.expect([self.tokenize(text) for text in req.recurring])
                 self._load(seq, tokens, cancel, stats)
             except DecodeError as err:
                 if not (cancel.is_set() or err.code == 2):
@@ -481,7 +488,7 @@ class LocalEngine:
         kv = self._kv
         assert kv is not None
         plan, spared = self._prepare(seq, tokens, stats)
-        bank = self.bank if seq != SEQ_BACKGROUND else None  # a summary's prompt never comes back
+        bank = self._bank_for(seq)
         if bank is not None:
             bank.want(tokens, self._to_serve(tokens, plan.gaps(), plan.end))
 
