@@ -20,6 +20,13 @@ in both prompt layouts, against the same engine driven with llama-server's cache
     python benchmarks/bench_context_shift.py --workload seraphina --turns 40 --ctx 2048
     ... --save-prompts prompts.json   # the prompts Tavern built, for bench_llama_server.py
 
+Sampled replies (`--temperature 0.9`, the Default preset, seed 1) are often written in other
+tokens than the tokenizer gives for their text; `--sides own` runs Tavern's engine against itself
+tokenizing every prompt from text alone (`LocalEngine.own_tokens` off), which evaluates such a
+reply again from where it differs:
+
+    python benchmarks/bench_context_shift.py --workload mira --turns 40 --ctx 1024 --sides own --temperature 0.9
+
 Mira is bundled with her Saltmere book (14 entries); Seraphina is SillyTavern's default card
 with its embedded Eldoria book (tests/data/cards/real/Seraphina.png), whose entries go before
 the card, near the top, in SillyTavern's layout.
@@ -170,13 +177,21 @@ def lore_workload(args: argparse.Namespace) -> None:
     sides = [("tavern (insert reuse)", dict(insert_reuse=True)), ("llama-server walk", dict(insert_reuse=False))]
     if args.sides == "tavern":
         sides = sides[:1]
+    elif args.sides == "own":  # the engine that re-tokenizes every reply from its text
+        sides = [sides[0], ("tavern, tokenizer's tokens", dict(insert_reuse=True, own_tokens=False))]
+    sampling = {"generation.preset": "Deterministic"}
+    if args.temperature is not None:  # the Default preset at this temperature, one seed for every reply
+        sampling = {
+            "generation.preset": "Default", "generation.temperature": args.temperature, "generation.seed": 1,
+        }  # fmt: skip
     layouts = ["cache_friendly", "sillytavern"] if args.layout == "both" else [args.layout]
     saved: dict[str, list[str]] = {}
     replies: dict[str, list[str]] = {}
     recurring: dict[str, list[list[str]]] = {}
     print(
         f"workload {args.workload}: {args.turns} turns, ctx {args.ctx}, replies <= {args.reply} tokens, "
-        f"greedy; evaluated = prompt tokens evaluated in turns 2-{args.turns}",
+        f"{'greedy' if args.temperature is None else f'temperature {args.temperature}'}; "
+        f"evaluated = prompt tokens evaluated in turns 2-{args.turns}",
         flush=True,
     )
     for layout in layouts:
@@ -187,7 +202,7 @@ def lore_workload(args: argparse.Namespace) -> None:
                 **{
                     "model.n_ctx": args.ctx,
                     "generation.max_tokens": args.reply,
-                    "generation.preset": "Deterministic",
+                    **sampling,
                     "prompt.layout": layout,
                     "loops.enabled": not args.no_loops,
                     "memory.enabled": args.memory == "on",
@@ -195,10 +210,14 @@ def lore_workload(args: argparse.Namespace) -> None:
             )
             # Tavern's default engine (side cells for background jobs), with the walk swapped
             # on the reference side.
+            kw = dict(kw)
+            own = kw.pop("own_tokens", True)
             engine = LocalEngine(
                 default_model_path(), n_ctx=args.ctx, cache_reuse=32, n_threads=args.threads,
                 bank_cells=args.bank_cells, **kw,
             )  # fmt: skip
+            if not own:
+                engine.own_tokens.limit = 0  # it remembers no reply's tokens
             engine.load()
             app._engine = engine
             background = [0, 0]  # the summary's prompt tokens evaluated, and jobs run
@@ -297,7 +316,8 @@ def lore_workload(args: argparse.Namespace) -> None:
                 f"({100 * evaluated / max(1, total):5.1f}%; floor {100 * (floor + floor_memory) / max(1, total):.1f}%: "
                 f"new messages and newly fired entries {100 * floor / max(1, total):.1f}%, memory's changed notes "
                 f"{100 * floor_memory / max(1, total):.1f}%; only new messages and first firings "
-                f"{100 * floor_first / max(1, total):.1f}%); turns at a near-full window: {len(full)}, "
+                f"{100 * floor_first / max(1, total):.1f}%, {evaluated - floor_first:+} tokens); "
+                f"turns at a near-full window: {len(full)}, "
                 f">=90% cached on {100 * good / max(1, len(full)):5.1f}% of them (any cache: at most "
                 f"{100 * reachable / max(1, len(full)):.1f}%, first firings); "
                 f"median turn {statistics.median(s.total_ms for s in stats) / 1000:.2f} s; wall {wall:.0f} s; "
@@ -324,7 +344,17 @@ def main() -> None:
     )
     ap.add_argument("--bank-cells", type=int, default=-1, help="the engine's bank of removed text (-1: default, 0: off)")
     ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: all cores)")
-    ap.add_argument("--sides", choices=["both", "tavern"], default="both", help="tavern: skip the walk's side")
+    ap.add_argument(
+        "--sides",
+        choices=["both", "tavern", "own"],
+        default="both",
+        help="tavern: skip the walk's side; own: Tavern against itself re-tokenizing each reply from its text",
+    )
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        help="sample with the Default preset at this temperature (seed 1); default greedy",
+    )
     ap.add_argument(
         "--per-turn",
         action="store_true",

@@ -34,6 +34,7 @@ from tavern.engines.lowlevel import (
     DecodeError,
     KVCache,
     ReusePlan,
+    align_cuts,
     common_prefix,
     plan_align,
     plan_reuse,
@@ -41,6 +42,7 @@ from tavern.engines.lowlevel import (
     token_piece,
 )
 from tavern.engines.cell_bank import CellBank, Match
+from tavern.engines.own_tokens import OwnTokens
 from tavern.engines.prompt_cache import PromptStateCache
 from tavern.errors import EngineError, ModelLoadError
 
@@ -99,6 +101,10 @@ class LocalEngine:
         self.bank_cells = bank_size(self.side_ctx, bank_cells, cache_reuse, insert_reuse)
         """Cells the bank of removed text may hold; 0 = off."""
         self.bank: CellBank | None = None
+        self.own_tokens = OwnTokens()
+        """The token runs this engine generated: a prompt that quotes them gets the same tokens."""
+        self._kinds: dict[int, tuple[bool, bool]] = {}
+        """Per token: (its text ends a line, it is a control token such as <|im_end|>)."""
         self._llama: Any = None
         self._kv: KVCache | None = None
         self._decoder: BatchDecoder | None = None
@@ -211,6 +217,8 @@ class LocalEngine:
             if self._llama is not None:
                 self._llama.close()
             self.states.clear()
+            self.own_tokens.clear()
+            self._kinds.clear()
             self._llama = self._kv = self._abort = self._vocab = self._decoder = self.bank = None
 
     def _require(self) -> Any:
@@ -237,6 +245,24 @@ class LocalEngine:
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text)) if text else 0
+
+    def _prompt_tokens(
+        self, text: str, add_bos: bool, window: int, recurring: Sequence[str] = ()
+    ) -> list[int]:
+        """`text` as tokens, with the model's own tokens where it quotes a reply the model wrote
+        (`own_tokens`; not inside the `recurring` texts, which the bank knows by the tokenizer's
+        tokens): its cells hold those, not the tokenizer's. Used only where the result spells
+        the same bytes as the plain tokens and fits the window."""
+        plain = self.tokenize(text, add_bos=add_bos)
+        spliced = self.own_tokens.splice(
+            text, lambda part, bos: self.tokenize(part, add_bos=bos), add_bos, avoid=recurring
+        )
+        if spliced is None or spliced == plain or len(spliced) >= window:
+            return plain
+        llama = self._llama
+        if llama.detokenize(spliced, special=True) != llama.detokenize(plain, special=True):
+            return plain
+        return spliced
 
     def metadata(self) -> dict[str, str]:
         return dict(self._require().metadata)
@@ -267,8 +293,20 @@ class LocalEngine:
         if self.cache_reuse <= 0 or not kv.can_shift:
             return ReusePlan(common_prefix(cached, tokens))
         if self.insert_reuse:
-            return plan_align(cached, tokens, self.cache_reuse)
+            return align_cuts(plan_align(cached, tokens, self.cache_reuse), cached, tokens, self._clean_cut)
         return plan_reuse(cached, tokens, self.cache_reuse)
+
+    def _clean_cut(self, before: int, after: int) -> bool:
+        """A cut between these tokens is where a line or a message starts."""
+        return self._kind(before)[0] or self._kind(after)[1]
+
+    def _kind(self, token: int) -> tuple[bool, bool]:
+        if (kind := self._kinds.get(token)) is None:
+            import llama_cpp
+
+            ends_line = token_piece(self._vocab, token).endswith(b"\n")
+            kind = self._kinds[token] = (ends_line, bool(llama_cpp.llama_vocab_is_control(self._vocab, token)))
+        return kind
 
     def _prepare(self, seq: int, tokens: list[int], stats: TurnStats) -> tuple[ReusePlan, bool]:
         """Pick the cheapest starting state for `seq` (live or saved), saving the live one
@@ -354,9 +392,9 @@ class LocalEngine:
             kv, decoder = self._kv, self._decoder
             assert kv is not None and decoder is not None and self._abort is not None
             add_bos = req.add_bos and self.adds_bos()
-            tokens = self.tokenize(req.prompt, add_bos=add_bos)
-            stats.prompt_tokens = len(tokens)
             window = self.n_ctx if seq == SEQ_CHAT else self.side_ctx
+            tokens = self._prompt_tokens(req.prompt, add_bos, window, req.recurring)
+            stats.prompt_tokens = len(tokens)
             if not tokens:
                 yield Finished("", stats, error="empty prompt")
                 return
@@ -376,7 +414,7 @@ class LocalEngine:
                 if guided:
                     # The negative sequence first: its last logits are kept before the chat's
                     # own prompt overwrites the context's output buffer.
-                    neg_tokens = self.tokenize(req.negative_prompt or "", add_bos=add_bos)
+                    neg_tokens = self._prompt_tokens(req.negative_prompt or "", add_bos, self.side_ctx)
                     if len(neg_tokens) >= self.side_ctx:
                         raise EngineError(
                             f"the negative prompt is {len(neg_tokens)} tokens; the side cells hold {self.side_ctx}"
@@ -416,6 +454,8 @@ class LocalEngine:
             max_new = min(req.max_tokens, window - len(tokens))
             stats.stop_reason = "length"
             first_guided = True
+            made: list[int] = []  # the tokens decoded into the cells, and their bytes
+            pieces: list[bytes] = []
 
             with TokenSampler(llama, settings, tokens) as sampler:  # it keeps its own range of them
                 stats.seed = sampler.seed
@@ -440,7 +480,8 @@ class LocalEngine:
                         stats.stop_reason = "eos"
                         break
                     stats.gen_tokens += 1
-                    text += decoder_utf8.decode(token_piece(self._vocab, tok))
+                    piece = token_piece(self._vocab, tok)
+                    text += decoder_utf8.decode(piece)
                     cut = _find_stop(text, stops, emitted - hold)
                     if cut is not None:
                         text = text[:cut]
@@ -466,6 +507,9 @@ class LocalEngine:
                         mirror.append(tok)
                         neg_mirror.append(tok)
                         neg_logits = np.ctypeslib.as_array(llama_cpp_logits(llama, 1), shape=(llama.n_vocab(),)).copy()
+                    made.append(tok)
+                    pieces.append(piece)
+            self.own_tokens.add(made, pieces)
             text += decoder_utf8.decode(b"", final=True) if stats.stop_reason != "stop" else ""
             if len(text) > emitted:
                 yield Token(text[emitted:])

@@ -308,6 +308,69 @@ def _longest_start(cache: Sequence[int], prompt: Sequence[int], base: int) -> tu
     return best
 
 
+CUT_REACH = 4
+"""How far `align_cuts` moves a cut, in tokens."""
+
+
+def align_cuts(
+    plan: ReusePlan, cache: Sequence[int], prompt: Sequence[int], clean: Callable[[int, int], bool]
+) -> ReusePlan:
+    """The plan with the edges of each replacement (text removed and other text inserted at
+    one place) moved to where lines start (`clean(a, b)`: a cut between tokens a and b is one),
+    by up to CUT_REACH tokens.
+
+    One lore entry lapses where another fires again (at the top of the window, the block of
+    notes whose entries came and went): the plan keeps the tokens the two share at their edges
+    (`.` at the end of both, `The` or `Saltmere` at their start), so the lapsed entry goes to
+    the bank without them, and they are evaluated again when it comes back. Cut at lines, the
+    shared tokens cost nothing now either when the bank serves the entry that fires again (it
+    holds them with it), and those cells were another entry's anyway. Done only when both edges
+    reach a line start: not for a reply regenerated in other words. Text only removed or only
+    inserted is left as it is: there the cells kept at its edges are the ones computed in the
+    right context, and the same text on the other side would not be."""
+    kept = [[0, 0, plan.prefix]] + [list(m) for m in plan.moves]
+    for i in range(len(kept) - 1):
+        c1, p1, n1 = kept[i]
+        c2, p2, n2 = kept[i + 1]
+        if c2 <= c1 + n1 or p2 <= p1 + n1:
+            continue
+        cuts = _replacement_cuts(cache, prompt, (c1, p1, n1), (c2, p2, n2), clean)
+        if cuts is not None:
+            kept[i][2] = n1 - cuts[0]
+            kept[i + 1] = [c2 + cuts[1], p2 + cuts[1], n2 - cuts[1]]
+    return ReusePlan(kept[0][2], [(c, p, n) for c, p, n in kept[1:] if n > 0])
+
+
+def _replacement_cuts(
+    cache: Sequence[int],
+    prompt: Sequence[int],
+    k1: tuple[int, int, int],
+    k2: tuple[int, int, int],
+    clean: Callable[[int, int], bool],
+) -> tuple[int, int] | None:
+    """(tokens to take off the end of the kept run before, off the start of the one after) so
+    that removed and inserted text both begin and end at line starts; None if out of reach."""
+    (c1, p1, n1), (c2, p2, n2) = k1, k2
+
+    def clean_at(c: int, p: int) -> bool:
+        return clean(cache[c - 1], cache[c]) and clean(prompt[p - 1], prompt[p])
+
+    start = 0 if clean_at(c2, p2) else _first_cut(prompt, p2, n2 - 1, clean)
+    end = 0 if not n1 or clean_at(c1 + n1, p1 + n1) else _first_cut(prompt, p1 + n1, -(n1 - 1), clean)
+    return None if start is None or end is None else (end, start)
+
+
+def _first_cut(tokens: Sequence[int], at: int, most: int, clean: Callable[[int, int], bool]) -> int | None:
+    """How many tokens from `at` forward (`most` > 0) or back (`most` < 0) the nearest clean cut
+    is, within CUT_REACH and |most|; None if there is none."""
+    step = 1 if most > 0 else -1
+    for d in range(1, min(CUT_REACH, abs(most)) + 1):
+        x = at + step * d
+        if clean(tokens[x - 1], tokens[x]):
+            return d
+    return None
+
+
 class KVCache:
     """Edits the KV cells of one llama.cpp context that holds several sequences, keeping a token
     mirror per sequence (what each sequence's cells hold, position by position)."""

@@ -10,7 +10,7 @@ import pytest
 
 from tavern.engines.base import SEQ_BACKGROUND, Finished, GenerationRequest, TurnStats
 from tavern.engines.local import LocalEngine
-from tavern.engines.lowlevel import plan_align, plan_reuse
+from tavern.engines.lowlevel import align_cuts, plan_align, plan_reuse
 from tavern.engines.samplers import SamplerSettings
 
 GREEDY = SamplerSettings(greedy=True)
@@ -84,6 +84,52 @@ def test_align_ignores_short_coincidences_and_stays_bounded_on_repetition() -> N
     looped = [1, 2, 3, 4] * 500
     plan = plan_align(looped, [9] + looped, 16)  # every run matches everywhere: capped, not quadratic
     assert plan.n_past >= 1000
+
+
+NL, END = 10, 2  # a line break, and a control token (a message's end)
+
+
+def _lines(before: int, after: int) -> bool:
+    return before == NL or after == END
+
+
+def test_a_replacement_is_cut_where_lines_start() -> None:
+    # "\n The x1..x40 . END" becomes "\n The y1..y40 . END": the plan keeps the shared "The"
+    # and "."; the cuts go to the line's start and to the message's end instead.
+    head, tail = [7] * 20 + [NL], [END] + [9] * 40
+    old = head + [30] + list(range(100, 140)) + [46] + tail
+    new = head + [30] + list(range(200, 240)) + [46] + tail
+    plan = plan_align(old, new, 16)
+    assert plan.prefix == 22 and plan.gaps() == [(22, 62)]  # "The" kept, "." with the tail
+    cut = align_cuts(plan, old, new, _lines)
+    assert cut.prefix == 21 and cut.gaps() == [(21, 63)]
+    assert cut.moves == [(63, 63, len(tail) - 1)]  # (the last token is evaluated for its logits)
+    # Only inserted, or a message edited far from any line start: left as planned.
+    assert align_cuts(plan_align(head + tail, new, 16), head + tail, new, _lines).gaps() == [(21, 63)]
+    edited = head + [30] + list(range(100, 120)) + list(range(300, 310)) + list(range(130, 140)) + [46] + tail
+    plan = plan_align(old, edited, 8)
+    assert align_cuts(plan, old, edited, _lines) == plan
+
+
+def test_an_entry_replaced_by_another_is_banked_whole(model_path: Path) -> None:
+    """Two entries that begin and end alike ("The harbor", "the tide."): when one takes the
+    other's place, the one that lapsed goes to the bank with its first and last words, and
+    when it comes back on its own it costs only its message's header and end."""
+    bell = "The harbor bell of Saltmere rings at dusk, and then the Lantern opens its doors to the tide."
+    master = "The harbor master of Saltmere keeps the tide tables, and he was never late with the tide."
+    e = _bank_engine(model_path, 1024)
+    try:
+        assert e.bank is not None
+        turn = _entries_at(e, [bell, master])
+        turn((4, 0))
+        turn((4, 1))  # the master replaces the bell
+        assert any(c.tokens == e.tokenize(bell) for c in e.bank.chunks)
+        turn()
+        back = turn((4, 0))
+        wrapper = len(e.tokenize(_block(bell))) - len(e.tokenize(bell))
+        assert back.evaluated_tokens <= wrapper + 1  # + the last token, evaluated for its logits
+    finally:
+        e.unload()
 
 
 def test_an_inserted_entry_costs_its_own_tokens(engine: LocalEngine) -> None:
@@ -531,3 +577,25 @@ def test_an_entry_both_chats_share_comes_back_from_the_chat_left(model_path: Pat
         assert back.banked_tokens >= len(e.tokenize(LORE_TEXT)) - 4, back
     finally:
         e.unload()
+
+
+def test_a_reply_keeps_the_tokens_the_model_wrote_it_in(engine: LocalEngine) -> None:
+    """A model may write text in other tokens than its tokenizer gives for it. The next prompt
+    quotes the reply, and its cells must still serve it: only the new text is evaluated."""
+    a = engine.tokenize("a")
+    assert len(a) == 1 and engine.tokenize("a" * 20) != a * 20  # else this proves nothing
+    forced = SamplerSettings(greedy=True, logit_bias={a[0]: 100.0})
+    prompt = SYSTEM + TAIL
+    req = GenerationRequest(prompt=prompt, max_tokens=20, sampler=forced)
+    reply = [ev for ev in engine.generate(req) if isinstance(ev, Finished)][-1].text
+    assert reply == "a" * 20
+    turn = "<|im_end|>\n<|im_start|>user\nUser: And then?<|im_end|>\n<|im_start|>assistant\nMira:"
+    prompt += reply + turn
+    stats = run(engine, prompt, max_tokens=1).stats
+    assert stats.evaluated_tokens == len(engine.tokenize(turn))
+    # A turn later the reply still has its cells; so does one the app cut short (a stop string).
+    again = " Fine.<|im_end|>\n<|im_start|>user\nUser: Sure?<|im_end|>\n<|im_start|>assistant\nMira:"
+    assert run(engine, prompt + again, max_tokens=1).stats.evaluated_tokens == len(engine.tokenize(again))
+    turn = "<|im_end|>\n<|im_start|>user\nUser: Why?<|im_end|>\n<|im_start|>assistant\nMira:"
+    cut = SYSTEM + TAIL + "a" * 17 + turn
+    assert run(engine, cut, max_tokens=1).stats.evaluated_tokens == len(engine.tokenize(turn))
