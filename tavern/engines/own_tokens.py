@@ -92,12 +92,17 @@ class OwnTokens:
         match). Between equals the newer run wins: its tokens are the ones the cells hold. No span
         overlaps the byte ranges in `avoid`."""
         found: list[tuple[int, int, Span]] = []
+        # Every HEAD-byte piece of the prompt, so that a run that is not in it (most of them:
+        # other chats', replies that left the window) costs one lookup per start, not a scan.
+        pieces = {data[i : i + HEAD] for i in range(len(data) - HEAD + 1)}
         for age, run in enumerate(reversed(self._runs.values())):
             for first in _starts(run):
                 start = run.ends[first - 1] if first else 0
                 head = run.text[start : start + HEAD]
                 if len(head) < MIN_BYTES:
                     break
+                if len(head) == HEAD and head not in pieces:
+                    continue
                 spans = []
                 at = data.find(head)
                 while at >= 0:
