@@ -96,7 +96,7 @@ def main() -> None:
             )
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         session = app.open_chat("Mira", chat_name=path.stem)
-        engine = app.engine
+        engine = app.load_engine()
         assert len(session.chat) == args.messages
 
         times, base = [], []

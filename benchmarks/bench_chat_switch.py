@@ -47,7 +47,7 @@ def play(args: argparse.Namespace, switch: bool, **engine_kw: int) -> list[tuple
     )
     engine = LocalEngine(default_model_path(), n_ctx=args.ctx, cache_reuse=32, n_threads=args.threads, **engine_kw)
     engine.load()
-    app._engine = engine
+    app.use_engine(engine)
     lines = LORE_LINES["mira"]
 
     def send(session, line: str):

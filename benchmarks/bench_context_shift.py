@@ -219,7 +219,7 @@ def lore_workload(args: argparse.Namespace) -> None:
             if not own:
                 engine.own_tokens.limit = 0  # it remembers no reply's tokens
             engine.load()
-            app._engine = engine
+            app.use_engine(engine)
             background = [0, 0]  # the summary's prompt tokens evaluated, and jobs run
             # A turn where the loop guard regenerates the reply makes several calls; its Finished
             # reports the last one only, so the chat's evaluated tokens are summed here.
@@ -249,7 +249,7 @@ def lore_workload(args: argparse.Namespace) -> None:
             active: set = set()
             ever: set = set()  # entries that fired at least once: a bank of removed text can serve them again
             notes: dict = {}
-            count = app._engine.count_tokens
+            count = app.engines.current.count_tokens
             t0 = time.perf_counter()
             for t in range(args.turns):
                 final = None
@@ -269,7 +269,7 @@ def lore_workload(args: argparse.Namespace) -> None:
                     )
                 )
                 prompts.append(session.last_prompt.text)
-                hints.append(session._recurring(session.last_prompt))
+                hints.append(session.prompts.last.recurring())
                 anchors = session.last_prompt.note_anchors
                 changed = [v[1] for k, v in anchors.items() if k in ("summary", "memory") and notes.get(k) != v[1]]
                 notes = {k: v[1] for k, v in anchors.items()}
@@ -295,7 +295,7 @@ def lore_workload(args: argparse.Namespace) -> None:
                 active = set(fired)
                 ever |= active
             wall = time.perf_counter() - t0
-            app._engine.unload()
+            app.engines.current.unload()
             saved.setdefault(layout, prompts)  # the first side: Tavern's own engine
             replies.setdefault(layout, [h.text for h in session.history() if not h.is_user][1:])
             recurring.setdefault(layout, hints)

@@ -47,7 +47,7 @@ def main() -> None:
         bare.reset()  # no prompt cache on either side: same work
         t0 = None
         n = 0
-        for chunk in bare.create_completion(
+        for _chunk in bare.create_completion(
             PROMPT,
             max_tokens=args.tokens,
             temperature=0.7,

@@ -110,7 +110,7 @@ def main() -> None:
         walk = tavern_counts(prompts, ctx, insert_reuse=False, threads=args.threads)[1:]
         theirs = server_counts(binary, prompts, ctx, args.cache_reuse, args.threads)[1:] if binary else []
 
-        def pct(xs: list[int]) -> str:
+        def pct(xs: list[int], total: int = total) -> str:
             return f"{sum(xs):>6} ({100 * sum(xs) / max(1, total):.1f}%)"
 
         line = (

@@ -122,7 +122,7 @@ def play(enabled: bool, max_tokens: int, turns: int, verbose: bool = False, thre
                     flush=True,
                 )
             earlier.append(reply)
-        app.engine.unload()
+        app.engines.current.unload()
     looped = sum(loops(r, e) for r, e in replies)
     return {
         "replies": len(replies),

@@ -116,7 +116,7 @@ def play(cache_aware: bool, turns: int, max_tokens: int, linger: int, world: boo
         lore = tuple(sorted((a.book, a.uid) for a in session.last_lore.activated)) if session.last_lore else ()
         changes += lore != last_lore
         last_lore = lore
-    app.engine.unload()
+    app.engines.current.unload()
     return {
         "prompt": prompt,
         "evaluated": evaluated,

@@ -19,9 +19,9 @@ import time
 
 import httpx
 
+from tavern.backends import Profile
 from tavern.engines.base import GenerationRequest, Token
 from tavern.engines.models import default_model_path
-from tavern.backends import Profile
 from tavern.engines.remote.engine import RemoteEngine
 from tavern.engines.samplers import SamplerSettings
 

@@ -68,7 +68,7 @@ def measure(home: Path, api: str, url: str, batched: bool) -> list[tuple[int, fl
     app = Tavern.open(home, **{"memory.enabled": False})  # counting alone, no background index
     app.backend_override = "srv"
     session = app.open_chat("Mira", chat_name=None)
-    engine = app.engine
+    engine = app.load_engine()
     app.prompt_format()
     if not batched:
         app._counter = TokenCounter(engine.count_tokens)  # one request per piece, as before
@@ -81,7 +81,7 @@ def measure(home: Path, api: str, url: str, batched: bool) -> list[tuple[int, fl
         t0 = time.perf_counter()
         session.build_prompt()
         out.append((engine.http_requests - before, time.perf_counter() - t0))
-    app._drop_engine()
+    app.engines.drop()
     return out
 
 

@@ -3,50 +3,38 @@
 Profiles (name, API type, URL, model, prompt format, parameters the server rejected) live in
 `<home>/backends.toml`, which may be shared or backed up; keys live apart in `<home>/keys.toml`,
 written with 0600 permissions, so a key never lands in a profile listing, a chat or an export.
+Both are written with tomlkit through the atomic writer, so any name, URL or key (quotes,
+backslashes, control characters in a hand-edited file) makes valid TOML. A password in a URL
+(`http://user:pass@host`) is as secret as a key: `tavern.masking.mask_url` hides it wherever a URL is shown.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
 from typing import Any
 
+from tavern.engines.remote.profile import APIS, CFG_APIS, DEADLINE_S, IDLE_TIMEOUT_S, Profile
 from tavern.errors import ConfigError, NotFoundError
+from tavern.masking import mask_url
 
-APIS = ("openai-chat", "openai-text", "textgen", "llamacpp", "kobold", "ollama")
-"""`textgen` is text-generation-webui: OpenAI text completions plus its own fields (CFG)."""
+__all__ = [
+    "APIS", "CFG_APIS", "EMBEDDED", "SCOPES", "BackendStore", "Profile", "backend_choices", "choose_backend",
+    "chosen_backend",
+]
 
 EMBEDDED = "embedded"
 """The name that picks the embedded llama.cpp engine where a profile name goes (a chat or a
 character choosing it overrides a remote backend chosen globally); no profile may take it."""
 
-CFG_APIS = ("textgen", "kobold")
-"""APIs whose servers take `guidance_scale` and `negative_prompt`: text-generation-webui (its
-HF loaders) and KoboldCpp (started with --enableguidance). llama-server, Ollama and plain
-OpenAI servers have no CFG."""
-
 SCOPES = ("global", "character", "chat")
 
-
-@dataclass
-class Profile:
-    name: str
-    api: str
-    url: str
-    model: str = ""
-    format: str = ""
-    """Prompt format id for text APIs; "" = the server's template, else the model name."""
-    ignored: list[str] = field(default_factory=list)
-    """Parameters this server rejected once; no longer sent (remembered per profile)."""
-    key: str = field(default="", repr=False)
-    """Filled from keys.toml when loaded; never written to backends.toml."""
-
-
-def _toml_str(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TIMES = ("idle_timeout_s", "deadline_s")
+"""Profile settings written only when not the default (hand-edited in backends.toml)."""
+_TIME_DEFAULTS = {"idle_timeout_s": IDLE_TIMEOUT_S, "deadline_s": DEADLINE_S}
 
 
 class BackendStore:
@@ -66,7 +54,7 @@ class BackendStore:
         keys = self._read(self.keys_file)
         out = {}
         for name, raw in self._read(self.file).items():
-            known = {k: v for k, v in raw.items() if k in ("api", "url", "model", "format", "ignored")}
+            known = {k: v for k, v in raw.items() if k in ("api", "url", "model", "format", "ignored", *_TIMES)}
             out[name] = Profile(name=name, key=str(keys.get(name, "")), **known)
         return out
 
@@ -88,8 +76,10 @@ class BackendStore:
         if keep_key and not key:
             old = self.profiles().get(name.strip())
             key = old.key if old is not None else ""
+        old_times = self.profiles().get(name.strip())  # hand-set timeouts survive an edit
         profile = Profile(name=name.strip(), api=api, url=url.strip(), model=model.strip(),
-                          format=format.strip(), key=key.strip())
+                          format=format.strip(), key=key.strip(),
+                          **{k: getattr(old_times, k) for k in _TIMES if old_times is not None})
         self.save(profile)
         return profile
 
@@ -99,7 +89,11 @@ class BackendStore:
         if profile.api not in APIS:
             raise ConfigError(f"unknown API {profile.api!r} (one of: {', '.join(APIS)})")
         if not profile.url.startswith(("http://", "https://")):
-            raise ConfigError(f"backend URL must start with http:// or https://: {profile.url!r}")
+            raise ConfigError(f"backend URL must start with http:// or https://: {mask_url(profile.url)!r}")
+        for what, value in (("name", profile.name), ("URL", profile.url)):
+            if _CONTROL.search(value):
+                # A tab or newline in a name breaks `backends list`; in a URL it is a paste error.
+                raise ConfigError(f"a backend {what} cannot hold control characters: {mask_url(value)!r}")
         all_ = self.profiles()
         all_[profile.name] = profile
         self._write(all_)
@@ -117,26 +111,27 @@ class BackendStore:
             self._write(all_)
 
     def _write(self, profiles: dict[str, Profile]) -> None:
-        lines, key_lines = [], []
+        import tomlkit
+
+        from tavern.store.atomic import PRIVATE_FILE, atomic_write_text, make_dirs
+
+        doc, keys = tomlkit.document(), tomlkit.document()
         for p in profiles.values():
-            d = asdict(p)
-            lines.append(f"[{_toml_str(p.name)}]")
+            table = tomlkit.table()
             for k in ("api", "url", "model", "format"):
-                lines.append(f"{k} = {_toml_str(d[k])}")
-            lines.append("ignored = [" + ", ".join(_toml_str(x) for x in p.ignored) + "]\n")
+                table[k] = getattr(p, k)
+            table["ignored"] = list(p.ignored)
+            table.update({k: getattr(p, k) for k in _TIMES if getattr(p, k) != _TIME_DEFAULTS[k]})
+            doc[p.name] = table
             if p.key:
-                key_lines.append(f"{_toml_str(p.name)} = {_toml_str(p.key)}")
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.file.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines), encoding="utf-8")
-        os.replace(tmp, self.file)
-        # The key file is created 0600 before anything is written into it.
-        ktmp = self.keys_file.with_suffix(".tmp")
-        fd = os.open(ktmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(key_lines) + ("\n" if key_lines else ""))
-        os.chmod(ktmp, 0o600)
-        os.replace(ktmp, self.keys_file)
+                keys[p.name] = p.key
+        try:
+            make_dirs(self.file.parent)
+            atomic_write_text(self.file, tomlkit.dumps(doc))
+            # keep_mode=False: a key file some older version left 0644 becomes 0600 again.
+            atomic_write_text(self.keys_file, tomlkit.dumps(keys), mode=PRIVATE_FILE, keep_mode=False)
+        except OSError as err:
+            raise ConfigError(f"{self.file.name}: cannot write: {err.strerror or err}") from None
 
 
 # -- services shared by `tavern backends ...` and the TUI's backends screen --------------------
@@ -159,8 +154,6 @@ def choose_backend(app: Any, name: str, scope: str, session: Any = None, charact
     `scope`: "global" ([model] backend in settings.toml), "character" (the card's
     extensions.tavern.backend: `session`'s card, or the card `character` names) or "chat" (the
     metadata of `session`'s chat). Takes effect on the next reply (`Tavern.backend_name`)."""
-    from tavern.engines.remote.factory import CHAT_KEY
-
     if scope not in SCOPES:
         raise ConfigError(f"unknown scope {scope!r} (one of: {', '.join(SCOPES)})")
     if name and name != EMBEDDED:
@@ -181,7 +174,9 @@ def choose_backend(app: Any, name: str, scope: str, session: Any = None, charact
             ext.pop("backend", None)
         app.save_character(key, card)
     else:
-        session.chat.update_metadata({CHAT_KEY: name})
+        from tavern.store.metadata import ChatMeta
+
+        ChatMeta(session.chat).set_backend(name)
     if session is not None:
         app.use_chat_backend(session.card, session.chat)
 
@@ -189,12 +184,24 @@ def choose_backend(app: Any, name: str, scope: str, session: Any = None, charact
 def backend_choices(app: Any, session: Any = None) -> dict[str, str]:
     """What each scope chose ("" = nothing) and, under "in use", the backend the next reply
     uses (EMBEDDED for the embedded engine)."""
-    from tavern.engines.remote.factory import CHAT_KEY
-
     out = {"global": app.settings.model.backend, "character": "", "chat": ""}
     if session is not None:
         ext = (session.card.extensions or {}).get("tavern") or {}
         out["character"] = str(ext.get("backend", "")) if isinstance(ext, dict) else ""
-        out["chat"] = str(session.chat.header.chat_metadata.get(CHAT_KEY) or "")
+        from tavern.store.metadata import ChatMeta
+
+        out["chat"] = ChatMeta(session.chat).backend
     out["in use"] = app.backend_name or EMBEDDED
     return out
+
+
+def chosen_backend(card: Any, chat: Any) -> str:
+    """The profile a chat uses by its own choice (its metadata), else its character's (the
+    card's extensions.tavern.backend); "" = neither chose."""
+    from tavern.store.metadata import ChatMeta  # deferred: the CLI's parser imports this module
+
+    chosen = ChatMeta(chat).backend
+    if chosen:
+        return chosen
+    ext = (getattr(card, "extensions", None) or {}).get("tavern") or {}
+    return str(ext.get("backend", "")) if isinstance(ext, dict) else ""

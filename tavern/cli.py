@@ -16,17 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from tavern import __version__
-from tavern.errors import NotFoundError, TavernError
+from tavern.errors import TavernError
+from tavern.textsafe import guard_output, json_safe, terminal_safe
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _plain_tui_args(sys.argv[1:] if argv is None else list(argv))
     if args is None:
         args = build_parser().parse_args(argv)
+    # Card, chat and server text is shown, never run by the terminal (the app renders its own).
+    restore_output = None if args.func is cmd_tui else guard_output()
     try:
         return int(args.func(args) or 0)
     except TavernError as err:
-        print(f"tavern: error: {err}", file=sys.stderr)
+        # A chat that could not be saved: this process ends now, so nothing is "kept in memory".
+        print(f"tavern: error: {getattr(err, 'on_exit', err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("tavern: interrupted", file=sys.stderr)
@@ -38,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the app, quit by a user, waits less (a crash after the terminal is restored loses nothing).
         while _OPENED:
             _OPENED.pop().close(timeout=2.0 if args.func is cmd_tui else 10.0)
+        if restore_output is not None:
+            restore_output()
 
 
 _OPENED: list[Any] = []
@@ -78,8 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("tui", help="open the chat app (the default)")
     sp.set_defaults(func=cmd_tui)
 
-    sp = sub.add_parser("serve", help="serve the app to a web browser (textual-serve)")
-    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sp = sub.add_parser("serve", help="serve the app to a web browser (textual-serve), behind a token")
+    sp.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; another needs [serve] password or $TAVERN_SERVE_PASSWORD)",
+    )
     sp.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     sp.set_defaults(func=cmd_serve)
 
@@ -217,7 +226,7 @@ def _open(args: argparse.Namespace) -> Any:
 
 
 def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_safe(json.dumps(obj, ensure_ascii=False)) + "\n")
     sys.stdout.flush()
 
 
@@ -228,8 +237,8 @@ def cmd_tui(args: argparse.Namespace) -> int:
     from tavern.paths import open_home
     from tavern.tui.app import make_app
     from tavern.tui.boot import Boot
-    from tavern.ui_settings import read_ui
     from tavern.tui.widgets.avatar import prepare_graphics
+    from tavern.ui_settings import read_ui
 
     # The first frame comes from `Boot` (no pydantic, no store); the Tavern opens in a thread
     # right after it, taking the home lock there (a refused lock ends the app with the error).
@@ -245,25 +254,20 @@ def cmd_tui(args: argparse.Namespace) -> int:
     app = make_app(boot=Boot(home, opener, theme, keys))
     app.run()
     if app.boot_error:
-        print(f"tavern: error: {app.boot_error}", file=sys.stderr)
+        # Printed after the app, outside the guard: the error may quote a card's name.
+        print(f"tavern: error: {terminal_safe(app.boot_error)}", file=sys.stderr)
         return 1
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """The same app in a browser: textual-serve runs `tavern tui` per connection."""
+    """The same app in a browser: textual-serve runs `tavern tui` per connection, behind a
+    token (or the [serve] password) and an Origin check (tavern/serve.py)."""
     import shlex
 
-    try:
-        from textual_serve.server import Server
-    except ImportError:
-        raise TavernError("tavern serve needs textual-serve: pip install textual-serve") from None
-    command = [sys.executable, "-m", "tavern"]
-    if args.home:
-        command += ["--home", args.home]
-    if args.model:
-        command += ["--model", args.model]
-    Server(shlex.join([*command, "tui"]), host=args.host, port=args.port, title="Tavern").serve()
+    from tavern.serve import default_command, serve
+
+    serve(shlex.join(default_command(args.home, args.model)), args.host, args.port, args.home)
     return 0
 
 
@@ -282,7 +286,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         messages = (line.rstrip("\n") for line in sys.stdin)
     else:
         raise TavernError("no message: use --message TEXT, pipe lines on stdin, or run `tavern` for the app")
-    _ = app.engine  # load before the first turn so a bad model fails before anything is written
+    app.load_engine()  # load before the first turn so a bad model fails before anything is written
     for warning in app.load_warnings:
         print(f"tavern: warning: {warning}", file=sys.stderr)
     for note in app.load_notes:  # e.g. how many layers fitted on a GPU whose free memory is unknown
@@ -318,10 +322,8 @@ def _chat_turn(session: Any, text: str, as_json: bool) -> int:
         signal.signal(signal.SIGINT, previous)
     interrupted = cancel.is_set()
     assert final is not None
-    notices = getattr(session.app.engine, "notices", [])
-    for line in notices:
+    for line in session.app.take_notices():
         print(f"tavern: warning: {line}", file=sys.stderr)
-    notices.clear()
     if as_json:
         _print_json(
             {
@@ -430,86 +432,17 @@ def cmd_branch(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from tavern.cards import detect_kind
-
     app = _open(args)
     app.lock_home()  # import writes cards, lorebooks and chats: one writer per data home
-    failed = 0
-    for name in args.files:
-        path = Path(name)
-        try:
-            kind = detect_kind(path)
-            if kind == "card":
-                key = app.library.import_file(path)
-                print(f"{path}: character '{key}' imported")
-            elif kind == "lorebook":
-                from tavern.lore import load_lorebook, save_lorebook
-
-                book = load_lorebook(path)
-                target = app.home.lorebooks / f"{_safe_stem(book.name or path.stem)}.json"
-                save_lorebook(book, target)
-                print(f"{path}: lorebook '{target.stem}' imported ({len(book.entries)} entries)")
-            elif kind == "chat":
-                key = _chat_owner(app, path, args.character)
-                chat = app.chats.import_jsonl(path, key)
-                print(f"{path}: chat '{chat.name}' imported for {key} ({len(chat)} messages)")
-            elif kind.startswith("preset"):
-                _import_preset(app, path, kind)
-            else:
-                raise TavernError(f"{path}: not a card, lorebook, chat or preset")
-        except TavernError as err:
-            print(f"tavern: error: {err}", file=sys.stderr)
-            failed += 1
-    return 1 if failed else 0
-
-
-def _chat_owner(app: Any, path: Path, character: str | None) -> str:
-    """--character, else the character a SillyTavern chat names in its header."""
-    if character:
-        return app.character(character)[0]
-    from tavern.store.chatstore import header_character_name
-
-    name = header_character_name(path)
-    if name is None:
-        raise TavernError(f"{path}: the chat names no character in its header; pass --character NAME")
-    try:
-        key, card = app.character(name)
-    except NotFoundError:
-        raise NotFoundError(
-            f"{path}: the chat belongs to '{name}', who is not in the library; import the card first or pass --character NAME"
-        ) from None
-    if name.casefold() not in (key.casefold(), card.name.casefold()):  # a prefix match is a guess
-        raise NotFoundError(f"{path}: the chat belongs to '{name}', not '{card.name}'; pass --character NAME")
-    return key
-
-
-def _import_preset(app: Any, path: Path, kind: str) -> None:
-    from tavern.errors import PresetError
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError) as err:
-        raise PresetError(f"{path}: cannot read preset: {err}") from None
-    if kind == "preset:sampler":
-        from tavern.engines.presets import import_st_preset, save_preset
-
-        settings, unsupported = import_st_preset(data, path.stem)
-        save_preset(settings, app.home.presets / f"{_safe_stem(path.stem)}.json")
-        note = f"; not supported: {', '.join(unsupported)}" if unsupported else ""
-        print(f"{path}: sampler preset '{path.stem}' imported{note}")
-    else:
-        target = app.home.presets / kind.split(":", 1)[1] / f"{_safe_stem(path.stem)}.json"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        from tavern.prompt.st_presets import load_st_preset
-
-        load_st_preset(path)  # validates
-        target.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-        print(f"{path}: {kind.split(':', 1)[1]} preset '{path.stem}' imported")
-
-
-def _safe_stem(name: str) -> str:
-    keep = "".join(c if c.isalnum() or c in " _-." else "_" for c in name).strip(" .")
-    return keep[:100] or "unnamed"
+    report = app.import_files(args.files, character=args.character)
+    for item in report.items:
+        if item.error is not None:
+            print(f"tavern: error: {item.error}", file=sys.stderr)
+            continue
+        print(f"{item.source}: {item.summary}")
+        for warning in item.warnings:
+            print(f"tavern: warning: {item.source}: {warning}", file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def cmd_card_show(args: argparse.Namespace) -> int:
@@ -628,7 +561,9 @@ def cmd_models_info(args: argparse.Namespace) -> int:
     from tavern.engines.gpu import backend_report, format_backend
 
     vram = detect_free_vram()
-    cache = _cache_plan(info, n_ctx, app.settings.model)
+    from tavern.engines.config import EngineConfig, cache_plan
+
+    cache = cache_plan(info, EngineConfig.from_settings(app.settings.model).with_changes(n_ctx=n_ctx))
     backend = backend_report()
     if args.json:
         _print_json({**info_to_json(info, n_ctx, fmt_id, vram, gpu_backend=backend["gpu_offload"]), "prompt_cache": cache, "llama_cpp": backend})
@@ -644,23 +579,6 @@ def cmd_models_info(args: argparse.Namespace) -> int:
         bank = cache["bank_cells"]
         print(f"bank:           {f'{bank} side cells keep text that left the prompt' if bank else 'off'}")
     return 0
-
-
-def _cache_plan(info: Any, n_ctx: int, m: Any) -> dict:
-    """What the engine's caches will hold for this model: the unified KV cache (chat window plus
-    side cells) and the host-memory budget for saved states."""
-    from tavern.engines.local import bank_size, side_cells
-
-    side = side_cells(n_ctx, m.side_ctx)
-    per_window = info.kv_cache_bytes(n_ctx, m.type_k, m.type_v)
-    return {
-        "chat_cells": n_ctx,
-        "side_cells": side,
-        "kv_mib": info.kv_cache_bytes(n_ctx + side, m.type_k, m.type_v) / 2**20,
-        "ram_budget_mib": m.cache_ram_mib,
-        "state_mib": per_window / 2**20,
-        "bank_cells": bank_size(side, m.bank_cells, m.cache_reuse, m.insert_reuse),
-    }
 
 
 if __name__ == "__main__":

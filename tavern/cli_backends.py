@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from tavern.errors import ConfigError
+from tavern.masking import mask_url
 
 
 def register(sub: Any, usage: Any) -> None:
@@ -54,13 +55,13 @@ def _store(args: argparse.Namespace) -> Any:
 
 def cmd_add(args: argparse.Namespace) -> int:
     p = _store(args).add(args.name, args.api, args.url, args.model, args.format, key_env=args.key_env or "")
-    print(f"backend {p.name}: {p.api} at {p.url}" + (" (key stored)" if p.key else ""))
+    print(f"backend {p.name}: {p.api} at {mask_url(p.url)}" + (" (key stored)" if p.key else ""))
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     rows = [
-        {"name": p.name, "api": p.api, "url": p.url, "model": p.model, "format": p.format,
+        {"name": p.name, "api": p.api, "url": mask_url(p.url), "model": p.model, "format": p.format,
          "key": bool(p.key), "ignored": p.ignored}
         for p in _store(args).profiles().values()
     ]

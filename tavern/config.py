@@ -197,6 +197,12 @@ class CfgSettings(_Section):
     """Where the negative text goes, in messages from the end (SillyTavern's default 1)."""
 
 
+class ServeSettings(_Section):
+    password: str = ""
+    """`tavern serve`'s password instead of a random token per run; needed for a bind other
+    than loopback. $TAVERN_SERVE_PASSWORD wins."""
+
+
 class Settings(_Section):
     model: ModelSettings = ModelSettings()
     generation: GenerationSettings = GenerationSettings()
@@ -207,6 +213,7 @@ class Settings(_Section):
     loops: LoopSettings = LoopSettings()
     ui: UiSettings = UiSettings()
     cfg: CfgSettings = CfgSettings()
+    serve: ServeSettings = ServeSettings()
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Dotted keys (`model.n_ctx=2048`) applied on a copy; None values are ignored."""

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import fields, replace
-from typing import Any
+from typing import Any, TypeAlias
 
 from tavern.engines.base import Finished, GenerationRequest, Token
 from tavern.loops import LoopLimits, ReplyLoopDetector, compare_replies, describe, drop_copied
 
 _FIRST_WORD = re.compile(r"\w+", re.UNICODE)
 BAN = -100.0  # far below any logit SmolLM2 or a 70B produces: the token is never drawn
+
+_Attempt: TypeAlias = Generator[Token | Finished, None, tuple[Finished, dict[str, Any] | None]]
+"""An attempt streams its events, then returns (Finished, in-reply record or None)."""
 
 
 class Restart(Token):
@@ -115,7 +118,7 @@ def _action(record: dict[str, Any]) -> str:
 
 def _attempt(
     engine: Any, request: GenerationRequest, cancel: threading.Event, limits: LoopLimits, prefix: str = ""
-) -> Iterator[Token | Finished]:
+) -> _Attempt:
     """One generation with the in-reply detector; returns (Finished, in-reply record or None).
     `prefix`: text already streamed for this reply (the retry's first token)."""
     detector = ReplyLoopDetector(limits)
@@ -152,13 +155,13 @@ def _retry(
     limits: LoopLimits,
     settings: Any,
     opening: str,
-) -> Iterator[Token | Finished]:
+) -> _Attempt:
     """The second attempt: stronger DRY, and the repeated opening's first word banned until the
     reply's first word has begun (punctuation first, `*` or a quote, then the same word would
     still be the same opening: the opening is compared word by word)."""
     sampler = stronger_sampler(request.sampler, settings)
     banned = _opening_tokens(engine, opening) if opening else []
-    raw = getattr(engine, "supports_raw_prompt", True)
+    raw = engine.capabilities.raw_prompt
     if not banned or not raw or request.max_tokens < 2:
         return (yield from _attempt(engine, replace(request, sampler=sampler), cancel, limits))
     bias = {**sampler.logit_bias, **{t: BAN for t in banned}}

@@ -5,6 +5,8 @@ The data home is `$TAVERN_HOME` when set, else the platform's user data director
 
     settings.toml   characters/   chats/   lorebooks/   presets/   models/
     memory/         backups/      trash/   .lock
+
+New folders there are 0700 and new files 0600 (`tavern.store.atomic`).
 """
 
 from __future__ import annotations
@@ -68,12 +70,18 @@ class DataHome:
         return self.root / "trash"
 
     def ensure(self) -> DataHome:
-        """Create the folders; a home we cannot write to is one clear error, not a traceback."""
+        """Create the folders; a home we cannot write to is one clear error, not a traceback.
+
+        A new home and its folders are the user's own (0700), as SillyTavern's docs advise for
+        shared hosts: chats and cards are private. An existing home keeps its permissions."""
+        from tavern.store.atomic import atomic_write_bytes, make_dirs
+
         try:
             for name in SUBDIRS:
-                (self.root / name).mkdir(parents=True, exist_ok=True)
+                make_dirs(self.root / name)
+            # Probed the way every real write goes (a temp file renamed into place).
             probe = self.root / ".write-test"
-            probe.write_bytes(b"")
+            atomic_write_bytes(probe, b"", durable=False)
             probe.unlink()
         except OSError as err:
             reason = err.strerror or str(err)

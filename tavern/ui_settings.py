@@ -21,6 +21,10 @@ def read_ui(home: DataHome) -> tuple[str, dict[str, str]]:
     ui = data.get("ui")
     if not isinstance(ui, dict):
         return "", {}
-    theme = ui.get("theme") if isinstance(ui.get("theme"), str) else ""
-    keys = ui.get("keys") if isinstance(ui.get("keys"), dict) else {}
+    theme = ui.get("theme")
+    if not isinstance(theme, str):
+        theme = ""
+    keys = ui.get("keys")
+    if not isinstance(keys, dict):
+        keys = {}
     return theme, {str(k): str(v) for k, v in keys.items() if isinstance(v, str)}

@@ -184,3 +184,28 @@ def test_background_memory_work_stops_before_the_process_exits(home: Path) -> No
     rc = main(["chat", "Captain Ilse Varga", "--message", "Ready when you are.", "--ctx", "256", "--max-tokens", "16"])
     assert rc == 1  # the card alone is over the context: the engine refused the prompt
     assert not [t for t in threading.enumerate() if t.name == "tavern-memory"]
+
+
+def test_a_message_the_disk_refuses_says_it_was_not_saved(home: Path) -> None:
+    """The process ends with the error, so the CLI says the message was not saved (the app,
+    which keeps it in memory, says "save again"). A real kernel refusal: RLIMIT_FSIZE."""
+    import resource
+
+    assert tavern(home, "chat", "Mira", "--message", "Hello", *FAST).returncode == 0  # home, probe, chat
+    before = [p.read_bytes() for p in chat_files(home)]
+    limit = 64 * 1024
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "TAVERN_HOME": str(home)}
+    r = subprocess.run(
+        [sys.executable, "-m", "tavern", "chat", "Mira", "--message", "word " * 20_000, *FAST],
+        capture_output=True, text=True, env=env, timeout=180, preexec_fn=small_files,
+    )
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("tavern: error: could not save chat 'Mira - ") and "too large" in line
+    assert line.endswith("the message was not saved: free some space, then run the command again")
+    assert "kept in memory" not in r.stderr
+    assert [p.read_bytes() for p in chat_files(home)] == before  # the chat file is as it was

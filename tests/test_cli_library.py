@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from tavern.cards import read_card
-
 from test_cli_chat import FAST, chat_files, read_jsonl, tavern  # noqa: E402  (importlib mode: sibling)
+
+from tavern.cards import read_card
 
 DATA = Path(__file__).parent / "data"
 
@@ -50,14 +51,22 @@ def test_lore_scan_says_which_entries_fire_and_why(home: Path) -> None:
     fired = {e["comment"]: e["reason"] for e in result["activated"]}
     assert any("Kestrel" in name for name in fired)
     assert any("kestrel" in why.lower() for why in fired.values())
+    # Text that names no key: only the constant entry fires, and the report says why.
+    quiet = tavern(home, "lore", "scan", "saltmere", "--text", "hello", "--json")
+    assert quiet.returncode == 0, quiet.stderr
+    result = json.loads(quiet.stdout)
+    assert [(e["comment"], e["reason"]) for e in result["activated"]] == [
+        ("The Brinewind Coast (always on)", "constant")
+    ]
     text = tavern(home, "lore", "scan", "saltmere", "--text", "hello").stdout
-    assert "always on" in text or "constant" in text
+    activated = text.split("ACTIVATED", 1)[1]
+    assert re.search(r"The Brinewind Coast \(always on\)\s.*\bconstant$", activated, re.M)
 
 
 def test_models_info_and_list(home: Path, model_path: Path) -> None:
     info = json.loads(tavern(home, "models", "info", str(model_path), "--json", "--ctx", "8192").stdout)
-    flat = json.dumps(info)
-    assert "llama" in flat and "Q4_1" in flat
+    assert info["architecture"] == "llama" and info["quant"] == "Q4_1"
+    assert info["bundled_format"] == "smollm2" and info["memory"]["n_ctx"] == 8192
     assert tavern(home, "models", "list").stdout.count("SmolLM2") >= 1
     r = tavern(home, "models", "info", "/nope.gguf")
     assert r.returncode == 1 and "Traceback" not in r.stderr

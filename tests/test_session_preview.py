@@ -22,7 +22,7 @@ def drain(events) -> None:
 
 def run_chat(home: Path, engine, peek: bool) -> tuple[list[str], bytes]:
     app = Tavern.open(home, **SETTINGS)
-    app._engine = engine
+    app.use_engine(engine)
     session = app.open_chat("Mira", new=True)
     sent = []
     for text in MESSAGES:

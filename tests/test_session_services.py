@@ -108,13 +108,15 @@ def test_characters_saved_and_imported(tmp_path: Path) -> None:
     with pytest.raises(TavernError):
         tavern.save_character(None, Card(name=" "))
     seen = []
-    keys, errors = tavern.import_cards(
+    report = tavern.import_files(
         [DATA / "real", DATA / "bad" / "no_card.png"], progress=lambda d, t: seen.append((d, t))
     )
-    assert sorted(keys) == ["Coding Sensei", "Seraphina"]
-    # Every file that is not a card is one line that names it (the folder also holds a
-    # lorebook and presets); nothing was imported from them.
-    assert any("no_card.png" in e for e in errors) and any("Eldoria.json" in e for e in errors)
+    assert sorted(report.card_keys) == ["Coding Sensei", "Seraphina"]
+    # The folder's lorebook comes in as a lorebook (one import service for every kind); a file
+    # that is no card is one line that names it.
+    assert any(i.kind == "lorebook" and i.name == "Eldoria" for i in report.imported)
+    assert [i.source.name for i in report.failed] == ["no_card.png"]
+    assert "no_card.png" in (report.failed[0].error or "")
     assert seen[-1][0] == seen[-1][1]
 
 

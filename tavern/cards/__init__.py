@@ -8,6 +8,22 @@ stay raw in `Card.character_book`; `tavern.lore` converts them.
 Importing this package is cheap: Pillow is only imported when an avatar is drawn or converted.
 """
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the type checker sees the real names; at run time they load lazily
+    from tavern.cards.formats import (
+        read_avatar,
+        read_card,
+        read_card_bytes,
+        write_card_json,
+        write_card_png,
+        write_charx,
+    )
+    from tavern.cards.index import CardEntry
+    from tavern.cards.library import CardLibrary
+    from tavern.cards.model import Card
+    from tavern.cards.sniff import detect_kind
+
 # Names load on first use (PEP 562): the app's first frame reads `tavern.cards.index`, which
 # must not pull the card parsers (pydantic) in with this package.
 _HOME = {

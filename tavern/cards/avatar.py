@@ -9,11 +9,16 @@ import is not free.
 from __future__ import annotations
 
 import io
+import warnings
 import zlib
+from typing import Any
 
 from tavern.errors import CardError
 
 PLACEHOLDER_SIZE = (256, 384)  # SillyTavern's avatars are 2:3 portraits
+MAX_PIXELS = 40_000_000
+"""Largest picture Tavern decodes (160 MB as RGBA). The size is read from the header first:
+a 480 KB PNG can claim 13,000 x 13,000 pixels, and Pillow's own bound only warns below 179 MP."""
 
 # Muted colours that keep a white letter readable.
 _PALETTE = (
@@ -54,7 +59,11 @@ def convert_to_png(data: bytes, source: str) -> bytes:
     from PIL import Image, UnidentifiedImageError  # deferred: see module docstring
 
     try:
-        with Image.open(io.BytesIO(data)) as opened:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the bound below decides
+            opened = Image.open(io.BytesIO(data))
+        with opened:
+            _fit_pixel_bound(opened, source)
             opened.load()
             image: Image.Image = opened
             if image.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"):
@@ -66,3 +75,17 @@ def convert_to_png(data: bytes, source: str) -> bytes:
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         raise CardError(f"{source}: avatar image is damaged ({err})") from None
     return out.getvalue()
+
+
+def _fit_pixel_bound(image: Any, source: str) -> None:
+    """Decode a JPEG over MAX_PIXELS at 1/2, 1/4 or 1/8 scale (`draft`, before loading);
+    CardError when a picture is over the bound even so (nothing is decoded)."""
+    width, height = image.size
+    scale = next((s for s in (1, 2, 4, 8) if (width // s) * (height // s) <= MAX_PIXELS), 8)
+    if scale > 1:
+        image.draft("RGB", (width // scale, height // scale))
+    if image.size[0] * image.size[1] > MAX_PIXELS:
+        raise CardError(
+            f"{source}: avatar is {width}x{height} pixels, over the {MAX_PIXELS // 1_000_000}-megapixel "
+            "limit; use a smaller picture"
+        )

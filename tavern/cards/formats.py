@@ -6,8 +6,10 @@ internal `load_card_with_avatar` and `card_png_bytes`.
 
 The format is decided by the file's first bytes, never by its extension. Every failure is
 one CardError whose message starts with the file name; nothing else escapes (the fuzz test in
-tests/cards checks this). Writes are atomic: a temp file in the same folder, fsync,
-os.replace, so a crash leaves either the old file or the new one.
+tests/cards checks this). Writes go through the one atomic writer (`tavern.store.atomic`): a
+temp file in the same folder, fsync, rename, so a crash leaves either the old file or the new
+one. The `write_card_*` functions are exports (a file the user places: umask permissions); the
+library's own files are written with `write_atomic`'s default, the user's own 0600.
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ import json
 import math
 import os
 import stat
-import tempfile
-from pathlib import Path
 from typing import IO, Any
 
 from tavern.cards import charx, png
 from tavern.cards.avatar import convert_to_png, placeholder_avatar
 from tavern.cards.model import SPEC_V3, Card
 from tavern.errors import CardError
+from tavern.store.atomic import PRIVATE_FILE, USER_FILE, atomic_write_bytes
 
 MAX_JSON_FILE = 32 * 1024 * 1024
 MAX_IMAGE_FILE = 64 * 1024 * 1024
@@ -210,7 +211,7 @@ def _card_from_stream(f: IO[bytes], size: int, source: str) -> Card:
 
 def _refuse_other_kinds(obj: Any, source: str) -> None:
     """A clear message for the files users most often mistake for cards."""
-    from tavern.cards.sniff import kind_of_json  # sniff imports this module
+    from tavern.cards.kinds import kind_of_json
 
     label = {
         "lorebook": "a lorebook (World Info)",
@@ -303,107 +304,145 @@ def read_avatar(path: str | os.PathLike[str]) -> bytes | None:
 # writing
 
 
-def _json_bytes(obj: Any, indent: int | None = None) -> bytes:
+def _json_bytes(obj: Any, indent: int | None = None, source: str = "<card>") -> bytes:
     separators = (",", ":") if indent is None else (",", ": ")
-    text = json.dumps(obj, ensure_ascii=False, indent=indent, separators=separators)
     try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate (legal in JSON escapes, not in UTF-8): escape everything.
-        return json.dumps(obj, ensure_ascii=True, indent=indent, separators=separators).encode()
+        text = json.dumps(obj, ensure_ascii=False, indent=indent, separators=separators)
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (legal in JSON escapes, not in UTF-8): escape everything.
+            return json.dumps(obj, ensure_ascii=True, indent=indent, separators=separators).encode()
+    except RecursionError:
+        # The indenting encoder is pure Python: it needs more stack than the parser did.
+        raise CardError(f"{source}: card JSON is nested too deeply to write; nothing was written") from None
+
+
+# Tavern never writes a card its own reader refuses: such a card would be lost the moment it
+# is saved. The limits are the reader's (a card chunk of `png.MAX_TEXT_CHUNK`, a PNG of
+# `MAX_IMAGE_FILE`, a JSON file of `MAX_JSON_FILE`), which bound the memory a hostile file can
+# take. A card over one in SillyTavern's full form is written without the top-level V1 copies
+# (every V2 reader, SillyTavern's `readFromV2` included, takes the fields from `data`: nothing
+# is lost and the text is half the size); over it even so, it is refused before anything is
+# written, with one line naming the limit.
+
+
+def _chunk_length(keyword: str, payload: bytes) -> int:
+    """Length of the tEXt chunk holding `payload` in base64, as the reader measures it."""
+    return len(keyword) + 1 + 4 * ((len(payload) + 2) // 3)
+
+
+def _card_texts(card: Card, source: str, image_size: int) -> list[tuple[str, str]]:
+    """The `chara` and `ccv3` texts for `card`, in the fullest form Tavern can read back."""
+    problem = ""
+    for v1_copies in (True, False):
+        v2_obj = card.to_v2_dict(source, v1_copies=v1_copies)
+        # The ccv3 chunk is the same object with the V3 spec (Card.to_v3_png_dict), built
+        # from the V2 one here to serialise the card once.
+        v3_obj = {**v2_obj, "spec": SPEC_V3, "spec_version": "3.0"}
+        payloads = [
+            ("chara", _json_bytes(v2_obj, source=source)),
+            ("ccv3", _json_bytes(v3_obj, source=source)),
+        ]
+        chunk = max(_chunk_length(keyword, payload) for keyword, payload in payloads)
+        total = image_size + sum(12 + _chunk_length(keyword, payload) for keyword, payload in payloads)
+        if chunk > png.MAX_TEXT_CHUNK:
+            problem = (
+                f"{source}: card is too big to write: its text would take a {_mib(chunk)} PNG chunk, "
+                f"over the {_mib(png.MAX_TEXT_CHUNK)} limit on reading cards; nothing was written"
+            )
+        elif total > MAX_IMAGE_FILE:
+            problem = (
+                f"{source}: card is too big to write: the PNG would be {_mib(total)}, "
+                f"over the {_mib(MAX_IMAGE_FILE)} limit on reading cards; nothing was written"
+            )
+        else:
+            return [(keyword, base64.b64encode(payload).decode("ascii")) for keyword, payload in payloads]
+    raise CardError(problem)
 
 
 def card_png_bytes(card: Card, avatar: bytes | None, source: str = "<card>") -> bytes:
     """The PNG file for `card`: the avatar's chunks, then `chara` (V2) and `ccv3` (V3) tEXt
     chunks before IEND, as SillyTavern writes them. A non-PNG avatar is converted; None gets
-    a placeholder."""
+    a placeholder. CardError for a card Tavern could not read back (see above)."""
     if avatar is None:
         avatar = placeholder_avatar(card.name)
     elif not avatar.startswith(png.SIGNATURE):
         avatar = convert_to_png(avatar, source)
-    chunks = png.split_chunks(avatar, f"{source} (avatar)")
-    v2_obj = card.to_v2_dict(source)
-    # The ccv3 chunk is the same object with the V3 spec (Card.to_v3_png_dict), built from the
-    # V2 one here to serialise the card once.
-    v3_obj = {**v2_obj, "spec": SPEC_V3, "spec_version": "3.0"}
-    v2 = base64.b64encode(_json_bytes(v2_obj)).decode("ascii")
-    v3 = base64.b64encode(_json_bytes(v3_obj)).decode("ascii")
-    return png.with_card_texts(chunks, [("chara", v2), ("ccv3", v3)])
+    chunks = [c for c in png.split_chunks(avatar, f"{source} (avatar)") if not png.is_card_chunk(*c)]
+    image_size = len(png.SIGNATURE) + 12 + sum(12 + len(body) for _, body in chunks)
+    data = png.with_card_texts(chunks, _card_texts(card, source, image_size))
+    _check_reads_back(data, source)
+    return data
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` atomically (temp file in the same folder, fsync, os.replace).
-    Raises CardError naming the path on any OS error; no partial file is left behind."""
-    target = Path(path)
+def _check_reads_back(data: bytes, source: str) -> None:
+    """Read the bytes about to be written with the reader itself, so that what the size checks
+    do not foresee (a V1 card nested one level deeper once it moves into `data`) is refused too."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        _card_from_stream(io.BytesIO(data), len(data), source)
+    except CardError as err:
+        detail = str(err).removeprefix(f"{source}: ")
+        raise CardError(
+            f"{source}: Tavern could not read this card back ({detail}); nothing was written"
+        ) from None
+
+
+def _fitting_json(objs: list[tuple[Any, int | None]], limit: int, source: str, what: str) -> bytes:
+    """The JSON of the first (object, indent) in `objs` that is within `limit`; else CardError."""
+    size = 0
+    for obj, indent in objs:
+        data = _json_bytes(obj, indent=indent, source=source)
+        if len(data) + 1 <= limit:
+            return data
+        size = len(data) + 1
+    raise CardError(
+        f"{source}: card is too big to write: {what} would be {_mib(size)}, "
+        f"over the {_mib(limit)} limit on reading cards; nothing was written"
+    )
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = PRIVATE_FILE) -> None:
+    """Write `data` to `path` through the atomic writer (a new file gets `mode`, an existing
+    one keeps its permissions). Raises CardError naming the path on any OS error; no partial
+    file and no temporary file is left behind."""
+    try:
+        atomic_write_bytes(path, data, mode=mode)
     except OSError as err:
-        raise CardError(f"{target}: cannot write ({err.strerror or err})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if hasattr(os, "fchmod"):
-            # mkstemp makes 0600 files; cards are ordinary user files.
-            os.chmod(tmp, _mode_for(target))
-        os.replace(tmp, target)
-    except OSError as err:
-        _unlink_quietly(tmp)
-        raise CardError(f"{target}: cannot write ({err.strerror or err})") from None
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _mode_for(target: Path) -> int:
-    try:
-        return target.stat().st_mode & 0o777
-    except OSError:
-        return 0o644
-
-
-def _unlink_quietly(path: str | os.PathLike[str]) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename durable on POSIX; not possible (nor needed) on Windows.
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        raise CardError(f"{path}: cannot write ({err.strerror or err})") from None
 
 
 def write_card_png(card: Card, path: str | os.PathLike[str], avatar_png: bytes | None = None) -> None:
     """Write `card` as a PNG card (V2 `chara` + V3 `ccv3`). `avatar_png` None -> placeholder."""
-    write_atomic(path, card_png_bytes(card, avatar_png, str(path)))
+    write_atomic(path, card_png_bytes(card, avatar_png, str(path)), mode=USER_FILE)
 
 
 def write_card_json(card: Card, path: str | os.PathLike[str], version: int = 2) -> None:
     """Write `card` as a JSON file: version 2 (SillyTavern's shape) or 3 (`chara_card_v3`)."""
     if version not in (2, 3):
         raise CardError(f"{path}: card JSON version must be 2 or 3, not {version!r}")
-    obj = card.to_v2_dict(str(path)) if version == 2 else card.to_v3_dict(str(path))
-    write_atomic(path, _json_bytes(obj, indent=4) + b"\n")
+    source = str(path)
+    if version == 2:
+        full, compact = card.to_v2_dict(source), card.to_v2_dict(source, v1_copies=False)
+    else:
+        full = compact = card.to_v3_dict(source)
+    data = _fitting_json([(full, 4), (compact, None)], MAX_JSON_FILE, source, "the JSON file")
+    write_atomic(path, data + b"\n", mode=USER_FILE)
 
 
 def write_charx(card: Card, path: str | os.PathLike[str], assets: dict[str, bytes] | None = None) -> None:
     """Write a CHARX: `card.json` (V3) plus `assets` (archive path -> bytes, e.g.
     `assets/icon/image/main.png`). The caller keeps `card.assets` URIs
     (`embeded://assets/...`) in step with the paths."""
+    source = str(path)
+    v3 = card.to_v3_dict(source)
+    card_json = _fitting_json([(v3, 4), (v3, None)], charx.MAX_CARD_JSON, source, "card.json")
+    for name, body in (assets or {}).items():
+        if len(body) > charx.MAX_ASSET:
+            raise CardError(
+                f"{source}: asset {name!r} is {_mib(len(body))}, over the {_mib(charx.MAX_ASSET)} limit "
+                "on reading cards; nothing was written"
+            )
     out = io.BytesIO()
-    charx.build_archive(out, _json_bytes(card.to_v3_dict(str(path)), indent=4), assets or {}, str(path))
-    write_atomic(path, out.getvalue())
+    charx.build_archive(out, card_json, assets or {}, source)
+    write_atomic(path, out.getvalue(), mode=USER_FILE)

@@ -24,9 +24,7 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
-import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,27 +37,20 @@ from tavern.cards.formats import (
     read_card,
     write_atomic,
 )
-from tavern.cards.model import Card
 from tavern.cards.index import INDEX_NAME, INDEX_VERSION, CardEntry, card_files, entry_for, load_index
+from tavern.cards.model import Card
 from tavern.errors import CardError, NotFoundError
+from tavern.store.atomic import make_dirs, write_temp
+from tavern.store.names import sanitize_file_name
 
 _MAX_KEY_BYTES = 150  # leaves room for "_NN", "-timestamp" and ".png" under the 255-byte limit
-_ILLEGAL = re.compile(r'[/\\?<>:*|"\x00-\x1f\x7f]')
-_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$", re.IGNORECASE)
 _TRASH_SUFFIX = re.compile(r"-\d{8}-\d{6}(?:-\d+)?$")
 
 
 def key_for_name(name: str) -> str:
-    """A file-name-safe key for a character name (the stem of its PNG)."""
-    key = unicodedata.normalize("NFC", name)
-    key = _ILLEGAL.sub("", key)
-    key = key.encode("utf-8", "ignore").decode("utf-8")  # drops lone surrogates
-    key = key.strip().lstrip(".").strip().rstrip(". ")
-    raw = key.encode("utf-8")[:_MAX_KEY_BYTES]
-    key = raw.decode("utf-8", "ignore").rstrip(". ")
-    if _WINDOWS_RESERVED.match(key):
-        key = "_" + key
-    return key or "character"
+    """A file-name-safe key for a character name (the stem of its PNG): the one sanitizer's,
+    so a name starting with "." never makes a hidden card (nor chat folder)."""
+    return sanitize_file_name(name, "character", max_bytes=_MAX_KEY_BYTES)
 
 
 def _is_safe_key(key: str) -> bool:
@@ -214,7 +205,7 @@ class CardLibrary:
         source = self.path(key)
         trash = self.trash_dir
         try:
-            trash.mkdir(parents=True, exist_ok=True)
+            make_dirs(trash)
         except OSError as err:
             raise CardError(f"{trash}: cannot create the trash folder ({err.strerror or err})") from None
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -254,7 +245,7 @@ class CardLibrary:
 
     def _ensure_root(self) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.root)
         except OSError as err:
             raise CardError(
                 f"{self.root}: cannot create the characters folder ({err.strerror or err})"
@@ -277,16 +268,13 @@ class CardLibrary:
         """Write `data` under the first free key among base, base_1, base_2, ..."""
         self._ensure_root()
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".import.", suffix=".tmp", dir=self.root)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
+            # Whole and fsynced under a hidden temporary name (removed again on any failure, a
+            # full disk included), then claimed under a free key by a hard link.
+            tmp = write_temp(self.root / ".import", [data])
         except OSError as err:
             raise CardError(f"{self.root}: cannot write ({err.strerror or err})") from None
         try:
-            return self._claim(base, lambda target: _move(Path(tmp), target, exclusive=True))
+            return self._claim(base, lambda target: _move(tmp, target, exclusive=True))
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

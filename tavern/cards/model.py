@@ -219,14 +219,16 @@ class Card:
     # ----------------------------------------------------------------------------------
     # writing
 
-    def to_v2_dict(self, source: str = "<card>") -> dict[str, Any]:
+    def to_v2_dict(self, source: str = "<card>", *, v1_copies: bool = True) -> dict[str, Any]:
         """The card as SillyTavern writes it: V1 copies on top, `chara_card_v2` with `data`.
 
         V3-only fields are kept inside `data` when set (SillyTavern writes
         `group_only_greetings` there too), so a V2 export loses nothing. CardError (starting
-        with `source`) if a field holds something that is not plain JSON.
+        with `source`) if a field holds something that is not plain JSON. `v1_copies=False`
+        leaves the top-level copies out (half the size of a huge card): V2 readers, Tavern's
+        and SillyTavern's `readFromV2` included, take every field from `data`.
         """
-        root = self._v1_copies(source)
+        root = self._v1_copies(source) if v1_copies else {}
         for key, value in _json_copy(self.root_extra, "root_extra", source).items():
             if key not in _DERIVED_ROOT_KEYS:
                 root[key] = value

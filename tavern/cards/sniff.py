@@ -13,27 +13,10 @@ from typing import Any
 
 from tavern.cards import charx, png
 from tavern.cards.formats import MAX_JSON_FILE, check_regular_file, decode_json_bytes
+from tavern.cards.kinds import is_chat_header, kind_of_json
 from tavern.errors import CardError
 
 _CHAT_HEAD = 1024 * 1024  # a chat's metadata line is small; chats themselves can be huge
-_SAMPLER_KEYS = frozenset(
-    (
-        "temp",
-        "temperature",
-        "rep_pen",
-        "repetition_penalty",
-        "top_p",
-        "top_k",
-        "top_a",
-        "min_p",
-        "typical_p",
-        "tfs",
-        "mirostat_mode",
-        "dry_multiplier",
-    )
-)
-
-
 def detect_kind(path: str | os.PathLike[str]) -> str:
     """One of "card", "lorebook", "chat", "preset:sampler", "preset:instruct",
     "preset:context", "preset:chat" (chat-completion prompt preset) or "unknown".
@@ -85,7 +68,7 @@ def _text_kind(f: Any, size: int, source: str) -> str:
             first = decode_json_bytes(first_line, source, "first line")
         except CardError:
             first = None
-        if isinstance(first, dict) and _is_chat_header(first):
+        if isinstance(first, dict) and is_chat_header(first):
             return "chat"
     if size > MAX_JSON_FILE:
         return "unknown"
@@ -96,34 +79,4 @@ def _text_kind(f: Any, size: int, source: str) -> str:
     return kind_of_json(obj)
 
 
-def _is_chat_header(obj: dict[str, Any]) -> bool:
-    return ("user_name" in obj and "character_name" in obj) or "chat_metadata" in obj
-
-
-def kind_of_json(obj: Any) -> str:
-    """The kind of an already parsed JSON value (see detect_kind)."""
-    if not isinstance(obj, dict):
-        return "unknown"
-    spec = obj.get("spec")
-    data = obj.get("data")
-    if isinstance(spec, str) and spec.startswith("chara_card"):
-        return "card"
-    if "first_mes" in obj or "char_greeting" in obj or "char_persona" in obj:
-        return "card"
-    if isinstance(data, dict) and (
-        "first_mes" in data or (spec is None and "name" in data and "description" in data)
-    ):
-        return "card"
-    if spec == "lorebook_v3" or ("entries" in obj and isinstance(obj["entries"], (dict, list))):
-        return "lorebook"
-    if _is_chat_header(obj):
-        return "chat"
-    if "input_sequence" in obj and "output_sequence" in obj:
-        return "preset:instruct"
-    if "story_string" in obj:
-        return "preset:context"
-    if "prompt_order" in obj or "chat_completion_source" in obj:
-        return "preset:chat"
-    if len(_SAMPLER_KEYS.intersection(obj)) >= 2:
-        return "preset:sampler"
-    return "unknown"
+__all__ = ["detect_kind", "kind_of_json"]

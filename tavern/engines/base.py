@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-
 SEQ_CHAT = 0
 """The chat's own sequence: its cache is what keeps turns cheap."""
 SEQ_CFG = 1
@@ -100,32 +99,82 @@ class Finished:
 Event = Token | Finished
 
 
-@runtime_checkable
-class Engine(Protocol):
-    """What every backend offers. Optional abilities are flags, not missing methods."""
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do, declared once by the engine: callers branch on these flags, never
+    on an engine's class or on attributes it may lack."""
 
-    name: str
-    supports_raw_prompt: bool
-    supports_kv_shift: bool
-    keeps_removed_text: bool
+    raw_prompt: bool = True
+    """Takes the assembled text prompt (False: role-tagged messages only, e.g. openai-chat)."""
+    kv_shift: bool = False
+    """Moves cached cells when text is removed above them (a context shift)."""
+    keeps_removed_text: bool = False
     """Text that left the prompt and comes back anywhere costs nothing (the embedded engine's
     cell bank); False: text inserted above cached text costs what follows it, as llama-server's
     cache reuse does, so the prompt layout inserts only before the newest message."""
+    counts_many: bool = False
+    """`count_tokens_many` is cheaper than counting one text at a time (a server: one request
+    or one concurrent batch instead of a round trip per text), so the assembler primes counts."""
+    counts_joined: bool = False
+    """Counts many texts in one request (`count_tokens_many`), so priming more is cheap."""
+    cfg: bool = False
+    """Applies a negative prompt (classifier-free guidance)."""
+    token_ids: bool = False
+    """`tokenize` returns the model's own token ids (False: it raises EngineError)."""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What every backend offers. Optional abilities are `capabilities` flags, never missing
+    methods; the methods with a body here are defaults an engine inherits by subclassing."""
+
+    name: str
+    """The API name shown with a reply ("llama.cpp", "openai-chat", ...)."""
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    @property
+    def loaded(self) -> bool:
+        """Whether `load` has run and `unload` has not since (a model in memory, a client open)."""
+        ...
 
     @property
     def context_size(self) -> int: ...
 
     @property
+    def background_context(self) -> int:
+        """The cells a background job (SEQ_BACKGROUND, a summary) may use: its own sequence's
+        window where the engine keeps one, else the whole context."""
+        return self.context_size
+
+    @property
     def model_name(self) -> str: ...
+
+    @property
+    def format_hint(self) -> str:
+        """A prompt format the backend's profile names ("" = choose by the model)."""
+        return ""
 
     def load(self) -> None:
         """Load or connect; raises ModelLoadError/EngineError with one line."""
 
     def unload(self) -> None: ...
 
-    def tokenize(self, text: str, add_bos: bool = False) -> list[int]: ...
+    def tokenize(self, text: str, add_bos: bool = False) -> list[int]:
+        """The model's token ids; raises EngineError where `capabilities.token_ids` is False."""
+        ...
 
     def count_tokens(self, text: str) -> int: ...
+
+    def max_token_bytes(self) -> int | None:
+        """The most bytes one token of the vocabulary spells (None: unknown): a text longer
+        than the room times this surely does not fit, and need not be counted."""
+        return None
+
+    def count_tokens_many(self, texts: list[str]) -> list[int]:
+        """Counts of many texts; an engine that can batch them overrides this."""
+        return [self.count_tokens(t) if t else 0 for t in texts]
 
     def generate(
         self, request: GenerationRequest, cancel: threading.Event | None = None
@@ -133,3 +182,9 @@ class Engine(Protocol):
 
     def metadata(self) -> dict[str, str]:
         """Model metadata (e.g. the GGUF's tokenizer.chat_template); {} when unknown."""
+        ...
+
+    def take_notices(self) -> list[str]:
+        """What the engine asks the front to tell the user, once each (a sampler the API cannot
+        take, a parameter the server ignored); cleared by the call."""
+        return []

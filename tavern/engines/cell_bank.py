@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-
 POSITIONS = 8
 """Bank positions span at most this many times its capacity: past that the chunks are moved
 together (`CellBank._compact`), so that the positions in use stay bounded however long the chat."""

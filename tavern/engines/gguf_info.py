@@ -123,6 +123,13 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
     41: ("Q1_0", 128, 2 + 16),
     42: ("Q2_0", 64, 2 + 16),
 }
+_GGML_TYPE_IDS: dict[str, int] = {name: type_id for type_id, (name, _, _) in GGML_TYPES.items()}
+
+
+def ggml_type_id(name: str) -> int:
+    """The ggml type id of a type name, any case ("q8_0" -> 8): the value llama.cpp takes for a
+    KV cache `type_k`/`type_v`. The one name -> id table is GGML_TYPES; KeyError if unknown."""
+    return _GGML_TYPE_IDS[name.upper()]
 
 # general.file_type (llama_ftype) -> the quant name users know from file names.
 FILE_TYPES: dict[int, str] = {
@@ -722,7 +729,7 @@ def _size_tensors(
     # For types we do not know (newer than this table), fall back to the gap to the next tensor.
     by_offset = sorted(raw, key=lambda t: t[3])
     next_offset = {}
-    for (name, _s, _t, off), nxt in zip(by_offset, by_offset[1:] + [None]):
+    for (name, _s, _t, _off), nxt in zip(by_offset, by_offset[1:] + [None]):
         next_offset[name] = nxt[3] if nxt else data_size
     tensors = []
     for name, shape, ggml_type, offset in raw:

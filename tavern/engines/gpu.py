@@ -83,9 +83,9 @@ def step_down(total: int, try_load: Callable[[int], T]) -> tuple[T, Offload]:
 def offload_supported() -> bool:
     """Whether this llama.cpp build has a GPU backend (a CPU-only build cannot offload)."""
     try:
-        import llama_cpp
+        from tavern.engines.lowlevel import gpu_offload_supported
 
-        return bool(llama_cpp.llama_supports_gpu_offload())
+        return gpu_offload_supported()
     except Exception:  # no library at all: the load itself will say so
         return False
 

@@ -22,11 +22,24 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tavern.engines.base import SEQ_BACKGROUND, SEQ_CFG, SEQ_CHAT, Finished, GenerationRequest, Token, TurnStats
-from tavern.engines.gguf_info import read_gguf
+from tavern.engines.base import (
+    SEQ_BACKGROUND,
+    SEQ_CFG,
+    SEQ_CHAT,
+    Capabilities,
+    Engine,
+    Finished,
+    GenerationRequest,
+    Token,
+    TurnStats,
+)
+from tavern.engines.cell_bank import CellBank, Match
+from tavern.engines.config import EngineConfig
+from tavern.engines.gguf_info import ggml_type_id, read_gguf
 from tavern.engines.gpu import Offload, step_down
 from tavern.engines.lowlevel import (
     AbortFlag,
@@ -36,15 +49,24 @@ from tavern.engines.lowlevel import (
     ReusePlan,
     align_cuts,
     common_prefix,
+    is_control,
+    is_eog,
+    logits_row,
     plan_align,
     plan_reuse,
+    several_sequences,
     silence_llama_logs,
     token_piece,
+    vocab_of,
 )
-from tavern.engines.cell_bank import CellBank, Match
 from tavern.engines.own_tokens import OwnTokens
 from tavern.engines.prompt_cache import PromptStateCache
 from tavern.errors import EngineError, ModelLoadError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only; numpy comes with llama_cpp at load time
+    import numpy as np
+
+    from tavern.engines.samplers import TokenSampler
 
 SEQ_SCRATCH = 3
 SEQ_BANK = 4
@@ -52,53 +74,51 @@ SEQ_BANK = 4
 N_SEQ = 5
 RESTORE_MARGIN = 64
 """A saved state must save this many more tokens than the live one to be worth restoring."""
+KV_TYPES = ("f16", "f32", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
+"""The KV cache types `type_k`/`type_v` may name (their ids: gguf_info's GGML type table), in the
+order the error for an unknown one lists them."""
 
 
-class LocalEngine:
+class LocalEngine(Engine):
     name = "llama.cpp"
-    supports_raw_prompt = True
-    supports_kv_shift = True
 
     def __init__(
         self,
         model_path: Path | str,
-        n_ctx: int = 4096,
-        n_threads: int = 0,
-        n_gpu_layers: int = -1,
-        n_batch: int = 512,
-        flash_attn: bool = False,
-        type_k: str = "f16",
-        type_v: str = "f16",
-        rope_freq_base: float = 0.0,
-        cache_reuse: int = 32,
-        side_ctx: int = -1,
-        cache_ram_mib: int = 1024,
-        insert_reuse: bool = True,
+        config: EngineConfig | None = None,
+        *,
         gpu_step_down: bool = False,
-        bank_cells: int = -1,
+        **changes: Any,
     ):
+        """`config` (default: EngineConfig's defaults) with `changes` to any of its fields
+        (tests and benchmarks: `LocalEngine(path, n_ctx=1024, side_ctx=0)`). Its `path` and
+        `rope_alpha` are the loader's business: `model_path` and `rope_freq_base` are what
+        llama.cpp gets."""
+        cfg = (config or EngineConfig()).with_changes(**changes)
+        self.config = cfg
+        n_ctx, n_threads, cache_reuse, insert_reuse = cfg.n_ctx, cfg.n_threads, cfg.cache_reuse, cfg.insert_reuse
         self.model_path = Path(model_path)
         self.n_ctx = n_ctx
         """The chat's window: what the prompt plus the reply must fit in."""
-        self.side_ctx = side_cells(n_ctx, side_ctx)
+        self.side_ctx = cfg.side_cells
         """Extra KV cells for the side sequences (CFG, background); 0 = they borrow the chat's,
         whose state is saved in host memory meanwhile."""
         self.n_threads = n_threads or os.cpu_count() or 1
-        self.n_gpu_layers = n_gpu_layers
+        self.n_gpu_layers = cfg.n_gpu_layers
         self.gpu_step_down = gpu_step_down
         """Free VRAM unknown: if llama.cpp refuses `n_gpu_layers`, try fewer (`gpu.step_down`)."""
         self.offload: Offload | None = None
         """What the last load put on the GPU, when it had to find out by trying."""
-        self.n_batch = n_batch
-        self.flash_attn = flash_attn
-        self.type_k = type_k
-        self.type_v = type_v
-        self.rope_freq_base = rope_freq_base
+        self.n_batch = cfg.n_batch
+        self.flash_attn = cfg.flash_attn
+        self.type_k = cfg.type_k
+        self.type_v = cfg.type_v
+        self.rope_freq_base = cfg.rope_freq_base
         self.cache_reuse = cache_reuse
         self.insert_reuse = insert_reuse
         """Reuse cached text after an insertion too (`plan_align`); False: llama-server's walk."""
-        self.states = PromptStateCache(cache_ram_mib * 1024 * 1024)
-        self.bank_cells = bank_size(self.side_ctx, bank_cells, cache_reuse, insert_reuse)
+        self.states = PromptStateCache(cfg.cache_ram_mib * 1024 * 1024)
+        self.bank_cells = cfg.bank_size
         """Cells the bank of removed text may hold; 0 = off."""
         self.bank: CellBank | None = None
         self.own_tokens = OwnTokens()
@@ -120,6 +140,21 @@ class LocalEngine:
     def keeps_removed_text(self) -> bool:
         """The bank is on (and, once loaded, the model can shift its cells)."""
         return self.bank_cells > 0 and (self._kv is None or self._kv.can_shift)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            raw_prompt=True,
+            kv_shift=self._kv is None or self._kv.can_shift,
+            keeps_removed_text=self.keeps_removed_text,
+            counts_joined=False,
+            cfg=self.side_ctx > 0,
+            token_ids=True,
+        )
+
+    @property
+    def background_context(self) -> int:
+        return self.side_ctx or self.n_ctx
 
     @property
     def loaded(self) -> bool:
@@ -149,27 +184,10 @@ class LocalEngine:
         except ImportError as err:  # a broken install is a user-facing problem, not a crash
             raise ModelLoadError(f"llama-cpp-python is not installed or broken: {err}") from None
         silence_llama_logs()
-        kwargs: dict[str, Any] = dict(
-            model_path=str(path),
-            n_ctx=self.kv_cells,
-            n_threads=self.n_threads,
-            n_threads_batch=self.n_threads,
-            n_batch=self.n_batch,
-            n_gpu_layers=self.n_gpu_layers,
-            flash_attn=self.flash_attn,
-            verbose=False,
-        )
-        if self.rope_freq_base:
-            kwargs["rope_freq_base"] = self.rope_freq_base
-        types = {"f16": 1, "f32": 0, "q8_0": 8, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7}
-        for name in ("type_k", "type_v"):
-            value = getattr(self, name)
-            if value != "f16":
-                if value not in types:
-                    raise ModelLoadError(f"unknown KV cache type {value!r} (use one of {', '.join(types)})")
-                kwargs[name] = types[value]
+        kwargs = self._llama_kwargs(path)
+
         def try_load(n_layers: int) -> Any:
-            with _several_sequences(llama_cpp):
+            with several_sequences(N_SEQ):
                 return llama_cpp.Llama(**{**kwargs, "n_gpu_layers": n_layers})
 
         self.offload = None
@@ -187,8 +205,32 @@ class LocalEngine:
             self.bank = CellBank(self._kv, SEQ_BANK, base, self.bank_cells, self.cache_reuse)
         self._decoder = BatchDecoder(ctx, self.n_batch)
         self._abort = AbortFlag(self._llama)
-        self._vocab = llama_cpp.llama_model_get_vocab(self._llama._model.model)
+        self._vocab = vocab_of(self._llama)
         self.load_seconds = time.perf_counter() - t0
+
+    def _llama_kwargs(self, path: Path) -> dict[str, Any]:
+        """`llama_cpp.Llama`'s arguments for this engine's settings (not the sequences:
+        `several_sequences`); an unknown KV cache type is a ModelLoadError."""
+        kwargs: dict[str, Any] = dict(
+            model_path=str(path),
+            n_ctx=self.kv_cells,
+            n_threads=self.n_threads,
+            n_threads_batch=self.n_threads,
+            n_batch=self.n_batch,
+            n_gpu_layers=self.n_gpu_layers,
+            flash_attn=self.flash_attn,
+            verbose=False,
+        )
+        if self.rope_freq_base:
+            kwargs["rope_freq_base"] = self.rope_freq_base
+        for name in ("type_k", "type_v"):
+            value = getattr(self, name)
+            if value != "f16":  # llama.cpp's default: left to it
+                if value not in KV_TYPES:
+                    known = ", ".join(KV_TYPES)
+                    raise ModelLoadError(f"unknown KV cache type {value!r} (use one of {known})")
+                kwargs[name] = ggml_type_id(value)
+        return kwargs
 
     @property
     def load_info(self) -> dict[str, Any]:
@@ -246,6 +288,19 @@ class LocalEngine:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text)) if text else 0
 
+    def max_token_bytes(self) -> int:
+        """The most UTF-8 bytes one token of this vocabulary spells (control tokens included),
+        plus a margin for the space a tokenizer adds: a text of n bytes is at least n / this
+        many tokens, so the assembler skips counting a message that cannot fit (tokenizing a
+        10 MB message takes 20 s and 800 MB)."""
+        found: int | None = self.__dict__.get("_max_token_bytes")
+        if found is None:
+            llama = self._require()
+            pieces = (len(llama.detokenize([t], special=True)) for t in range(llama.n_vocab()))
+            found = max(pieces, default=1) + 4
+            self.__dict__["_max_token_bytes"] = found
+        return found
+
     def _prompt_tokens(
         self, text: str, add_bos: bool, window: int, recurring: Sequence[str] = ()
     ) -> list[int]:
@@ -302,10 +357,8 @@ class LocalEngine:
 
     def _kind(self, token: int) -> tuple[bool, bool]:
         if (kind := self._kinds.get(token)) is None:
-            import llama_cpp
-
             ends_line = token_piece(self._vocab, token).endswith(b"\n")
-            kind = self._kinds[token] = (ends_line, bool(llama_cpp.llama_vocab_is_control(self._vocab, token)))
+            kind = self._kinds[token] = (ends_line, is_control(self._vocab, token))
         return kind
 
     def _prepare(self, seq: int, tokens: list[int], stats: TurnStats) -> tuple[ReusePlan, bool]:
@@ -379,152 +432,187 @@ class LocalEngine:
         kv.truncate(seq, 0)
 
     def _generate(self, req: GenerationRequest, cancel: threading.Event) -> Iterator[Token | Finished]:
-        import numpy as np
-
-        from tavern.engines.samplers import SamplerSettings, TokenSampler
-
-        stats = TurnStats()
-        text = ""
-        t_start = time.perf_counter()
-        seq = self._seq_for(req.seq_id)
+        """One reply, in steps: the prompt's tokens, the prompts into the cells, the
+        decode-sample loop, the stats. Any failure ends it with Finished(error=...) and the
+        text so far, and leaves the sequence's cache empty."""
+        turn = _Turn(req, cancel, self._seq_for(req.seq_id))
         try:
-            llama = self._require()
-            kv, decoder = self._kv, self._decoder
-            assert kv is not None and decoder is not None and self._abort is not None
-            add_bos = req.add_bos and self.adds_bos()
-            window = self.n_ctx if seq == SEQ_CHAT else self.side_ctx
-            tokens = self._prompt_tokens(req.prompt, add_bos, window, req.recurring)
-            stats.prompt_tokens = len(tokens)
-            if not tokens:
-                yield Finished("", stats, error="empty prompt")
+            refused = self._prepare_prompt(turn)
+            if refused is not None:
+                yield refused
                 return
-            if len(tokens) >= window:
-                stats.stop_reason = "error"
-                yield Finished("", stats, error=f"prompt is {len(tokens)} tokens; the context holds {window}")
+            self._evaluate_prompt(turn)
+            assert self._kv is not None
+            if cancel.is_set() or len(self._kv.tokens(turn.seq)) < len(turn.tokens):
+                yield self._cancelled(turn)
                 return
-
-            neg_tokens: list[int] = []
-            neg_logits = None
-            guided = bool(req.negative_prompt) and req.guidance_scale != 1.0
-            if guided and (seq != SEQ_CHAT or self.side_ctx <= 0):
-                raise EngineError("a negative prompt (CFG) needs side cells: set [model] side_ctx to -1 or more")
-            self._abort.should_abort = False
-            watcher = _CancelWatcher(cancel, self._abort)
-            try:
-                if guided:
-                    # The negative sequence first: its last logits are kept before the chat's
-                    # own prompt overwrites the context's output buffer.
-                    neg_tokens = self._prompt_tokens(req.negative_prompt or "", add_bos, self.side_ctx)
-                    if len(neg_tokens) >= self.side_ctx:
-                        raise EngineError(
-                            f"the negative prompt is {len(neg_tokens)} tokens; the side cells hold {self.side_ctx}"
-                        )
-                    neg_stats = TurnStats()
-                    self._load(SEQ_CFG, neg_tokens, cancel, neg_stats)
-                    stats.cfg_prompt_tokens = len(neg_tokens)
-                    stats.cfg_evaluated_tokens = neg_stats.evaluated_tokens
-                    if not cancel.is_set():
-                        neg_logits = np.ctypeslib.as_array(
-                            llama_cpp_logits(self._llama, -1), shape=(llama.n_vocab(),)
-                        ).copy()
-                bank = self._bank_for(seq)
-                if bank is not None and req.recurring:
-                    bank.expect([self.tokenize(text) for text in req.recurring])
-                self._load(seq, tokens, cancel, stats)
-            except DecodeError as err:
-                if not (cancel.is_set() or err.code == 2):
-                    raise
-            finally:
-                watcher.stop()
-            t_prompt = time.perf_counter()
-            stats.prompt_ms = (t_prompt - t_start) * 1000
-            if cancel.is_set() or len(kv.tokens(seq)) < len(tokens):
-                stats.stop_reason = "cancelled"
-                stats.total_ms = (time.perf_counter() - t_start) * 1000
-                self._state_stats(stats)
-                yield Finished("", stats)
-                return
-
-            settings = req.sampler if req.sampler is not None else SamplerSettings()
-            decoder_utf8 = codecs.getincrementaldecoder("utf-8")("replace")
-            stops = [s for s in req.stop if s]
-            hold = max((len(s) for s in stops), default=1) - 1
-            emitted = 0
-            t_first = None
-            max_new = min(req.max_tokens, window - len(tokens))
-            stats.stop_reason = "length"
-            first_guided = True
-            made: list[int] = []  # the tokens decoded into the cells, and their bytes
-            pieces: list[bytes] = []
-
-            with TokenSampler(llama, settings, tokens) as sampler:  # it keeps its own range of them
-                stats.seed = sampler.seed
-                for _ in range(max_new):
-                    if cancel.is_set():
-                        stats.stop_reason = "cancelled"
-                        break
-                    if neg_logits is None:
-                        tok = sampler.sample()
-                    else:
-                        # After the prompt the chat's logits are the last row; after a pair
-                        # decode they are row 0 (the negative's row 1 was copied).
-                        row = -1 if first_guided else 0
-                        pos_logits = np.ctypeslib.as_array(llama_cpp_logits(llama, row), shape=(llama.n_vocab(),))
-                        tok = sampler.sample_from(neg_logits + req.guidance_scale * (pos_logits - neg_logits))
-                        first_guided = False
-                    sampler.accept(tok)
-                    if t_first is None:
-                        t_first = time.perf_counter()
-                        stats.ttft_ms = (t_first - t_start) * 1000
-                    if _is_eog(self._vocab, tok):
-                        stats.stop_reason = "eos"
-                        break
-                    stats.gen_tokens += 1
-                    piece = token_piece(self._vocab, tok)
-                    text += decoder_utf8.decode(piece)
-                    cut = _find_stop(text, stops, emitted - hold)
-                    if cut is not None:
-                        text = text[:cut]
-                        stats.stop_reason = "stop"
-                        if cut > emitted:
-                            yield Token(text[emitted:cut])
-                        emitted = len(text)
-                        break
-                    safe = len(text) - hold if stops else len(text)
-                    if safe > emitted:
-                        yield Token(text[emitted:safe])
-                        emitted = safe
-                    mirror = kv.tokens(seq)
-                    if len(mirror) >= window:
-                        break
-                    if neg_logits is None:
-                        self._decode_at(seq, [tok], len(mirror))
-                    else:
-                        neg_mirror = kv.tokens(SEQ_CFG)
-                        if len(neg_mirror) >= self.side_ctx:
-                            break
-                        decoder.decode_each(tok, [(seq, len(mirror)), (SEQ_CFG, len(neg_mirror))])
-                        mirror.append(tok)
-                        neg_mirror.append(tok)
-                        neg_logits = np.ctypeslib.as_array(llama_cpp_logits(llama, 1), shape=(llama.n_vocab(),)).copy()
-                    made.append(tok)
-                    pieces.append(piece)
-            self.own_tokens.add(made, pieces)
-            text += decoder_utf8.decode(b"", final=True) if stats.stop_reason != "stop" else ""
-            if len(text) > emitted:
-                yield Token(text[emitted:])
-            t_end = time.perf_counter()
-            if t_first is not None and stats.gen_tokens:
-                stats.gen_tps = stats.gen_tokens / max(t_end - t_prompt, 1e-9)
-            stats.total_ms = (t_end - t_start) * 1000
-            self._state_stats(stats)
-            yield Finished(text, stats)
+            yield from self._reply(turn)
+            self._final_stats(turn)
+            yield Finished(turn.text, turn.stats)
         except Exception as err:  # never take the app down: report, keep what we have
             if self._kv is not None and self._llama is not None:
-                self._kv.clear(seq)  # the cache may be half-written; start clean next turn
+                self._kv.clear(turn.seq)  # the cache may be half-written; start clean next turn
+            turn.stats.stop_reason = "error"
+            turn.stats.total_ms = (time.perf_counter() - turn.t_start) * 1000
+            yield Finished(turn.text, turn.stats, error=f"{type(err).__name__}: {err}")
+
+    def _prepare_prompt(self, turn: _Turn) -> Finished | None:
+        """Step 1: the prompt's tokens for its sequence's window (the model loaded first). A
+        Finished when there is nothing to generate from: an empty prompt, or one that fills it."""
+        self._require()
+        assert self._kv is not None and self._decoder is not None and self._abort is not None
+        req, stats = turn.req, turn.stats
+        turn.add_bos = req.add_bos and self.adds_bos()
+        turn.window = self.n_ctx if turn.seq == SEQ_CHAT else self.side_ctx
+        turn.tokens = self._prompt_tokens(req.prompt, turn.add_bos, turn.window, req.recurring)
+        stats.prompt_tokens = len(turn.tokens)
+        if not turn.tokens:
+            return Finished("", stats, error="empty prompt")
+        if len(turn.tokens) >= turn.window:
             stats.stop_reason = "error"
-            stats.total_ms = (time.perf_counter() - t_start) * 1000
-            yield Finished(text, stats, error=f"{type(err).__name__}: {err}")
+            too_long = f"prompt is {len(turn.tokens)} tokens; the context holds {turn.window}"
+            return Finished("", stats, error=too_long)
+        return None
+
+    def _evaluate_prompt(self, turn: _Turn) -> None:
+        """Step 2: the negative prompt (CFG) and the prompt into their sequences' cells,
+        evaluating only what the cache lacks. A cancel stops it between batches, and within one
+        through llama.cpp's abort flag; the caller sees it in the cells that are missing."""
+        req, cancel, seq = turn.req, turn.cancel, turn.seq
+        guided = bool(req.negative_prompt) and req.guidance_scale != 1.0
+        if guided and (seq != SEQ_CHAT or self.side_ctx <= 0):
+            raise EngineError("a negative prompt (CFG) needs side cells: set [model] side_ctx to -1 or more")
+        assert self._abort is not None
+        self._abort.should_abort = False
+        watcher = _CancelWatcher(cancel, self._abort)
+        try:
+            if guided:
+                turn.neg_logits = self._load_negative(turn)
+            bank = self._bank_for(seq)
+            if bank is not None and req.recurring:
+                bank.expect([self.tokenize(text) for text in req.recurring])
+            self._load(seq, turn.tokens, cancel, turn.stats)
+        except DecodeError as err:
+            if not (cancel.is_set() or err.code == 2):
+                raise
+        finally:
+            watcher.stop()
+        turn.t_prompt = time.perf_counter()
+        turn.stats.prompt_ms = (turn.t_prompt - turn.t_start) * 1000
+
+    def _load_negative(self, turn: _Turn) -> np.ndarray | None:
+        """CFG's negative prompt into SEQ_CFG, before the chat's: its last logits are copied
+        before the chat's own prompt overwrites the context's output buffer. None if cancelled."""
+        neg_tokens = self._prompt_tokens(turn.req.negative_prompt or "", turn.add_bos, self.side_ctx)
+        if len(neg_tokens) >= self.side_ctx:
+            raise EngineError(
+                f"the negative prompt is {len(neg_tokens)} tokens; the side cells hold {self.side_ctx}"
+            )
+        neg_stats = TurnStats()
+        self._load(SEQ_CFG, neg_tokens, turn.cancel, neg_stats)
+        turn.stats.cfg_prompt_tokens = len(neg_tokens)
+        turn.stats.cfg_evaluated_tokens = neg_stats.evaluated_tokens
+        if turn.cancel.is_set():
+            return None
+        return self._logits(-1).copy()
+
+    def _cancelled(self, turn: _Turn) -> Finished:
+        """Cancelled while the prompt was evaluated: no reply."""
+        stats = turn.stats
+        stats.stop_reason = "cancelled"
+        stats.total_ms = (time.perf_counter() - turn.t_start) * 1000
+        self._state_stats(stats)
+        return Finished("", stats)
+
+    def _reply(self, turn: _Turn) -> Iterator[Token]:
+        """Step 3, the decode-sample loop: draw a token, stream its text, decode it into the
+        cells (both sequences' with CFG), until max_tokens, an end-of-generation token, a stop
+        string, a full window or a cancel. The tokens it decoded become `own_tokens`."""
+        from tavern.engines.samplers import SamplerSettings, TokenSampler
+
+        req, stats = turn.req, turn.stats
+        settings = req.sampler if req.sampler is not None else SamplerSettings()
+        turn.stream = stream = _TextStream(req.stop)
+        max_new = min(req.max_tokens, turn.window - len(turn.tokens))
+        stats.stop_reason = "length"
+        made: list[int] = []  # the tokens decoded into the cells, and their bytes
+        pieces: list[bytes] = []
+        with TokenSampler(self._llama, settings, turn.tokens) as sampler:  # it keeps its own range of them
+            stats.seed = sampler.seed
+            for i in range(max_new):
+                if turn.cancel.is_set():
+                    stats.stop_reason = "cancelled"
+                    break
+                tok = self._draw(turn, sampler, first=i == 0)
+                sampler.accept(tok)
+                if turn.t_first is None:
+                    turn.t_first = time.perf_counter()
+                    stats.ttft_ms = (turn.t_first - turn.t_start) * 1000
+                if is_eog(self._vocab, tok):
+                    stats.stop_reason = "eos"
+                    break
+                stats.gen_tokens += 1
+                piece = token_piece(self._vocab, tok)
+                out, stopped = stream.push(piece)
+                if stopped:
+                    stats.stop_reason = "stop"
+                if out:
+                    yield Token(out)
+                if stopped or not self._advance(turn, tok):
+                    break
+                made.append(tok)
+                pieces.append(piece)
+        self.own_tokens.add(made, pieces)
+        if tail := stream.flush(final=stats.stop_reason != "stop"):
+            yield Token(tail)
+
+    def _draw(self, turn: _Turn, sampler: TokenSampler, first: bool) -> int:
+        """The next token; with CFG from neg + scale x (pos - neg). The chat's logits are the
+        last row after the prompt, row 0 after a pair decode (the negative's row 1 was copied)."""
+        neg = turn.neg_logits
+        if neg is None:
+            return sampler.sample()
+        pos = self._logits(-1 if first else 0)
+        return sampler.sample_from(neg + turn.req.guidance_scale * (pos - neg))
+
+    def _advance(self, turn: _Turn, tok: int) -> bool:
+        """Decode the drawn token into the cells (with CFG: into the negative's too, keeping its
+        logits); False when there is no room left for it, which ends the reply."""
+        kv, decoder = self._kv, self._decoder
+        assert kv is not None and decoder is not None
+        seq = turn.seq
+        mirror = kv.tokens(seq)
+        if len(mirror) >= turn.window:
+            return False
+        if turn.neg_logits is None:
+            self._decode_at(seq, [tok], len(mirror))
+            return True
+        neg_mirror = kv.tokens(SEQ_CFG)
+        if len(neg_mirror) >= self.side_ctx:
+            return False
+        decoder.decode_each(tok, [(seq, len(mirror)), (SEQ_CFG, len(neg_mirror))])
+        mirror.append(tok)
+        neg_mirror.append(tok)
+        turn.neg_logits = self._logits(1).copy()
+        return True
+
+    def _final_stats(self, turn: _Turn) -> None:
+        """Step 4: the reply's speed and times, and the saved states' count and size."""
+        stats = turn.stats
+        t_end = time.perf_counter()
+        if turn.t_first is not None and stats.gen_tokens:
+            stats.gen_tps = stats.gen_tokens / max(t_end - turn.t_prompt, 1e-9)
+        stats.total_ms = (t_end - turn.t_start) * 1000
+        self._state_stats(stats)
+
+    def _logits(self, row: int) -> np.ndarray:
+        """Row `row` of the last decode's logits (-1: the last), a view of llama.cpp's buffer:
+        copy it to keep it past the next decode."""
+        llama = self._llama
+        logits = logits_row(llama._ctx.ctx, row, llama.n_vocab())
+        if logits is None:
+            raise EngineError("no logits to sample from")
+        return logits
 
     def _load(self, seq: int, tokens: list[int], cancel: threading.Event, stats: TurnStats) -> None:
         """Bring `seq`'s cells to hold `tokens`, evaluating only what the cache lacks; fills the
@@ -667,54 +755,68 @@ class LocalEngine:
         return bank is not None and bank.take(match, seq)
 
 
-def side_cells(n_ctx: int, side_ctx: int) -> int:
-    """KV cells for the side sequences: `[model] side_ctx`, where -1 means one more window."""
-    return n_ctx if side_ctx < 0 else side_ctx
+@dataclass
+class _Turn:
+    """One reply's state, shared by `_generate`'s steps (the error path reports `text`)."""
+
+    req: GenerationRequest
+    cancel: threading.Event
+    seq: int
+    """The sequence it runs on (`_seq_for`: a side one may borrow the chat's)."""
+    stats: TurnStats = field(default_factory=TurnStats)
+    stream: _TextStream | None = None
+    """The reply's text, from the decode-sample loop on."""
+    t_start: float = field(default_factory=time.perf_counter)
+    t_prompt: float = 0.0
+    t_first: float | None = None
+    add_bos: bool = False
+    window: int = 0
+    """The cells the prompt plus the reply must fit in: the chat's window or the side cells."""
+    tokens: list[int] = field(default_factory=list)
+    neg_logits: np.ndarray | None = None
+    """CFG: the negative sequence's logits for the next token; None without guidance."""
+
+    @property
+    def text(self) -> str:
+        return self.stream.text if self.stream is not None else ""
 
 
-def bank_size(side: int, bank_cells: int, cache_reuse: int, insert_reuse: bool) -> int:
-    """Cells for the bank of removed text: `[model] bank_cells`, where -1 means all the side
-    cells (given back whenever a sequence needs them). Off without chunk reuse after
-    insertions, which is what brings banked text back."""
-    if cache_reuse <= 0 or not insert_reuse:
-        return 0
-    return side if bank_cells < 0 else bank_cells
+class _TextStream:
+    """The reply's text as token bytes arrive: decoded incrementally (a character may span
+    tokens), cut at the first stop string, and emitted less the tail that could still turn out
+    to begin one."""
 
+    def __init__(self, stop: Sequence[str]) -> None:
+        self.stops = [s for s in stop if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.text = ""
+        self.emitted = 0
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
 
-@contextlib.contextmanager
-def _several_sequences(llama_cpp: Any) -> Iterator[None]:
-    """`Llama()` offers no way to ask for several sequences in a unified KV cache; it builds
-    its context parameters from `llama_context_default_params`, so adjust those for the call."""
-    module = llama_cpp.llama_cpp
-    original = module.llama_context_default_params
+    def push(self, piece: bytes) -> tuple[str, bool]:
+        """Add one token's bytes: (text to emit now, whether a stop string ended the reply)."""
+        self.text += self._utf8.decode(piece)
+        cut = _find_stop(self.text, self.stops, self.emitted - self.hold)
+        if cut is not None:
+            self.text = self.text[:cut]
+            out = self.text[self.emitted : cut] if cut > self.emitted else ""
+            self.emitted = len(self.text)
+            return out, True
+        safe = len(self.text) - self.hold if self.stops else len(self.text)
+        return self._emit(safe), False
 
-    def params() -> Any:
-        p = original()
-        p.n_seq_max = N_SEQ
-        p.kv_unified = True
-        return p
+    def flush(self, final: bool) -> str:
+        """The rest, once the reply ended (`final`: also a partial character, as U+FFFD)."""
+        if final:
+            self.text += self._utf8.decode(b"", final=True)
+        return self._emit(len(self.text))
 
-    module.llama_context_default_params = params
-    try:
-        yield
-    finally:
-        module.llama_context_default_params = original
-
-
-def llama_cpp_logits(llama: Any, i: int) -> Any:
-    """Row i of the last decode's logits (-1: the last row)."""
-    import llama_cpp
-
-    ptr = llama_cpp.llama_get_logits_ith(llama._ctx.ctx, i)
-    if not ptr:
-        raise EngineError("no logits to sample from")
-    return ptr
-
-
-def _is_eog(vocab: Any, token: int) -> bool:
-    import llama_cpp
-
-    return bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+    def _emit(self, upto: int) -> str:
+        if upto <= self.emitted:
+            return ""
+        out = self.text[self.emitted : upto]
+        self.emitted = upto
+        return out
 
 
 def _find_stop(text: str, stops: list[str], start: int) -> int | None:

@@ -20,14 +20,25 @@ brings the parked cells back shifted past them.
 
 Checked against llama-cpp-python 0.3.36 (llama.cpp with the `llama_memory_*` API and
 `kv_unified`).
+
+It is also the one module that calls the raw binding (`llama_cpp.llama_*` and its ctypes
+structs; tests/engines/test_one_binding.py holds every other module to that): the sampler chain
+(`SamplerChain`, `init_*`), logits rows, vocabulary queries, and the context parameters `Llama()`
+cannot be asked for (`several_sequences`). Everything else talks to `llama_cpp.Llama`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from tavern.errors import EngineError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only; numpy is imported where it is used
+    import numpy as np
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -157,32 +168,35 @@ def _chain(
     runs.sort(key=lambda r: (r[1], r[0]))
     # Longest chain: best[j] = most tokens served by a chain ending with run j (its start may be
     # trimmed to follow the previous run).
-    best: list[int] = []
+    best: list[int | None] = []
     back: list[tuple[int, int]] = []  # (previous run or -1, tokens trimmed from run j's start)
     for j, (cj, pj, nj) in enumerate(runs):
         trim0 = max(0, prefix - cj, prefix - pj)
         top = (nj - trim0 - (GAP_COST if pj + trim0 > prefix else 0), -1, trim0) if nj - trim0 >= min_chunk else None
         for i in range(j):
             ci, pi, ni = runs[i]
-            if best[i] is None or ci >= cj or pi >= pj:
+            served = best[i]
+            if served is None or ci >= cj or pi >= pj:
                 continue
             trim = max(0, ci + ni - cj, pi + ni - pj)
             if nj - trim < min_chunk:
                 continue
             gap = GAP_COST if pj + trim > pi + ni else 0
-            value = best[i] + nj - trim - gap
+            value = served + nj - trim - gap
             if top is None or value > top[0]:
                 top = (value, i, trim)
         if top is None:
-            best.append(None)  # type: ignore[arg-type]
+            best.append(None)
             back.append((-1, 0))
         else:
             best.append(top[0])
             back.append((top[1], top[2]))
-    j = max((i for i in range(len(runs)) if best[i] is not None), key=lambda i: best[i], default=None)
-    if j is None or best[j] <= 0:
+    ends = {i: b for i, b in enumerate(best) if b is not None}
+    last = max(ends, key=ends.__getitem__, default=None)
+    if last is None or ends[last] <= 0:
         return []
     chain = []
+    j = last
     while j != -1:
         c, p, n = runs[j]
         prev, trim = back[j]
@@ -570,7 +584,7 @@ def token_piece(vocab: Any, token: int) -> bytes:
         buf = (ctypes.c_char * size)()
         n = llama_cpp.llama_token_to_piece(vocab, token, buf, size, 0, False)
         if n >= 0:
-            return bytes(buf[:n])
+            return buf.raw[:n]
         size = -n
 
 
@@ -596,3 +610,288 @@ class AbortFlag:
         self.should_abort = False
         self._cb = llama_cpp.ggml_abort_callback(lambda _data: self.should_abort)
         llama_cpp.llama_set_abort_callback(llama._ctx.ctx, self._cb, ctypes.c_void_p(0))
+
+
+# -- the context --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def several_sequences(n_seq: int) -> Iterator[None]:
+    """Within the block, contexts get `n_seq` sequences in one unified KV cache.
+
+    `Llama()` in 0.3.36 offers no way to ask for that: it builds its context parameters from
+    `llama_context_default_params` and sets `n_seq_max`/`kv_unified` only for `embedding=True`
+    (which would also turn the context into an embedding one), and its `**kwargs` are ignored.
+    So the defaults are adjusted for the call, process-wide, and always restored in `finally`.
+    Callers hold no other `Llama()` construction meanwhile (the engine loads under its lock)."""
+    import llama_cpp.llama_cpp as module  # the module `Llama.__init__` reads the defaults from
+
+    original = module.llama_context_default_params
+
+    def params() -> Any:
+        p = original()
+        p.n_seq_max = n_seq
+        p.kv_unified = True
+        return p
+
+    module.llama_context_default_params = params
+    try:
+        yield
+    finally:
+        module.llama_context_default_params = original
+
+
+def gpu_offload_supported() -> bool:
+    """Whether this llama.cpp build has a GPU backend. Raises if the library cannot load."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def logits_row(ctx: Any, i: int, n_vocab: int) -> np.ndarray | None:
+    """Row i of the last decode's logits (-1: the last row) as a numpy view of llama.cpp's
+    buffer, not a copy: the next decode overwrites it. None when that row has no logits."""
+    import llama_cpp
+    import numpy as np
+
+    ptr = llama_cpp.llama_get_logits_ith(ctx, i)
+    if not ptr:
+        return None
+    view: np.ndarray = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
+    return view
+
+
+# -- the vocabulary -----------------------------------------------------------------------------
+
+
+def vocab_of(llama: Any) -> Any:
+    """The `llama_vocab` pointer of a loaded `llama_cpp.Llama` (what token queries take)."""
+    import llama_cpp
+
+    return llama_cpp.llama_model_get_vocab(llama.model)
+
+
+def end_tokens(vocab: Any) -> tuple[int, int]:
+    """(end-of-sequence, end-of-turn) token ids; -1 where the vocabulary has none."""
+    import llama_cpp
+
+    return int(llama_cpp.llama_vocab_eos(vocab)), int(llama_cpp.llama_vocab_eot(vocab))
+
+
+def is_eog(vocab: Any, token: int) -> bool:
+    """Whether `token` ends generation (EOS, EOT, <|im_end|> and the like)."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+
+
+def is_control(vocab: Any, token: int) -> bool:
+    """Whether `token` is a control token (<|im_start|>): where a message starts."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_vocab_is_control(vocab, token))
+
+
+# -- the sampler chain --------------------------------------------------------------------------
+# The `init_*` functions return a new `llama_sampler` pointer (NULL when llama.cpp refuses the
+# parameters); `SamplerChain.add` takes ownership of it. Seeds are llama.cpp's uint32.
+
+
+def token_data_size() -> int:
+    """Bytes of one `llama_token_data` record (id, logit, p): the layout of candidate buffers."""
+    import llama_cpp
+
+    return ctypes.sizeof(llama_cpp.llama_token_data)
+
+
+def init_logit_bias(n_vocab: int, bias: dict[int, float]) -> Any:
+    """Adds `bias[token]` to each token's logit (-inf forbids it); llama.cpp copies the entries."""
+    import llama_cpp
+
+    entries = (llama_cpp.llama_logit_bias * len(bias))()
+    for i, (token, value) in enumerate(bias.items()):
+        entries[i] = llama_cpp.llama_logit_bias(token, value)
+    return llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(bias), entries)
+
+
+def init_dry(
+    vocab: Any, multiplier: float, base: float, allowed_length: int, last_n: int, breakers: Sequence[bytes]
+) -> Any:
+    """DRY over the last `last_n` tokens; `breakers` are UTF-8 strings (llama.cpp copies them)."""
+    import llama_cpp
+
+    array = (ctypes.c_char_p * max(len(breakers), 1))(*breakers)  # never a zero-length array
+    n = len(breakers)
+    return llama_cpp.llama_sampler_init_dry(vocab, multiplier, base, allowed_length, last_n, array, n)
+
+
+def init_penalties(n_vocab: int, last_n: int, repeat: float, frequency: float, presence: float) -> Any:
+    import llama_cpp
+
+    return llama_cpp.llama_sampler_init_penalties(n_vocab, last_n, repeat, frequency, presence)
+
+
+def init_greedy() -> Any:
+    import llama_cpp
+
+    return llama_cpp.llama_sampler_init_greedy()
+
+
+def init_dist(seed: int) -> Any:
+    """The final seeded draw from the distribution left."""
+    import llama_cpp
+
+    return llama_cpp.llama_sampler_init_dist(seed)
+
+
+def init_mirostat(n_vocab: int, seed: int, tau: float, eta: float, m: int) -> Any:
+    import llama_cpp
+
+    return llama_cpp.llama_sampler_init_mirostat(n_vocab, seed, tau, eta, m)
+
+
+def init_mirostat_v2(seed: int, tau: float, eta: float) -> Any:
+    import llama_cpp
+
+    return llama_cpp.llama_sampler_init_mirostat_v2(seed, tau, eta)
+
+
+def init_xtc(probability: float, threshold: float, min_keep: int, seed: int) -> Any:
+    import llama_cpp
+
+    return llama_cpp.llama_sampler_init_xtc(probability, threshold, min_keep, seed)
+
+
+def init_top_n_sigma(n: float) -> Any:
+    import llama_cpp
+
+    return llama_cpp.llama_sampler_init_top_n_sigma(n)
+
+
+def init_top_k(k: int) -> Any:
+    import llama_cpp
+
+    return llama_cpp.llama_sampler_init_top_k(k)
+
+
+def init_typical(p: float, min_keep: int) -> Any:
+    import llama_cpp
+
+    return llama_cpp.llama_sampler_init_typical(p, min_keep)
+
+
+def init_top_p(p: float, min_keep: int) -> Any:
+    import llama_cpp
+
+    return llama_cpp.llama_sampler_init_top_p(p, min_keep)
+
+
+def init_min_p(p: float, min_keep: int) -> Any:
+    import llama_cpp
+
+    return llama_cpp.llama_sampler_init_min_p(p, min_keep)
+
+
+def init_temp(t: float) -> Any:
+    import llama_cpp
+
+    return llama_cpp.llama_sampler_init_temp(t)
+
+
+def init_temp_ext(t: float, delta: float, exponent: float) -> Any:
+    """Dynamic temperature: T in [t - delta, t + delta] by the distribution's entropy."""
+    import llama_cpp
+
+    return llama_cpp.llama_sampler_init_temp_ext(t, delta, exponent)
+
+
+def records(address: int | None, n: int, dtype: Any) -> Any:
+    """A writable numpy view of `n` records of `dtype` (laid out like `llama_token_data`) at a C
+    address: the candidates a sampler left, or those a Python step edits in place."""
+    import numpy as np
+
+    if not address or n <= 0:
+        return np.zeros(0, dtype=dtype)
+    return np.frombuffer((ctypes.c_char * (n * dtype.itemsize)).from_address(address), dtype=dtype)
+
+
+ApplyFn = Callable[[int | None, int], None]
+"""A Python sampler step: (address of the candidate records, how many) -> edits them in place."""
+
+
+class SamplerChain:
+    """Owns one llama.cpp sampler chain and the ctypes objects it points at, in the manner of
+    llama-cpp-python's `_internals.LlamaSampler`: `close()` frees it (safe twice, also on GC)."""
+
+    def __init__(self) -> None:
+        import llama_cpp  # deferred: importing the C library costs ~0.2 s
+
+        self._lib = llama_cpp
+        self._keep_alive: list[Any] = []  # ctypes objects the C chain points at
+        self._ptr: Any = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if not self._ptr:
+            raise EngineError("llama.cpp could not create a sampler chain")
+
+    def add(self, name: str, sampler: Any) -> None:
+        """Append a sampler from an `init_*` function (or `custom`); the chain then owns it."""
+        if not sampler:
+            raise EngineError(f"llama.cpp could not create the {name} sampler")
+        self._lib.llama_sampler_chain_add(self._ptr, sampler)
+
+    def custom(self, name: bytes, apply: ApplyFn, on_error: Callable[[BaseException], None]) -> Any:
+        """A new sampler whose apply() is Python, for `add`. An exception cannot cross the C
+        frames, so it goes to `on_error` (the caller raises it after the chain ran).
+
+        Built with `llama_sampler_init`, so the chain owns and frees the sampler struct; the
+        interface, its callbacks and `name` (whose buffer name() hands to C) live as long as
+        this chain. (llama-cpp-python's own CustomSampler leaves name() NULL, which llama.cpp
+        would call.)"""
+        lib = self._lib
+
+        def trampoline(_smpl: Any, cur_p: Any) -> None:
+            try:
+                arr = cur_p.contents
+                apply(ctypes.cast(arr.data, ctypes.c_void_p).value, int(arr.size))
+            except BaseException as err:  # noqa: BLE001 - it cannot cross the C frames: keep it
+                on_error(err)
+
+        def name_fn(_smpl: Any) -> bytes:
+            return name
+
+        iface = lib.llama_sampler_i()
+        iface.name = lib.llama_sampler_i_name(name_fn)
+        iface.apply = lib.llama_sampler_i_apply(trampoline)
+        # accept/reset/clone/free and the backend hooks stay NULL: a stateless step.
+        self._keep_alive += [iface, iface.name, iface.apply, trampoline, name_fn, name]
+        return lib.llama_sampler_init(ctypes.pointer(iface), None)
+
+    def accept(self, token: int) -> None:
+        """Record a token that entered the context (penalties, DRY and mirostat see it)."""
+        self._lib.llama_sampler_accept(self._ptr, int(token))
+
+    def apply(self, data: int, n: int, steps: int | None = None) -> tuple[int, int | None, int]:
+        """Run the chain, or only its first `steps` samplers, over `n` unsorted `llama_token_data`
+        records at address `data`. Returns (selected index or -1, records address, count), read
+        back from the array struct: samplers reorder the records, shrink the count and (XTC)
+        move the data pointer."""
+        lib = self._lib
+        arr = lib.llama_token_data_array(
+            data=ctypes.cast(data, lib.llama_token_data_p), size=n, selected=-1, sorted=False
+        )
+        if steps is None:
+            lib.llama_sampler_apply(self._ptr, ctypes.byref(arr))
+        else:
+            for i in range(steps):
+                lib.llama_sampler_apply(lib.llama_sampler_chain_get(self._ptr, i), ctypes.byref(arr))
+        return int(arr.selected), ctypes.cast(arr.data, ctypes.c_void_p).value, int(arr.size)
+
+    def close(self) -> None:
+        ptr, self._ptr = getattr(self, "_ptr", None), None
+        if ptr:
+            self._lib.llama_sampler_free(ptr)
+        self._keep_alive = []
+
+    def __del__(self) -> None:
+        # At interpreter shutdown llama_cpp may already be gone.
+        with contextlib.suppress(Exception):
+            self.close()

@@ -227,25 +227,16 @@ def _check_magic(path: Path) -> Path:
 
 
 def bundled_format_for(info: GGUFInfo, override: str | None = None) -> str | None:
-    """Which bundled prompt format this model maps to, via the prompt package when present."""
+    """The id of the prompt format this model gets (as `[model] format` names it, and as
+    `tavern models info` shows it): ``smollm2`` for the bundled SmolLM2, whose chat template is the
+    bundled one; None when ``override`` names no format the model can use."""
+    from tavern.prompt.templates import select_format
+
     try:
-        # Another module, which may not exist yet in a given checkout.
-        from tavern.prompt.templates import select_format  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    try:
-        chosen = select_format(info.name or info.path.stem, info.chat_template, override)
+        fmt, _reason = select_format(info.name or info.path.stem, info.chat_template, override)
     except TavernError:
         return None
-    if chosen is None:
-        return None
-    if isinstance(chosen, str):
-        return chosen
-    for attr in ("id", "name"):
-        value = getattr(chosen, attr, None)
-        if isinstance(value, str):
-            return value
-    return str(chosen)
+    return fmt.id
 
 
 def info_to_json(

@@ -38,12 +38,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from tavern.engines.samplers import STEP_NAMES, SamplerSettings
 from tavern.errors import NotFoundError, PresetError
+from tavern.store.atomic import atomic_write_text, make_dirs
 
 BUNDLED_NAMES = ("Default", "Creative", "Deterministic")
 
@@ -670,27 +670,14 @@ _STEP_TO_KOBOLD = {
 
 
 def save_preset(settings: SamplerSettings, path: str | Path) -> Path:
-    """Write settings as a SillyTavern preset, atomically (temp file, fsync, rename)."""
+    """Write settings as a SillyTavern preset through the atomic writer (temp, fsync, rename)."""
     target = Path(path).expanduser()
     if target.suffix.lower() != ".json":
         target = target.with_name(target.name + ".json")
     text = json.dumps(to_st_preset(settings), indent=4, ensure_ascii=False) + "\n"
-    tmp_name = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-        tmp_name = None
+        make_dirs(target.parent)
+        atomic_write_text(target, text)
     except OSError as err:
         raise PresetError(f"preset {target}: cannot write it ({err.strerror or err})") from None
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
     return target

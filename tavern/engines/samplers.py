@@ -3,8 +3,9 @@
 Who calls it: `engines/local.py` builds one `TokenSampler` per reply over its `llama_cpp.Llama`,
 runs its own decode loop (`llama.eval` then `sample()` then `accept()`), and records
 `TokenSampler.seed` with the message. `engines/presets.py` reads and writes `SamplerSettings`
-as SillyTavern preset files. `llama_cpp` and `numpy` are imported inside the functions that
-need them, so importing this module stays cheap (the settings model is used by config and UI).
+as SillyTavern preset files. The llama.cpp calls themselves are `lowlevel`'s (`SamplerChain`,
+`init_*`); `numpy` and `lowlevel` are imported inside the functions that need them, so importing
+this module stays cheap (the settings model is used by config and UI).
 
 The samplers, with the seed's definitions (probabilities are over the tokens still in play):
 - temperature: logits / T; T < 1 sharpens, T > 1 flattens; T <= 0 (or `greedy`) takes the
@@ -14,7 +15,7 @@ The samplers, with the seed's definitions (probabilities are over the tokens sti
 - top-p: keep the most likely tokens whose cumulative probability reaches p (1 = off).
 - min-p: drop tokens with probability below min_p x p_max (0 = off).
 - top-a: drop tokens with probability below top_a x p_max^2 (0 = off). llama.cpp has no top-a,
-  so it is our own step in the chain (`apply_top_a`, a ctypes `llama_sampler_i`).
+  so it is our own step in the chain (`apply_top_a`, a Python `SamplerChain.custom` step).
 - typical-p: locally typical sampling (1 = off). top_n_sigma: keep logits within n standard
   deviations of the best one (0 = off).
 - repetition penalty: tokens present in the last `repetition_penalty_range` tokens of the
@@ -55,7 +56,6 @@ text in every process); the seed used is `TokenSampler.seed`, to be recorded wit
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import math
 import secrets
@@ -69,6 +69,8 @@ from tavern.errors import EngineError, PresetError
 if TYPE_CHECKING:  # pragma: no cover - typing only; the real imports are lazy
     import llama_cpp
     import numpy as np
+
+    from tavern.engines.lowlevel import SamplerChain
 
 # The steps whose order `sampler_order` may change, in the default order.
 STEP_NAMES: tuple[str, ...] = (
@@ -250,14 +252,17 @@ def apply_top_a(logits: Any, top_a: float) -> np.ndarray:
 
 def last_logits(llama: llama_cpp.Llama) -> np.ndarray:
     """A copy of the logits of the last token `llama` evaluated (what `sample()` starts from)."""
-    import llama_cpp
-    import numpy as np
+    return _last_row(llama, llama.n_vocab()).copy()
 
-    ptr = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
-    if not ptr:
+
+def _last_row(llama: llama_cpp.Llama, n_vocab: int) -> np.ndarray:
+    """The last evaluated token's logits, as a view of llama.cpp's buffer."""
+    from tavern.engines import lowlevel
+
+    row = lowlevel.logits_row(llama.ctx, -1, n_vocab)
+    if row is None:
         raise EngineError("no logits to sample from: evaluate the prompt first")
-    logits: np.ndarray = np.ctypeslib.as_array(ptr, shape=(llama.n_vocab(),)).copy()
-    return logits
+    return row
 
 
 def resolve_logit_bias(llama: llama_cpp.Llama, settings: SamplerSettings) -> dict[int, float]:
@@ -266,7 +271,7 @@ def resolve_logit_bias(llama: llama_cpp.Llama, settings: SamplerSettings) -> dic
     Explicit ids win over text entries; ids outside the vocabulary are skipped (token ids are
     model-specific, and a preset written for another model must not crash this one).
     """
-    import llama_cpp
+    from tavern.engines import lowlevel
 
     n_vocab = llama.n_vocab()
     bias: dict[int, float] = {}
@@ -275,8 +280,7 @@ def resolve_logit_bias(llama: llama_cpp.Llama, settings: SamplerSettings) -> dic
             bias[token] = value
     bias.update(settings.logit_bias)
     if settings.ban_eos_token:
-        vocab = llama_cpp.llama_model_get_vocab(llama.model)
-        for token in (llama_cpp.llama_vocab_eos(vocab), llama_cpp.llama_vocab_eot(vocab)):
+        for token in lowlevel.end_tokens(lowlevel.vocab_of(llama)):
             if token >= 0:
                 bias[token] = -math.inf
     return {t: v for t, v in bias.items() if 0 <= t < n_vocab}
@@ -304,8 +308,6 @@ def _bias_tokens(llama: llama_cpp.Llama, text: str) -> list[int]:
 
 # -- the chain -----------------------------------------------------------------------------------
 
-_TOP_A_NAME = b"top-a"  # module-level so the pointer llama.cpp gets from name() stays valid
-
 
 class TokenSampler:
     """A llama.cpp sampler chain for one reply, fed with the prompt's tail.
@@ -327,8 +329,9 @@ class TokenSampler:
         settings: SamplerSettings | None = None,
         history: Sequence[int] = (),
     ) -> None:
-        import llama_cpp
         import numpy as np
+
+        from tavern.engines import lowlevel
 
         self.settings = settings or SamplerSettings()
         self.seed: int = self.settings.seed if self.settings.seed is not None else draw_seed()
@@ -337,14 +340,11 @@ class TokenSampler:
         self._llama = llama
         self._n_vocab = llama.n_vocab()
         self._n_ctx = llama.n_ctx()
-        self._keep_alive: list[Any] = []  # ctypes objects the C chain points at
         self._callback_error: BaseException | None = None
-        self._chain: Any = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        if not self._chain:
-            raise EngineError("llama.cpp could not create a sampler chain")
+        self._chain: SamplerChain | None = lowlevel.SamplerChain()
         # One reusable candidate buffer: (id, logit, p) records laid out like llama_token_data.
         self._dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
-        assert self._dtype.itemsize == ctypes.sizeof(llama_cpp.llama_token_data)
+        assert self._dtype.itemsize == lowlevel.token_data_size()
         self._buf = np.zeros(self._n_vocab, dtype=self._dtype)
         self._ids = np.arange(self._n_vocab, dtype=np.int32)
         try:
@@ -358,13 +358,7 @@ class TokenSampler:
 
     def sample(self) -> int:
         """The next token, drawn from the logits of the last evaluated token (not accepted)."""
-        import llama_cpp
-        import numpy as np
-
-        ptr = llama_cpp.llama_get_logits_ith(self._live_llama().ctx, -1)
-        if not ptr:
-            raise EngineError("no logits to sample from: evaluate the prompt first")
-        return self._run(np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)), all_steps=True)[0]
+        return self._run(_last_row(self._live_llama(), self._n_vocab), all_steps=True)[0]
 
     def sample_from(self, logits: Any) -> int:
         """The next token drawn from given logits (CFG mixes two sequences' logits first)."""
@@ -372,9 +366,7 @@ class TokenSampler:
 
     def accept(self, token: int) -> None:
         """Record a token that entered the context (penalties, DRY and mirostat see it)."""
-        import llama_cpp
-
-        llama_cpp.llama_sampler_accept(self._live_chain(), int(token))
+        self._live_chain().accept(token)
 
     def filtered_logits(self, logits: Any = None) -> np.ndarray:
         """Logits after every step but the final draw: -inf for tokens the chain removed.
@@ -395,11 +387,8 @@ class TokenSampler:
     def close(self) -> None:
         """Free the chain (and the top-a step inside it). Safe to call twice."""
         chain, self._chain = getattr(self, "_chain", None), None
-        if chain:
-            import llama_cpp
-
-            llama_cpp.llama_sampler_free(chain)
-        self._keep_alive = []
+        if chain is not None:
+            chain.close()
 
     def __enter__(self) -> Self:
         return self
@@ -415,151 +404,107 @@ class TokenSampler:
     # -- building --------------------------------------------------------------------------------
 
     def _add(self, name: str, sampler: Any) -> None:
-        import llama_cpp
-
-        if not sampler:
-            raise EngineError(f"llama.cpp could not create the {name} sampler")
-        llama_cpp.llama_sampler_chain_add(self._chain, sampler)
+        """Append a sampler made by a `lowlevel.init_*` function (NULL: EngineError)."""
+        self._live_chain().add(name, sampler)
         self.steps.append(name)
 
     def _window(self, value: int) -> int:
         return value if value > 0 else self._n_ctx
 
     def _build(self) -> None:
-        import llama_cpp
+        from tavern.engines import lowlevel
 
         s = self.settings
         bias = resolve_logit_bias(self._llama, s)
         if bias:
-            entries = (llama_cpp.llama_logit_bias * len(bias))()
-            for i, (token, value) in enumerate(bias.items()):
-                entries[i] = llama_cpp.llama_logit_bias(token, value)
-            self._add(
-                "logit_bias",
-                llama_cpp.llama_sampler_init_logit_bias(self._n_vocab, len(bias), entries),
-            )
+            self._add("logit_bias", lowlevel.init_logit_bias(self._n_vocab, bias))
         if s.dry_active:
             breakers = [b.encode("utf-8") for b in s.dry_sequence_breakers if b]
-            array = (ctypes.c_char_p * max(len(breakers), 1))(*breakers)
-            vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
-            self._add(
-                "dry",
-                llama_cpp.llama_sampler_init_dry(
-                    vocab,
-                    s.dry_multiplier,
-                    s.dry_base,
-                    s.dry_allowed_length,
-                    self._window(s.dry_penalty_last_n),
-                    array,
-                    len(breakers),
-                ),
+            vocab = lowlevel.vocab_of(self._llama)
+            multiplier, base, allowed, window = (
+                s.dry_multiplier, s.dry_base, s.dry_allowed_length, self._window(s.dry_penalty_last_n)
             )
+            self._add("dry", lowlevel.init_dry(vocab, multiplier, base, allowed, window, breakers))
 
         if s.is_greedy:
             self._add_step("penalties")
-            self._add("greedy", llama_cpp.llama_sampler_init_greedy())
+            self._add("greedy", lowlevel.init_greedy())
         elif s.mirostat_mode in (1, 2):
             self._add_step("penalties")
             self._add_step("temperature")
             if s.mirostat_mode == 1:
                 # m = 100 as in llama.cpp's and KoboldCpp's own mirostat v1.
-                sampler = llama_cpp.llama_sampler_init_mirostat(
-                    self._n_vocab, self.seed, s.mirostat_tau, s.mirostat_eta, 100
-                )
+                tau, eta = s.mirostat_tau, s.mirostat_eta
+                sampler = lowlevel.init_mirostat(self._n_vocab, self.seed, tau, eta, 100)
             else:
-                sampler = llama_cpp.llama_sampler_init_mirostat_v2(self.seed, s.mirostat_tau, s.mirostat_eta)
+                sampler = lowlevel.init_mirostat_v2(self.seed, s.mirostat_tau, s.mirostat_eta)
             self._add(f"mirostat_v{s.mirostat_mode}", sampler)
         else:
             for name in s.order():
                 self._add_step(name)
             if s.xtc_active:
-                self._add(
-                    "xtc",
-                    llama_cpp.llama_sampler_init_xtc(
-                        s.xtc_probability, s.xtc_threshold, 1, _derived_seed(self.seed, 1)
-                    ),
-                )
-            self._add("dist", llama_cpp.llama_sampler_init_dist(self.seed))
+                xtc_seed = _derived_seed(self.seed, 1)
+                self._add("xtc", lowlevel.init_xtc(s.xtc_probability, s.xtc_threshold, 1, xtc_seed))
+            self._add("dist", lowlevel.init_dist(self.seed))
 
     def _add_step(self, name: str) -> None:
         """Add one reorderable step unless it is at its neutral value."""
-        import llama_cpp
+        from tavern.engines import lowlevel
 
         s = self.settings
         if name == "penalties":
             if s.penalties_active:
+                window = self._window(s.repetition_penalty_range)
                 self._add(
                     name,
-                    llama_cpp.llama_sampler_init_penalties(
-                        self._n_vocab,
-                        self._window(s.repetition_penalty_range),
-                        s.repetition_penalty,
-                        s.frequency_penalty,
-                        s.presence_penalty,
+                    lowlevel.init_penalties(
+                        self._n_vocab, window, s.repetition_penalty, s.frequency_penalty, s.presence_penalty
                     ),
                 )
         elif name == "top_n_sigma":
             if s.top_n_sigma > 0.0:
-                self._add(name, llama_cpp.llama_sampler_init_top_n_sigma(s.top_n_sigma))
+                self._add(name, lowlevel.init_top_n_sigma(s.top_n_sigma))
         elif name == "top_k":
             if s.top_k > 0:
-                self._add(name, llama_cpp.llama_sampler_init_top_k(s.top_k))
+                self._add(name, lowlevel.init_top_k(s.top_k))
         elif name == "top_a":
             if s.top_a > 0.0:
                 self._add_top_a(s.top_a)
         elif name == "typical_p":
             if s.typical_p < 1.0:
-                self._add(name, llama_cpp.llama_sampler_init_typical(s.typical_p, 1))
+                self._add(name, lowlevel.init_typical(s.typical_p, 1))
         elif name == "top_p":
             if s.top_p < 1.0:
-                self._add(name, llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
+                self._add(name, lowlevel.init_top_p(s.top_p, 1))
         elif name == "min_p":
             if s.min_p > 0.0:
-                self._add(name, llama_cpp.llama_sampler_init_min_p(s.min_p, 1))
+                self._add(name, lowlevel.init_min_p(s.min_p, 1))
         elif name == "temperature":
             if s.dynatemp_range > 0.0:
-                self._add(
-                    name,
-                    llama_cpp.llama_sampler_init_temp_ext(
-                        s.temperature, s.dynatemp_range, s.dynatemp_exponent
-                    ),
-                )
+                self._add(name, lowlevel.init_temp_ext(s.temperature, s.dynatemp_range, s.dynatemp_exponent))
             elif s.temperature != 1.0:
-                self._add(name, llama_cpp.llama_sampler_init_temp(s.temperature))
+                self._add(name, lowlevel.init_temp(s.temperature))
 
     def _add_top_a(self, top_a: float) -> None:
-        """Top-a as a custom llama.cpp sampler: a `llama_sampler_i` whose apply() is Python.
-
-        Built with `llama_sampler_init`, so the chain owns and frees the sampler struct; the
-        interface and callbacks are kept alive on `self` until `close()`.
-        (llama-cpp-python's own CustomSampler leaves name() NULL, which llama.cpp would call.)
-        """
-        import llama_cpp
+        """Top-a as a custom llama.cpp sampler whose apply() is Python (`SamplerChain.custom`):
+        it edits the candidates' logits in place. An error in it is kept and raised by `_run`."""
         import numpy as np
+
+        from tavern.engines import lowlevel
 
         dtype = self._dtype
 
-        def apply(_smpl: Any, cur_p: Any) -> None:
-            try:
-                arr = cur_p.contents
-                n = int(arr.size)
-                if n < 2:
-                    return
-                view = _records(ctypes.cast(arr.data, ctypes.c_void_p).value, n, dtype)
-                logits = view["logit"]
-                logits[~top_a_keep(logits, top_a)] = -np.inf
-            except BaseException as err:  # noqa: BLE001 - it cannot cross the C frames: keep it
-                self._callback_error = err
+        def apply(address: int | None, n: int) -> None:
+            if n < 2:
+                return
+            logits = lowlevel.records(address, n, dtype)["logit"]
+            logits[~top_a_keep(logits, top_a)] = -np.inf
 
-        def name(_smpl: Any) -> bytes:
-            return _TOP_A_NAME
+        def keep_error(err: BaseException) -> None:
+            self._callback_error = err
 
-        iface = llama_cpp.llama_sampler_i()
-        iface.name = llama_cpp.llama_sampler_i_name(name)
-        iface.apply = llama_cpp.llama_sampler_i_apply(apply)
-        # accept/reset/clone/free and the backend hooks stay NULL: top-a has no state.
-        self._keep_alive += [iface, iface.name, iface.apply, apply, name]
-        self._add("top_a", llama_cpp.llama_sampler_init(ctypes.pointer(iface), None))
+        chain = self._live_chain()
+        self._add("top_a", chain.custom(b"top-a", apply, keep_error))
 
     def _feed_history(self, history: Sequence[int]) -> None:
         s = self.settings
@@ -569,10 +514,9 @@ class TokenSampler:
         if s.dry_active:
             needed = max(needed, self._window(s.dry_penalty_last_n))
         if needed and history:
-            import llama_cpp
-
+            chain = self._live_chain()
             for token in list(history)[-needed:]:
-                llama_cpp.llama_sampler_accept(self._chain, int(token))
+                chain.accept(token)
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -580,39 +524,29 @@ class TokenSampler:
         """Apply the chain (or all but its final draw) to a fresh candidate array.
 
         Returns (selected token or -1, ids left, their logits). The samplers may reorder the
-        records, shrink the size, and (XTC) move the data pointer, so read back from the struct.
+        records, shrink the size, and (XTC) move the data pointer, so read back what they left.
         """
-        import llama_cpp
+        from tavern.engines import lowlevel
 
         chain = self._live_chain()
         buf = self._buf
         buf["id"] = self._ids
         buf["logit"] = logits
         buf["p"] = 0.0
-        arr = llama_cpp.llama_token_data_array(
-            data=ctypes.cast(buf.ctypes.data, llama_cpp.llama_token_data_p),
-            size=self._n_vocab,
-            selected=-1,
-            sorted=False,
-        )
         self._callback_error = None
-        if all_steps:
-            llama_cpp.llama_sampler_apply(chain, ctypes.byref(arr))
-        else:
-            for i in range(len(self.steps) - 1):
-                llama_cpp.llama_sampler_apply(llama_cpp.llama_sampler_chain_get(chain, i), ctypes.byref(arr))
+        steps = None if all_steps else len(self.steps) - 1
+        selected, address, n = chain.apply(buf.ctypes.data, self._n_vocab, steps)
         if self._callback_error is not None:
             err, self._callback_error = self._callback_error, None
             raise EngineError(f"the top-a sampler failed: {err}") from err
-        n = int(arr.size)
-        view = _records(ctypes.cast(arr.data, ctypes.c_void_p).value, n, self._dtype)
+        view = lowlevel.records(address, n, self._dtype)
         if not all_steps:
             return -1, view["id"].copy(), view["logit"].copy()
-        if not 0 <= arr.selected < n:
+        if not 0 <= selected < n:
             raise EngineError("the sampler chain selected no token")
-        return int(view["id"][arr.selected]), None, None
+        return int(view["id"][selected]), None, None
 
-    def _live_chain(self) -> Any:
+    def _live_chain(self) -> SamplerChain:
         if not self._chain:
             raise EngineError("the token sampler is closed")
         return self._chain
@@ -620,15 +554,6 @@ class TokenSampler:
     def _live_llama(self) -> Any:
         self._live_chain()
         return self._llama
-
-
-def _records(address: int | None, n: int, dtype: Any) -> Any:
-    """A writable numpy view of `n` llama_token_data records at a C address."""
-    import numpy as np
-
-    if not address or n <= 0:
-        return np.zeros(0, dtype=dtype)
-    return np.frombuffer((ctypes.c_char * (n * dtype.itemsize)).from_address(address), dtype=dtype)
 
 
 def _derived_seed(seed: int, salt: int) -> int:

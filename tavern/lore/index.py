@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tavern.lore import keys as K
+from tavern.lore.gcpause import paused_gc
 from tavern.lore.keys import Key
 from tavern.lore.model import (
     ST_NAMES,
@@ -39,7 +40,7 @@ from tavern.lore.model import (
 )
 
 if TYPE_CHECKING:
-    from tavern.lore.scan import LoreSettings
+    from tavern.config import LoreSettingsModel as LoreSettings
 
 MAX_SCAN_DEPTH = 1000
 # Scan states (SillyTavern's `scan_state`).
@@ -198,7 +199,7 @@ class LoreIndex:
         for item in self.entries:
             for key in item.primary + item.secondary:
                 if key.kind == K.INVALID:
-                    self.broken.append((item, f'invalid regex key "{key.raw}": {key.error}'))
+                    self.broken.append((item, f'invalid regex key "{K.short_key(key.raw)}": {key.error}'))
             if item.hash is not None:
                 self.by_hash.setdefault(str(item.hash), item)
             if item.delay_n:
@@ -284,7 +285,8 @@ def index_for(books: list[tuple[str, Lorebook]], settings: LoreSettings) -> Lore
                 if i:
                     _INDEX_CACHE.insert(0, _INDEX_CACHE.pop(i))
                 return index
-    index = LoreIndex(books, settings)
+    with paused_gc():  # a big book is millions of new objects: see tavern.lore.gcpause
+        index = LoreIndex(books, settings)
     # Building the index marks entries as indexed; that must not invalidate this very index.
     stamp = (edit_version(),) + stamp[1:]
     with _CACHE_LOCK:

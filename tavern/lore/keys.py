@@ -11,6 +11,14 @@ Rules (SillyTavern's `matchKeys` and `parseRegexFromString`, with Tavern's diffe
   turn (SillyTavern's browser would freeze). A pattern that does not compile marks its entry
   broken; SillyTavern silently matches such a key as literal text instead, which in practice
   never matches, so the entries that activate are the same.
+- The timeout covers matching only, and `regex` unrolls repeat counts when it compiles
+  (`a{1000000}` takes 270 MB, `(?:a{60000}){60000}` tens of GB). So a pattern is measured
+  before it is compiled (`pattern_size`): over `MAX_PATTERN_CHARS`, a count over
+  `MAX_REPEAT`, or a size with its counts multiplied out over `MAX_EXPANSION`, and it is
+  refused like a pattern that does not compile. All regex keys alive at once share
+  `MAX_LIVE_EXPANSION`, so many big keys cannot add up either.
+- A `{` that does not start a JavaScript quantifier (`{n}`, `{n,}`, `{n,m}`) is a literal, as in
+  JavaScript; `regex` would read `{e<=1}` as fuzzy matching and `{,5}` as a count.
 - Character classes such as `\\w` are Unicode in Tavern (ASCII in JavaScript without `u`).
 - A plain key is lower-cased with the text unless case-sensitive. With whole-word matching, a
   key containing whitespace is a plain substring test, and any other key must be bounded by
@@ -22,6 +30,8 @@ Rules (SillyTavern's `matchKeys` and `parseRegexFromString`, with Tavern's diffe
 from __future__ import annotations
 
 import re
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +40,20 @@ import regex
 # JavaScript's shape test for a regex key, and its "unescaped delimiter inside" rejection.
 _REGEX_SHAPE = re.compile(r"^/([\w\W]+?)/([gimsuy]*)$")
 _UNESCAPED_SLASH = re.compile(r"(^|[^\\])/")
+
+# JavaScript's quantifier braces: `{n}`, `{n,}`, `{n,m}`; any other `{` is a literal there.
+_QUANTIFIER = re.compile(r"\{([0-9]+)(,([0-9]*))?\}")
+# Escapes whose braces belong to the escape in `regex` (`\p{L}`, `\N{DASH}`, `\x{41}`).
+_BRACED_ESCAPES = frozenset("pPNxu")
+# A group's opening (`(?:`, `(?=`, `(?<=`, `(?<name>`...): not atoms of the pattern.
+_GROUP_OPEN = re.compile(r"\((?:\?(?:[:=!]|<[=!]|P?<[^>]*>))?")
+
+# Bounds checked before a pattern is compiled. Real lorebook keys are a few dozen characters
+# with counts like {2,5}; `regex` costs about 260 bytes of memory per unrolled unit.
+MAX_PATTERN_CHARS = 4096
+MAX_REPEAT = 100_000  # any single count, minimum or maximum
+MAX_EXPANSION = 10_000  # the pattern's size with its minimum counts multiplied out (~2.6 MB)
+MAX_LIVE_EXPANSION = 1_000_000  # all compiled regex keys alive at once (~260 MB)
 
 WORD_RUN = re.compile(r"\w+")
 _WORD_ONLY = re.compile(r"\w+")
@@ -73,10 +97,150 @@ def parse_regex_key(key: str) -> RegexKey | None:
     if "s" in flags:
         options |= regex.DOTALL
     try:
-        compiled = regex.compile(_from_javascript(body, multiline="m" in flags), options)
-    except (regex.error, ValueError, OverflowError, RecursionError) as err:
+        size = pattern_size(body)
+    except PatternTooBig as err:
         return RegexKey(key, None, False, str(err))
+    if not _LIVE.reserve(size):
+        return RegexKey(key, None, False, f"regex keys in memory are over {MAX_LIVE_EXPANSION} units")
+    try:
+        compiled = regex.compile(_from_javascript(body, multiline="m" in flags), options)
+    except (regex.error, ValueError, OverflowError, RecursionError, MemoryError) as err:
+        _LIVE.release(size)
+        return RegexKey(key, None, False, _one_line(str(err)) or type(err).__name__)
+    # The reservation lasts as long as the compiled pattern (`regex` caches and shares them).
+    weakref.finalize(compiled, _LIVE.release, size)
     return RegexKey(key, compiled, "y" in flags, None)
+
+
+class PatternTooBig(ValueError):
+    """A pattern refused before compiling: it would take too much memory to compile."""
+
+
+def pattern_size(pattern: str) -> int:
+    """The size of a JavaScript regex body with its repeat counts multiplied out.
+
+    `regex` unrolls the minimum count of a repeat when it compiles, so this is what its
+    memory grows with: `(?:ab{3}){1000}` is 4,000. Raises PatternTooBig past the bounds; the
+    running sums are checked as they grow, so the numbers never get big.
+    """
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise PatternTooBig(f"pattern is {len(pattern)} characters (limit {MAX_PATTERN_CHARS})")
+    # One frame per open group: [size of the group so far, size of its last atom].
+    frames: list[list[int]] = [[0, 0]]
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        frame = frames[-1]
+        if ch == "\\":
+            i = _skip_escape(pattern, i)
+            _atom(frame, 1)
+            continue
+        if ch == "[":
+            i = _skip_class(pattern, i)
+            _atom(frame, 1)
+            continue
+        if ch == "(":
+            frames.append([0, 0])
+            opening = _GROUP_OPEN.match(pattern, i)
+            i = opening.end() if opening else i + 1
+            continue
+        if ch == ")" and len(frames) > 1:
+            inner = frames.pop()[0]
+            _atom(frames[-1], max(inner, 1))
+        elif ch == "{" and (m := _QUANTIFIER.match(pattern, i)):
+            _repeat(frame, m)
+            i = m.end()
+            continue
+        elif ch not in "|?*+":
+            _atom(frame, 1)
+        i += 1
+    while len(frames) > 1:  # unclosed groups: `regex` will refuse the pattern anyway
+        inner = frames.pop()[0]
+        _atom(frames[-1], max(inner, 1))
+    return frames[0][0]
+
+
+def _atom(frame: list[int], size: int) -> None:
+    frame[0] += size
+    frame[1] = size
+    _check_expansion(frame[0])
+
+
+def _repeat(frame: list[int], m: re.Match[str]) -> None:
+    low = int(m.group(1)) if len(m.group(1)) <= 9 else MAX_REPEAT + 1
+    high_text = m.group(3) or "0"  # `{n}` and `{n,}`: the minimum is all there is to check
+    high = int(high_text) if len(high_text) <= 9 else MAX_REPEAT + 1
+    if max(low, high) > MAX_REPEAT:
+        raise PatternTooBig(f"repeat count {m.group(0)} is over {MAX_REPEAT}")
+    # The last atom is counted once already; `{0,m}` keeps that one copy.
+    times = max(low, 1)
+    frame[0] += frame[1] * (times - 1)
+    frame[1] *= times
+    _check_expansion(frame[0])
+
+
+def _check_expansion(size: int) -> None:
+    if size > MAX_EXPANSION:
+        raise PatternTooBig(
+            f"pattern repeats too much: over {MAX_EXPANSION} units once its counts are multiplied out"
+        )
+
+
+def _skip_escape(pattern: str, i: int) -> int:
+    """Index just past the escape at `i` (`\\p{...}` and the like with their braces)."""
+    j = i + 2
+    if i + 1 < len(pattern) and pattern[i + 1] in _BRACED_ESCAPES and pattern.startswith("{", j):
+        close = pattern.find("}", j)
+        return len(pattern) if close < 0 else close + 1
+    return min(j, len(pattern))
+
+
+def _skip_class(pattern: str, i: int) -> int:
+    """Index just past the character class at `i` (JavaScript: `]` first closes it, `[]`)."""
+    j = i + 1
+    if pattern.startswith("^", j):
+        j += 1
+    while j < len(pattern):
+        if pattern[j] == "\\":
+            j += 2
+            continue
+        if pattern[j] == "]":
+            return j + 1
+        j += 1
+    return len(pattern)
+
+
+class _LiveBudget:
+    """Units (see `pattern_size`) reserved by the compiled regex keys still alive."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, size: int) -> bool:
+        with self._lock:
+            if self.used + size > self.limit:
+                return False
+            self.used += size
+            return True
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self.used = max(self.used - size, 0)
+
+
+_LIVE = _LiveBudget(MAX_LIVE_EXPANSION)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def short_key(raw: str, limit: int = 80) -> str:
+    """A key as messages show it: on one line, long ones cut."""
+    flat = _one_line(raw) if raw.strip() else raw
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _from_javascript(pattern: str, multiline: bool) -> str:
@@ -88,8 +252,9 @@ def _from_javascript(pattern: str, multiline: bool) -> str:
     while i < n:
         ch = pattern[i]
         if ch == "\\" and i + 1 < n:
-            out.append(pattern[i : i + 2])
-            i += 2
+            end = _skip_escape(pattern, i)
+            out.append(pattern[i:end])
+            i = end
             continue
         if in_class:
             if ch == "]":
@@ -110,6 +275,10 @@ def _from_javascript(pattern: str, multiline: bool) -> str:
             out.append(ch)
             # A `]` right after `[` or `[^` is literal in Python but closes the class in
             # JavaScript; the two cases above cover JavaScript's meanings.
+            i += 1
+            continue
+        if ch == "{" and not _QUANTIFIER.match(pattern, i):
+            out.append(r"\{")  # a literal in JavaScript
             i += 1
             continue
         if ch == "$" and not multiline:

@@ -173,7 +173,7 @@ class LoreEntry:
         return f"entry {self.uid}"
 
 
-class EntryList(list):  # type: ignore[type-arg]
+class EntryList(list):
     """`Lorebook.entries`: a plain list that tells the scan index when it is changed."""
 
     def _changed(self) -> None:

@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from tavern.config import LoreSettingsModel as LoreSettings  # the one definition: [lore]
 from tavern.lore.index import (
     INITIAL,
     MAX_SCAN_DEPTH,
@@ -60,7 +61,6 @@ from tavern.lore.index import (
     index_for,
     number,
 )
-from tavern.config import LoreSettingsModel as LoreSettings  # the one definition: [lore]
 from tavern.lore.keys import Key
 from tavern.lore.model import (
     DEFAULT_DEPTH,

@@ -24,7 +24,6 @@ from typing import Any
 
 from tavern.lore.index import CompiledEntry, LoreIndex
 
-
 LINGER = "tavernLinger"
 
 

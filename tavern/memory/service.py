@@ -1,7 +1,8 @@
 """Long-term memory for a data home: indexing, recall and the rolling summary, off the UI thread.
 
-`MemoryService` is owned by `Tavern` (one per process). The chat session calls three hooks:
-`attach(session)` when a chat opens (it then hears every change the chat store makes: append,
+`MemoryService` is owned by `Tavern` (one per process). The chat session calls three hooks,
+handing memory a small view of the chat (tavern.memory.ports), never itself:
+`attach(chat)` when a chat opens (it then hears every change the chat store makes: append,
 edit, insert, delete, truncate, through `Chat.listeners`), `recall(...)` while a prompt is
 built, and `turn()` around a reply: while a reply is generated nothing else uses the CPU
 (llama.cpp went from 109 to 26 tok/s when sentence-transformers encoded beside it), so
@@ -19,12 +20,15 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tavern.errors import MemoryError_, TavernError
-from tavern.memory.chunking import MessageRef, chunk_message, message_key
+from tavern.memory.chunking import Chunk, MessageRef, chunk_message, message_key
 from tavern.memory.embedder import Embedder
 from tavern.memory.vector import Hit, VectorStore
+
+if TYPE_CHECKING:
+    from tavern.memory.ports import ChatHandle, SummarySource
 
 UNIT_CHUNKS = 16
 """Chunks embedded per unit of background work: a turn waits at most for one unit."""
@@ -40,9 +44,9 @@ class Recalled:
     score: float
 
 
-def chat_id(session: Any) -> str:
+def chat_id(handle: ChatHandle) -> str:
     """The human name of a chat's collection: character key / chat file name."""
-    return f"{session.key}/{session.chat.name}"
+    return f"{handle.key}/{handle.chat.name}"
 
 
 def message_refs(chat: Any, start: int = 0, end: int | None = None) -> list[MessageRef]:
@@ -60,9 +64,9 @@ def message_refs(chat: Any, start: int = 0, end: int | None = None) -> list[Mess
     return out
 
 
-def _window(session: Any, before: int | None) -> int:
+def _window(handle: ChatHandle, before: int | None) -> int:
     """About how many chunks the prompt window holds (most messages are one chunk)."""
-    return 0 if before is None else (len(session.chat) - before) * 3 // 2 + 8
+    return 0 if before is None else (len(handle.chat) - before) * 3 // 2 + 8
 
 
 class MemoryService:
@@ -82,7 +86,7 @@ class MemoryService:
         self._cancel_bg = threading.Event()
         self._worker: threading.Thread | None = None
         self._closed = False
-        self._chats: dict[str, Any] = {}
+        self._chats: dict[str, ChatHandle] = {}
         self._dirty_from: dict[str, int] = {}
         self._vec_cache: dict[str, list[float]] = {}
         self._fresh: dict[str, tuple[int, list[float]]] = {}
@@ -183,7 +187,7 @@ class MemoryService:
             from tavern.memory.summary import summarize_step
 
             try:
-                return summarize_step(payload, self, self._cancel_bg)
+                return summarize_step(payload, self.settings, self._cancel_bg)
             except TavernError as err:  # the summary waits for the next turn; recall stays on
                 self.summary_error = str(err)
                 return False
@@ -218,7 +222,7 @@ class MemoryService:
 
     # -- chats ------------------------------------------------------------------------------
 
-    def attach(self, session: Any) -> None:
+    def attach(self, session: ChatHandle) -> None:
         """Follow a chat's changes. The first recall brings the whole index up to date in the
         background (a command that only reads the summary costs nothing)."""
         if not self.settings.enabled:
@@ -256,7 +260,7 @@ class MemoryService:
 
     def _embed_and_add(self, human: str, refs: list[tuple[str, MessageRef]], limit: int | None) -> bool:
         """Embed and add messages' chunks, at most about `limit` chunks; True if some are left."""
-        chunks = []
+        chunks: list[Chunk] = []
         done = 0
         for key, ref in refs:
             new = chunk_message(key, ref)
@@ -276,7 +280,7 @@ class MemoryService:
                     self._fresh = dict(newest)
         return done < len(refs)
 
-    def sync_tail(self, session: Any, limit: int | None = None) -> bool:
+    def sync_tail(self, session: ChatHandle, limit: int | None = None) -> bool:
         """Index what is missing among the messages appended since the last sync (and the
         last TAIL ones): the common case, an append, without reading the whole chat."""
         human = chat_id(session)
@@ -300,7 +304,7 @@ class MemoryService:
             self._dirty_from[human] = end
         return more
 
-    def sync_full(self, session: Any, limit: int | None = None) -> bool:
+    def sync_full(self, session: ChatHandle, limit: int | None = None) -> bool:
         """Make the collection match the whole chat: drop what is gone, move what moved (a
         metadata update), embed only what is new."""
         human = chat_id(session)
@@ -316,7 +320,7 @@ class MemoryService:
         missing.sort(key=lambda kr: -kr[1].index)  # newest first: the likeliest to be asked about soon
         return self._embed_and_add(human, missing, limit)
 
-    def reindex(self, session: Any) -> int:
+    def reindex(self, session: ChatHandle) -> int:
         """Drop the chat's collection and build it again (synchronously); returns the chunk count."""
         human = chat_id(session)
         self.store.drop(human)
@@ -325,14 +329,14 @@ class MemoryService:
 
     # -- recall -----------------------------------------------------------------------------
 
-    def search(self, session: Any, text: str, k: int | None = None, before: int | None = None) -> list[Hit]:
+    def search(self, session: ChatHandle, text: str, k: int | None = None, before: int | None = None) -> list[Hit]:
         """The nearest chunks to `text` with their scores (no threshold)."""
         k = self.settings.top_k if k is None else k
         vector = self.embedder.embed([text])[0]
         return self.store.query(chat_id(session), vector, k, before=before, window=_window(session, before))
 
     def recall(
-        self, session: Any, queries: list[str], window_start: int, count: Callable[[str], int]
+        self, session: ChatHandle, queries: list[str], window_start: int, count: Callable[[str], int]
     ) -> list[Recalled]:
         """What to put in the prompt: chunks of messages before the window (not already in
         the prompt), above the score threshold, at most top_k and token_cap tokens, oldest first.
@@ -404,7 +408,7 @@ class MemoryService:
 
     # -- summary ----------------------------------------------------------------------------
 
-    def schedule_summary(self, session: Any, window_start: int) -> None:
+    def schedule_summary(self, session: SummarySource, window_start: int) -> None:
         """After a reply: summarize what left the window, in the background."""
         from tavern.memory.summary import summary_due
 

@@ -12,17 +12,21 @@ cells, so the chat's cache survives; a step is cancelled when a reply starts, an
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
+from tavern.engines.base import SEQ_BACKGROUND
 from tavern.errors import TavernError
+
+if TYPE_CHECKING:
+    from tavern.config import MemorySettings
+    from tavern.engines.base import GenerationRequest
+    from tavern.memory.ports import ChatHandle, SummarySource
 
 TEXT_KEY = "tavern_summary"
 META_KEY = "tavern_summary_meta"
 MARGIN = 48
 """Tokens kept free beside the summary prompt (template seams, rounding)."""
-
-from tavern.engines.base import SEQ_BACKGROUND
 
 
 def summary_meta(chat: Any) -> dict:
@@ -47,42 +51,43 @@ def target_end(chat_len: int, window_start: int, settings: Any, covered: int) ->
     return target
 
 
-def summary_due(session: Any, window_start: int, settings: Any) -> bool:
-    meta = summary_meta(session.chat)
+def summary_due(source: ChatHandle, window_start: int, settings: MemorySettings) -> bool:
+    meta = summary_meta(source.chat)
     if meta.get("off"):
         return False
     covered = int(meta.get("end", 0))
-    target = target_end(len(session.chat), window_start, settings, covered)
-    need = 1 if settings.summary_every and target == len(session.chat) else settings.summary_threshold
+    target = target_end(len(source.chat), window_start, settings, covered)
+    need = 1 if settings.summary_every and target == len(source.chat) else settings.summary_threshold
     return target - covered >= need
 
 
-def _instruction(session: Any, settings: Any, meta: dict) -> str:
+def _instruction(source: SummarySource, settings: MemorySettings, meta: dict[str, Any]) -> str:
     from tavern.prompt.macros import MacroContext, substitute
 
     prompt = str(meta.get("prompt") or settings.summary_prompt)
-    return substitute(prompt, MacroContext(char=session.card.name, user=session.user_name))
+    return substitute(prompt, MacroContext(char=source.char_name, user=source.user_name))
 
 
-def build_step(session: Any, settings: Any, start: int, end: int, previous: str) -> tuple[Any, int]:
+def build_step(
+    source: SummarySource, settings: MemorySettings, start: int, end: int, previous: str
+) -> tuple[GenerationRequest, int]:
     """(GenerationRequest, new end) summarizing messages [start, new end) onto `previous`:
     as many messages as fit in the background sequence's window."""
     from tavern.engines.base import GenerationRequest
 
-    app = session.app
-    engine = app.engine
-    count = app.counter()
-    fmt = app.prompt_format()
-    window = int(getattr(engine, "side_ctx", 0) or 0) or engine.context_size
+    engine = source.engine()
+    count = source.counter()
+    fmt = source.prompt_format()
+    window = engine.background_context
     budget = window - settings.summary_max_tokens - MARGIN
-    system = _instruction(session, settings, summary_meta(session.chat))
+    system = _instruction(source, settings, summary_meta(source.chat))
     head = f"Summary so far:\n{previous.strip() or '(nothing yet)'}\n\nNew messages:\n"
     tail = "\n\nWrite the updated summary."
     budget -= count(system) + count(head + tail) + 16
     lines: list[str] = []
     i = start
     while i < end:
-        m = session.chat[i]
+        m = source.chat[i]
         i += 1
         if getattr(m, "is_system", False) or not (m.mes or "").strip():
             continue
@@ -104,7 +109,7 @@ def build_step(session: Any, settings: Any, start: int, end: int, previous: str)
         prompt=fmt.render(messages, add_generation_prompt=True),
         max_tokens=settings.summary_max_tokens,
         stop=list(getattr(fmt, "stop", []) or []),
-        sampler=app.sampler_settings(temperature=0.3),
+        sampler=source.sampler(0.3),
         add_bos=not getattr(fmt, "template_adds_bos", False),
         messages=messages,
         seq_id=SEQ_BACKGROUND,
@@ -112,20 +117,22 @@ def build_step(session: Any, settings: Any, start: int, end: int, previous: str)
     return request, i
 
 
-def run_step(session: Any, settings: Any, target: int, cancel: threading.Event | None = None) -> bool | None:
+def run_step(
+    source: SummarySource, settings: MemorySettings, target: int, cancel: threading.Event | None = None
+) -> bool | None:
     """Extend the summary by one step towards `target`. True: more to do; False: done;
     None: cancelled (nothing saved)."""
     from tavern.engines.base import Finished
 
-    chat = session.chat
+    chat = source.chat
     meta = summary_meta(chat)
     covered = int(meta.get("end", 0))
     if covered >= target:
         return False
     previous = str(chat.header.chat_metadata.get(TEXT_KEY, "") or "")
-    request, new_end = build_step(session, settings, covered, target, previous)
+    request, new_end = build_step(source, settings, covered, target, previous)
     final = None
-    for event in session.app.engine.generate(request, cancel):
+    for event in source.engine().generate(request, cancel):
         if isinstance(event, Finished):
             final = event
     if final is None or final.stats.stop_reason == "cancelled" or (cancel is not None and cancel.is_set()):
@@ -139,33 +146,32 @@ def run_step(session: Any, settings: Any, target: int, cancel: threading.Event |
         {
             "start": int(meta.get("start", 0)),
             "end": new_end,
-            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "updated": datetime.now(UTC).isoformat(timespec="seconds"),
         }
     )
     chat.update_metadata({TEXT_KEY: text, META_KEY: meta})
     return new_end < target
 
 
-def summarize_step(payload: tuple[Any, int], service: Any, cancel: threading.Event) -> bool:
+def summarize_step(payload: tuple[SummarySource, int], settings: MemorySettings, cancel: threading.Event) -> bool:
     """The background job's unit (see MemoryService): True to run again."""
-    session, window_start = payload
-    settings = service.settings
-    meta = summary_meta(session.chat)
+    source, window_start = payload
+    meta = summary_meta(source.chat)
     if meta.get("off"):
         return False
-    target = target_end(len(session.chat), window_start, settings, int(meta.get("end", 0)))
-    result = run_step(session, settings, target, cancel)
+    target = target_end(len(source.chat), window_start, settings, int(meta.get("end", 0)))
+    result = run_step(source, settings, target, cancel)
     return result is None or result
 
 
-def regenerate(session: Any, settings: Any, target: int) -> str:
+def regenerate(source: SummarySource, settings: MemorySettings, target: int) -> str:
     """Write the summary again from the first message up to `target` (synchronously)."""
-    chat = session.chat
+    chat = source.chat
     meta = summary_meta(chat)
     meta.update({"start": 0, "end": 0})
     meta.pop("off", None)
     chat.update_metadata({TEXT_KEY: "", META_KEY: meta})
-    while run_step(session, settings, target):
+    while run_step(source, settings, target):
         pass
     return str(chat.header.chat_metadata.get(TEXT_KEY, "") or "")
 
@@ -173,7 +179,7 @@ def regenerate(session: Any, settings: Any, target: int) -> str:
 def set_text(chat: Any, text: str) -> None:
     """The user's own summary text; the covered range stays (new messages extend it)."""
     meta = summary_meta(chat)
-    meta["edited"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta["edited"] = datetime.now(UTC).isoformat(timespec="seconds")
     meta.pop("off", None)
     chat.update_metadata({TEXT_KEY: text.strip(), META_KEY: meta})
 

@@ -44,7 +44,7 @@ class Hit:
 def _ef_class() -> type:
     from chromadb.api.types import EmbeddingFunction
 
-    class TavernEmbeddingFunction(EmbeddingFunction):  # type: ignore[type-arg]
+    class TavernEmbeddingFunction(EmbeddingFunction):
         """Chroma's handle on Tavern's embedder (used only if Chroma embeds text itself)."""
 
         def __init__(self, embedder: Embedder | None = None) -> None:
@@ -114,7 +114,9 @@ class VectorStore:
                 client.heartbeat()
                 return client
             assert self.path is not None
-            self.path.mkdir(parents=True, exist_ok=True)
+            from tavern.store.atomic import make_dirs
+
+            make_dirs(self.path)  # 0700: the user's chats, embedded, are as private as the chats
             return chromadb.PersistentClient(path=str(self.path), settings=settings)
         except MemoryError_:
             raise

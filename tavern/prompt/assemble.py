@@ -119,7 +119,7 @@ class PromptInputs:
     pin_examples: bool | None = None
     """None: pinned in the cache-friendly layout (dropping examples rewrites the prompt's top)."""
     trim_step: float = 0.0
-    macro: Callable[[str], str] = staticmethod(lambda s: s)  # type: ignore[assignment]
+    macro: Callable[[str], str] = staticmethod(lambda s: s)
     """Macro substitution for card fields, lore and notes (tavern.prompt.macros.substitute)."""
     story: Any = None
     """The context preset (st_presets.StoryTemplate) of the sillytavern layout; None: SillyTavern's
@@ -216,9 +216,12 @@ class TokenCounter:
         count: Callable[[str], int],
         max_entries: int = 100_000,
         count_many: Callable[[list[str]], list[int]] | None = None,
+        max_token_bytes: int | None = None,
     ):
         self._count = count
         self._count_many = count_many
+        self.max_token_bytes = max_token_bytes
+        """The most bytes one token spells (None: unknown): see `cannot_fit`."""
         """A backend that counts many texts at once (a remote server: one request or one
         concurrent batch, not a round trip per piece); None: `prime` does nothing."""
         self._cache: OrderedDict[str, int] = OrderedDict()
@@ -227,6 +230,15 @@ class TokenCounter:
 
     def known(self, text: str) -> int | None:
         return self._cache.get(text)
+
+    def cannot_fit(self, text: str, room: int) -> bool:
+        """True when `text` is surely over `room` tokens, known without tokenizing it: every
+        token spells at most `max_token_bytes` bytes. Tokenizing is linear but slow (2 s per
+        MB): a 10 MB message in an 8k context needs no count to be left out."""
+        limit = self.max_token_bytes
+        if not limit or text in self._cache or len(text) <= room * limit // 4:
+            return False  # a character is at most 4 UTF-8 bytes: too short to decide by length
+        return len(text.encode("utf-8", "surrogatepass")) > room * limit
 
     def chars_per_token(self) -> float:
         chars, tokens = self._seen
@@ -280,6 +292,12 @@ def message_cost(fmt: Any, message: dict, count: Callable[[str], int]) -> int:
     if getattr(fmt, "is_concatenative", False):
         return count(message_piece(fmt, message))
     return count(message["content"]) + 8
+
+
+def _cannot_fit(count: Any, fmt: Any, message: dict, room: int) -> bool:
+    """The message surely costs more than `room` tokens (a counter that knows its vocabulary)."""
+    # `count` may be a plain function (tests, a remote counter): only a TokenCounter knows.
+    return isinstance(count, TokenCounter) and count.cannot_fit(message["content"], max(room, 0))
 
 
 def message_piece(fmt: Any, message: dict) -> str:
@@ -530,6 +548,8 @@ def assemble_prompt(
             if 2 * (budget - used) < budget:
                 break  # once out of the window, a message stays out (see PromptInputs.window_floor)
             floor = -1  # most of the budget would stay empty: the window refills
+        if _cannot_fit(count, fmt, msg(h), budget - used):
+            break  # what the count below would decide, without tokenizing megabytes
         cost = message_cost(fmt, msg(h), count)
         if used + cost > budget:
             break

@@ -15,6 +15,20 @@ builtins) plus limits on loop iterations, calls, string and number sizes, output
 wall time, so a hostile template ends in one :class:`~tavern.errors.TemplateError` line instead
 of running code, eating memory or hanging.
 
+Why two kinds of limit: one step (a filter call, an operator) can take long on a big value
+(``s|wordcount`` on 14 MB took half a second, so a 1,000-iteration loop ran 537 s between two
+clock checks). So the sizes of the values a template builds are bounded, which bounds what one
+step can cost, and the wall clock is enforced from outside: a foreign template (a GGUF's, a server's)
+renders on a worker thread and the caller stops waiting at ``MAX_SECONDS``. A thread, not a
+process: templates render on every turn (tens of microseconds each) and a process would add
+pickling and a round trip to each, plus a start per app run; a thread cannot be killed, but the
+abandoned render stops at its next step (every step checks a cancel flag and the clock), within
+one bounded step. Tavern's own templates (bundled, and those built from SillyTavern presets,
+whose user text is only data) render on the caller's thread without the hand-off, still under
+every limit and the per-step clock. A template that ran into the clock or the step limit is
+remembered, so the next renders of it (``select_format`` tries dozens) fail at once instead of
+each taking the whole limit again.
+
 Special tokens come out of templates as text (``<|im_start|>``, ``<s>``); the engine must
 tokenize prompts with special-token parsing on, and add a BOS token itself only when
 ``template_adds_bos`` is false (and the model wants one). Give a format the model's own token
@@ -25,10 +39,14 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import functools
 import json
+import queue
 import re
+import threading
 import time
 import tomllib
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,6 +60,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.ext import Extension, loopcontrols
 from jinja2.runtime import Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Namespace
 from jinja2.visitor import NodeTransformer
 
 from tavern.errors import TemplateError
@@ -68,12 +87,25 @@ ROLES = ("system", "user", "assistant")
 MAX_SOURCE_CHARS = 1_000_000  # template text
 MAX_STEPS = 1_000_000  # loop iterations + calls + intercepted operators, per render
 MAX_RANGE = 100_000  # items in one range()
-MAX_STR = 16_000_000  # characters in any string (or items in any list) a template builds
+# Any one string a template builds, in characters (or twice the chat's text, if more): the
+# biggest single step, `s|title` or `s|wordcount` on it, then takes well under a second.
+MAX_STR = 2_000_000
+MAX_ITEMS = 200_000  # items in any list a template builds
+MAX_BUILT = 64_000_000  # characters of all the values one render builds (plus 16x the chat's)
 MAX_OUTPUT = 16_000_000  # characters of rendered output
 MAX_INT_BITS = 4096  # size of integers a template may compute
-MAX_SECONDS = 5.0  # wall time per render, a backstop for what the counters miss
-_DEADLINE_EVERY = 1024  # check the clock every this many steps
+MAX_SECONDS = 5.0  # wall time per render, enforced by the caller (see the module docstring)
+# Formats whose template text is Tavern's own: rendered without the worker thread.
+_TRUSTED_ORIGINS = frozenset({"bundled", "st-preset"})
 _MACRO_CALL_STEPS = 20
+# Filters written in Python loops, many times slower per character than the rest.
+_SLOW_FILTER_CHARS = {"urlize": 100_000, "wordwrap": 100_000}
+# Filters that never turn a list or dict argument into text (the others may: `|string`, `|join`,
+# `|tojson`, `|trim` on a list...), so their arguments need no size estimate.
+_NON_TEXT_FILTERS = frozenset(
+    "abs attr batch count d default dictsort first float groupby int items last length list map "
+    "max min random reject rejectattr reverse round select selectattr slice sort sum unique".split()
+)
 
 # Marks the message left open by continue_final / prefill renders. Private-use characters
 # survive trim()/strip()/split() in templates and do not occur in real chat text.
@@ -83,6 +115,13 @@ _OPEN_MARK = "\ue000tavern-open\ue001"
 class _LimitReached(jinja2.TemplateError):
     """A render went over one of the limits above."""
 
+    #: The template ran away (steps, time): remembered, its next renders fail at once.
+    poisons = False
+
+
+class _Runaway(_LimitReached):
+    poisons = True
+
 
 class TemplateRefused(TemplateError):
     """The template itself rejected the conversation (``raise_exception``, or a value it needs
@@ -90,20 +129,31 @@ class TemplateRefused(TemplateError):
 
 
 class _Budget:
-    """Step counter and deadline for one render (held in a context variable)."""
+    """Step counter, deadline and size allowances for one render (held in a context variable).
 
-    __slots__ = ("deadline", "steps")
+    ``input_chars``: the text of the chat rendered; a long chat is allowed proportionally bigger
+    values, so a legitimate template never fails on a big message."""
 
-    def __init__(self) -> None:
+    __slots__ = ("built", "cancelled", "deadline", "max_built", "max_str", "steps")
+
+    def __init__(self, input_chars: int = 0) -> None:
         self.steps = 0
         self.deadline = time.monotonic() + MAX_SECONDS
+        self.cancelled = False  # set by the caller when it stops waiting
+        self.max_str = max(MAX_STR, 2 * input_chars)
+        self.max_built = MAX_BUILT + 16 * input_chars
+        self.built = 0
 
     def tick(self) -> None:
         self.steps += 1
+        if self.cancelled:
+            raise _Runaway(f"template ran longer than {MAX_SECONDS:g} s")
         if self.steps > MAX_STEPS:
-            raise _LimitReached(f"template ran more than {MAX_STEPS} steps")
-        if self.steps % _DEADLINE_EVERY == 0 and time.monotonic() > self.deadline:
-            raise _LimitReached(f"template ran longer than {MAX_SECONDS:g} s")
+            raise _Runaway(f"template ran more than {MAX_STEPS} steps")
+        # Every step: one step can cost a good part of a second, so checking every thousand
+        # let a loop of slow steps run for minutes. The clock costs ~50 ns, a step microseconds.
+        if time.monotonic() > self.deadline:
+            raise _Runaway(f"template ran longer than {MAX_SECONDS:g} s")
 
 
 _BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
@@ -118,8 +168,81 @@ def _tick() -> None:
 
 
 def _check_size(n: int, what: str = "string") -> None:
-    if n > MAX_STR:
-        raise _LimitReached(f"template built a {what} of {n} items (limit {MAX_STR})")
+    """Refuse a string of ``n`` characters (``what="list"``: a list of ``n`` items), before it
+    is built where the size is known in advance."""
+    if what == "list":
+        limit, unit = MAX_ITEMS, "items"
+    else:
+        budget = _BUDGET.get()
+        limit, unit = (budget.max_str if budget is not None else MAX_STR), "characters"
+    if n > limit:
+        raise _LimitReached(f"template built a {what} of {n} {unit} (limit {limit})")
+
+
+def _check_value(value: Any) -> None:
+    """A string or list the template just built: within the size limits, and counted against
+    the render's total (values can be kept in lists and namespaces, so what one render holds
+    is bounded by what it built)."""
+    # Runs after every operator and call: the budget is read once, the limits inline.
+    if type(value) is str or isinstance(value, (str, bytes)):  # bytes: "x".encode() * 10**9
+        kind, limit = "string", MAX_STR
+    elif isinstance(value, (list, tuple)):
+        kind, limit = "list", MAX_ITEMS
+    else:
+        return
+    n = len(value)
+    budget = _BUDGET.get()
+    if budget is None:
+        if n > limit:
+            _check_size(n, kind)  # raises, with the message
+        return
+    if n > (budget.max_str if kind == "string" else limit):
+        _check_size(n, kind)
+    budget.built += n
+    if budget.built > budget.max_built:
+        raise _LimitReached(f"template built more than {budget.max_built} characters in all")
+
+
+def _kind(seq: Any) -> str:
+    return "string" if isinstance(seq, (str, bytes)) else "list"
+
+
+def _text_size(value: Any, limit: int) -> int:
+    """About how many characters ``str(value)`` (or its JSON) has, counted up to just past
+    ``limit``: a list of a million references to one big string is small to build but huge
+    to print. Each item visited adds at least one, so the walk stops after ``limit`` items
+    (and ends on self-referencing namespaces)."""
+    total = 0
+    stack = [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item) + 2
+        elif isinstance(item, bytes):
+            total += 4 * len(item) + 3  # b'\xff' per byte at worst
+        elif isinstance(item, dict):
+            total += 2 + 4 * len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            total += 2 + 2 * len(item)
+            stack.extend(item)
+        elif isinstance(item, Namespace):
+            total += 12
+            stack.append(object.__getattribute__(item, "_Namespace__attrs"))
+        else:
+            total += 24  # numbers (ints are bounded), None, Undefined, macros: short reprs
+    return total
+
+
+def _check_text(value: Any) -> None:
+    """Refuse turning a non-string value into text when the text would be over the limit."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return
+    budget = _BUDGET.get()
+    limit = budget.max_str if budget is not None else MAX_STR
+    if _text_size(value, limit) > limit:
+        raise _LimitReached(f"template would write a value of over {limit} characters")
 
 
 def _check_int(value: Any) -> None:
@@ -166,9 +289,22 @@ def _guarded_iter(iterable: Any) -> Iterator[Any]:
 
 def _guarded_concat(parts: list[Any]) -> str:
     """The ``~`` operator: size-checked before the join allocates."""
+    _tick()
+    for part in parts:
+        _check_text(part)
     strs = [p if isinstance(p, str) else str(p) for p in parts]
     _check_size(sum(len(s) for s in strs))
-    return "".join(strs)
+    out = "".join(strs)
+    _check_value(out)
+    return out
+
+
+def _finalize(value: Any) -> Any:
+    """Every ``{{ expression }}`` value before it is printed: a list or namespace that would
+    print as gigabytes is refused first."""
+    if type(value) is not str:  # the usual case first: this runs for every printed value
+        _check_text(value)
+    return value
 
 
 def _raise_exception(message: Any) -> None:
@@ -190,6 +326,7 @@ def _tojson(
     # HF's tojson filter (no HTML escaping, unlike Jinja's built-in one).
     if isinstance(indent, int) and indent > 64:
         raise _LimitReached("tojson indent is too large")
+    _check_text(value)
     out = json.dumps(
         value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
     )
@@ -244,11 +381,23 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return cast(nodes.Template, _GuardLoops(self).visit(tree))
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        _tick()
+        budget = _BUDGET.get()
+        if budget is not None:
+            budget.tick()
+        if operator == "+" and type(left) is str and type(right) is str:
+            # The common case, kept cheap: chat templates join their markup with `+`.
+            n = len(left) + len(right)
+            if budget is not None and n <= budget.max_str and budget.built + n <= budget.max_built:
+                budget.built += n
+                return left + right
+            _check_size(n)  # too big: raises before building it
+            out = left + right
+            _check_value(out)  # over the render's total: raises
+            return out
         if operator == "*":
             for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
-                    _check_size(len(seq) * max(n, 0))
+                if isinstance(seq, (str, bytes, list, tuple)) and isinstance(n, int):
+                    _check_size(len(seq) * max(n, 0), _kind(seq))
             if (
                 isinstance(left, int)
                 and isinstance(right, int)
@@ -265,13 +414,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             ):
                 raise _LimitReached(f"template computed an integer over {MAX_INT_BITS} bits")
         elif operator == "+":
-            if isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
-                _check_size(len(left) + len(right))
+            if isinstance(left, (str, bytes, list, tuple)) and isinstance(right, (str, bytes, list, tuple)):
+                _check_size(len(left) + len(right), _kind(left))
         elif operator == "%" and isinstance(left, str):
             _check_printf(left)
+            _check_text(right)
         result = super().call_binop(context, operator, left, right)
-        if isinstance(result, (str, list, tuple)):
-            _check_size(len(result))
+        _check_value(result)
         return result
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: PYI063 - Jinja's signature
@@ -286,8 +435,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         if isinstance(owner, str):
             _check_str_method(owner, getattr(__obj, "__name__", ""), args, kwargs)
         result = super().call(__context, __obj, *args, **kwargs)
-        if isinstance(result, (str, list, tuple)):
-            _check_size(len(result))
+        _check_value(result)
         return result
 
     def wrap_str_format(self, value: Any) -> Any:
@@ -295,7 +443,18 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         owner = getattr(value, "__self__", None)
         if isinstance(owner, str) and getattr(value, "__name__", "") in ("format", "format_map"):
             _check_format_string(owner)
-        return super().wrap_str_format(value)
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+
+        @functools.wraps(wrapped)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            # The arguments, as they will be printed (a list of a big string's references).
+            for arg in (*args, *kwargs.values()):
+                _check_text(arg)
+            return wrapped(*args, **kwargs)
+
+        return checked
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
         # Jinja's own version prints as "" and is falsy; this one fails on any use, so a probe
@@ -389,12 +548,47 @@ def _wrap_filters(env: jinja2.Environment) -> None:
         join=join,
         tojson=_tojson,
     )
+    for name, func in list(f.items()):
+        f[name] = _guard_filter(name, func)
+
+
+def _guard_filter(name: str, func: Any) -> Any:
+    """Every filter call is a step (so the cancel flag and the step limit see a loop of
+    filter calls), its list or dict arguments are size-checked before a filter prints them,
+    and what it returns counts as built."""
+    text_args = name not in _NON_TEXT_FILTERS
+    slow_limit = _SLOW_FILTER_CHARS.get(name)
+    # Jinja passes the context / environment first to some filters: not template values.
+    skip = 1 if getattr(func, "jinja_pass_arg", None) is not None else 0
+
+    @functools.wraps(func)  # keeps jinja_pass_arg
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        _tick()
+        values = args[skip:]
+        if text_args:
+            for value in values:
+                if type(value) is not str:  # the usual case: a string filter on a string
+                    _check_text(value)
+            for value in kwargs.values():
+                _check_text(value)
+        if slow_limit is not None and values and len(str(values[0])) > slow_limit:
+            raise _LimitReached(f"{name} filter on over {slow_limit} characters")
+        result = func(*args, **kwargs)
+        _check_value(result)
+        return result
+
+    return guarded
 
 
 def _make_sandbox() -> _Sandbox:
     # Same settings as transformers' chat-template environment, so GGUF/HF templates render
     # exactly as they do there.
-    env = _Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols, _GenerationTag])
+    env = _Sandbox(
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[loopcontrols, _GenerationTag],
+        finalize=_finalize,
+    )
     env.globals.pop("lipsum", None)  # lipsum(n=10**9) is an easy memory bomb, and unused
     env.globals.update(
         range=_safe_range,
@@ -445,9 +639,127 @@ def compile_template(source: str, label: str) -> jinja2.Template:
     return template
 
 
-def render_template(template: jinja2.Template, label: str, variables: dict[str, Any]) -> str:
-    """Render a compiled sandbox template under the limits; errors become one TemplateError line."""
-    token = _BUDGET.set(_Budget())
+# Templates that ran into the clock or the step limit, with the limits then and the reason.
+_POISONED: weakref.WeakKeyDictionary[jinja2.Template, tuple[tuple[int, float], str]] = (
+    weakref.WeakKeyDictionary()
+)
+_POISON_LOCK = threading.Lock()
+
+
+class _RenderJob:
+    """One render handed to a worker thread; the caller waits on ``done`` (a queue: a third of
+    the hand-off cost of an Event)."""
+
+    __slots__ = ("budget", "done", "error", "label", "result", "template", "variables")
+
+    def __init__(self, template: jinja2.Template, label: str, variables: dict[str, Any]) -> None:
+        self.template = template
+        self.label = label
+        self.variables = variables
+        self.budget = _Budget(_input_chars(variables))
+        self.done: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self.result: str | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = _render_here(self.template, self.label, self.variables, self.budget)
+        except BaseException as err:  # noqa: BLE001 - handed to the caller, which raises it
+            self.error = err
+        finally:
+            self.done.put(True)
+
+
+class _RenderThreads:
+    """Daemon threads that run renders. A render that overruns keeps its thread until it
+    notices the cancel flag; the next render gets another thread, so one stuck render never
+    delays the others."""
+
+    _MAX_IDLE = 4
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_RenderJob] = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, job: _RenderJob) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1  # that idle thread takes this job
+        self._jobs.put(job)
+        if spawn:
+            threading.Thread(target=self._serve, name="tavern-template", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            job.run()
+            if job.budget.cancelled:
+                return  # its caller is gone; the thread is not trusted with more work
+            with self._lock:
+                if self._idle >= self._MAX_IDLE:
+                    return
+                self._idle += 1
+
+
+_THREADS = _RenderThreads()
+
+
+def _input_chars(variables: dict[str, Any]) -> int:
+    """Characters of chat text handed to a render (its message contents and string variables;
+    names and roles are short)."""
+    total = sum(len(v) for v in variables.values() if isinstance(v, str))
+    messages = variables.get("messages")
+    if isinstance(messages, list):
+        for m in messages:
+            content = m.get("content") if isinstance(m, dict) else None
+            if isinstance(content, str):
+                total += len(content)
+    return total
+
+
+def _limits() -> tuple[int, float]:
+    return (MAX_STEPS, MAX_SECONDS)
+
+
+def _poison(template: jinja2.Template, reason: str) -> None:
+    with _POISON_LOCK:
+        _POISONED[template] = (_limits(), reason)
+
+
+def render_template(
+    template: jinja2.Template, label: str, variables: dict[str, Any], *, trusted: bool = False
+) -> str:
+    """Render a compiled sandbox template under the limits; errors become one TemplateError line.
+
+    The render runs on a worker thread, and at ``MAX_SECONDS`` this returns the error whatever
+    the render is doing; ``trusted`` (Tavern's own template text) renders on this thread,
+    stopped by the per-step clock instead (see the module docstring)."""
+    with _POISON_LOCK:
+        poisoned = _POISONED.get(template)
+    if poisoned is not None and poisoned[0] == _limits():
+        raise TemplateError(f"{label}: stopped: {poisoned[1]} (on an earlier render)")
+    if trusted:  # no hand-off: a render of a bundled format is tens of microseconds
+        return _render_here(template, label, variables, _Budget(_input_chars(variables)))
+    job = _RenderJob(template, label, variables)
+    _THREADS.submit(job)
+    try:
+        job.done.get(timeout=MAX_SECONDS)
+    except queue.Empty:
+        job.budget.cancelled = True
+        reason = f"template ran longer than {MAX_SECONDS:g} s"
+        _poison(template, reason)
+        raise TemplateError(f"{label}: stopped: {reason}")
+    if job.error is not None:
+        raise job.error
+    assert job.result is not None
+    return job.result
+
+
+def _render_here(template: jinja2.Template, label: str, variables: dict[str, Any], budget: _Budget) -> str:
+    """The render itself, on this thread, under ``budget``."""
+    token = _BUDGET.set(budget)
     try:
         out: list[str] = []
         size = 0
@@ -458,7 +770,10 @@ def render_template(template: jinja2.Template, label: str, variables: dict[str, 
             out.append(chunk)
         return "".join(out)
     except _LimitReached as err:
-        raise TemplateError(f"{label}: stopped: {_one_line(str(err))}") from None
+        reason = _one_line(str(err))
+        if err.poisons:
+            _poison(template, reason)
+        raise TemplateError(f"{label}: stopped: {reason}") from None
     except SecurityError as err:
         raise TemplateError(f"{label}: blocked unsafe operation: {_one_line(str(err))}") from None
     except jinja2.UndefinedError as err:
@@ -614,7 +929,9 @@ class PromptFormat:
             bos_token=self.bos_token,
             eos_token=self.eos_token,
         )
-        return render_template(self._template, self._label, variables)
+        return render_template(
+            self._template, self._label, variables, trusted=self.origin in _TRUSTED_ORIGINS
+        )
 
     def _render_open(
         self, history: list[dict[str, Any]], open_message: dict[str, Any], prefill_turn: bool = False

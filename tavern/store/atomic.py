@@ -12,7 +12,16 @@ leave half a file behind may use it too. Two rules make every write leave a vali
   write fails half way (a full disk), the file is cut back to its old size: never a torn line.
 
 Every function raises OSError (ENOSPC, EACCES, EROFS, EFBIG, EIO...) with the target left as it
-was; callers turn it into a TavernError with words for the user (`describe_os_error`).
+was, and no temporary file left behind; callers turn it into a TavernError with words for the
+user (`describe_os_error`).
+
+This is the one writer: every file Tavern writes goes through it (tests/test_one_writer.py
+checks the source). Permissions follow one rule, the one SillyTavern's docs advise for shared
+hosts: a new file is the user's own (0600, `PRIVATE_FILE`) and a new folder too (0700,
+`make_dirs`); a file that exists keeps its permissions when it is rewritten, so a rewrite never
+loosens (nor silently tightens) a file. `mode=USER_FILE` gives a file the user asked for outside
+the data home (an export) the usual umask permissions; `keep_mode=False` forces `mode` on an
+existing file too (keys.toml is 0600 whatever it was).
 """
 
 from __future__ import annotations
@@ -24,6 +33,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 Chunk = bytes | bytearray | memoryview
+StrPath = str | os.PathLike[str]
+
+PRIVATE_FILE = 0o600
+"""A new file in the data home: readable and writable by its owner only."""
+PRIVATE_DIR = 0o700
+"""A new folder in the data home (`make_dirs`)."""
+USER_FILE = 0o666
+"""What `open()` gives a new file: the umask decides (0644 usually). For exports the user places."""
 
 _ERROR_WORDS = {
     errno.ENOSPC: "no space left on device",
@@ -87,21 +104,28 @@ def _glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
 
 
-def write_temp(path: Path, chunks: Iterable[Chunk], *, durable: bool = True) -> Path:
+def write_temp(
+    path: Path,
+    chunks: Iterable[Chunk],
+    *,
+    durable: bool = True,
+    mode: int = PRIVATE_FILE,
+    keep_mode: bool = True,
+) -> Path:
     """Write `chunks` to a new temporary file beside `path` and return its name.
 
-    The temporary file gets the permissions of `path` if it exists. On any error the temporary
-    file is removed and the OSError re-raised.
+    The temporary file gets the permissions of `path` if it exists (and `keep_mode`), else
+    `mode` (less the umask). On any error the temporary file is removed and the OSError
+    re-raised.
     """
     tmp = temp_path_for(path)
-    try:
-        mode = os.stat(path).st_mode & 0o7777
-    except OSError:
-        mode = 0o644
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+    final = _existing_mode(path) if keep_mode else None
+    # Created no looser than 0600 while it is written; its final mode is set once it is whole.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode & 0o600)
     try:
         for chunk in chunks:
             _write_all(fd, chunk)
+        _set_mode(fd, final if final is not None else mode & ~_umask())
         if durable:
             fsync_file(fd)
     except BaseException:
@@ -110,6 +134,65 @@ def write_temp(path: Path, chunks: Iterable[Chunk], *, durable: bool = True) -> 
         raise
     os.close(fd)
     return tmp
+
+
+def _existing_mode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return None
+
+
+def _set_mode(fd: int, mode: int) -> None:
+    if not hasattr(os, "fchmod"):
+        return  # Windows: no POSIX permissions to keep
+    try:
+        os.fchmod(fd, mode)
+    except OSError as err:
+        # Some file systems (FAT, some FUSE mounts) have no permissions to set; the file then has
+        # what the mount gives every file, which is all that can be done.
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EINVAL, errno.EROFS):
+            raise
+
+
+_UMASK: int | None = None
+
+
+def _umask() -> int:
+    """The process umask, without changing it where Linux shows it in /proc (setting it to read
+    it is not thread-safe); elsewhere set and restored once, and remembered."""
+    global _UMASK
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+def make_dirs(path: StrPath, mode: int = PRIVATE_DIR) -> Path:
+    """`mkdir -p` whose new folders get `mode` (0700: the user's own); existing ones are left
+    as they are. Path.mkdir(parents=True) would give the parents the default 0755."""
+    target = Path(path)
+    missing = []
+    here = target
+    while not here.is_dir():
+        missing.append(here)
+        if here.parent == here:
+            break
+        here = here.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
+    return target
 
 
 def replace_durable(tmp: Path, path: Path, *, durable: bool = True) -> None:
@@ -123,30 +206,50 @@ def replace_durable(tmp: Path, path: Path, *, durable: bool = True) -> None:
         fsync_dir(path.parent)
 
 
-def atomic_write_chunks(path: Path | str, chunks: Iterable[Chunk], *, durable: bool = True) -> None:
-    """Replace `path` with the concatenated chunks; readers see the old or the new file only."""
+def atomic_write_chunks(
+    path: StrPath,
+    chunks: Iterable[Chunk],
+    *,
+    durable: bool = True,
+    mode: int = PRIVATE_FILE,
+    keep_mode: bool = True,
+) -> None:
+    """Replace `path` with the concatenated chunks; readers see the old or the new file only.
+    `mode` and `keep_mode`: see the module's docstring."""
     target = Path(path)
-    replace_durable(write_temp(target, chunks, durable=durable), target, durable=durable)
+    tmp = write_temp(target, chunks, durable=durable, mode=mode, keep_mode=keep_mode)
+    replace_durable(tmp, target, durable=durable)
 
 
-def atomic_write_bytes(path: Path | str, data: bytes, *, durable: bool = True) -> None:
+def atomic_write_bytes(
+    path: StrPath, data: bytes, *, durable: bool = True, mode: int = PRIVATE_FILE, keep_mode: bool = True
+) -> None:
     """Replace `path` with `data` through temp file, fsync and rename."""
-    atomic_write_chunks(path, [data], durable=durable)
+    atomic_write_chunks(path, [data], durable=durable, mode=mode, keep_mode=keep_mode)
 
 
-def atomic_write_text(path: Path | str, text: str, *, durable: bool = True) -> None:
+def atomic_write_text(
+    path: StrPath, text: str, *, durable: bool = True, mode: int = PRIVATE_FILE, keep_mode: bool = True
+) -> None:
     """Replace `path` with `text` in UTF-8 (no newline translation) through temp and rename."""
-    atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
+    atomic_write_bytes(path, text.encode("utf-8"), durable=durable, mode=mode, keep_mode=keep_mode)
 
 
-def create_exclusive(path: Path, data: bytes) -> bool:
+def copy_file(source: StrPath, target: StrPath, *, durable: bool = True) -> None:
+    """Copy `source` to `target` through the atomic writer (a new copy is 0600, like every new
+    file; shutil.copyfile would give it the umask's 0644). Streams: a chat may be large."""
+    with open(source, "rb") as src:
+        atomic_write_chunks(target, iter(lambda: src.read(1 << 20), b""), durable=durable)
+
+
+def create_exclusive(path: Path, data: bytes, *, mode: int = PRIVATE_FILE) -> bool:
     """Create `path` with `data` atomically unless it exists; False if the name was taken.
 
     The content is written and fsynced under a temporary name first and then hard-linked to
     `path` (link fails when the name exists), so no reader ever sees a half-written new file and
     two writers can never take the same name. Falls back to O_EXCL where hard links are refused.
     """
-    tmp = write_temp(path, [data])
+    tmp = write_temp(path, [data], mode=mode, keep_mode=False)  # a new file: never another's mode
     try:
         os.link(tmp, path)
     except FileExistsError:
@@ -154,16 +257,16 @@ def create_exclusive(path: Path, data: bytes) -> bool:
     except OSError as err:
         if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
             raise
-        return _create_exclusive_copy(path, data)
+        return _create_exclusive_copy(path, data, mode)
     finally:
         _unlink_quietly(tmp)
     fsync_dir(path.parent)
     return True
 
 
-def _create_exclusive_copy(path: Path, data: bytes) -> bool:
+def _create_exclusive_copy(path: Path, data: bytes, mode: int) -> bool:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:
         return False
     try:
@@ -188,7 +291,7 @@ def append_bytes_durable(path: Path | str, data: bytes, *, create: bool = True) 
     """
     flags = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
     created = create and not os.path.exists(path)
-    fd = os.open(path, flags, 0o644)
+    fd = os.open(path, flags, PRIVATE_FILE)
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":

@@ -36,7 +36,6 @@ import errno
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -48,7 +47,9 @@ from tavern.store.atomic import (
     Chunk,
     append_bytes_durable,
     atomic_write_bytes,
+    copy_file,
     describe_os_error,
+    make_dirs,
     replace_durable,
     stray_temp_files,
     write_temp,
@@ -66,9 +67,12 @@ _BOM = b"\xef\xbb\xbf"
 class ChatWriteError(ChatStoreError):
     """Saving failed (full disk, unwritable file...); the change is kept in memory."""
 
-    def __init__(self, message: str, errno: int | None = None) -> None:
+    def __init__(self, message: str, errno: int | None = None, on_exit: str = "") -> None:
         super().__init__(message)
         self.errno = errno
+        self.on_exit = on_exit or message
+        """The same failure said by a process that exits now (the CLI): nothing stays in memory,
+        so it says what was not saved and what to fix before trying again."""
 
 
 class ChatReadOnlyError(ChatStoreError):
@@ -386,7 +390,7 @@ class Chat:
         if not line.unreadable:
             try:
                 return ChatMessage.from_json(json.loads(raw))
-            except (ValueError, ChatStoreError):
+            except (ValueError, RecursionError, ChatStoreError):
                 line.unreadable = True
                 self.warnings.append(
                     f"message {i + 1} of {self.path.name} is unreadable; it is kept unchanged in the file"
@@ -634,7 +638,7 @@ class Chat:
             record = json.loads(raw)
             reply = ChatMessage.from_json(record["message"])
             index = int(record["index"])
-        except (ValueError, TypeError, KeyError, ChatStoreError):
+        except (ValueError, TypeError, KeyError, RecursionError, ChatStoreError):
             self.warnings.append(f"{self.partial_path.name} holds an unreadable unfinished reply")
             return
         if not reply.mes or index < len(self._lines):
@@ -756,7 +760,7 @@ class Chat:
         folder = self.backup_dir / self.name
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            make_dirs(folder)
             target = folder / f"{stamp}.jsonl"
             n = 1
             while target.exists():
@@ -765,7 +769,7 @@ class Chat:
             try:
                 os.link(self.path, target)
             except OSError:
-                shutil.copyfile(self.path, target)
+                copy_file(self.path, target)
             for old in sorted(folder.glob("*.jsonl"))[: -self.keep_backups]:
                 old.unlink(missing_ok=True)
             return target
@@ -810,14 +814,17 @@ class Chat:
     def _write_error(self, err: OSError) -> ChatWriteError:
         what = "the message is" if any(not line.saved for line in self._lines) else "the change is"
         if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            hint = "free some space, then save again"
+            fix = "free some space"
         elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            hint = f"make {self.path.parent} writable, then save again"
+            fix = f"make {self.path.parent} writable"
         else:
-            hint = "save again once the problem is fixed"
+            fix = "fix the problem"
+        head = f"could not save chat '{self.name}': {describe_os_error(err)}"
+        unsaved = "the message was" if what == "the message is" else "the change was"
         return ChatWriteError(
-            f"could not save chat '{self.name}': {describe_os_error(err)}; {what} kept in memory, {hint}",
+            f"{head}; {what} kept in memory, {fix}, then save again",
             err.errno,
+            on_exit=f"{head}; {unsaved} not saved: {fix}, then run the command again",
         )
 
     def __repr__(self) -> str:
@@ -831,7 +838,12 @@ def encode_message(msg: ChatMessage) -> bytes:
     if not msg.send_date:
         msg = copy.copy(msg)
         msg.send_date = format_send_date()
-    return encode_line(msg.to_json())
+    try:
+        return encode_line(msg.to_json())
+    except RecursionError:
+        # A line the C parser read can still be too deep for the copy in to_json: refuse the
+        # write (the line on disk stays as it is) rather than crash the session.
+        raise ChatStoreError("this message is nested too deeply to be saved; nothing was changed") from None
 
 
 def _shape(data: bytes, start: int, end: int, has_nul: bool) -> str:
@@ -849,9 +861,11 @@ def _shape(data: bytes, start: int, end: int, has_nul: bool) -> str:
 
 
 def _parse(raw: bytes) -> object:
+    """The line's JSON, or None when it is not JSON. A line nested deeper than the parser's
+    recursion limit (a hostile or broken file) is just another unreadable line."""
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

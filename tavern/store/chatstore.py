@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from tavern.errors import ChatStoreError
-from tavern.store.atomic import atomic_write_bytes, create_exclusive, describe_os_error
+from tavern.store.atomic import (
+    USER_FILE,
+    atomic_write_bytes,
+    create_exclusive,
+    describe_os_error,
+    make_dirs,
+)
 from tavern.store.chatfile import (
     PARTIAL_SUFFIX,
     RESCUED_SUFFIX,
@@ -283,7 +289,7 @@ class ChatStore:
         self._check_writable()
         folder = self.trash_root / chat.character_key
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            make_dirs(folder)
             target = _free_name(folder, chat.name)
             shutil.move(chat.path, target)
         except OSError as err:
@@ -304,7 +310,7 @@ class ChatStore:
         trashed = Path(trashed)
         folder = self.folder(character_key)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            make_dirs(folder)
             target = _free_name(folder, _strip_suffix(trashed.name))
             shutil.move(trashed, target)
         except OSError as err:
@@ -371,7 +377,7 @@ class ChatStore:
 
     def _export(self, path: Path | str, data: bytes, chat: Chat) -> None:
         try:
-            atomic_write_bytes(path, data)
+            atomic_write_bytes(path, data, mode=USER_FILE)  # the user's file, where they put it
         except OSError as err:
             raise ChatWriteError(
                 f"could not export chat '{chat.name}' to {path}: {describe_os_error(err)}", err.errno
@@ -399,7 +405,7 @@ class ChatStore:
 
     def _create_unique(self, folder: Path, stem: str, body: bytes) -> Path:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            make_dirs(folder)
             for n in range(1, 1000):
                 candidate = folder / (f"{stem}.jsonl" if n == 1 else f"{stem} ({n}).jsonl")
                 if create_exclusive(candidate, body):
@@ -433,7 +439,7 @@ def header_character_name(path: Path | str, limit: int = 1 << 20) -> str | None:
         return None
     try:
         header = json.loads(first.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # too deep: not a header either
         return None
     name = header.get("character_name") if isinstance(header, dict) else None
     if not isinstance(name, str) or not name.strip() or "mes" in header:
@@ -500,7 +506,7 @@ def _count_and_preview(path: Path, size: int) -> tuple[int, str]:
             continue
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # a line too deeply nested is unreadable too
             continue
         if isinstance(data, dict) and "mes" in data:
             preview = " ".join(str(data.get("mes") or "").split())[:160]

@@ -16,8 +16,9 @@ writer's local time, and we read them as this machine's local time.
 from __future__ import annotations
 
 import re
-import unicodedata
 from datetime import UTC, datetime
+
+from tavern.store.names import sanitize_file_name  # the one sanitizer; the chat store imports it here
 
 MONTHS = (
     "January",
@@ -115,24 +116,6 @@ def format_iso(when: datetime | None = None) -> str:
     """`gen_started`/`gen_finished` as JavaScript's `Date.toISOString()`: UTC, milliseconds, Z."""
     dt = (when or datetime.now(UTC)).astimezone(UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
-# Characters SillyTavern's `sanitize-filename` removes: path separators, Windows-reserved
-# punctuation and control characters.
-_UNSAFE = re.compile(r'[/\\?<>:*|"\x00-\x1f\x80-\x9f]')
-_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$", re.IGNORECASE)
-
-
-def sanitize_file_name(name: str, fallback: str = "chat") -> str:
-    """A name safe as one file name on every OS, close to what SillyTavern would make of it."""
-    cleaned = _UNSAFE.sub("", unicodedata.normalize("NFC", name)).strip().rstrip(". ")
-    if cleaned in ("", ".", "..") or _RESERVED.match(cleaned):
-        cleaned = fallback
-    # Keep the name under common 255-byte limits, leaving room for ".jsonl" and sidecar suffixes.
-    encoded = cleaned.encode("utf-8")
-    if len(encoded) > 200:
-        cleaned = encoded[:200].decode("utf-8", errors="ignore").rstrip(". ")
-    return cleaned
 
 
 def chat_file_name(character_name: str, when: datetime | None = None) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from tavern.store.dates import parse_send_date
 from tavern.store.message import ChatHeader, ChatMessage
+from tavern.textsafe import terminal_safe
 
 
 def render_text(messages: Iterable[ChatMessage]) -> str:
@@ -22,7 +23,7 @@ def render_text(messages: Iterable[ChatMessage]) -> str:
         if msg.is_system or not msg.mes:
             continue
         parts.append(f"{msg.name}: {_normal_newlines(msg.text())}\n\n")
-    return "".join(parts)
+    return terminal_safe("".join(parts))  # a file people `cat`: its escapes shown, not run
 
 
 def render_markdown(
@@ -40,7 +41,7 @@ def render_markdown(
         hidden = " *(hidden from the prompt)*" if msg.is_system else ""
         lines += ["---", "", f"**{_escape(msg.name)}**{stamp}{hidden}", ""]
         lines += [_normal_newlines(msg.text()).rstrip(), ""]
-    return "\n".join(lines).rstrip() + "\n"
+    return terminal_safe("\n".join(lines).rstrip() + "\n")  # read in a terminal too (cat, glow)
 
 
 def _normal_newlines(text: str) -> str:

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Self
 
 from tavern.errors import ChatStoreError
+from tavern.store.atomic import PRIVATE_FILE, make_dirs
 
 LOCK_NAME = ".lock"
 
@@ -85,9 +86,9 @@ def acquire_home_lock(home: Path, read_only_ok: bool = False) -> HomeLock:
     """
     home = Path(home)
     try:
-        home.mkdir(parents=True, exist_ok=True)
+        make_dirs(home)  # a home the lock creates first is 0700 too
         # Not O_TRUNC: the file names the current owner until we actually hold the lock.
-        fd = os.open(home / LOCK_NAME, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        fd = os.open(home / LOCK_NAME, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE)
     except OSError as err:
         raise ChatStoreError(f"cannot lock the data home {home}: {err.strerror or err}") from err
     try:

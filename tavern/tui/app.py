@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import App
@@ -23,9 +23,20 @@ from tavern.errors import TavernError
 from tavern.tui.messages import EngineFailed, EngineLoaded, ReplyFinished
 from tavern.tui.screens.library import LibraryScreen
 
+if TYPE_CHECKING:
+    from textual.command import Provider
+
+
+def _tavern_commands() -> type[Provider]:
+    """The palette's Tavern commands (a lazy provider: imported when the palette opens)."""
+    from tavern.tui.commands import TavernCommands
+
+    return TavernCommands
+
 
 class TavernApp(App):
     CSS_PATH = "tavern.tcss"
+    COMMANDS = App.COMMANDS | {_tavern_commands}
     TITLE = "Tavern"
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", id="app.quit_any", priority=True, show=False),
@@ -39,9 +50,10 @@ class TavernApp(App):
         """`tavern`: an open Tavern (tests, `tavern serve`'s children use the CLI path too).
         `boot`: a `tavern.tui.boot.Boot`, for a first frame before the Tavern is open."""
         super().__init__()
-        from tavern.tui.commands import TavernCommands
+        from tavern.tui.escapes import guard_rich_text
 
-        self.COMMANDS = App.COMMANDS | {TavernCommands}
+        guard_rich_text()  # card and chat text is shown on screen, never run by the terminal
+
         self.boot = boot
         self.boot_error: str | None = None
         self._tavern = tavern
@@ -159,7 +171,7 @@ class TavernApp(App):
     def load_engine(self) -> None:
         t0 = time.perf_counter()
         try:
-            engine = self.tavern.engine
+            engine = self.tavern.load_engine()
             self.tavern.prompt_format()
         except TavernError as err:
             self.post_message(EngineFailed(str(err)))
@@ -213,7 +225,7 @@ class TavernApp(App):
         from tavern.tui.screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(self.screen))
+            self.push_screen(HelpScreen(help_sections(), self.screen))
 
     def action_settings(self) -> None:
         from tavern.tui.screens.settings import SettingsScreen
@@ -245,7 +257,8 @@ class TavernApp(App):
 
     def watch_theme(self, theme: str) -> None:
         # Remember the theme the user picked (palette or settings) for the next start.
-        if not self.is_mounted or not getattr(self, "_tavern", None):
+        # `App.is_mounted(widget)` is a method (always truthy); the app's own flag is `_is_mounted`.
+        if not self._is_mounted or not getattr(self, "_tavern", None):
             return
         if self.tavern.settings.ui.theme != theme:
             try:
@@ -256,3 +269,28 @@ class TavernApp(App):
 
 def make_app(tavern: Any = None, boot: Any = None) -> TavernApp:
     return TavernApp(tavern, boot=boot)
+
+
+def help_sections() -> list[tuple[str, type, list[tuple[str, str]]]]:
+    """What F1 lists: each screen's own bindings, and the keys they do not show."""
+    from tavern.tui.screens.chat import ChatScreen
+    from tavern.tui.screens.chats import ChatListScreen
+    from tavern.tui.screens.library import LibraryScreen
+    from tavern.tui.screens.lore_editor import LoreEditorScreen
+
+    return [
+        ("Everywhere", TavernApp, [("Ctrl+P", "command palette (every action by name, themes)")]),
+        ("Character library", LibraryScreen, [("type", "search: words, tag:x, creator:y")]),
+        (
+            "Chat",
+            ChatScreen,
+            [
+                ("Enter", "send"),
+                ("Ctrl+J, Shift+Enter", "new line"),
+                ("Up (first line)", "focus the last message"),
+            ],
+        ),
+        ("Chat: on a focused message", type(None), ChatScreen.MESSAGE_KEYS),
+        ("Chat list", ChatListScreen, [("type", "search chats"), ("Enter", "open")]),
+        ("Lorebook editor", LoreEditorScreen, []),
+    ]

@@ -16,7 +16,7 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("Settings: model, context, samplers, prompt format", "F10", "app", "settings"),
     ("Personas: who you are in the chat", "F9", "app", "personas"),
     ("Backends: remote servers, and which one a chat uses", "F4", "app", "backends"),
-    ("Library: import cards from a path", "Ctrl+O", "LibraryScreen", "import_card"),
+    ("Library: import cards, lorebooks, chats, presets", "Ctrl+O", "LibraryScreen", "import_card"),
     ("Library: new character", "F7", "LibraryScreen", "create_card"),
     ("Library: edit the character", "Ctrl+E", "LibraryScreen", "edit_card"),
     ("Library: duplicate the character", "F5", "LibraryScreen", "duplicate"),

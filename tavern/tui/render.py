@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from tavern.textsafe import terminal_safe
+
 Span = tuple[int, int, str]
 
 KINDS = ("action", "speech", "bold", "code", "code_block", "heading", "quote", "fence")
@@ -30,6 +32,7 @@ _QUOTE = re.compile(r"^>\s?")
 
 
 def render(text: str) -> tuple[str, list[Span]]:
+    text = terminal_safe(text)  # before the spans are measured: a mark can be longer than its code
     out: list[str] = []
     spans: list[Span] = []
     pos = 0

@@ -11,12 +11,13 @@ which llama.cpp's redirection does not touch.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 from collections.abc import Iterator
 
 
-def _dup(stream: object) -> object | None:
+def _dup(stream: object) -> io.TextIOWrapper | None:
     try:
         fd = stream.fileno()  # type: ignore[attr-defined]
     except (AttributeError, OSError, ValueError):
@@ -30,6 +31,7 @@ def _dup(stream: object) -> object | None:
 def private_streams() -> Iterator[None]:
     saved = sys.__stdout__, sys.__stderr__
     out, err = _dup(sys.__stdout__), _dup(sys.__stderr__)
+    # typeshed declares sys.__stdout__/__stderr__ Final; swapping them is this module's purpose.
     if out is not None:
         sys.__stdout__ = out  # type: ignore[misc]
     if err is not None:

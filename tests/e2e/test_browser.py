@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -49,13 +50,17 @@ def test_chat_in_headless_chromium(home: Path, tmp_path: Path) -> None:
     )
     port = _free_port()
     env = {**os.environ, "TAVERN_HOME": str(home), "TAVERN_GRAPHICS": "0", "PYTHONPATH": os.getcwd()}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tavern", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    env.pop("TAVERN_SERVE_PASSWORD", None)  # the random token, read from the printed URL
+    printed = tmp_path / "serve.out"
+    with printed.open("wb") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "tavern", "serve", "--port", str(port)],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
+        url = _printed_url(printed, server)
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch_persistent_context(
                 str(tmp_path / "chromium-profile"),  # a fresh user-data dir
@@ -68,7 +73,7 @@ def test_chat_in_headless_chromium(home: Path, tmp_path: Path) -> None:
                 viewport={"width": 1100, "height": 700},
             )
             try:
-                _chat(browser, port, home)
+                _chat(browser, url, home)
             finally:
                 browser.close()
     finally:
@@ -76,7 +81,19 @@ def test_chat_in_headless_chromium(home: Path, tmp_path: Path) -> None:
         server.wait(10)
 
 
-def _chat(browser: object, port: int, home: Path) -> None:
+def _printed_url(printed: Path, server: subprocess.Popen[bytes]) -> str:
+    """The URL `tavern serve` prints, with its token: the page answers nothing else."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and server.poll() is None:
+        found = re.search(r"Serving Tavern at (\S+)", printed.read_text("utf-8", "replace"))
+        if found:
+            assert "?token=" in found.group(1), found.group(1)
+            return found.group(1)
+        time.sleep(0.1)
+    raise AssertionError(f"tavern serve printed no URL:\n{printed.read_text('utf-8', 'replace')}")
+
+
+def _chat(browser: object, url: str, home: Path) -> None:
     page = browser.new_page()  # type: ignore[attr-defined]
 
     def keep_terminal(route: object) -> None:
@@ -91,7 +108,7 @@ def _chat(browser: object, port: int, home: Path) -> None:
     deadline = time.monotonic() + 30
     while True:  # the server takes a moment to listen
         try:
-            page.goto(f"http://127.0.0.1:{port}/")
+            page.goto(url)
             break
         except Exception:  # noqa: BLE001 - connection refused until it is up
             if time.monotonic() > deadline:

@@ -60,7 +60,8 @@ def test_tavern_serve_runs_the_app_over_a_websocket(home: Path) -> None:
     import aiohttp
 
     port = _free_port()
-    env = {**os.environ, "TAVERN_HOME": str(home), "PYTHONPATH": os.getcwd()}
+    # a known password instead of the random token: `tavern serve` answers nothing without it
+    env = {**os.environ, "TAVERN_HOME": str(home), "PYTHONPATH": os.getcwd(), "TAVERN_SERVE_PASSWORD": "pw"}
     server = subprocess.Popen(
         [sys.executable, "-m", "tavern", "--model", str(home / "none.gguf"), "serve", "--port", str(port)],
         env=env,
@@ -72,7 +73,7 @@ def test_tavern_serve_runs_the_app_over_a_websocket(home: Path) -> None:
         async with aiohttp.ClientSession() as http:
             for _ in range(200):
                 try:
-                    async with http.get(f"http://127.0.0.1:{port}/") as page:
+                    async with http.get(f"http://127.0.0.1:{port}/?token=pw") as page:
                         html = await page.text()
                         break
                 except aiohttp.ClientError:
@@ -81,7 +82,7 @@ def test_tavern_serve_runs_the_app_over_a_websocket(home: Path) -> None:
                 raise AssertionError("tavern serve never answered")
             assert "Tavern" in html
             seen = b""
-            async with http.ws_connect(f"http://127.0.0.1:{port}/ws?width=80&height=24") as ws:
+            async with http.ws_connect(f"http://127.0.0.1:{port}/ws?token=pw&width=80&height=24") as ws:
                 await ws.send_json(["resize", {"width": 80, "height": 24}])
                 end = time.monotonic() + 60
                 while b"characters" not in seen and time.monotonic() < end:

@@ -10,7 +10,6 @@ import pytest
 from tavern.engines.base import Finished, GenerationRequest
 from tavern.engines.local import LocalEngine
 from tavern.engines.samplers import SamplerSettings
-from tavern.errors import EngineError
 
 GREEDY = SamplerSettings(greedy=True)
 SYSTEM = "<|im_start|>system\nYou are Mira, the innkeeper of the Rusty Lantern.<|im_end|>\n"

@@ -63,7 +63,7 @@ def test_the_session_refuses_to_load_and_keeps_the_users_message(tmp_path: Path)
     from tavern.session import Tavern
 
     tavern = Tavern.open(tmp_path / "fresh-home")
-    tavern.cpu_probe_command = SIGILL_CHILD
+    tavern.engines.cpu_probe_command = SIGILL_CHILD
     chat = tavern.open_chat("Mira")
     with pytest.raises(CPUProbeError, match="SIGILL"):
         list(chat.send("Hello there, a long first message"))

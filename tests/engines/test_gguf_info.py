@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import struct
 import subprocess
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -162,9 +164,32 @@ def test_recommend_gpu_layers(smol: GGUFInfo) -> None:
     assert smol.recommend_gpu_layers(half, 2 * ctx) < 15
 
 
-def test_detect_free_vram_never_raises() -> None:
-    free = detect_free_vram()
-    assert free is None or free >= 0
+def _fake_nvidia_smi(folder: Path, body: str) -> None:
+    """An `nvidia-smi` on PATH that runs `body` (a POSIX shell script) instead of the driver's."""
+    exe = folder / "nvidia-smi"
+    exe.write_text("#!/bin/sh\n" + body + "\n")
+    exe.chmod(0o755)
+
+
+def test_detect_free_vram_sums_the_gpus_and_means_no_gpu_on_any_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert detect_free_vram() is None  # no nvidia-smi at all
+    _fake_nvidia_smi(tmp_path, "printf '24000\\n8000\\n'")  # two GPUs, free MiB each
+    assert detect_free_vram() == 32000 * MIB
+    for broken in (
+        "echo 'NVIDIA-SMI has failed because it could not communicate with the driver'; exit 9",
+        "echo '[N/A]'",  # odd output
+        "",  # nothing at all
+        f"exec {sleep} 30",  # hung: given up on after the timeout, not waited out
+    ):
+        _fake_nvidia_smi(tmp_path, broken)
+        started = time.monotonic()
+        assert detect_free_vram(timeout=0.5) is None, broken
+        assert time.monotonic() - started < 10, broken
 
 
 # --- RoPE and context -------------------------------------------------------------------------------

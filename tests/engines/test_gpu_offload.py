@@ -114,7 +114,7 @@ def test_cpu_build_loads_with_minus_one_and_says_cpu(home: Path) -> None:
     tavern = Tavern.open(home)
     tavern.settings.model.n_ctx = 256
     tavern.settings.model.n_gpu_layers = -1
-    engine = tavern.engine
+    engine = tavern.load_engine()
     info = engine.load_info
     assert info["backend"] == "CPU" and info["gpu_layers"] == 0 and info["gpu_offload"] is False
     assert info["n_gpu_layers_requested"] == 0 and engine.offload is None

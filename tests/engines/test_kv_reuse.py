@@ -146,20 +146,27 @@ def test_an_inserted_entry_costs_its_own_tokens(engine: LocalEngine) -> None:
 
 def test_inserted_cells_are_exact(model_path: Path) -> None:
     """The inserted text sits at the right positions and saw the right prefix: cutting the chat
-    right after it gives the same greedy reply as a fresh engine. The bank is off here: cells
-    of any other sequence change the rounding of the attention sums (a background job's do
-    too), and a 16-token greedy reply can tip on that."""
+    right after it gives the greedy reply of a fresh engine. The bank is off here: cells of any
+    other sequence change the rounding of the attention sums (a background job's do too). That
+    rounding also depends on the llama.cpp build's kernels (with AMX the first 16 tokens agreed;
+    the AVX-512 build CI falls back to on VMs that refuse AMX parts after 9), so the replies are
+    compared over their first 6 tokens: where a cell is wrong (the entry without its prefix, at
+    another place, or missing) the reply differs by the third token."""
     engine = LocalEngine(model_path, n_ctx=2048, cache_reuse=16, side_ctx=0)
     fresh = LocalEngine(model_path, n_ctx=2048, cache_reuse=16, side_ctx=0)
+    ask = "<|im_start|>user\nUser: And who sails her?<|im_end|>\n<|im_start|>assistant\nMira:"
     try:
         engine.load()
         run(engine, chat(8) + TAIL)
         run(engine, chat(8, lore_at=4) + TAIL)
-        cut = chat(4) + LORE + TAIL
-        warm = run(engine, cut, max_tokens=16)
-        assert warm.stats.evaluated_tokens < 30  # served from the rearranged cache
+        cut = chat(4) + LORE + ask
+        warm = run(engine, cut, max_tokens=6)
+        assert warm.stats.evaluated_tokens < 30  # the entry's cells served from the rearranged cache
         fresh.load()
-        assert run(fresh, cut, max_tokens=16).text == warm.text
+        assert run(fresh, cut, max_tokens=6).text == warm.text
+        fresh.unload()
+        fresh.load()
+        assert run(fresh, chat(4) + ask, max_tokens=6).text != warm.text  # the entry's cells matter
     finally:
         engine.unload()
         fresh.unload()
@@ -454,7 +461,7 @@ def test_a_chat_tells_the_engine_which_text_may_come_back(tmp_path: Path, engine
     from tavern.session import Tavern
 
     app = Tavern.open(tmp_path / "home", **{"model.n_ctx": 2048, "generation.max_tokens": 4})
-    app._engine = engine
+    app.use_engine(engine)
     seen: list[GenerationRequest] = []
     generate = engine.generate
 
@@ -488,7 +495,7 @@ def test_an_entry_that_fires_again_goes_back_to_its_place(
     # Greedy: a sampled reply that names the harbormaster would keep his entry from lapsing.
     settings = {"model.n_ctx": 2048, "generation.max_tokens": 4, "generation.preset": "Deterministic"}
     app = Tavern.open(tmp_path / "home", **settings)
-    app._engine = engine
+    app.use_engine(engine)
     assert engine.keeps_removed_text
     session = app.open_chat("Mira", new=True)
     first = "The harbormaster Dunstan Reeve looked at me strangely today."

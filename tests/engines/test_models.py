@@ -223,6 +223,9 @@ def test_info_to_json() -> None:
     assert info_to_json(info)["memory"]["n_ctx"] == 8192  # defaults to the native context
 
 
-def test_bundled_format_for_works_with_or_without_the_prompt_package() -> None:
-    fmt = bundled_format_for(read_gguf(SMOL))
-    assert fmt is None or isinstance(fmt, str)
+def test_bundled_format_for_names_the_format_the_model_gets() -> None:
+    info = read_gguf(SMOL)
+    # SmolLM2's own chat template is the bundled smollm2 one (ChatML with its default system line).
+    assert bundled_format_for(info) == "smollm2"
+    assert bundled_format_for(info, "llama3") == "llama3"  # the user's `[model] format` wins
+    assert bundled_format_for(info, "no-such-format") is None

@@ -11,6 +11,7 @@ from tavern.engines.base import Finished, GenerationRequest
 from tavern.loop_guard import Restart, guarded_generate
 from tavern.loops import words
 
+
 @pytest.fixture(scope="module")
 def engine():
     from tavern.engines.local import LocalEngine
@@ -44,8 +45,10 @@ def test_a_reply_that_repeats_the_last_one_is_written_again_without_its_opening(
     assert record["message"].startswith("loop: reply repeated the last ones")
     assert words(final.text)[:1] != words(previous)[:1]  # the repeated opening is gone
     assert final.text.strip()
+    # Nothing was cut from the rewrite, so what streamed after the restart is the reply kept.
+    assert "in_reply" not in record and "dropped_chars" not in record
     streamed = "".join(e.text for e in events[events.index(restarts[0]) + 1 : -1])
-    assert streamed == final.text or final.text.startswith(streamed)
+    assert streamed == final.text
 
 
 def test_a_run_on_is_stopped_within_a_token_and_trimmed(engine) -> None:
@@ -117,6 +120,10 @@ def test_the_retry_opens_with_another_word_even_after_an_asterisk(engine) -> Non
         "<|im_start|>user\nWhat is the news in town tonight?<|im_end|>\n<|im_start|>assistant\n"
     )
     request = GenerationRequest(prompt=prompt, max_tokens=16, sampler=SamplerSettings(greedy=True), add_bos=False)
+    # The reply as the guarded call will first write it: from a warm cache (the prompt already
+    # in the cells). A cold first call decodes the prompt in one batch, and on some llama.cpp
+    # builds (no AMX) that batch's rounding gives another greedy reply than the warm one.
+    list(engine.generate(request))
     previous = [e for e in engine.generate(request) if isinstance(e, Finished)][0].text
     assert previous.startswith("*")  # the case this test is about: the opening starts with a lead
     events = list(guarded_generate(engine, request, threading.Event(), LoopSettings(), earlier=[previous]))

@@ -37,7 +37,7 @@ def open_app(home: Path, engine: Any, **overrides: Any) -> Any:
     from tavern.session import Tavern
 
     app = Tavern.open(home, **{"model.n_ctx": 1024, **overrides})
-    app._engine = engine  # the shared engine: the same model file and context size
+    app.use_engine(engine)  # the shared engine: the same model file and context size
     return app
 
 

@@ -42,17 +42,17 @@ def test_edits_and_deletes_update_the_index(home: Path, shared_engine) -> None:
     app = open_app(home, shared_engine)
     session = app.open_chat("Mira", new=True)
     fact_index = fill_chat(session, n=70)
-    app.memory.wait_idle(300)
+    assert app.memory.wait_idle(300)
     msg = session.chat[fact_index]
     msg.mes = "My sister Katarina moved her bees to the island of Vell."
     session.chat.replace(fact_index, msg)
-    app.memory.wait_idle(300)
+    assert app.memory.wait_idle(300)
     texts = [h.text for h in app.memory.search(session, QUESTION, k=3)]
     assert any("island of Vell" in t for t in texts)
     assert not any("valley of Oster" in t for t in texts)
 
     session.chat.delete(fact_index)
-    app.memory.wait_idle(300)
+    assert app.memory.wait_idle(300)
     hits = app.memory.search(session, QUESTION, k=3)
     assert not any("Katarina" in h.text for h in hits)
     # The messages after the deleted one moved up by one: the index says where they are now.
@@ -64,7 +64,7 @@ def test_memory_search_cli_shows_scores_and_reindex_rebuilds(home: Path, shared_
     app = open_app(home, shared_engine)
     session = app.open_chat("Mira", new=True)
     fill_chat(session, n=20)
-    app.memory.wait_idle(300)
+    assert app.memory.wait_idle(300)
     chat = session.chat.name
     assert main(["--home", str(home), "memory", "reindex", "Mira", "--chat", chat]) == 0
     assert "21 messages, 21 chunks indexed" in capsys.readouterr().out
@@ -82,7 +82,7 @@ def test_chroma_unreachable_chat_goes_on_with_one_warning(home: Path, shared_eng
     session = app.open_chat("Mira", new=True)
     fill_chat(session)  # long enough that recall is needed (a short chat never touches Chroma)
     _ask(session)
-    app.memory.wait_idle(60)
+    assert app.memory.wait_idle(60)
     first = session.build_prompt()
     second = session.build_prompt()
     assert len(heard) == 1 and "memory is off" in heard[0]

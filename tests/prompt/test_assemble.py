@@ -58,7 +58,8 @@ def test_history_is_filled_newest_first_and_the_budget_holds(count: TokenCounter
     assert all(f"message {i} " in p.text for i in range(first, 200))  # a contiguous tail
     assert any("oldest message" in d for d in p.dropped)
     slots = {s.slot: s.tokens for s in p.slots}
-    assert {"system prompt", "card", "history"} <= set(slots) or {"card", "history"} <= set(slots)
+    # Every part of these inputs is counted in its own slot (no system prompt was given).
+    assert set(slots) == {"card", "examples", "history", "format"} and all(slots.values())
     assert sum(slots.values()) == p.prompt_tokens  # every token accounted for
 
 

@@ -33,7 +33,7 @@ def _open(home: Path, batched: bool):
     app = Tavern.open(home, **{"memory.enabled": False})
     app.backend_override = "srv"
     session = app.open_chat("Mira")
-    engine = app.engine
+    engine = app.load_engine()
     if not batched:
         app._counter = TokenCounter(engine.count_tokens)  # one request per piece, as before batching
     return app, session, engine
@@ -60,7 +60,7 @@ def test_batched_counting_chooses_the_same_prompt_as_one_by_one(home: Path, llam
     _chat_home(home, llama_server)
     app, session, engine = _open(home, batched=False)
     one_by_one = session.build_prompt()
-    app._drop_engine()
+    app.engines.drop()
     app, session, engine = _open(home, batched=True)
     batched = session.build_prompt()
     assert engine.count_method == "server"

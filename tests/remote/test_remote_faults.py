@@ -130,12 +130,23 @@ def test_cancel_stops_the_stream_at_once(base):
 
 
 def test_unsupported_samplers_are_reported(base):
-    engine = make(base, "ok", api="openai-chat")
-    engine.profile.api = "ollama"  # mapping only: Ollama has no XTC or DRY
     from tavern.engines.remote.params import map_sampler
 
+    # Mapping only: Ollama has no XTC or DRY.
     fields, unsupported = map_sampler(SamplerSettings(xtc_probability=0.5, dry_multiplier=0.8, top_k=20), "ollama")
     assert fields == {"top_k": 20, "temperature": 1.0} and set(unsupported) == {"xtc_probability", "dry_multiplier"}
+    # On a real stream: KoboldCpp has no frequency penalty. The reply still comes, the user is
+    # told once that the sampler was not applied, and the request leaves it out.
+    engine = make(base, "ok", api="kobold")
+    sampler = SamplerSettings(frequency_penalty=0.5, top_k=20)
+    Handler.requests.clear()
+    _, final = run(engine, sampler)
+    assert final.error is None and final.text == "Hello kobold"
+    assert engine.notices == ["kobold has no frequency_penalty: not applied"]
+    [sent] = Handler.requests
+    assert sent["top_k"] == 20 and "frequency_penalty" not in sent
+    run(engine, sampler)
+    assert len(engine.notices) == 1  # said once, not every turn
 
 
 def test_profiles_keep_keys_in_a_0600_file_out_of_listings(tmp_path, base):
@@ -174,4 +185,4 @@ def test_pulling_the_plug_mid_reply_loses_nothing_in_the_chat(base, home):
     reply = reopened.chat[-1]
     assert reply.mes == "Hello there" and "mid-reply" in reply.extra["tavern"]["error"]
     assert reply.extra["api"] == "openai-chat" and reply.extra["model"] == "fault-model"
-    assert app.engine.count_method == "estimate"  # this server has no tokenize endpoint
+    assert app.engines.current.count_method == "estimate"  # this server has no tokenize endpoint

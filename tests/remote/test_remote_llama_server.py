@@ -7,11 +7,10 @@ import os
 import subprocess
 import sys
 
-import httpx
 import pytest
 
 from remote.llama_server import llama_server  # noqa: F401  (the fixture)
-from tavern.backends import BackendStore, Profile
+from tavern.backends import Profile
 from tavern.engines.base import Finished, GenerationRequest, Token
 from tavern.engines.remote.engine import RemoteEngine
 from tavern.engines.samplers import SamplerSettings

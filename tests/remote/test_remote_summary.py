@@ -41,7 +41,7 @@ def test_summary_is_written_by_a_remote_backend(llama_server, home: Path) -> Non
         session.chat.append(ChatMessage(name=name, is_user=is_user, mes=f"{FILLER[i % len(FILLER)]} ({i})"))
     final = [e for e in session.send("Tell me about the inn.") if isinstance(e, Finished)][0]
     assert final.error is None
-    assert isinstance(app.engine, RemoteEngine)  # the summary job goes to the server too
+    assert isinstance(app.load_engine(), RemoteEngine)  # the summary job goes to the server too
     window_start = session.last_prompt.first_message_index
     assert window_start > 20
     assert app.memory.wait_idle(600)

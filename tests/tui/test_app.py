@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tui.pilot_wait import waiter
+
 from tavern.session import Tavern
 from tavern.tui.app import make_app
 from tavern.tui.messages import ReplyDelta, ReplyFinished
 from tavern.tui.screens.chat import ChatScreen
 from tavern.tui.widgets.message import ChatMessageView
-from tui.pilot_wait import waiter
-
 
 wait_until = waiter(120.0, interval=0.05)
 

@@ -9,9 +9,10 @@ import socket
 import stat
 from pathlib import Path
 
-from textual.widgets import Input, Select, Static
-
 from remote.llama_server import llama_server  # noqa: F401  (the fixture)
+from textual.widgets import Input, Select, Static
+from tui.test_screens import library, offline, wait_until
+
 from tavern.backends import EMBEDDED, BackendStore
 from tavern.session import Tavern
 from tavern.tui import app as tavern_app
@@ -19,7 +20,6 @@ from tavern.tui.app import TavernApp, make_app
 from tavern.tui.screens.backends import BackendsScreen
 from tavern.tui.screens.chat import ChatScreen
 from tavern.tui.screens.settings import SettingsScreen
-from tui.test_screens import library, offline, wait_until
 
 KEY = "sk-tui-secret-98765"
 
@@ -117,7 +117,7 @@ async def test_choose_backend_globally_per_character_and_per_chat(home: Path, ll
         chat_file = session.chat.path
         assert json.loads(chat_file.read_text().splitlines()[0])["chat_metadata"]["tavern_backend"] == "srv"
         # The next reply's engine is the server's (the app loads it in the background).
-        await wait_until(pilot, lambda: tavern.engine_loaded and getattr(tavern._engine, "profile", None))
+        await wait_until(pilot, lambda: tavern.engine_loaded and getattr(tavern.engines.current, "profile", None))
         assert "in use: srv" in str(screen.query_one("#bk-status").render())
 
         _highlight(screen, EMBEDDED)
@@ -171,6 +171,6 @@ async def test_the_chat_says_once_that_cfg_is_unavailable_on_the_backend(home: P
             before = len(screen.session.chat)
             screen.composer.value = text
             await pilot.press("enter")
-            await wait_until(pilot, lambda: len(screen.session.chat) >= before + 2 and not screen.generating, 60)
+            await wait_until(pilot, lambda b=before: len(screen.session.chat) >= b + 2 and not screen.generating, 60)
         said = [n for n in app.notes if "CFG is unavailable on this backend (openai-chat)" in n]
         assert len(said) == 1

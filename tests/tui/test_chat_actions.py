@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from textual.widgets import OptionList, TextArea
+from tui.pilot_wait import open_chat, waiter
 
 from tavern.session import Tavern
 from tavern.store import ChatMessage
@@ -19,8 +20,6 @@ from tavern.tui.screens.dialogs import AuthorNoteModal, EditTextModal, PickModal
 from tavern.tui.screens.library import ConfirmModal, TextPromptModal
 from tavern.tui.widgets.composer import Composer
 from tavern.tui.widgets.message import ChatMessageView
-from tui.pilot_wait import open_chat, waiter
-
 
 wait_until = waiter(20.0)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tui.pilot_wait import waiter
+
 from tavern.session import Tavern
 from tavern.tui.app import make_app
 from tavern.tui.messages import ReplyFinished
@@ -12,8 +14,6 @@ from tavern.tui.screens.chat import ChatScreen
 from tavern.tui.screens.library import ConfirmModal
 from tavern.tui.widgets.composer import Composer
 from tavern.tui.widgets.statusbar import StatusBar
-from tui.pilot_wait import waiter
-
 
 wait_until = waiter(120.0, interval=0.05)
 

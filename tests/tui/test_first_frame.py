@@ -13,12 +13,12 @@ from pathlib import Path
 from rich.console import Console
 from textual._compositor import LayoutUpdate
 from textual.geometry import Region
+from tui.pilot_wait import waiter
 
 from tavern.paths import open_home
 from tavern.session import Tavern
 from tavern.tui.app import make_app
 from tavern.tui.boot import Boot
-from tui.pilot_wait import waiter
 
 wait_until = waiter(20.0)
 

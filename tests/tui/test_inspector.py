@@ -4,9 +4,9 @@ was dropped, the entries that fired and the rejected ones, and the exact prompt 
 
 from __future__ import annotations
 
-
 from textual.app import App
 from textual.widgets import Collapsible, DataTable, Static, TabbedContent, TextArea
+from tui.pilot_wait import waiter
 
 from tavern.lore import Lorebook, LoreEntry, LoreSettings, ScanMessage, scan_lore
 from tavern.prompt.assemble import (
@@ -21,8 +21,6 @@ from tavern.prompt.assemble import (
 from tavern.prompt.templates import get_format
 from tavern.prompt.tokenizers import count_tiktoken
 from tavern.tui.screens.inspector import PromptInspectorScreen, bar
-from tui.pilot_wait import waiter
-
 
 wait_until = waiter(10.0)
 

@@ -9,13 +9,12 @@ from pathlib import Path
 from textual import events
 from textual.app import App
 from textual.widgets import Input, OptionList, Static
+from tui.pilot_wait import waiter
 
 from tavern.cards.avatar import placeholder_avatar
 from tavern.session import Tavern
 from tavern.tui.screens.library import ConfirmModal, LibraryScreen, TextPromptModal, parse_query
 from tavern.tui.widgets.avatar import AvatarView, decode, half_block_rows
-from tui.pilot_wait import waiter
-
 
 wait_until = waiter(10.0)
 

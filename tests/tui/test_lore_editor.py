@@ -8,13 +8,12 @@ from pathlib import Path
 
 from textual.app import App
 from textual.widgets import Checkbox, Input, OptionList, Select, Static, TextArea
+from tui.pilot_wait import waiter
 
 from tavern.lore import Lorebook, LoreEntry, load_lorebook, save_lorebook
 from tavern.session import Tavern
 from tavern.tui.screens.library import ConfirmModal, TextPromptModal
 from tavern.tui.screens.lore_editor import LoreBooksScreen, LoreEditorScreen
-from tui.pilot_wait import waiter
-
 
 wait_until = waiter(10.0)
 

@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 from textual.widgets import Input, TextArea
+from tui.pilot_wait import open_chat
 
 from tavern.engines.base import TurnStats
 from tavern.memory import summary
@@ -16,8 +17,6 @@ from tavern.tui.app import make_app
 from tavern.tui.screens.dialogs import CfgModal, SummaryModal
 from tavern.tui.screens.inspector import PromptInspectorScreen
 from tavern.tui.widgets.statusbar import StatusBar
-
-from tui.pilot_wait import open_chat
 
 from .test_chat_actions import offline, seeded_chat, wait_until
 
@@ -68,7 +67,7 @@ async def test_summary_editor_edits_switches_off_and_refuses_an_early_regenerate
 
 async def test_negative_prompt_is_set_from_the_chat_and_shown_in_the_inspector(home: Path) -> None:
     tavern = Tavern.open(home)
-    chat = seeded_chat(tavern)
+    seeded_chat(tavern)
     app = make_app(tavern)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_chat(pilot, wait_until)

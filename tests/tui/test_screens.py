@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual.command import CommandList, CommandPalette
 from textual.widgets import Input, Select, TextArea
+from tui.pilot_wait import waiter
 
 from tavern.session import Tavern
 from tavern.tui.app import make_app
@@ -15,7 +17,6 @@ from tavern.tui.screens.help import HelpScreen
 from tavern.tui.screens.library import LibraryScreen
 from tavern.tui.screens.personas import PersonaScreen
 from tavern.tui.screens.settings import SettingsScreen
-from tui.pilot_wait import waiter
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "cards"
 
@@ -25,6 +26,20 @@ wait_until = waiter(20.0)
 
 def offline(home: Path, **overrides) -> Tavern:
     return Tavern.open(home, **{"model.path": str(home / "no-model.gguf"), **overrides})
+
+
+def errors(app) -> list[str]:
+    """The error notifications on screen, as the user reads them."""
+    return [str(n.message) for n in app._notifications if n.severity == "error"]
+
+
+def highlighted_command(app) -> str:
+    """The command palette's highlighted command ("" while there is none)."""
+    commands = app.screen.query(CommandList)
+    if not commands or commands.first().highlighted is None:
+        return ""
+    option = commands.first().highlighted_option
+    return getattr(option.prompt, "plain", str(option.prompt)) if option is not None else ""
 
 
 async def library(pilot, app) -> LibraryScreen:
@@ -42,7 +57,9 @@ async def test_settings_screen_writes_settings_toml_and_keeps_comments(home: Pat
         screen = app.screen
         screen.query_one("#set-model-n_ctx", Input).value = "abc"
         await pilot.press("ctrl+s")  # a bad number: one error, nothing written
-        await pilot.pause(0.1)
+        bad = "Context size (tokens): 'abc' is not a number"
+        await wait_until(pilot, lambda: bad in errors(app))
+        assert errors(app).count(bad) == 1
         assert isinstance(app.screen, SettingsScreen)
         assert "n_ctx" not in (home / "settings.toml").read_text().split("[generation]")[0].replace(
             "n_ctx = 4096", ""
@@ -127,9 +144,9 @@ async def test_help_palette_keymap_and_theme(home: Path) -> None:
         await wait_until(pilot, lambda: isinstance(app.screen, LibraryScreen))
 
         await pilot.press("ctrl+p")
-        await pilot.pause(0.2)
+        await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette) and app.screen.query(CommandList))
         await pilot.press(*"settings model")
-        await pilot.pause(0.3)
+        await wait_until(pilot, lambda: highlighted_command(app).startswith("Settings: model"))
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen))
         await pilot.press("escape")
@@ -138,5 +155,5 @@ async def test_help_palette_keymap_and_theme(home: Path) -> None:
         await pilot.press("ctrl+g")  # the rebound "new chat"
         await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
         app.theme = "nord"
-        await pilot.pause(0.1)
+        await wait_until(pilot, lambda: 'theme = "nord"' in (home / "settings.toml").read_text())
     assert 'theme = "nord"' in (home / "settings.toml").read_text()

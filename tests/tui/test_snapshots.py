@@ -7,12 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tui.pilot_wait import open_chat, waiter
 
 from tavern.session import Tavern
 from tavern.store import ChatMessage
 from tavern.tui.app import make_app
+from tavern.tui.screens.help import HelpScreen
+from tavern.tui.screens.settings import SettingsScreen
 
 pytest.importorskip("pytest_textual_snapshot")
+
+wait_until = waiter(20.0)
 
 NO_MODEL = "/nonexistent/model.gguf"  # a fixed path: the settings screen shows it
 
@@ -42,19 +47,27 @@ async def still(pilot) -> None:
         field.cursor_blink = False
     for area in pilot.app.screen.query(TextArea):
         area.cursor_blink = False
-    await pilot.pause(0.1)
+    await pilot.pause()  # the repaint with the cursors shown steadily
 
 
 async def settle(pilot) -> None:
     app = pilot.app
+    from textual.widgets import Footer
+
     from tavern.tui.screens.library import LibraryScreen
 
-    for _ in range(400):  # the model has failed to load, and the preview is read
+    def settled() -> bool:  # the model has failed to load, the preview is read, the footer is up
         screen = app.screen
-        if "loading" not in app.engine_status and isinstance(screen, LibraryScreen) and screen.card:
-            break
-        await pilot.pause(0.05)
-    await pilot.pause(0.2)
+        return (
+            app.engine_status == "no model"
+            and isinstance(screen, LibraryScreen)
+            and screen.card is not None
+            and bool(screen.query(Footer))
+        )
+
+    await wait_until(pilot, settled)
+    await app.workers.wait_for_complete()
+    await pilot.pause()
     app.clear_notifications()
     await still(pilot)
 
@@ -64,21 +77,23 @@ def test_library_snapshot(home: Path, snap_compare) -> None:
 
 
 def test_chat_snapshot(home: Path, snap_compare) -> None:
-    async def open_chat(pilot) -> None:
+    async def open_the_chat(pilot) -> None:
         await settle(pilot)
-        pilot.app.open_character("Mira")
-        await pilot.pause(0.5)
+        await open_chat(pilot, wait_until, views=3)  # the greeting and the two messages
+        await pilot.app.workers.wait_for_complete()
         pilot.app.clear_notifications()
         await still(pilot)
 
-    assert snap_compare(app_for(home, chat=True), terminal_size=(80, 24), run_before=open_chat)
+    assert snap_compare(app_for(home, chat=True), terminal_size=(80, 24), run_before=open_the_chat)
 
 
 def test_settings_snapshot(home: Path, snap_compare) -> None:
     async def open_settings(pilot) -> None:
         await settle(pilot)
         await pilot.press("f10")
-        await pilot.pause(0.3)
+        await wait_until(
+            pilot, lambda: isinstance(pilot.app.screen, SettingsScreen) and pilot.app.screen.query("#set-model-path")
+        )
         await still(pilot)
 
     assert snap_compare(app_for(home), terminal_size=(80, 24), run_before=open_settings)
@@ -88,6 +103,6 @@ def test_help_snapshot(home: Path, snap_compare) -> None:
     async def open_help(pilot) -> None:
         await settle(pilot)
         await pilot.press("f1")
-        await pilot.pause(0.3)
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen))
 
     assert snap_compare(app_for(home), terminal_size=(80, 24), run_before=open_help)

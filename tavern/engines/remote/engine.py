@@ -1,38 +1,55 @@
-"""`RemoteEngine`: the Engine protocol over a connection profile (one class, five API shapes).
+"""`RemoteEngine`: the Engine protocol over a connection profile.
 
-Each API differs in three places only: the endpoint and request body (`_request`), how a stream
-chunk carries text (`_delta`), and whether the stream is SSE or NDJSON (Ollama). Everything
-else (retries before the first token, dropping a parameter the server names in a 400, reasoning
-kept apart, a partial reply kept on any failure) is shared.
+What differs between APIs (endpoint and body, how a chunk carries text, models, context
+discovery, the token counting endpoint, the cancel hook) is one small class each in
+tavern/engines/remote/apis.py. Shared here: the client, retries before the first token, dropping
+a sampler the server names in a 400, reasoning kept apart, the client-side limits a hostile
+server cannot talk its way past (the reply length, an idle timeout, a deadline, the longest
+stream line), and a partial reply kept on any failure.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from tavern.engines.base import Finished, GenerationRequest, Token, TurnStats
+from tavern.engines.base import Capabilities, Engine, Event, Finished, GenerationRequest, Token, TurnStats
+from tavern.engines.remote.apis import Delta, api_for, usage
 from tavern.engines.remote.http import (
+    DONE,
+    MAX_BODY,
+    MAX_ERROR_BODY,
+    MAX_LINE,
+    HtmlError,
     RemoteError,
+    ShapeError,
+    StreamClock,
+    StreamError,
     iter_ndjson,
     iter_sse,
+    json_answer,
+    looks_html,
+    read_capped,
     scrub,
+    split_lines,
     status_error,
     transport_error,
 )
-from tavern.backends import CFG_APIS
 from tavern.engines.remote.params import map_sampler
+from tavern.engines.remote.profile import IgnoredParams, Profile
 
 RETRIES = 2
 BACKOFF_S = 0.5
 COUNT_WORKERS = 8
 """Concurrent count requests where a server counts one text per request."""
 CFG_UNAVAILABLE = "CFG is unavailable on this backend ({api}): the negative prompt is not applied"
+OVERRAN = "the server sent more than the {limit} tokens asked for: the reply was stopped there"
 
 
 class ThinkSplitter:
@@ -72,31 +89,50 @@ class ThinkSplitter:
         return ("", out) if self.state == "think" else (out, "")
 
 
-class RemoteEngine:
-    supports_raw_prompt = True
-    supports_kv_shift = False
-    keeps_removed_text = False
+@dataclass
+class _Turn:
+    """What one `generate` has streamed so far (kept across retries and on any failure)."""
 
-    def __init__(self, profile: Any, n_ctx: int = 4096, store: Any = None, timeout: float = 120.0):
+    t0: float
+    split: ThinkSplitter = field(default_factory=ThinkSplitter)
+    text: str = ""
+    reasoning: str = ""
+    tokens: int = 0
+    """Token events yielded (the reply's gen_tokens)."""
+    pieces: int = 0
+    """Chunks that carried text or reasoning: what the client-side length limit counts."""
+    ttft: float = 0.0
+    finish: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+class RemoteEngine(Engine):
+    def __init__(
+        self, profile: Profile, n_ctx: int = 4096, store: IgnoredParams | None = None, timeout: float = 120.0
+    ):
         self.profile = profile
         self.name = profile.api
-        self.supports_raw_prompt = profile.api != "openai-chat"
-        self.supports_cfg = profile.api in CFG_APIS
-        self.counts_joined = profile.api == "llamacpp"
-        """Counts many texts in one request (`count_tokens_many`), so priming more is cheap."""
-        # text-generation-webui speaks OpenAI text completions plus its own fields.
-        self._shape = "openai-text" if profile.api == "textgen" else profile.api
+        self.api = api_for(profile.api, profile.url)
+        self._capabilities = Capabilities(
+            raw_prompt=self.api.raw_prompt,
+            cfg=self.api.cfg,
+            counts_many=True,
+            counts_joined=self.api.counts_joined,
+        )
         self._n_ctx = n_ctx
-        self._store = store  # BackendStore, to remember rejected parameters
-        self._timeout = httpx.Timeout(timeout, connect=5.0)
+        self._store = store  # remembers rejected parameters for the profile (BackendStore)
+        # The read timeout never exceeds the idle timeout: a server that sends nothing at all
+        # is then caught as soon as one that sends only keep-alives.
+        self._timeout = httpx.Timeout(min(timeout, profile.idle_timeout_s), connect=5.0)
         self._client: httpx.Client | None = None
+        self._connected = False
         self._meta: dict[str, str] = {}
         self._model = profile.model
         self._counts: dict[str, int] = {}
         self.count_method = "estimate"
         self.notices: list[str] = []
         """Things the user should see once: samplers the API cannot take, ignored parameters.
-        A front shows and clears them; each is added once per engine."""
+        A front takes them with `take_notices`; each is added once per engine."""
         self._said: set[str] = set()
         self.http_requests = 0
         """Requests sent to the server (counted by an httpx hook; tests and benchmarks read it)."""
@@ -121,51 +157,64 @@ class RemoteEngine:
         self.http_requests += 1
 
     def _get(self, path: str) -> Any:
-        url = self.base + path
+        """The JSON a GET answers, read no further than MAX_BODY; HTML, other text and a wrong
+        shape (checked by the API class) are one line naming the URL."""
+        return self._json("GET", self.base + path)
+
+    def _json(self, method: str, url: str, payload: dict[str, Any] | None = None) -> Any:
         try:
-            resp = self.client.get(url)
+            with self.client.stream(method, url, json=payload) as resp:
+                body = read_capped(resp, MAX_ERROR_BODY if resp.status_code >= 400 else MAX_BODY, url)
         except httpx.HTTPError as err:
             raise transport_error(err, url, self.profile.key) from None
         if resp.status_code >= 400:
-            raise status_error(resp, resp.content, url, self.profile.key, [])
-        return resp.json()
-
-    def _v1(self) -> str:
-        return "" if self.base.endswith("/v1") else "/v1"
+            raise status_error(resp, body, url, self.profile.key, [])
+        return json_answer(resp, body, url)
 
     def list_models(self) -> list[str]:
-        api = self.profile.api
-        if api == "ollama":
-            return [m.get("name", "") for m in self._get("/api/tags").get("models", [])]
-        if api == "kobold":
-            return [str(self._get("/api/v1/model").get("result", ""))]
-        if api == "llamacpp":
-            props = self._get("/props")
-            return [str(props.get("model_path") or props.get("model_alias") or "")]
-        return [m.get("id", "") for m in self._get(self._v1() + "/models").get("data", [])]
+        try:
+            return self.api.models(self._get)
+        except StreamError as err:
+            raise RemoteError(f"{self.base}: {err}") from None
 
     def load(self) -> None:
         """Connect: learn the model, its context and its template where the server says."""
         models = self.list_models()
         if not self._model and models:
             self._model = models[0]
-        if self.profile.api == "llamacpp":
-            props = self._get("/props")
-            if props.get("chat_template"):
-                self._meta["tokenizer.chat_template"] = props["chat_template"]
-            n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
-            if n_ctx:
-                self._n_ctx = int(n_ctx)
-        elif self.profile.api == "kobold":
-            try:
-                self._n_ctx = int(self._get("/api/extra/true_max_context_length")["value"])
-            except (RemoteError, KeyError, ValueError):
-                pass
+        try:
+            info = self.api.discover(self._get)
+        except StreamError as err:
+            raise RemoteError(f"{self.base}: {err}") from None
+        # llama-server's /props chat template (the prompt format for text APIs).
+        if info.chat_template:
+            self._meta["tokenizer.chat_template"] = info.chat_template
+        if info.n_ctx:
+            self._n_ctx = info.n_ctx
+        self._connected = True
+
 
     def unload(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+        self._connected = False
+
+    @property
+    def loaded(self) -> bool:
+        return self._connected
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    @property
+    def format_hint(self) -> str:
+        return str(getattr(self.profile, "format", "") or "")
+
+    def take_notices(self) -> list[str]:
+        out, self.notices = self.notices, []
+        return out
 
     @property
     def context_size(self) -> int:
@@ -181,6 +230,7 @@ class RemoteEngine:
     # -- counting -----------------------------------------------------------------------------
 
     def tokenize(self, text: str, add_bos: bool = False) -> list[int]:
+        # capabilities.token_ids is False: callers count with count_tokens instead.
         raise RemoteError(f"backend {self.profile.name} does not hand out token ids")
 
     def count_tokens(self, text: str) -> int:
@@ -214,24 +264,13 @@ class RemoteEngine:
         return max(1, (len(text) + 2) // 3) if text else 0
 
     def _server_count(self, text: str) -> int | None:
-        api = self.profile.api
         if self.count_method == "estimate" and self._counts:
             return None  # the server had no endpoint the first time: don't ask again
-        if api == "llamacpp":
-            resp = self.client.post(self.base + "/tokenize", json={"content": text})
-            n = len(resp.raise_for_status().json()["tokens"])
-        elif api == "kobold":
-            resp = self.client.post(self.base + "/api/extra/tokencount", json={"prompt": text})
-            n = int(resp.raise_for_status().json()["value"])
-        elif api == "textgen":
-            resp = self.client.post(self.base.removesuffix("/v1") + "/v1/internal/token-count", json={"text": text})
-            n = int(resp.raise_for_status().json()["length"])
-        elif api.startswith("openai"):
-            # llama-cpp-python's server; other OpenAI-style servers answer 404 once.
-            resp = self.client.post(self.base.removesuffix("/v1") + "/extras/tokenize/count", json={"input": text})
-            n = int(resp.raise_for_status().json()["count"])
-        else:
+        asked = self.api.count_request(text)
+        if asked is None:
             return None
+        url, payload = asked
+        n = self.api.count_value(self._json("POST", url, payload))  # bounded: a count is small
         self.count_method = "server"
         return n
 
@@ -244,7 +283,7 @@ class RemoteEngine:
         if len(todo) == 1:
             self.count_tokens(todo[0])
         elif todo:
-            counts = self._joined_counts(todo) if self.profile.api == "llamacpp" else None
+            counts = self._joined_counts(todo) if self.api.counts_joined else None
             if counts is None:
                 self.count_tokens(todo[0])  # learns whether the server counts at all
                 rest = [t for t in todo[1:] if t not in self._counts]
@@ -263,12 +302,16 @@ class RemoteEngine:
         belongs to the text its first byte falls in. Exact where texts meet at special tokens
         (ChatML and the like); elsewhere a token may straddle a seam, and the assembler's
         whole-prompt count corrects the window."""
-        try:
-            resp = self.client.post(self.base + "/tokenize", json={"content": "".join(texts), "with_pieces": True})
-            tokens = resp.raise_for_status().json()["tokens"]
-            sizes = [len(p.encode("utf-8")) if isinstance(p, str) else len(p) for p in (t["piece"] for t in tokens)]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        asked = self.api.count_request("".join(texts))
+        if asked is None:
             return None
+        url, payload = asked
+        try:
+            tokens = self._json("POST", url, {**payload, "with_pieces": True})["tokens"]
+            pieces = (t["piece"] for t in tokens)
+            sizes = [len(p.encode("utf-8")) if isinstance(p, str) else len(p) for p in pieces]
+        except (RemoteError, httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # any answer but the expected one: count one text at a time
         self.count_method = "server"
         ends, total = [], 0
         for text in texts:
@@ -286,165 +329,157 @@ class RemoteEngine:
 
     # -- generation ---------------------------------------------------------------------------
 
-    def _request(self, request: GenerationRequest, fields: dict[str, Any]) -> tuple[str, dict, bool]:
-        """(url, body, ndjson) for this API."""
-        api, p = self._shape, dict(fields)
-        model = {"model": self._model} if self._model else {}
-        stop = list(request.stop)
-        if request.negative_prompt is not None and request.guidance_scale != 1.0:
-            if self.supports_cfg:
-                # text-generation-webui's own names (as SillyTavern sends them): the whole
-                # negative prompt, formatted like the prompt, and the scale.
-                p["guidance_scale"] = request.guidance_scale
-                p["negative_prompt"] = request.negative_prompt
-            else:
-                self._notice(CFG_UNAVAILABLE.format(api=self.profile.api))
-        if api == "openai-chat":
-            body = {**model, "messages": request.messages or [{"role": "user", "content": request.prompt}],
-                    "max_tokens": request.max_tokens, "stream": True, **p}
-            return self.base + self._v1() + "/chat/completions", _with_stop(body, stop), False
-        if api == "openai-text":
-            body = {**model, "prompt": request.prompt, "max_tokens": request.max_tokens, "stream": True, **p}
-            return self.base + self._v1() + "/completions", _with_stop(body, stop), False
-        if api == "llamacpp":
-            body = {"prompt": request.prompt, "n_predict": request.max_tokens, "stream": True,
-                    "cache_prompt": True, "n_keep": -1, "stop": stop, **p}
-            return self.base + "/completion", body, False
-        if api == "kobold":
-            body = {"prompt": request.prompt, "max_length": request.max_tokens, "stop_sequence": stop,
-                    "max_context_length": self._n_ctx, **p}
-            return self.base + "/api/extra/generate/stream", body, False
-        # ollama: raw prompt, options hold the samplers
-        body = {**model, "prompt": request.prompt, "raw": True, "stream": True,
-                "options": {"num_predict": request.max_tokens, "stop": stop, "num_ctx": self._n_ctx, **p}}
-        return self.base + "/api/generate", body, True
-
-    def _delta(self, chunk: dict) -> tuple[str, str, str | None]:
-        """(text, reasoning, finish reason) of one stream chunk."""
-        api = self._shape
-        if chunk.get("_done"):
-            return "", "", "stop"
-        if api.startswith("openai"):
-            choices = chunk.get("choices") or [{}]
-            c = choices[0]
-            if api == "openai-chat":
-                d = c.get("delta") or {}
-                return d.get("content") or "", d.get("reasoning_content") or d.get("reasoning") or "", c.get("finish_reason")
-            return c.get("text") or "", "", c.get("finish_reason")
-        if api == "llamacpp":
-            return chunk.get("content", ""), "", ("stop" if chunk.get("stop") else None)
-        if api == "kobold":
-            return chunk.get("token", ""), "", chunk.get("finish_reason")
-        return chunk.get("response", ""), chunk.get("thinking", ""), ("stop" if chunk.get("done") else None)
-
-    def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[Any]:
-        cancel = cancel or threading.Event()
-        t0 = time.perf_counter()
+    def _fields(self, request: GenerationRequest) -> dict[str, Any]:
+        """The sampler's fields under the API's names (and CFG's where the API takes it),
+        less those the server rejected before; what the API cannot take is a notice."""
         fields, unsupported = map_sampler(request.sampler, self.profile.api)
         for name in unsupported:
             self._notice(f"{self.profile.api} has no {name}: not applied")
         for name in self.profile.ignored:
             fields.pop(name, None)
-        url, body, ndjson = self._request(request, fields)
-        key = self.profile.key
-        split = ThinkSplitter()
-        text, reasoning, n, ttft, finish = "", "", 0, 0.0, None
-        usage: dict[str, int] = {}
-        error: str | None = None
-        tries = 0
+        if request.negative_prompt is not None and request.guidance_scale != 1.0:
+            if self._capabilities.cfg:
+                # text-generation-webui's own names (as SillyTavern sends them): the whole
+                # negative prompt, formatted like the prompt, and the scale.
+                fields["guidance_scale"] = request.guidance_scale
+                fields["negative_prompt"] = request.negative_prompt
+            else:
+                self._notice(CFG_UNAVAILABLE.format(api=self.profile.api))
+        return fields
+
+    def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[Event]:
+        cancel = cancel or threading.Event()
+        turn = _Turn(time.perf_counter())
+        fields = self._fields(request)
+        body = self.api.body(request, self._model, self._n_ctx, fields)
+        clock = StreamClock(self.profile.idle_timeout_s, self.profile.deadline_s)
+        error = yield from self._attempts(request, body, list(fields), turn, clock, cancel)
+        if turn.finish == "cancelled":
+            self.api.cancel(self.client)
+        out, more = turn.split.flush()
+        turn.text += out
+        turn.reasoning += more
+        if out:
+            yield Token(out)
+        yield self._finished(turn, error)
+
+    def _attempts(
+        self, request: GenerationRequest, body: dict[str, Any], droppable: list[str], turn: _Turn,
+        clock: StreamClock, cancel: threading.Event,
+    ) -> Generator[Token, None, str | None]:
+        """Stream the reply, retrying what is safe before the first token; the error line or None."""
+        url, key, tries = self.api.endpoint(), self.profile.key, 0
         while True:
             try:
-                with self.client.stream("POST", url, json=body) as resp:
-                    if resp.status_code >= 400:
-                        raise status_error(resp, resp.read(), url, key, list(body) + list(body.get("options", {})))
-                    chunks = (iter_ndjson if ndjson else iter_sse)(resp.iter_lines())
-                    for chunk in chunks:
-                        usage.update(_usage(chunk))
-                        piece, think, reason = self._delta(chunk)
-                        finish = reason or finish
-                        out, more = split.feed(piece) if piece else ("", "")
-                        reasoning += think + more
-                        if out:
-                            if n == 0:
-                                ttft = (time.perf_counter() - t0) * 1000
-                            n += 1
-                            text += out
-                            yield Token(out)
-                        if cancel.is_set():
-                            finish = "cancelled"
-                            break  # leaving the `with` closes the stream at once
-                    if finish is None:
-                        # A stream that just stops (no finish reason, no [DONE]) was cut off.
-                        raise RemoteError(f"{url}: the server closed the connection mid-reply")
-                break
+                yield from self._attempt(url, request, body, droppable, turn, clock, cancel)
+                return None
             except (RemoteError, httpx.HTTPError) as err:
                 rerr = err if isinstance(err, RemoteError) else transport_error(err, url, key)
-                if text or reasoning:
-                    error = f"{scrub(str(rerr), key)} (partial reply kept)"
-                    break
-                if rerr.param and rerr.param in body:
-                    # Version skew: the server named a parameter it does not take.
-                    body.pop(rerr.param)
-                    self._notice(f"the server ignored the setting {rerr.param!r}: {rerr} (no longer sent)")
-                    if self._store is not None:
-                        self._store.remember_ignored(self.profile.name, rerr.param)
-                    self.profile.ignored.append(rerr.param)
+                if turn.text or turn.reasoning:
+                    return f"{scrub(str(rerr), key)} (partial reply kept)"
+                if self._drop(rerr, body, droppable):
                     continue
-                if rerr.retriable and tries < RETRIES and not cancel.is_set():
+                if rerr.retriable and tries < RETRIES and not cancel.is_set() and not clock.expired():
                     tries += 1
                     time.sleep(BACKOFF_S * 2 ** (tries - 1))
                     continue
-                error = scrub(str(rerr), key)
-                break
-        if finish == "cancelled" and self.profile.api == "kobold":
-            # KoboldCpp keeps generating after the client leaves unless told to stop.
+                return scrub(str(rerr), key)
+
+    def _attempt(
+        self, url: str, request: GenerationRequest, body: dict[str, Any], droppable: list[str], turn: _Turn,
+        clock: StreamClock, cancel: threading.Event,
+    ) -> Iterator[Token]:
+        with self.client.stream("POST", url, json=body) as resp:
+            code = resp.status_code
+            if code >= 400:
+                message = read_capped(resp, MAX_ERROR_BODY, url)
+                raise status_error(resp, message, url, self.profile.key, droppable)
+            if looks_html(b"", resp.headers.get("content-type", "")):
+                raise RemoteError(f"{url}: the server answered with HTML, not JSON (status {code})")
+            lines = split_lines(clock.watch(resp.iter_bytes(), cancel), MAX_LINE)
+            chunks = iter_ndjson(lines) if self.api.ndjson else iter_sse(lines)
             try:
-                self.client.post(self.base + "/api/extra/abort", json={}, timeout=2)
-            except httpx.HTTPError:
-                pass
-        out, more = split.flush()
-        text += out
-        reasoning += more
+                for chunk in chunks:
+                    yield from self._take(chunk, request, turn, clock)
+                    if cancel.is_set():
+                        turn.finish = "cancelled"
+                    if turn.finish in ("cancelled", "overran"):
+                        break  # leaving the `with` closes the stream at once
+            except HtmlError as err:
+                raise RemoteError(f"{url}: {err} (status {code})") from None
+            except ShapeError as err:
+                raise RemoteError(f"{url}: a chunk of the wrong shape: {err}") from None
+            except StreamError as err:
+                raise RemoteError(f"{url}: {err}") from None
+            if turn.finish is None and cancel.is_set():
+                turn.finish = "cancelled"  # the watch ended the stream while it sent nothing
+            if turn.finish is None:
+                # A stream that just stops (no finish reason, no [DONE]) was cut off.
+                raise RemoteError(f"{url}: the server closed the connection mid-reply")
+            if turn.finish == "overran":
+                turn.finish = "length"
+                self._notice(OVERRAN.format(limit=request.max_tokens))
+
+    def _take(self, chunk: dict[str, Any], request: GenerationRequest, turn: _Turn,
+              clock: StreamClock) -> Iterator[Token]:
+        """One chunk into the turn: its text streamed, its reasoning kept apart."""
+        if chunk is DONE:
+            turn.finish = turn.finish or "stop"  # [DONE] after finish_reason "length" keeps it
+            return
+        turn.usage.update(usage(chunk))
+        d: Delta = self.api.delta(chunk)
+        if d.text or d.reasoning:
+            turn.pieces += 1
+            if 0 < request.max_tokens < turn.pieces:
+                # The server ignores the length limit: the reply ends here, as if it had kept it.
+                turn.finish = "overran"
+                return
+            clock.progress()
+        turn.finish = d.finish or turn.finish
+        out, more = turn.split.feed(d.text) if d.text else ("", "")
+        turn.reasoning += d.reasoning + more
         if out:
+            if turn.tokens == 0:
+                turn.ttft = (time.perf_counter() - turn.t0) * 1000
+            turn.tokens += 1
+            turn.text += out
             yield Token(out)
-        total = (time.perf_counter() - t0) * 1000
-        gen_s = max(total - ttft, 1e-6) / 1000
-        reason = "error" if error else ("cancelled" if finish == "cancelled" else ("length" if finish == "length" else "eos"))
-        stats = TurnStats(prompt_tokens=usage.get("prompt", 0), cached_tokens=usage.get("cached", 0),
-                          evaluated_tokens=usage.get("prompt", 0) - usage.get("cached", 0), ttft_ms=ttft, gen_tokens=n, gen_tps=n / gen_s if n else 0.0, total_ms=total,
+
+    def _drop(self, rerr: RemoteError, body: dict[str, Any], droppable: list[str]) -> bool:
+        """Version skew: a 400 named a sampler the server does not take. Drop it for good and
+        retry; only the sampler's fields are candidates, never the prompt, the stop strings or
+        the length limit (a 400 about those is the server's message, shown as it is)."""
+        name = rerr.param
+        if not name or name not in droppable or name == self.api.length_param:
+            return False
+        options = body.get("options")
+        if name not in body and not (isinstance(options, dict) and name in options):
+            return False
+        body.pop(name, None)
+        if isinstance(options, dict):
+            options.pop(name, None)
+        self._notice(f"the server ignored the setting {name!r}: {rerr} (no longer sent)")
+        if self._store is not None:
+            self._store.remember_ignored(self.profile.name, name)
+        self.profile.ignored.append(name)
+        return True
+
+    def _finished(self, turn: _Turn, error: str | None) -> Finished:
+        total = (time.perf_counter() - turn.t0) * 1000
+        gen_s = max(total - turn.ttft, 1e-6) / 1000
+        if error:
+            reason = "error"
+        else:
+            reason = turn.finish if turn.finish in ("cancelled", "length") else "eos"
+        prompt, cached = turn.usage.get("prompt", 0), turn.usage.get("cached", 0)
+        stats = TurnStats(prompt_tokens=prompt, cached_tokens=cached, evaluated_tokens=prompt - cached,
+                          ttft_ms=turn.ttft, gen_tokens=turn.tokens,
+                          gen_tps=turn.tokens / gen_s if turn.tokens else 0.0, total_ms=total,
                           stop_reason=reason)
-        extra = {"reasoning": reasoning.strip()} if reasoning.strip() else {}
-        yield Finished(text=text, stats=stats, error=error, extra=extra)
+        extra = {"reasoning": turn.reasoning.strip()} if turn.reasoning.strip() else {}
+        return Finished(text=turn.text, stats=stats, error=error, extra=extra)
 
     def _notice(self, line: str) -> None:
         if line not in self._said:
             self._said.add(line)
             self.notices.append(line)
-
-
-def _usage(chunk: dict) -> dict[str, int]:
-    """Prompt token counts where a server reports them (OpenAI usage, llama-server timings,
-    Ollama's prompt_eval_count)."""
-    out = {}
-    u = chunk.get("usage") or {}
-    if u.get("prompt_tokens"):
-        out["prompt"] = int(u["prompt_tokens"])
-        cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens")
-        if cached:
-            out["cached"] = int(cached)
-    timings = chunk.get("timings") or {}
-    if "prompt_n" in timings:
-        # llama-server: prompt tokens evaluated this turn, and those its cache served.
-        out["cached"] = int(timings.get("cache_n") or 0)
-        out["prompt"] = int(timings["prompt_n"]) + out["cached"]
-    elif chunk.get("tokens_evaluated"):
-        out["prompt"] = int(chunk["tokens_evaluated"])
-    if chunk.get("prompt_eval_count"):
-        out["prompt"] = int(chunk["prompt_eval_count"])
-    return out
-
-
-def _with_stop(body: dict, stop: list[str]) -> dict:
-    if stop:
-        body["stop"] = stop[:4]  # OpenAI's limit; most servers accept more but some refuse
-    return body

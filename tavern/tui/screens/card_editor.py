@@ -2,8 +2,9 @@
 
 `CardEditorScreen(tavern, key)` (key None: a new character) dismisses with the saved key;
 `ImportScreen(tavern)` dismisses with the imported keys. Writing goes through
-`Tavern.save_character` and `Tavern.import_cards`; nothing here touches a file itself. A big
-folder imports in a thread worker behind a progress bar.
+`Tavern.save_character` and `tavern.importing` (cards, lorebooks, chats, presets: the service
+`tavern import` uses); nothing here touches a file itself. A big folder imports in a thread
+worker behind a progress bar.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
+from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Label, ProgressBar, Static, TextArea
 
 from tavern.errors import TavernError
+from tavern.importing import ImportReport
 
 GREETING_SEPARATOR = "\n---\n"
 # (field, label, multi-line)
@@ -134,7 +137,7 @@ class ImportScreen(ModalScreen[list[str] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(Text("Import cards: a PNG, JSON or CHARX file, or a folder of them", style="bold"))
+            yield Label(Text("Import a card, lorebook, chat or preset, or a folder of them", style="bold"))
             yield Input(placeholder="~/Downloads/card.png", id="import-path")
             yield ProgressBar(total=None, id="import-progress", show_eta=False)
             yield Static("", id="import-report")
@@ -157,25 +160,56 @@ class ImportScreen(ModalScreen[list[str] | None]):
         def progress(done: int, total: int) -> None:
             self.app.call_from_thread(bar.update, total=total, progress=done)
 
-        keys, errors = self.tavern.import_cards([path], progress)
-        self.app.call_from_thread(self._done, keys, errors)
+        tavern = self.tavern
+        try:
+            report = tavern.import_files([path], progress=progress)
+        except Exception as err:  # noqa: BLE001 - a bug must not leave the dialog "importing…" for ever
+            self.app.call_from_thread(self._broken, f"import failed: {err}")
+            return
+        self.app.call_from_thread(self._done, report)
 
-    def _done(self, keys: list[str], errors: list[str]) -> None:
+    def _broken(self, message: str) -> None:
         self.running = False
-        self.keys += keys
-        report = Text()
-        if keys:
-            report.append(
-                f"Imported {len(keys)}: {', '.join(keys[:8])}{'…' if len(keys) > 8 else ''}\n", style="green"
-            )
-        for line in errors[:6]:
-            report.append(line + "\n", style="red")
-        if len(errors) > 6:
-            report.append(f"…and {len(errors) - 6} more errors\n", style="red")
-        report.append("Esc closes; another path imports more.", style="dim")
-        self.query_one("#import-report", Static).update(report)
-        if keys and not errors:
-            self.notify(f"Imported {len(keys)} character{'s' if len(keys) != 1 else ''}")
+        self.query_one("#import-report", Static).update(Text(message, style="red"))
+        self.notify(message, severity="error", markup=False)
+
+    def _done(self, report: ImportReport) -> None:
+        self.running = False
+        self.keys += report.card_keys
+        self.query_one("#import-report", Static).update(_report_text(report))
+        if report.imported:
+            # Says what each file became (a renamed lorebook included), not just a count.
+            lines = [item.summary for item in report.imported[:4]]
+            if len(report.imported) > 4:
+                lines.append(f"…and {len(report.imported) - 4} more imported")
+            if report.failed:
+                lines.append(f"{len(report.failed)} could not be imported")
+            severity: SeverityLevel = "warning" if report.failed or report.warnings else "information"
+            self.notify("\n".join(lines), severity=severity, markup=False)
+        elif report.failed:
+            self.notify(report.failed[0].error or "nothing imported", severity="error", markup=False)
 
     def action_close(self) -> None:
         self.dismiss(self.keys or None)
+
+
+_REPORT_LINES = 8
+
+
+def _report_text(report: ImportReport) -> Text:
+    """One line per file (what it became, or why not), its warnings under it."""
+    text = Text()
+    shown = 0
+    for item in report.items:
+        if shown >= _REPORT_LINES:
+            text.append(f"…and {len(report.items) - shown} more files\n", style="dim")
+            break
+        shown += 1
+        if item.error is not None:
+            text.append(item.error + "\n", style="red")
+            continue
+        text.append(f"{item.source.name}: {item.summary}\n", style="green")
+        for warning in item.warnings[:3]:
+            text.append(f"  {warning}\n", style="yellow")
+    text.append("Esc closes; another path imports more.", style="dim")
+    return text

@@ -138,7 +138,7 @@ class ChatScreen(Screen):
         n_ctx = 0
         if app.engine_loaded:
             try:
-                n_ctx = app.engine.context_size
+                n_ctx = app.load_engine().context_size
             except TavernError:
                 n_ctx = 0
         bar = self.status
@@ -171,9 +171,11 @@ class ChatScreen(Screen):
         end = self.first_shown
         start = max(0, end - count)
         chat = self.session.chat
-        views = [self._view(start + i, m) for i, m in enumerate(chat[start:end] if end > start else [])]
+        views: list[ChatMessageView | Button] = [
+            self._view(start + i, m) for i, m in enumerate(chat[start:end] if end > start else [])
+        ]
         self.first_shown = start
-        buttons = list(box.query("#older"))
+        buttons = list(box.query("#older").results(Button))
         if buttons:  # mount below the button, which stays at the top while there is more
             mounted = box.mount_all(views, after=buttons[0])
             if start:
@@ -410,7 +412,7 @@ class ChatScreen(Screen):
         index = self.target_index()
         if index is None or self._refuse_while_writing():
             return
-        from tavern.tui.screens.library import ConfirmModal
+        from tavern.tui.screens.modals import ConfirmModal
 
         focused = self.focused_view() is not None
         msg = self.session.chat[index]
@@ -477,7 +479,7 @@ class ChatScreen(Screen):
         index = self.target_index()
         if index is None or self._refuse_while_writing():
             return
-        from tavern.tui.screens.library import TextPromptModal
+        from tavern.tui.screens.modals import TextPromptModal
 
         def done(label: str | None) -> None:
             if label is None:
@@ -610,8 +612,8 @@ class ChatScreen(Screen):
     # -- memory and CFG -------------------------------------------------------------------------
 
     def action_summary(self) -> None:
-        """The rolling summary editor: read, edit, regenerate, switch off (tavern.memory.chat_summary)."""
-        from tavern.memory import chat_summary
+        """The rolling summary editor: read, edit, regenerate, switch off (tavern.chat.summary)."""
+        from tavern.chat import summary as chat_summary
         from tavern.tui.screens.dialogs import SummaryModal
 
         def done(result: tuple[str, Any] | None) -> None:
@@ -642,7 +644,7 @@ class ChatScreen(Screen):
 
     @work(thread=True, exclusive=True, group="summary", exit_on_error=False)
     def _summary_worker(self) -> None:
-        from tavern.memory import chat_summary
+        from tavern.chat import summary as chat_summary
 
         try:
             state = chat_summary.regenerate(self.session)

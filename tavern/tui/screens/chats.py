@@ -20,7 +20,7 @@ from textual.widgets import Footer, Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from tavern.errors import TavernError
-from tavern.tui.screens.library import ConfirmModal, TextPromptModal
+from tavern.tui.screens.modals import ConfirmModal, TextPromptModal
 
 
 class ChatListScreen(ModalScreen[tuple[str, str] | None]):

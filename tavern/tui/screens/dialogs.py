@@ -1,6 +1,6 @@
 """Small dialogs the screens share: edit a text, the author's note, pick from a filtered list.
 
-(`ConfirmModal` and `TextPromptModal` live in library.py, where they were first needed.)
+(`ConfirmModal` and `TextPromptModal` live in modals.py.)
 Each returns its result through `dismiss`; none of them reads or writes a file.
 """
 
@@ -204,7 +204,7 @@ class SummaryModal(ModalScreen[tuple[str, Any] | None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "save", "Save", id="summary.save", priority=True),
         Binding("ctrl+r", "regenerate", "Regenerate", id="summary.regenerate", priority=True),
-        Binding("ctrl+o", "toggle", "On/off", id="summary.toggle", priority=True),
+        Binding("ctrl+o", "toggle_summary", "On/off", id="summary.toggle", priority=True),
         Binding("escape", "cancel", "Cancel", id="summary.cancel", priority=True),
     ]
 
@@ -229,7 +229,8 @@ class SummaryModal(ModalScreen[tuple[str, Any] | None]):
     def action_regenerate(self) -> None:
         self.dismiss(("regenerate", None))
 
-    def action_toggle(self) -> None:
+    def action_toggle_summary(self) -> None:
+        # Not `action_toggle`: that name is DOMNode's `toggle(attribute_name)` action.
         self.dismiss(("enabled", self.state.off))
 
     def action_cancel(self) -> None:

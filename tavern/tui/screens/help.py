@@ -14,30 +14,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-
-def _sections() -> list[tuple[str, type, list[tuple[str, str]]]]:
-    from tavern.tui.app import TavernApp
-    from tavern.tui.screens.chat import ChatScreen
-    from tavern.tui.screens.chats import ChatListScreen
-    from tavern.tui.screens.library import LibraryScreen
-    from tavern.tui.screens.lore_editor import LoreEditorScreen
-
-    return [
-        ("Everywhere", TavernApp, [("Ctrl+P", "command palette (every action by name, themes)")]),
-        ("Character library", LibraryScreen, [("type", "search: words, tag:x, creator:y")]),
-        (
-            "Chat",
-            ChatScreen,
-            [
-                ("Enter", "send"),
-                ("Ctrl+J, Shift+Enter", "new line"),
-                ("Up (first line)", "focus the last message"),
-            ],
-        ),
-        ("Chat: on a focused message", type(None), ChatScreen.MESSAGE_KEYS),
-        ("Chat list", ChatListScreen, [("type", "search chats"), ("Enter", "open")]),
-        ("Lorebook editor", LoreEditorScreen, []),
-    ]
+Section = tuple[str, type, list[tuple[str, str]]]
+"""A titled part of the help: the class whose BINDINGS it lists, and keys those do not show."""
 
 
 _NAMES = {"escape": "Esc", "pageup": "PgUp", "pagedown": "PgDn"}
@@ -52,9 +30,9 @@ def _key_label(key: str) -> str:
     return ", ".join("+".join(one(p) for p in k.strip().split("+")) for k in key.split(","))
 
 
-def help_table(keymap: dict[str, str], first: type | None = None) -> list[Any]:
+def help_table(sections: list[Section], keymap: dict[str, str], first: type | None = None) -> list[Any]:
     out: list[Any] = []
-    sections = _sections()
+    sections = list(sections)
     sections.sort(key=lambda s: s[1] is not first)
     for title, cls, extra in sections:
         table = Table(
@@ -84,15 +62,18 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,f1,q", "dismiss_help", "Close", id="help.close"),
     ]
 
-    def __init__(self, under: Any = None) -> None:
+    def __init__(self, sections: list[Section], under: Any = None) -> None:
+        """`sections`: what to list (the app knows its screens; this module imports none of
+        them); `under`: the screen the help was opened on, whose keys come first."""
         super().__init__()
+        self.sections = sections
         self.under = type(under) if under is not None else None
 
     def compose(self) -> ComposeResult:
         from rich.console import Group
 
         keymap = getattr(self.app, "user_keys", {})
-        self.tables = help_table(keymap, self.under)
+        self.tables = help_table(self.sections, keymap, self.under)
         with VerticalScroll():
             yield Static(
                 Text("Tavern keys  (Esc closes; [ui.keys] in settings.toml rebinds an id)", style="bold")

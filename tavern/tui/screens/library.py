@@ -14,14 +14,15 @@ Search syntax: words are matched against name, key, creator and tags; `tag:x` ke
 with a tag starting with x, `creator:x` cards whose creator contains x (both repeatable,
 quotes allowed: `tag:"sci fi"`).
 
-Also here: two small dialogs the other screens reuse, `ConfirmModal` and `TextPromptModal`.
+The small dialogs every screen reuses, `ConfirmModal` and `TextPromptModal`, live in
+tavern/tui/screens/modals.py (imported here too, where tests and older callers find them).
 """
 
 from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.text import Text
 from textual import on, work
@@ -30,13 +31,17 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.events import Resize
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Button, Footer, Input, Label, OptionList, Static
+from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from tavern.errors import TavernError
+from tavern.tui.screens.modals import ConfirmModal, TextPromptModal
 from tavern.tui.widgets.avatar import AvatarView, decode
+
+if TYPE_CHECKING:
+    from tavern.tui.app import TavernApp
 
 NARROW = 70
 """Below this many columns the picture is hidden: the text needs the room more."""
@@ -44,85 +49,6 @@ LABEL_WIDTH = 26
 DEBOUNCE_ABOVE = 300
 """Libraries bigger than this are filtered after a short pause in typing."""
 DEBOUNCE_SECONDS = 0.15
-
-
-# ---------------------------------------------------------------------------------------------
-# small dialogs
-
-
-class ConfirmModal(ModalScreen[bool]):
-    """A yes/no question. Dismisses with True (y, Enter on Yes) or False (n, Esc)."""
-
-    DEFAULT_CSS = """
-    ConfirmModal { align: center middle; }
-    ConfirmModal > Vertical {
-        width: 60; max-width: 90%; height: auto;
-        border: thick $warning; background: $surface; padding: 1 2;
-    }
-    ConfirmModal Horizontal { height: auto; margin-top: 1; align-horizontal: right; }
-    ConfirmModal Button { margin-left: 2; }
-    """
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y", "answer(True)", "Yes", id="confirm.yes"),
-        Binding("n,escape", "answer(False)", "No", id="confirm.no"),
-    ]
-
-    def __init__(self, question: str, yes: str = "Yes", no: str = "Cancel") -> None:
-        super().__init__()
-        self.question = question
-        self.yes, self.no = yes, no
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Label(Text(self.question))
-            with Horizontal():
-                yield Button(self.no, id="no")
-                yield Button(self.yes, id="yes", variant="error")
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
-
-    def action_answer(self, value: bool) -> None:
-        self.dismiss(value)
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-
-class TextPromptModal(ModalScreen[str | None]):
-    """One line of text (rename, new name). Enter returns it; Esc returns None."""
-
-    DEFAULT_CSS = """
-    TextPromptModal { align: center middle; }
-    TextPromptModal > Vertical {
-        width: 60; max-width: 90%; height: auto;
-        border: thick $primary; background: $surface; padding: 1 2;
-    }
-    """
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="prompt.cancel")]
-
-    def __init__(self, title: str, value: str = "", placeholder: str = "") -> None:
-        super().__init__()
-        self.title_text = title
-        self.value = value
-        self.placeholder = placeholder
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Label(Text(self.title_text))
-            yield Input(self.value, placeholder=self.placeholder, id="prompt-input")
-
-    def on_mount(self) -> None:
-        self.query_one("#prompt-input", Input).focus()
-
-    @on(Input.Submitted, "#prompt-input")
-    def _submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.dismiss(event.value)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,8 +216,13 @@ class LibraryScreen(Screen):
             yield VerticalScroll(id="lib-preview")
 
     @property
+    def tavern_app(self) -> TavernApp:
+        """`self.app`, typed: this screen runs inside TavernApp."""
+        return cast("TavernApp", self.app)
+
+    @property
     def tavern(self) -> Any:
-        return self._tavern if self._tavern is not None else self.app.tavern
+        return self._tavern if self._tavern is not None else self.tavern_app.tavern
 
     def on_mount(self) -> None:
         self.reload()
@@ -560,12 +491,12 @@ class LibraryScreen(Screen):
     @on(OptionList.OptionSelected, "#lib-list")
     def _selected(self, event: OptionList.OptionSelected) -> None:
         if event.option.id:
-            self.app.open_character(event.option.id)
+            self.tavern_app.open_character(event.option.id)
 
     def action_open(self) -> None:
         key = self.current_key()
         if key:
-            self.app.open_character(key)
+            self.tavern_app.open_character(key)
 
     def action_new_chat(self) -> None:
         key = self.current_key()
@@ -573,7 +504,7 @@ class LibraryScreen(Screen):
             return
         # The picker's index only means something once that card's greetings are loaded.
         index = self.greeting_index if key == self.card_key and self.card is not None else 0
-        self.app.open_character(key, new=True, greeting_index=index)
+        self.tavern_app.open_character(key, new=True, greeting_index=index)
 
     def action_lorebooks(self) -> None:
         from tavern.tui.screens.lore_editor import LoreBooksScreen

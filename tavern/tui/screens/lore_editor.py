@@ -34,7 +34,7 @@ from textual.widgets.option_list import Option
 
 from tavern.errors import TavernError
 from tavern.lore import Lorebook, LoreEntry, split_keys
-from tavern.tui.screens.library import ConfirmModal, TextPromptModal
+from tavern.tui.screens.modals import ConfirmModal, TextPromptModal
 
 POSITIONS: list[tuple[str, int]] = [
     ("before card", 0),

@@ -19,7 +19,7 @@ from textual.widgets import Footer, Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from tavern.errors import TavernError
-from tavern.tui.screens.library import ConfirmModal
+from tavern.tui.screens.modals import ConfirmModal
 
 
 class PersonaScreen(Screen[None]):

@@ -12,7 +12,11 @@ launcher calls it before `app.run()`. Without it (tests, pipes, tmux, no package
 draws half-blocks.
 
 Decoding happens once per picture (the image is shrunk to a small working copy at once);
-a resize re-samples only that copy, so scrolling through a thousand cards stays cheap.
+a resize re-samples only that copy, so scrolling through a thousand cards stays cheap. The
+decode is bounded: a picture's size is read from its header first, and one over `MAX_PIXELS`
+(a 480 KB PNG can hold 13,000 x 13,000 pixels, 680 MB as RGBA) is never decoded: the widget
+shows one line saying so. A JPEG is decoded at reduced scale (`draft`), the rest shrinks
+before it is converted, so a picture within the bound costs about its own size once.
 """
 
 from __future__ import annotations
@@ -20,13 +24,17 @@ from __future__ import annotations
 import io
 import os
 import sys
-from typing import Any
+import warnings
+from typing import Any, cast
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.segment import Segment
 from rich.style import Style
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.widget import Widget
+
+from tavern.cards.avatar import MAX_PIXELS  # the one bound: a bigger picture shows a notice
 
 UPPER_HALF = "▀"
 WORK_SIZE = (96, 144)
@@ -67,25 +75,104 @@ def graphics_protocol() -> str | None:
 
 
 def decode(png: bytes | None) -> Any:
-    """A small RGB working copy of the picture (a PIL image), or None if it is not readable."""
+    """A small RGB working copy of the picture (a PIL image), or None if it is not readable
+    or too large to decode (`decode_with_notice` says which)."""
+    return decode_with_notice(png)[0]
+
+
+def decode_with_notice(png: bytes | None) -> tuple[Any, str | None]:
+    """(working copy, None), or (None, one line for the user) when the picture is not shown;
+    (None, None) when there is no picture, or it is unreadable."""
     if not png:
-        return None
+        return None, None
+    last = _LAST_FAILED
+    if last is not None and last[0] is png:
+        return None, last[1]
+    image, notice = _decode(png)
+    # The library decodes in a worker, then hands the bytes to `set_image` with decoded=None
+    # when that failed: remembering the last failure spares the UI thread a second try.
+    _remember_failure(png if image is None else None, notice)
+    return image, notice
+
+
+_LAST_FAILED: tuple[bytes, str | None] | None = None
+
+
+def _remember_failure(png: bytes | None, notice: str | None) -> None:
+    global _LAST_FAILED
+    _LAST_FAILED = None if png is None else (png, notice)
+
+
+def _decode(png: bytes) -> tuple[Any, str | None]:
     from PIL import Image  # deferred: Pillow's import is not free
 
     try:
-        with Image.open(io.BytesIO(png)) as image:
-            image.draft("RGB", WORK_SIZE)  # JPEG: decode at reduced size
+        with warnings.catch_warnings():
+            # Pillow warns (on stderr, under the TUI) from 89 MP on; the bound below decides.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(png))
+        with opened as image:
+            size = image.size
+            image.draft("RGB", WORK_SIZE)  # JPEG: decode at 1/2 to 1/8 scale (size shrinks)
+            notice = _too_large(size, image.size)
+            if notice:
+                return None, notice
             image.load()
-            if image.mode in ("RGBA", "LA", "P", "PA"):
-                rgba = image.convert("RGBA")
-                flat = Image.new("RGB", rgba.size, BACKGROUND)
-                flat.paste(rgba, mask=rgba.getchannel("A"))
-            else:
-                flat = image.convert("RGB")
+            flat = _flatten(_shrink(image))
+        flat.thumbnail(WORK_SIZE)
+        return flat, None
+    except Image.DecompressionBombError:
+        return None, "picture too large to show"
     except Exception:  # noqa: BLE001 - Pillow raises many kinds; a damaged picture shows as nothing, never as a crash
+        return None, None
+
+
+def _too_large(size: tuple[int, int], decoded: tuple[int, int]) -> str | None:
+    """The notice for a picture whose decode (at `decoded` size) is over the bound."""
+    if decoded[0] * decoded[1] <= MAX_PIXELS:
         return None
-    flat.thumbnail(WORK_SIZE)
-    return flat
+    width, height = size
+    return f"picture too large to show ({width}x{height} pixels, over {MAX_PIXELS // 1_000_000} megapixels)"
+
+
+def _shrink(image: Any) -> Any:
+    """A small copy of a decoded picture, at least WORK_SIZE where the picture is.
+
+    Made in bands: Pillow's reduce and resize first copy the whole picture into another mode
+    (premultiplied RGBa; RGBA for a palette), which would double the memory of a big one.
+    A band at a time costs one band."""
+    from PIL import Image
+
+    width, height = image.size
+    mode = _WORK_MODES.get(image.mode, "RGB")
+    factor = max(1, min(width // WORK_SIZE[0], height // WORK_SIZE[1]))
+    if factor == 1:
+        return image.convert(mode)
+    out = Image.new(mode, (-(-width // factor), -(-height // factor)))
+    band = factor * max(1, _BAND_ROWS // factor)  # whole output rows, about _BAND_ROWS input rows
+    for top in range(0, height, band):
+        strip = image.crop((0, top, width, min(height, top + band)))
+        if strip.mode != mode:
+            strip = strip.convert(mode)
+        out.paste(strip.reduce(factor), (0, top // factor))
+    return out
+
+
+# The mode each decoded mode is shrunk in: ones `reduce` supports, transparency kept.
+_WORK_MODES = {"1": "L", "L": "L", "LA": "LA", "RGB": "RGB", "RGBA": "RGBA", "P": "RGBA", "PA": "RGBA"}
+_BAND_ROWS = 256  # input rows per band: a few MB even for a picture 10,000 pixels wide
+
+
+def _flatten(image: Any) -> Any:
+    """RGB over BACKGROUND, transparency composited."""
+    from PIL import Image
+
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, BACKGROUND)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return image.convert("RGB")
 
 
 def half_block_rows(
@@ -106,7 +193,12 @@ def half_block_rows(
     canvas = Image.new("RGB", (width, 2 * height), BACKGROUND)
     canvas.paste(small, ((width - w) // 2, ((2 * height - h) // 2) & ~1))
     pixels = canvas.load()
-    return [[(pixels[x, 2 * y], pixels[x, 2 * y + 1]) for x in range(width)] for y in range(height)]
+    assert pixels is not None  # load() returns the access object of an image it just made
+
+    def rgb(x: int, y: int) -> tuple[int, int, int]:
+        return cast("tuple[int, int, int]", pixels[x, y])  # an "RGB" image's pixels are 3-tuples
+
+    return [[(rgb(x, 2 * y), rgb(x, 2 * y + 1)) for x in range(width)] for y in range(height)]
 
 
 class HalfBlocks:
@@ -145,13 +237,20 @@ class AvatarView(Widget):
     ) -> None:
         super().__init__(id=id, classes=classes)
         self._png = png
-        self._image = decode(png)
+        self._image, self._notice = decode_with_notice(png)
         self._cache: tuple[tuple[int, int], HalfBlocks] | None = None
         self._graphics = graphics_protocol()
 
     @property
     def has_image(self) -> bool:
-        return self._image is not None
+        """True when there is something to show: the picture, or the line saying why a
+        picture is not shown (too large to decode)."""
+        return self._image is not None or self._notice is not None
+
+    @property
+    def notice(self) -> str | None:
+        """Why the picture is not shown (it is too large to decode), else None."""
+        return self._notice
 
     @property
     def image(self) -> Any:
@@ -161,7 +260,7 @@ class AvatarView(Widget):
     def set_image(self, png: bytes | None, decoded: Any = None) -> None:
         """Show another picture; `decoded` (from `decode`) skips decoding on the UI thread."""
         self._png = png
-        self._image = decoded if decoded is not None else decode(png)
+        self._image, self._notice = (decoded, None) if decoded is not None else decode_with_notice(png)
         self._cache = None
         if self._graphics and self.is_mounted:
             self._show_graphics()
@@ -180,6 +279,8 @@ class AvatarView(Widget):
             child.image = self._image
 
     def render(self) -> Any:
+        if self._image is None and self._notice:
+            return Text(self._notice, style="dim italic")
         if self._graphics:
             return ""
         size = (self.content_size.width, self.content_size.height)

@@ -6,10 +6,13 @@ editor (the CLI's `tavern memory summary` does the same through `summary` direct
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tavern.errors import TavernError
 from tavern.memory import summary
+
+if TYPE_CHECKING:
+    from tavern.chat.session import ChatSession
 
 
 @dataclass
@@ -26,7 +29,7 @@ class SummaryState:
         return covers + (" · off: not in the prompt" if self.off else "") + (" · edited" if self.edited else "")
 
 
-def read(session: Any) -> SummaryState:
+def read(session: ChatSession) -> SummaryState:
     meta = summary.summary_meta(session.chat)
     text = str(session.chat.header.chat_metadata.get(summary.TEXT_KEY, "") or "")
     return SummaryState(
@@ -34,21 +37,21 @@ def read(session: Any) -> SummaryState:
     )
 
 
-def save(session: Any, text: str) -> SummaryState:
+def save(session: ChatSession, text: str) -> SummaryState:
     summary.set_text(session.chat, text)
     return read(session)
 
 
-def set_enabled(session: Any, enabled: bool) -> SummaryState:
+def set_enabled(session: ChatSession, enabled: bool) -> SummaryState:
     summary.set_off(session.chat, not enabled)
     return read(session)
 
 
-def regenerate(session: Any) -> SummaryState:
+def regenerate(session: ChatSession) -> SummaryState:
     """Write the summary again, from the first message up to the prompt window (blocking: the
     app runs it in a worker)."""
     window_start = max(0, session.build_prompt().first_message_index)
     if window_start == 0:
         raise TavernError("nothing has left the prompt window yet: no summary to write")
-    summary.regenerate(session, session.app.settings.memory, window_start)
+    summary.regenerate(session.link, session.app.settings.memory, window_start)
     return read(session)

@@ -1,0 +1,35 @@
+"""`PromptHost`: what one chat needs from the application around it (tavern.session.Tavern
+provides it): the settings, the engine host, long-term memory, the layouts kept per chat, the
+lorebooks by name and the sampler settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from tavern.chat.layout import LayoutMemory
+    from tavern.config import Settings
+    from tavern.engines.samplers import SamplerSettings
+    from tavern.memory.service import MemoryService
+    from tavern.services.engine_host import EngineHost
+
+
+class PromptHost(Protocol):
+    """What a chat's prompt needs from the application around it."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def engines(self) -> EngineHost: ...
+
+    @property
+    def memory(self) -> MemoryService | None: ...
+
+    @property
+    def layouts(self) -> LayoutMemory: ...
+
+    def find_lorebook(self, name: str) -> Path | None: ...
+
+    def sampler_settings(self, seed: int | None = None, temperature: float | None = None) -> SamplerSettings: ...
