@@ -15,6 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 MAX_CHARS = 900
+MAX_CHUNKS = 64
+"""Chunks indexed of one message (about 57,000 characters): a longer one (a pasted book, a
+hostile 10 MB message) is recalled by its start; embedding it whole took 20 minutes on a CPU."""
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 
 
@@ -88,10 +91,11 @@ def split_text(text: str, limit: int = MAX_CHARS) -> list[str]:
 
 def chunk_message(key: str, message: MessageRef, limit: int = MAX_CHARS) -> list[Chunk]:
     prefix = f"{message.name}: " if message.name else ""
-    return [
-        Chunk(key, part, message.index, message.name, prefix + piece)
-        for part, piece in enumerate(split_text(message.text, limit - len(prefix)))
-    ]
+    # Only the start that can fill MAX_CHUNKS is split (twice that, for the merging's slack):
+    # the split of a 10 MB message would cost more than it is worth and is thrown away anyway.
+    text = message.text[: 2 * MAX_CHUNKS * limit]
+    pieces = split_text(text, limit - len(prefix))[:MAX_CHUNKS]
+    return [Chunk(key, part, message.index, message.name, prefix + piece) for part, piece in enumerate(pieces)]
 
 
 def chunks_for(pairs: Sequence[tuple[str, MessageRef]]) -> list[Chunk]:

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from tavern.memory.ports import ChatHandle, SummarySource
 
 UNIT_CHUNKS = 16
+RECALL_CHUNKS = 4 * 64
+"""Chunks a turn's recall embeds before it searches (a few long new messages); the rest of a
+burst is indexed in the background."""
 """Chunks embedded per unit of background work: a turn waits at most for one unit."""
 TAIL = 64
 FRESH = 32
@@ -357,7 +360,10 @@ class MemoryService:
             if human not in self._synced:  # an imported or long-closed chat: index the rest too
                 self._synced.add(human)
                 self._submit("full", human)
-            self.sync_tail(session, limit=None)
+            # What the prompt needs now is what left the window, indexed already; a burst of
+            # new messages (a paste, an import) waits for the background, bounded here.
+            if self.sync_tail(session, limit=RECALL_CHUNKS):
+                self._submit("tail", human)
             vectors = self._query_vectors(queries)
             ranked = [
                 self.store.query(chat_id(session), v, s.top_k, before=window_start, window=_window(session, window_start))

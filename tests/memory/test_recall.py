@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from tavern.cli import main
@@ -112,3 +113,30 @@ def test_a_turns_recall_embeds_only_the_new_message(home: Path, shared_engine) -
     prompt = session.build_prompt()
     assert FACT in prompt.text  # recall still works
     assert len(passes) == 1 and len(passes[0]) == 1, passes  # the new message, embedded once
+
+
+def test_a_huge_old_message_is_indexed_by_its_start_and_the_turn_goes_on(home: Path) -> None:
+    """A 10 MB message (a paste, a hostile chat file) with long-term memory on: the prompt is
+    built and the message indexed by its first MAX_CHUNKS chunks. Recall used to embed all
+    ~11,000 of its chunks before the first turn (22 minutes and 1.3 GB on a CPU). The timeout
+    only catches a hang."""
+    import subprocess
+    import sys
+
+    from tavern.memory.chunking import MAX_CHUNKS, MessageRef, chunk_message
+    from tavern.session import Tavern
+
+    huge = "The harbour bell rang at dawn. " * 330_000  # 10 MB
+    assert len(chunk_message("k", MessageRef(0, "User", huge))) == MAX_CHUNKS
+    app = Tavern.open(home)
+    chat = app.new_chat("Mira", app.character("Mira")[1])
+    chat.append(ChatMessage(name="User", is_user=True, mes=huge))
+    for i in range(40):
+        chat.append(ChatMessage(name="User" if i % 2 else "Mira", is_user=bool(i % 2), mes=f"Small talk {i}."))
+    env = {**os.environ, "TAVERN_HOME": str(home)}
+    r = subprocess.run(
+        [sys.executable, "-m", "tavern", "prompt", "Mira", "--ctx", "1024", "--explain"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Small talk 39." in r.stdout and huge[:2000] not in r.stdout
