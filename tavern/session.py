@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tavern.chat.layout import LayoutMemory
-from tavern.chat.prompt_builder import hash_seed
-from tavern.chat.reply import now_date
 from tavern.chat.session import ChatSession
 from tavern.config import Settings, load_settings
 from tavern.engines.base import Engine
@@ -144,11 +142,6 @@ class Tavern:
         from tavern.backends import chosen_backend
 
         self.engines.backend_context = chosen_backend(card, chat)
-
-    def model_path(self) -> Path:
-        from tavern.engines.models import resolve_model
-
-        return resolve_model(self.settings.model.path or None, self.home.models)
 
     def prompt_format(self) -> PromptFormat:
         return self.engines.prompt_format()
@@ -396,4 +389,4 @@ class Tavern:
         self.update_settings({"chat.user_name": persona.name, "chat.persona": persona.description})
 
 
-__all__ = ["Tavern", "ChatSession", "hash_seed", "now_date"]
+__all__ = ["ChatSession", "Tavern"]

@@ -210,7 +210,7 @@ class RemoteEngine(Engine):
 
     @property
     def format_hint(self) -> str:
-        return str(getattr(self.profile, "format", "") or "")
+        return self.profile.format
 
     def take_notices(self) -> list[str]:
         out, self.notices = self.notices, []
