@@ -157,7 +157,7 @@ LORE_LINES = {
 def exchange_tokens(session, previous: str, line: str, count) -> int:
     """What a new exchange costs any cache: the end of the reply now in the cache, the user's
     message and the header of the next reply, as the prompt format writes them."""
-    fmt = session.app.prompt_format()
+    fmt = session.link.prompt_format()
     user, char = session.user_name, session.card.name
     reply = {"role": "assistant", "content": f"{char}: {previous}"}
     kept = fmt.render([reply], continue_final=True)
@@ -237,7 +237,7 @@ def lore_workload(args: argparse.Namespace) -> None:
             engine.generate = generate
             if args.workload == "seraphina":
                 card = Path(__file__).resolve().parent.parent / "tests/data/cards/real/Seraphina.png"
-                key = app.library.import_file(card)
+                key = app.cards.library.import_file(card)
             else:
                 key = "Mira"
             session = app.open_chat(str(key), new=True)

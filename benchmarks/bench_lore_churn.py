@@ -100,7 +100,7 @@ def play(cache_aware: bool, turns: int, max_tokens: int, linger: int, world: boo
             "lore.linger": linger,
         },
     )
-    key = app.library.import_file(make_card(home, world))
+    key = app.cards.library.import_file(make_card(home, world))
     session = app.open_chat(key, new=True)
     prompt = evaluated = changes = 0
     last_lore: tuple = ()

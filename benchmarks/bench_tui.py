@@ -95,8 +95,8 @@ def write_chat(home: Path, count: int) -> str:
     from tavern.session import Tavern
 
     tavern = Tavern.open(home)
-    key, card = tavern.character("Mira")
-    chat = tavern.new_chat(key, card)
+    key, card = tavern.cards.find("Mira")
+    chat = tavern.chats.new(key, card)
     lines = chat.path.read_text(encoding="utf-8").splitlines()[:2]
     words = 'the lantern swayed as *she* spoke of "rivers" and old roads and names half remembered'
     with chat.path.open("w", encoding="utf-8") as f:
@@ -135,7 +135,7 @@ async def open_chat_time(home: Path, chat_name: str) -> float:
         await pilot.pause(0.3)
         t0 = time.perf_counter()
         session = tavern.open_chat("Mira", chat_name=chat_name)
-        app.push_screen(ChatScreen(session))
+        app.push_screen(ChatScreen(tavern, session))
         while not painted:
             await asyncio.sleep(0.001)
         assert app.screen.views()[-1].index == len(session.chat) - 1  # the newest message

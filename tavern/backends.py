@@ -13,12 +13,19 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tavern.engines.remote.profile import APIS, CFG_APIS, DEADLINE_S, IDLE_TIMEOUT_S, Profile
 from tavern.errors import ConfigError, NotFoundError
 from tavern.masking import mask_url
+
+if TYPE_CHECKING:
+    from tavern.cards.model import Card
+    from tavern.config import Settings
+    from tavern.paths import DataHome
+    from tavern.store.chatfile import Chat
 
 __all__ = [
     "APIS", "CFG_APIS", "EMBEDDED", "SCOPES", "BackendStore", "Profile", "backend_choices", "choose_backend",
@@ -42,7 +49,8 @@ class BackendStore:
         self.file = Path(root) / "backends.toml"
         self.keys_file = Path(root) / "keys.toml"
 
-    def _read(self, path: Path) -> dict:
+    # Any: TOML values as read, handed to Profile untouched (it checks what it uses)
+    def _read(self, path: Path) -> dict[str, Any]:
         if not path.exists():
             return {}
         try:
@@ -149,7 +157,50 @@ def test_backend(store: BackendStore, name: str) -> list[str]:
         engine.unload()
 
 
-def choose_backend(app: Any, name: str, scope: str, session: Any = None, character: str = "") -> None:
+class OpenChat(Protocol):
+    """The chat a choice is made in (a `ChatSession`)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def card(self) -> Card: ...
+
+    @property
+    def chat(self) -> Chat: ...
+
+
+class CardShelf(Protocol):
+    """The characters, as a choice for one needs them (tavern.services.cards)."""
+
+    def find(self, name: str) -> tuple[str, Card]: ...
+
+    def save(self, key: str | None, card: Card) -> str: ...
+
+
+class BackendApp(Protocol):
+    """What choosing a backend needs from the application (tavern.session.Tavern)."""
+
+    @property
+    def home(self) -> DataHome: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def cards(self) -> CardShelf: ...
+
+    @property
+    def backend_name(self) -> str: ...
+
+    def update_settings(self, changes: Mapping[str, object]) -> bool: ...
+
+    def use_chat_backend(self, card: Card, chat: Chat) -> None: ...
+
+
+def choose_backend(
+    app: BackendApp, name: str, scope: str, session: OpenChat | None = None, character: str = ""
+) -> None:
     """Use profile `name` (EMBEDDED: the embedded engine; "": no choice here, inherit) for
     `scope`: "global" ([model] backend in settings.toml), "character" (the card's
     extensions.tavern.backend: `session`'s card, or the card `character` names) or "chat" (the
@@ -164,7 +215,7 @@ def choose_backend(app: Any, name: str, scope: str, session: Any = None, charact
     if session is None and not (scope == "character" and character):
         raise ConfigError(f"choosing a backend for the {scope} needs an open chat")
     if scope == "character":
-        key, card = (session.key, session.card) if session is not None else app.character(character)
+        key, card = (session.key, session.card) if session is not None else app.cards.find(character)
         ext = card.extensions.get("tavern")
         if not isinstance(ext, dict):
             ext = card.extensions["tavern"] = {}
@@ -172,16 +223,17 @@ def choose_backend(app: Any, name: str, scope: str, session: Any = None, charact
             ext["backend"] = name
         else:
             ext.pop("backend", None)
-        app.save_character(key, card)
+        app.cards.save(key, card)
     else:
         from tavern.store.metadata import ChatMeta
 
+        assert session is not None  # a chat scope without a session was refused above
         ChatMeta(session.chat).set_backend(name)
     if session is not None:
         app.use_chat_backend(session.card, session.chat)
 
 
-def backend_choices(app: Any, session: Any = None) -> dict[str, str]:
+def backend_choices(app: BackendApp, session: OpenChat | None = None) -> dict[str, str]:
     """What each scope chose ("" = nothing) and, under "in use", the backend the next reply
     uses (EMBEDDED for the embedded engine)."""
     out = {"global": app.settings.model.backend, "character": "", "chat": ""}
@@ -195,7 +247,7 @@ def backend_choices(app: Any, session: Any = None) -> dict[str, str]:
     return out
 
 
-def chosen_backend(card: Any, chat: Any) -> str:
+def chosen_backend(card: Card, chat: Chat) -> str:
     """The profile a chat uses by its own choice (its metadata), else its character's (the
     card's extensions.tavern.backend); "" = neither chose."""
     from tavern.store.metadata import ChatMeta  # deferred: the CLI's parser imports this module
@@ -203,5 +255,5 @@ def chosen_backend(card: Any, chat: Any) -> str:
     chosen = ChatMeta(chat).backend
     if chosen:
         return chosen
-    ext = (getattr(card, "extensions", None) or {}).get("tavern") or {}
+    ext = (card.extensions or {}).get("tavern") or {}
     return str(ext.get("backend", "")) if isinstance(ext, dict) else ""

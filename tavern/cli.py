@@ -11,13 +11,17 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tavern import __version__
 from tavern.errors import TavernError
 from tavern.textsafe import guard_output, json_safe, terminal_safe
+
+if TYPE_CHECKING:
+    from tavern.chat.session import ChatSession
+    from tavern.session import Tavern
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             restore_output()
 
 
-_OPENED: list[Any] = []
+_OPENED: list[Tavern] = []
 """The Tavern instances this command opened (`_open`): closed before the process exits."""
 
 
@@ -189,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tavern.cli_backends import register
 
     register(sub, _usage)
-    from tavern.memory.commands import add_memory_parser
+    from tavern.cli_memory import add_memory_parser
 
     add_memory_parser(sub, _open, _usage)
     return p
@@ -198,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _usage(parser: argparse.ArgumentParser) -> Any:
+def _usage(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     """A command group called without its action prints its usage instead of opening the app."""
 
     def show(_args: argparse.Namespace) -> int:
@@ -208,7 +212,7 @@ def _usage(parser: argparse.ArgumentParser) -> Any:
     return show
 
 
-def _open(args: argparse.Namespace) -> Any:
+def _open(args: argparse.Namespace) -> Tavern:
     from tavern.session import Tavern
 
     overrides = {
@@ -225,7 +229,7 @@ def _open(args: argparse.Namespace) -> Any:
     return app
 
 
-def _print_json(obj: Any) -> None:
+def _print_json(obj: object) -> None:
     sys.stdout.write(json_safe(json.dumps(obj, ensure_ascii=False)) + "\n")
     sys.stdout.flush()
 
@@ -244,7 +248,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
     # right after it, taking the home lock there (a refused lock ends the app with the error).
     home = open_home(args.home)
 
-    def opener() -> Any:
+    def opener() -> Tavern:
         tavern = _open(args)
         tavern.lock_home()
         return tavern
@@ -281,7 +285,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     for warning in session.warnings:
         print(f"tavern: warning: {warning}", file=sys.stderr)
     if args.message is not None:
-        messages: Any = [args.message]
+        messages: Iterable[str] = [args.message]
     elif not sys.stdin.isatty():
         messages = (line.rstrip("\n") for line in sys.stdin)
     else:
@@ -295,7 +299,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     for text in messages:
         if args.message is None and not text.strip():
             continue  # blank lines between piped messages are not messages
-        if _chat_turn(session, text, args.json) != 0:
+        if _chat_turn(app, session, text, args.json) != 0:
             return 1
         turns += 1
     if turns == 0:
@@ -303,7 +307,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
-def _chat_turn(session: Any, text: str, as_json: bool) -> int:
+def _chat_turn(app: Tavern, session: ChatSession, text: str, as_json: bool) -> int:
     from tavern.engines.base import Finished
 
     cancel = threading.Event()
@@ -322,7 +326,7 @@ def _chat_turn(session: Any, text: str, as_json: bool) -> int:
         signal.signal(signal.SIGINT, previous)
     interrupted = cancel.is_set()
     assert final is not None
-    for line in session.app.take_notices():
+    for line in app.take_notices():
         print(f"tavern: warning: {line}", file=sys.stderr)
     if as_json:
         _print_json(
@@ -388,9 +392,9 @@ def cmd_prompt(args: argparse.Namespace) -> int:
 def cmd_characters(args: argparse.Namespace) -> int:
     app = _open(args)
     entries = (
-        app.library.search(text=args.search, tag=args.tag)
+        app.cards.library.search(text=args.search, tag=args.tag)
         if (args.search or args.tag)
-        else app.library.list()
+        else app.cards.library.list()
     )
     if args.json:
         _print_json([{"key": e.key, "name": e.name, "tags": e.tags, "creator": e.creator} for e in entries])
@@ -403,8 +407,8 @@ def cmd_characters(args: argparse.Namespace) -> int:
 
 def cmd_chats(args: argparse.Namespace) -> int:
     app = _open(args)
-    key, _card = app.character(args.character)
-    infos = app.chats.list_chats(key)
+    key, _card = app.cards.find(args.character)
+    infos = app.chats.store.list_chats(key)
     if args.json:
         _print_json([{"name": i.name, "messages": i.message_count} for i in infos])
     else:
@@ -422,9 +426,9 @@ def cmd_branch(args: argparse.Namespace) -> int:
             f"--at {args.at}: the chat has {len(session.chat)} messages (0..{len(session.chat) - 1})"
         )
     if args.checkpoint is not None:
-        child = app.chats.checkpoint(session.chat, args.at, args.checkpoint)
+        child = app.chats.store.checkpoint(session.chat, args.at, args.checkpoint)
     else:
-        child = app.chats.branch(session.chat, args.at)
+        child = app.chats.store.branch(session.chat, args.at)
     for warning in child.warnings:
         print(f"tavern: warning: {warning}", file=sys.stderr)
     print(f"{child.name}\t{len(child)} messages (from '{session.chat.name}')")
@@ -452,12 +456,13 @@ def cmd_card_show(args: argparse.Namespace) -> int:
     if path.is_file():
         card = read_card(path)
     else:
-        card = _open(args).character(args.name)[1]
+        card = _open(args).cards.find(args.name)[1]
     data = card.to_v3_dict()
     if args.json:
         _print_json(data)
         return 0
     d = data["data"]
+    assert isinstance(d, dict)  # a V3 card keeps its fields under "data"
     print(f"{d['name']}  (by {d.get('creator') or 'unknown'}, tags: {', '.join(d.get('tags', []))})")
     for field in ("description", "personality", "scenario", "first_mes"):
         if d.get(field):
@@ -471,10 +476,10 @@ def cmd_export_card(args: argparse.Namespace) -> int:
     from tavern.cards import read_avatar, write_card_json, write_card_png
 
     app = _open(args)
-    key, card = app.character(args.name)
+    key, card = app.cards.find(args.name)
     to = Path(args.to)
     if to.suffix.lower() == ".png":
-        write_card_png(card, to, read_avatar(app.library.path(key)))
+        write_card_png(card, to, read_avatar(app.cards.library.path(key)))
     elif to.suffix.lower() == ".json":
         write_card_json(card, to, version=3 if card.spec.endswith("v3") else 2)
     else:
@@ -489,11 +494,11 @@ def cmd_export_chat(args: argparse.Namespace) -> int:
     to = Path(args.to)
     suffix = to.suffix.lower()
     if suffix == ".jsonl":
-        app.chats.export_jsonl(session.chat, to)
+        app.chats.store.export_jsonl(session.chat, to)
     elif suffix == ".md":
-        app.chats.export_markdown(session.chat, to)
+        app.chats.store.export_markdown(session.chat, to)
     elif suffix == ".txt":
-        app.chats.export_text(session.chat, to)
+        app.chats.store.export_text(session.chat, to)
     else:
         raise TavernError(f"{to}: use .jsonl, .md or .txt")
     print(f"{session.chat.name} -> {to}")
@@ -507,7 +512,7 @@ def cmd_lore_scan(args: argparse.Namespace) -> int:
     app = _open(args)
     path = Path(args.lorebook)
     if not path.is_file():
-        found = app.find_lorebook(args.lorebook)
+        found = app.lorebooks.find(args.lorebook)
         if found is None:
             raise TavernError(f"{args.lorebook}: no such lorebook file or name in {app.home.lorebooks}")
         path = found
@@ -517,7 +522,9 @@ def cmd_lore_scan(args: argparse.Namespace) -> int:
     else:
         # The chat's own scan, as its next prompt runs it (tokenizer, macros, timed state).
         session = app.open_chat(args.character, chat_name=args.chat, read_only=True)
-        result = session.scan_lore([("global", book)])
+        scanned = session.scan_lore([("global", book)])
+        assert scanned is not None  # a scan given a book always runs
+        result = scanned
     if args.json:
         _print_json(scan_result_to_json(result))
     else:
@@ -539,7 +546,8 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_info(args: argparse.Namespace) -> int:
-    from tavern.engines.gguf_info import detect_free_vram, read_gguf
+    from tavern.engines.gguf_info import read_gguf
+    from tavern.engines.gpu import detect_free_vram
     from tavern.engines.models import format_info, info_to_json
 
     app = _open(args)

@@ -8,13 +8,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tavern.errors import ConfigError
 from tavern.masking import mask_url
 
+if TYPE_CHECKING:
+    from tavern.backends import BackendStore
 
-def register(sub: Any, usage: Any) -> None:
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    usage: Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], int]],
+) -> None:
     parser = sub.add_parser("backends", help="remote servers (OpenAI-compatible, llama.cpp, KoboldCpp, Ollama)")
     parser.set_defaults(func=usage(parser))
     act = parser.add_subparsers(metavar="ACTION")
@@ -46,7 +53,7 @@ def register(sub: Any, usage: Any) -> None:
     sp.set_defaults(func=cmd_use)
 
 
-def _store(args: argparse.Namespace) -> Any:
+def _store(args: argparse.Namespace) -> BackendStore:
     from tavern.backends import BackendStore
     from tavern.paths import open_home
 
@@ -60,18 +67,19 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = [
-        {"name": p.name, "api": p.api, "url": mask_url(p.url), "model": p.model, "format": p.format,
-         "key": bool(p.key), "ignored": p.ignored}
-        for p in _store(args).profiles().values()
-    ]
+    profiles = list(_store(args).profiles().values())
     if args.json:
+        rows = [
+            {"name": p.name, "api": p.api, "url": mask_url(p.url), "model": p.model, "format": p.format,
+             "key": bool(p.key), "ignored": p.ignored}
+            for p in profiles
+        ]
         print(json.dumps(rows))
         return 0
-    for r in rows:
-        extra = (" key" if r["key"] else "") + (f" ignores {','.join(r['ignored'])}" if r["ignored"] else "")
-        print(f"{r['name']}\t{r['api']}\t{r['url']}\t{r['model'] or '-'}{extra}")
-    if not rows:
+    for p in profiles:
+        extra = (" key" if p.key else "") + (f" ignores {','.join(p.ignored)}" if p.ignored else "")
+        print(f"{p.name}\t{p.api}\t{mask_url(p.url)}\t{p.model or '-'}{extra}")
+    if not profiles:
         print("no backends (add one with `tavern backends add NAME --api ... --url ...`)", file=sys.stderr)
     return 0
 

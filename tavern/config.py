@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -215,7 +215,7 @@ class Settings(_Section):
     cfg: CfgSettings = CfgSettings()
     serve: ServeSettings = ServeSettings()
 
-    def with_overrides(self, **overrides: Any) -> Settings:
+    def with_overrides(self, **overrides: object) -> Settings:
         """Dotted keys (`model.n_ctx=2048`) applied on a copy; None values are ignored."""
         data = self.model_dump()
         for dotted, value in overrides.items():

@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tavern.errors import NotFoundError, PresetError, TavernError
 from tavern.paths import DataHome
@@ -282,7 +282,7 @@ def _import_preset(targets: _Targets, source: Path, kind: str) -> ImportItem:
     )
 
 
-def _import_sampler(targets: _Targets, source: Path, kind: str, data: Any, wanted: str) -> ImportItem:
+def _import_sampler(targets: _Targets, source: Path, kind: str, data: object, wanted: str) -> ImportItem:
     from tavern.engines.presets import bundled_presets_dir, import_st_preset, to_st_preset
 
     settings, unsupported = import_st_preset(data, source.stem)

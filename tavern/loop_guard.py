@@ -21,15 +21,19 @@ import re
 import threading
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import fields, replace
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
-from tavern.engines.base import Finished, GenerationRequest, Token
+from tavern.config import LoopSettings
+from tavern.engines.base import Engine, Finished, GenerationRequest, Token
 from tavern.loops import LoopLimits, ReplyLoopDetector, compare_replies, describe, drop_copied
+
+if TYPE_CHECKING:
+    from tavern.engines.samplers import SamplerSettings
 
 _FIRST_WORD = re.compile(r"\w+", re.UNICODE)
 BAN = -100.0  # far below any logit SmolLM2 or a 70B produces: the token is never drawn
 
-_Attempt: TypeAlias = Generator[Token | Finished, None, tuple[Finished, dict[str, Any] | None]]
+_Attempt: TypeAlias = Generator[Token | Finished, None, tuple[Finished, dict[str, object] | None]]
 """An attempt streams its events, then returns (Finished, in-reply record or None)."""
 
 
@@ -54,7 +58,7 @@ class _LinkedCancel(threading.Event):
         return self._outer.wait(timeout) or super().is_set()
 
 
-def limits_from(settings: Any) -> LoopLimits:
+def limits_from(settings: LoopSettings) -> LoopLimits:
     """LoopLimits from the `[loops]` settings section: every threshold the section names (the
     rest, such as `max_period`, keep LoopLimits' own values)."""
     named = {f.name for f in fields(LoopLimits)} & set(type(settings).model_fields)
@@ -62,10 +66,10 @@ def limits_from(settings: Any) -> LoopLimits:
 
 
 def guarded_generate(
-    engine: Any,
+    engine: Engine,
     request: GenerationRequest,
     cancel: threading.Event,
-    settings: Any,
+    settings: LoopSettings,
     earlier: Sequence[str] = (),
 ) -> Iterator[Token | Finished]:
     """`engine.generate(request, cancel)` with loop detection and countermeasures.
@@ -77,7 +81,7 @@ def guarded_generate(
         return
     limits = limits_from(settings)
     final, inside = yield from _attempt(engine, request, cancel, limits)
-    record: dict[str, Any] = {}
+    record: dict[str, object] = {}
     if inside is not None:
         record["in_reply"] = inside
     across = compare_replies(final.text, earlier, limits) if earlier and not final.error else None
@@ -108,7 +112,7 @@ def guarded_generate(
     yield final
 
 
-def _action(record: dict[str, Any]) -> str:
+def _action(record: dict[str, object]) -> str:
     if record.get("regenerated"):
         return "regenerated"
     if record.get("in_reply"):
@@ -117,7 +121,7 @@ def _action(record: dict[str, Any]) -> str:
 
 
 def _attempt(
-    engine: Any, request: GenerationRequest, cancel: threading.Event, limits: LoopLimits, prefix: str = ""
+    engine: Engine, request: GenerationRequest, cancel: threading.Event, limits: LoopLimits, prefix: str = ""
 ) -> _Attempt:
     """One generation with the in-reply detector; returns (Finished, in-reply record or None).
     `prefix`: text already streamed for this reply (the retry's first token)."""
@@ -149,11 +153,11 @@ def _attempt(
 
 
 def _retry(
-    engine: Any,
+    engine: Engine,
     request: GenerationRequest,
     cancel: threading.Event,
     limits: LoopLimits,
-    settings: Any,
+    settings: LoopSettings,
     opening: str,
 ) -> _Attempt:
     """The second attempt: stronger DRY, and the repeated opening's first word banned until the
@@ -208,7 +212,7 @@ def _after(request: GenerationRequest, head: str) -> GenerationRequest:
     return replace(request, prompt=request.prompt + head, negative_prompt=negative)
 
 
-def stronger_sampler(sampler: Any, settings: Any) -> Any:
+def stronger_sampler(sampler: SamplerSettings | None, settings: LoopSettings) -> SamplerSettings:
     """The retry's samplers: DRY on at `settings.dry_multiplier` (twice the preset's when that
     is higher), penalising any run of 2+ tokens already in the context."""
     from tavern.engines.samplers import SamplerSettings
@@ -226,7 +230,7 @@ _LEADS = ("", " ", "*", " *", '"', ' "', "“", " “", "(", "_", "\n")
 """What may come before a reply's first word: nothing, a space, an action's asterisk, a quote."""
 
 
-def _opening_tokens(engine: Any, opening: str) -> list[int]:
+def _opening_tokens(engine: Engine, opening: str) -> list[int]:
     """The tokens that would begin the first word of `opening`, in any case, after any of
     `_LEADS` ("*leans" is "*", "le", "ans" where "leans" alone is one token), and the first
     token of `opening` itself."""

@@ -18,16 +18,15 @@ with "He was a blacksmith, and he made swords." twenty times over). Two detector
   opening words, a large share of long word n-grams already written, or the same paragraph and
   line shape as each of the last replies (a post template).
 
-The session (`tavern/session.py`) acts on both: it stops and trims a run-on, and regenerates a
+The loop guard (`tavern/loop_guard.py`) acts on both: it stops and trims a run-on, and regenerates a
 templated reply once with stronger anti-repetition samplers. This module only decides.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 _TOKEN = re.compile(r"\w+|[^\w\s]|\n", re.UNICODE)
 _SENTENCE_END = frozenset({".", "!", "?", "…", "\n"})
@@ -69,7 +68,7 @@ class InReplyLoop:
     """One copy of what repeats (for the message shown to the user)."""
     cut: int
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "unit": self.unit[:80], "cut": self.cut}
 
 
@@ -255,8 +254,8 @@ class CrossReplyLoop:
     def __bool__(self) -> bool:
         return bool(self.reasons)
 
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"reasons": list(self.reasons), "overlap": round(self.overlap, 3)}
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"reasons": list(self.reasons), "overlap": round(self.overlap, 3)}
         if self.opening:
             out["opening"] = self.opening
         if self.structure:
@@ -364,14 +363,15 @@ def drop_copied(text: str, earlier: Sequence[str], limits: LoopLimits | None = N
     return out if words(out) else text
 
 
-def describe(record: dict[str, Any]) -> str:
-    """One line for the status bar and the CLI: what was found and what was done."""
+def describe(record: Mapping[str, object]) -> str:
+    """One line for the status bar and the CLI: what was found and what was done (`record`:
+    the loop guard's, whose "in_reply" and "across" are the `as_dict` of what was found)."""
     parts = []
     inside = record.get("in_reply")
-    if inside:
-        parts.append(f'stopped a run-on ("{_short(inside.get("unit", ""))}" repeated) and trimmed it')
+    if isinstance(inside, dict) and inside:
+        parts.append(f'stopped a run-on ("{_short(str(inside.get("unit", "")))}" repeated) and trimmed it')
     across = record.get("across")
-    if across:
+    if isinstance(across, dict) and across:
         why = ", ".join(across.get("reasons", []))
         if record.get("regenerated"):
             still = " (it still repeats)" if record.get("still_repeats") else ""

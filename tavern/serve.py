@@ -30,13 +30,18 @@ import re
 import secrets
 import socket
 import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from tavern.errors import TavernError
+
+if TYPE_CHECKING:
+    # aiohttp and textual-serve load only when `tavern serve` runs (they cost start-up time).
+    from aiohttp import web
+    from aiohttp.typedefs import Handler, Middleware
+    from textual_serve.server import Server
 
 PASSWORD_ENV = "TAVERN_SERVE_PASSWORD"
 TOKEN_PARAM = "token"
@@ -143,18 +148,18 @@ def shown_url(access: Access, host: str, port: int) -> str:
     return url if access.is_password else f"{url}?{TOKEN_PARAM}={access.secret}"
 
 
-def _refuse(status: int, why: str) -> Any:
+def _refuse(status: int, why: str) -> web.Response:
     from aiohttp import web
 
     return web.Response(status=status, text=f"tavern: {why}\n", headers=SAFE_HEADERS)
 
 
-def make_guard(access: Access) -> Callable[..., Awaitable[Any]]:
+def make_guard(access: Access) -> Middleware:
     """The aiohttp middleware that checks Host, Origin and the secret before any handler."""
     from aiohttp import web
 
     @web.middleware
-    async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]) -> Any:
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         refused = host_refused(access, request.host)
         if refused:
             return _refuse(403, refused)
@@ -180,11 +185,11 @@ def make_guard(access: Access) -> Callable[..., Awaitable[Any]]:
     return guard
 
 
-def set_session_cookie(response: Any, access: Access) -> None:
+def set_session_cookie(response: web.StreamResponse, access: Access) -> None:
     response.set_cookie(access.cookie, access.session, httponly=True, samesite="Strict", path="/")
 
 
-def make_server(command: str, host: str, port: int, access: Access) -> Any:
+def make_server(command: str, host: str, port: int, access: Access) -> Server:
     """textual-serve's Server with the guard, the page's URLs on the Host the user opened,
     and our URL printed instead of textual-serve's banner."""
     import aiohttp_jinja2

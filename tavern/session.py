@@ -1,10 +1,13 @@
 """The application: what the CLI and the TUI both call.
 
-`Tavern` is one data home with its settings, composed of services with one job each: the engine
-host (tavern.services.engine_host), the card library and chat store, lorebooks, presets and
-formats, personas, long-term memory. Its methods are thin: each hands the call to the service
-that owns it, so both fronts do the same thing. `ChatSession` (tavern.chat.session) is one open
-chat: its prompt (tavern.chat.prompt_builder) and its replies (tavern.chat.reply).
+`Tavern` is one data home with its settings, composed of services with one job each, which the
+fronts reach as its attributes: `engines` (tavern.services.engine_host), `cards`
+(tavern.services.cards), `chats` (tavern.services.chats), `lorebooks`, `presets`, `personas`
+(tavern.personas), `settings_store` (tavern.services.settings) and long-term `memory`. Its own
+methods are the calls that take more than one service: opening a chat (the character, the chat
+file, the backend it chose, memory), changing the settings (the file, then the engine), using a
+persona, importing files. `ChatSession` (tavern.chat.session) is one open chat: its prompt
+(tavern.chat.prompt_builder) and its replies (tavern.chat.reply).
 
 Data flows one way: store -> assembler -> engine -> stream -> store (and the screen, which only
 listens to the events).
@@ -12,21 +15,23 @@ listens to the events).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tavern.chat.layout import LayoutMemory
 from tavern.chat.session import ChatSession
-from tavern.config import Settings, load_settings
+from tavern.config import LoreSettingsModel, Settings, load_settings
 from tavern.engines.base import Engine
-from tavern.errors import TavernError
-from tavern.paths import DataHome, bundled_dir, open_home
+from tavern.paths import DataHome, open_home
+from tavern.personas import PersonaStore
 from tavern.prompt.assemble import TokenCounter
+from tavern.services.cards import Cards
+from tavern.services.chats import Chats
 from tavern.services.engine_host import EngineHost
 from tavern.services.lorebooks import Lorebooks
 from tavern.services.presets import Presets
+from tavern.services.settings import SettingsStore
 
 if TYPE_CHECKING:
     from tavern.cards.model import Card
@@ -34,13 +39,10 @@ if TYPE_CHECKING:
     from tavern.importing import ImportReport
     from tavern.lore import Lorebook, ScanResult
     from tavern.memory.service import MemoryService
-    from tavern.personas import PersonaStore
-    from tavern.prompt.story import StoryTemplate
+    from tavern.prompt.st_presets import StoryTemplate
     from tavern.prompt.templates import PromptFormat
-    from tavern.store import ChatInfo
     from tavern.store.chatfile import Chat
-
-SEED_MARKER = ".seeded"
+    from tavern.store.lock import HomeLock
 
 
 class Tavern:
@@ -51,54 +53,35 @@ class Tavern:
         from tavern.store import ChatStore
 
         self.home = home
-        self.settings = settings
-        self.library = CardLibrary(home.characters)
-        self.chats = ChatStore(home.chats)
         self.engines = EngineHost(home.root, home.models, home.presets, lambda: self.settings)
-        self.lorebook_files = Lorebooks(home.lorebooks)
+        self.settings_store = SettingsStore(home.settings_file, settings, self.engines.settings_changed)
+        self.cards = Cards(CardLibrary(home.characters))
+        self.chats = Chats(ChatStore(home.chats), self.cards.library, lambda: self.settings.chat.user_name)
+        self.lorebooks = Lorebooks(home.lorebooks)
         self.presets = Presets(home.presets, home.models)
+        self.personas = PersonaStore(home.root / "personas")
         self.layouts = LayoutMemory()
         """Each chat's notes anchors and window floor as its last sent turn left them."""
         self._memory: MemoryService | None = None
-        self._home_lock: Any = None  # a tavern.store.lock handle, held for the process
+        self._home_lock: HomeLock | None = None  # held for the process
 
     @classmethod
-    def open(cls, home: Path | str | None = None, settings: Settings | None = None, **overrides: Any) -> Tavern:
+    def open(cls, home: Path | str | None = None, settings: Settings | None = None, **overrides: object) -> Tavern:
+        from tavern.services.first_start import seed_bundled
+
         data_home = open_home(home).ensure()
         if settings is None:
             settings = load_settings(data_home.settings_file)
         if overrides:
             settings = settings.with_overrides(**overrides)
         app = cls(data_home, settings)
-        app.seed_bundled()
+        seed_bundled(data_home, app.cards.library)
         return app
 
-    # -- first start -------------------------------------------------------------------------
-
-    def seed_bundled(self) -> None:
-        """Copy the bundled characters and lorebooks in, once: a character the user deletes
-        must not come back on the next start."""
-        from tavern.store.atomic import atomic_write_text, copy_file
-
-        marker = self.home.root / SEED_MARKER
-        if marker.exists():
-            return
-        cards = bundled_dir("cards")
-        for png in sorted(cards.glob("*.png")) if cards.is_dir() else []:
-            try:
-                self.library.import_file(png)
-            except TavernError:
-                continue  # a broken bundled file must not stop the app from starting
-        books = bundled_dir("lorebooks")
-        for book in sorted(books.glob("*.json")) if books.is_dir() else []:
-            target = self.home.lorebooks / book.name
-            if not target.exists():
-                copy_file(book, target)
-        if not self.home.settings_file.exists():
-            from tavern.config import DEFAULT_SETTINGS_TOML
-
-            atomic_write_text(self.home.settings_file, DEFAULT_SETTINGS_TOML)
-        atomic_write_text(marker, datetime.now().isoformat())
+    @property
+    def settings(self) -> Settings:
+        """The settings in use (settings.toml with the command line's overrides)."""
+        return self.settings_store.current
 
     # -- the engine (tavern.services.engine_host) ----------------------------------------------
 
@@ -174,29 +157,12 @@ class Tavern:
         if self._memory is not None:
             self._memory.close(timeout)
 
-    # -- samplers, formats, models (tavern.services.presets) -------------------------------------
-
-    def sampler_preset(self, name: str) -> SamplerSettings:
-        return self.presets.sampler_preset(name)
+    # -- samplers (tavern.services.presets with [generation]) ------------------------------------
 
     def sampler_settings(self, seed: int | None = None, temperature: float | None = None) -> SamplerSettings:
         return self.presets.sampler_settings(self.settings.generation, seed, temperature)
 
-    def available_presets(self) -> list[str]:
-        return self.presets.names()
-
-    def available_formats(self) -> list[str]:
-        return self.presets.formats()
-
-    def available_models(self) -> list[str]:
-        return self.presets.models()
-
-    # -- characters and chats --------------------------------------------------------------------
-
-    def character(self, name: str) -> tuple[str, Card]:
-        """(key, Card) for a key, a name or a unique prefix; NotFoundError otherwise."""
-        key = self.library.resolve(name)
-        return key, self.library.get(key)
+    # -- characters and chats (tavern.services.cards, tavern.services.chats) ---------------------
 
     def open_chat(
         self,
@@ -209,55 +175,26 @@ class Tavern:
         """A chat to talk in. `read_only` (previews, exports, scans) never writes: no repair, no
         recovered reply appended, and a character without a chat gets an unsaved draft of a new
         one, so it can run beside a Tavern that is streaming into the same chat."""
-        key, card = self.character(character)
+        key, card = self.cards.find(character)
         if read_only:
-            from tavern.store import ChatStore
-
-            store = ChatStore(self.home.chats, read_only=True)
-            chat = store.open(key, chat_name) if chat_name else store.latest(key)
-            if chat is None:
-                chat = self.new_chat(key, card, greeting_index, draft=True)
-            return self.session_for(key, card, chat)
-        chat = None
-        if chat_name:
-            chat = self.chats.open(key, chat_name)
-        elif not new:
-            chat = self.chats.latest(key)
-        if chat is None:
-            chat = self.new_chat(key, card, greeting_index)
+            return self._session(key, card, self.chats.peek(key, card, chat_name, greeting_index))
+        chat = self.chats.choose(key, card, chat_name, new, greeting_index)
         self.use_chat_backend(card, chat)
         if chat.recovered_reply is not None:
             # A reply was being written when Tavern stopped: keep it, as a cancelled one is kept.
             recovered = chat.recovered_reply
             chat.discard_reply()
             chat.append(recovered)
-        session = self.session_for(key, card, chat)
+        session = self._session(key, card, chat)
         if self.memory is not None:
             self.memory.attach(session.link)  # indexes the chat in the background, hears its edits
         return session
 
-    def session_for(self, key: str, card: Card, chat: Chat) -> ChatSession:
+    def _session(self, key: str, card: Card, chat: Chat) -> ChatSession:
         """A session on an open chat, with the layout its last sent turn left in this process."""
-        return ChatSession(self, key, card, chat, self.layouts.get(chat.path), warnings=list(chat.warnings))
-
-    def new_chat(self, key: str, card: Card, greeting_index: int = 0, draft: bool = False) -> Chat:
-        from tavern.prompt.macros import MacroContext, substitute
-        from tavern.store import ChatMessage
-
-        user = self.settings.chat.user_name
-        greetings = [card.first_mes, *card.alternate_greetings]
-        greeting = None
-        if any(g.strip() for g in greetings):
-            ctx = MacroContext(char=card.name, user=user)
-            texts = [substitute(g, ctx) for g in greetings if g.strip()]
-            idx = min(greeting_index, len(texts) - 1)
-            greeting = ChatMessage(name=card.name, is_user=False, mes=texts[idx])
-            if len(texts) > 1:  # SillyTavern offers alternate greetings as swipes of the first message
-                greeting.swipes = texts
-                greeting.swipe_id = idx
-        if draft:
-            return self.chats.draft(key, card.name, user, greeting=greeting)
-        return self.chats.create(key, card.name, user, greeting=greeting)
+        return ChatSession(
+            self, self.chats.store, key, card, chat, self.layouts.get(chat.path), warnings=list(chat.warnings)
+        )
 
     def lock_home(self) -> None:
         """One writer per data home: a second Tavern that would write chats is refused."""
@@ -265,53 +202,6 @@ class Tavern:
 
         if self._home_lock is None:
             self._home_lock = acquire_home_lock(self.home.root)
-
-    def list_chats(self, character: str) -> list[ChatInfo]:
-        """The character's chats (ChatInfo), most recently changed first."""
-        return self.chats.list_chats(self.library.resolve(character))
-
-    def rename_chat(self, character: str, chat_name: str, new_name: str) -> str:
-        """Rename a chat; returns its new name."""
-        key = self.library.resolve(character)
-        chat = self.chats.open(key, chat_name)
-        self.chats.rename(chat, new_name)
-        return chat.name
-
-    def delete_chat(self, character: str, chat_name: str) -> Path:
-        """Move a chat to the trash; returns where it went."""
-        key = self.library.resolve(character)
-        return self.chats.delete(self.chats.open(key, chat_name))
-
-    def export_chat(self, character: str, chat_name: str, to: Path | str) -> Path:
-        """Write a chat as .jsonl (SillyTavern's file), .md or .txt, by the target's suffix."""
-        key = self.library.resolve(character)
-        chat = self.chats.open(key, chat_name)
-        to = Path(to).expanduser()
-        writers: dict[str, Callable[[Chat, Path], object]] = {
-            ".jsonl": self.chats.export_jsonl, ".md": self.chats.export_markdown, ".txt": self.chats.export_text,
-        }
-        writer = writers.get(to.suffix.lower())
-        if writer is None:
-            raise TavernError(f"{to}: export to a .jsonl, .md or .txt file")
-        writer(chat, to)
-        return to
-
-    def save_character(self, key: str | None, card: Card) -> str:
-        """Write a card: under `key` (an edit, the picture kept), or as a new character under a
-        free key made from its name. Returns the key."""
-        from tavern.cards.library import key_for_name
-        from tavern.errors import CardError
-
-        if not card.name.strip():
-            raise CardError("a character needs a name")
-        if key is None:
-            base = key_for_name(card.name)
-            taken = {e.key.casefold() for e in self.library.list()}
-            key, n = base, 1
-            while key.casefold() in taken:
-                key, n = f"{base}_{n}", n + 1
-        self.library.save(key, card)
-        return key
 
     def import_files(
         self, paths: list[Path | str], progress: Callable[[int, int], None] | None = None,
@@ -322,12 +212,13 @@ class Tavern:
         from tavern.importing import import_paths
 
         return import_paths(
-            self.home, paths, library=self.library, chats=self.chats, character=character, progress=progress
+            self.home, paths, library=self.cards.library, chats=self.chats.store, character=character,
+            progress=progress,
         )
 
     # -- lorebooks (tavern.services.lorebooks) ---------------------------------------------------
 
-    def lore_settings(self) -> Any:
+    def lore_settings(self) -> LoreSettingsModel:
         """The [lore] settings: the scan takes the settings model itself (one definition)."""
         return self.settings.lore
 
@@ -346,42 +237,13 @@ class Tavern:
             rng_seed=0,
         )
 
-    def find_lorebook(self, name: str) -> Path | None:
-        """A lorebook file in the data home by its name (SillyTavern links books by name)."""
-        return self.lorebook_files.find(name)
-
-    def list_lorebooks(self) -> list[Path]:
-        return self.lorebook_files.paths()
-
-    def lorebook_sizes(self) -> list[tuple[Path, int | None]]:
-        return self.lorebook_files.sizes()
-
-    def open_lorebook(self, path: Path | str) -> Lorebook:
-        return self.lorebook_files.open(path)
-
-    def save_lorebook(self, book: Lorebook, path: Path | str) -> None:
-        self.lorebook_files.save(book, path)
-
-    def create_lorebook(self, name: str) -> Path:
-        return self.lorebook_files.create(name)
-
     # -- settings and personas -------------------------------------------------------------------
 
-    def update_settings(self, changes: dict[str, Any]) -> bool:
+    def update_settings(self, changes: Mapping[str, object]) -> bool:
         """Write `changes` (dotted keys) to settings.toml and use them from now on. Returns True
         when the model must be loaded again (path, context, RoPE...): the engine is unloaded
         here and loads on next use."""
-        from tavern.settings_file import write_settings
-
-        old = self.settings
-        self.settings = write_settings(self.home.settings_file, old, changes)
-        return self.engines.settings_changed(old.model, self.settings.model)
-
-    @property
-    def personas(self) -> PersonaStore:
-        from tavern.personas import PersonaStore
-
-        return PersonaStore(self.home.root / "personas")
+        return self.settings_store.update(changes)
 
     def use_persona(self, name: str) -> None:
         """Speak as a saved persona: its name and description go to [chat] in settings.toml."""

@@ -3,20 +3,20 @@
 `write_settings(path, current, changes)` takes dotted keys (`{"model.n_ctx": 8192}`), checks
 them with the same pydantic model that reads the file (a bad value is a ConfigError naming
 the key, and the file is not touched), then edits the TOML document in place with tomlkit so
-the user's comments and order survive, and writes it atomically. Callers: `Tavern.update_settings`
-(the TUI's settings, persona and model screens; the CLI may use it too).
+the user's comments and order survive, and writes it atomically. Caller: `SettingsStore.update`
+(tavern.services.settings), for the TUI's settings, persona and model screens and the CLI.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from tavern.config import Settings
 from tavern.errors import ConfigError
 
 
-def write_settings(path: Path, current: Settings, changes: dict[str, Any]) -> Settings:
+def write_settings(path: Path, current: Settings, changes: Mapping[str, object]) -> Settings:
     """Apply `changes` (dotted keys; None clears an optional key) and return the new Settings."""
     import tomlkit
 

@@ -28,7 +28,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TextIO
 
 _KEPT = {0x09, 0x0A}  # tab and newline: layout, not commands
 
@@ -108,7 +108,7 @@ class SafeStream:
     def fileno(self) -> int:
         return self._raw.fileno()
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:
         return getattr(self._raw, name)  # encoding, errors, buffer...: those of the real stream
 
 

@@ -57,7 +57,7 @@ def test_a_lorebook_named_like_the_bundled_one_is_saved_beside_it(data_home: Pat
         == "X."
     )
     # The bundled book still answers to its name.
-    assert Tavern.open(data_home).find_lorebook("saltmere") == bundled
+    assert Tavern.open(data_home).lorebooks.find("saltmere") == bundled
 
 
 def test_a_torn_chat_line_is_printed_as_a_warning(data_home: Path, tmp_path: Path) -> None:

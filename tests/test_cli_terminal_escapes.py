@@ -103,7 +103,7 @@ def test_prompt_shows_the_cards_escapes_as_marks(home: Path, tmp_path: Path) -> 
 def test_text_and_markdown_exports_show_the_escapes_jsonl_keeps_them(home: Path, tmp_path: Path) -> None:
     key = imported(home, tmp_path)
     app = Tavern.open(home)
-    chat = app.new_chat(key, app.character(key)[1])  # the greeting is its first message
+    chat = app.chats.new(key, app.cards.find(key)[1])  # the greeting is its first message
     chat.append(ChatMessage(name="User", is_user=True, mes=f"What is {OSC52} this {CLEAR}?\r\nTell me."))
     for suffix in (".txt", ".md"):
         out = tmp_path / f"chat{suffix}"
@@ -140,7 +140,7 @@ def test_chat_streams_a_reply_with_escapes_as_marks(home: Path, tmp_path: Path) 
     escape_preset(home)
     key = imported(home, tmp_path)
     app = Tavern.open(home)
-    chat = app.new_chat(key, app.character(key)[1])
+    chat = app.chats.new(key, app.cards.find(key)[1])
     line = f"Beep {CLEAR} boop {OSC52} done."
     for _ in range(5):
         chat.append(ChatMessage(name="User", is_user=True, mes="Say the line."))

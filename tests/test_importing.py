@@ -23,7 +23,7 @@ def fresh(tmp_path: Path) -> Tavern:
 
 
 def run(tavern: Tavern, *paths: Path, **kw: Any) -> ImportReport:
-    return import_paths(tavern.home, list(paths), library=tavern.library, chats=tavern.chats, **kw)
+    return import_paths(tavern.home, list(paths), library=tavern.cards.library, chats=tavern.chats.store, **kw)
 
 
 def test_every_kind_is_imported_to_its_place_and_reported_in_order(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ def test_every_kind_is_imported_to_its_place_and_reported_in_order(tmp_path: Pat
     assert len(load_lorebook(book.path).entries) == 4 and "4 entries" in book.summary
     assert sampler.path == tavern.home.presets / "TFS-with-Top-A.json"
     assert "not supported: tfs" in sampler.summary  # what Tavern cannot honour is said
-    assert abs(tavern.sampler_preset("TFS-with-Top-A").temperature - _json(sampler.source)["temp"]) < 1e-9
+    assert abs(tavern.presets.sampler_preset("TFS-with-Top-A").temperature - _json(sampler.source)["temp"]) < 1e-9
     assert instruct.path == tavern.home.presets / "instruct" / "instruct_ChatML.json"
     assert context.path == tavern.home.presets / "context" / "context_ChatML.json"
     assert seen[-1] == (6, 6) and [d for d, _ in seen] == sorted(d for d, _ in seen)
@@ -87,12 +87,12 @@ def test_a_lorebook_whose_name_exists_is_saved_beside_it(tmp_path: Path) -> None
 
 def test_a_preset_whose_name_exists_is_saved_beside_it(tmp_path: Path) -> None:
     tavern = fresh(tmp_path)
-    default_temp = tavern.sampler_preset("Default").temperature
+    default_temp = tavern.presets.sampler_preset("Default").temperature
     # SillyTavern's "Default" would shadow Tavern's bundled Default for every setting naming it.
     [item] = run(tavern, DATA / "presets" / "sillytavern" / "Default.json").items
     assert item.name == "Default_1" and "kept both" in item.summary
-    assert tavern.sampler_preset("Default").temperature == default_temp
-    assert tavern.sampler_preset("Default_1").temperature == 0.7
+    assert tavern.presets.sampler_preset("Default").temperature == default_temp
+    assert tavern.presets.sampler_preset("Default_1").temperature == 0.7
 
     first = run(tavern, DATA / "cards" / "real" / "instruct_ChatML.json").items[0]
     kept = first.path.read_bytes()

@@ -53,11 +53,11 @@ def test_a_fresh_data_home_and_what_tavern_writes_in_it_are_the_users_own(fresh_
     session = app.open_chat("Mira")
     assert mode(session.chat.path.parent) == 0o700 and mode(session.chat.path) == 0o600
 
-    book = app.create_lorebook("Harbour")
+    book = app.lorebooks.create("Harbour")
     assert mode(book) == 0o600
 
-    key = app.library.import_file(SERAPHINA)
-    assert mode(app.library.path(key)) == 0o600
+    key = app.cards.library.import_file(SERAPHINA)
+    assert mode(app.cards.library.path(key)) == 0o600
 
     seeded = mode(fresh_home / "settings.toml")
     app.update_settings({"chat.user_name": "Anon"})
@@ -168,15 +168,15 @@ def test_a_card_whose_name_starts_with_a_dot_gets_a_chat_that_is_listed_and_cont
     from tavern.session import Tavern
 
     app = Tavern.open(tmp_path / "home")
-    app.library.save("hidden", Card(name=".hidden", first_mes="Hello from the dark."))
+    app.cards.library.save("hidden", Card(name=".hidden", first_mes="Hello from the dark."))
     first = app.open_chat("hidden")
     assert not first.chat.path.name.startswith(".")
-    assert [c.name for c in app.chats.list_chats("hidden")] == [first.chat.name]
+    assert [c.name for c in app.chats.list("hidden")] == [first.chat.name]
     again = app.open_chat("hidden")  # the latest chat is continued, not a new one made
     assert again.chat.path == first.chat.path
-    checkpoint = app.chats.checkpoint(first.chat, 0, ".before the storm")
+    checkpoint = app.chats.store.checkpoint(first.chat, 0, ".before the storm")
     assert checkpoint.name.startswith("before the storm - ")
-    assert checkpoint.name in {c.name for c in app.chats.list_chats("hidden")}
+    assert checkpoint.name in {c.name for c in app.chats.list("hidden")}
 
 
 def test_personas_anna_and_anna_dot_are_two_personas_in_two_files(tmp_path: Path) -> None:

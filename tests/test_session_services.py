@@ -53,19 +53,19 @@ def test_chat_list_rename_delete_and_export(tmp_path: Path) -> None:
     tavern = Tavern.open(tmp_path / "home")
     s = session_with(tavern)
     other = session_with(tavern, 2)
-    assert {c.name for c in tavern.list_chats("Mira")} == {s.chat.name, other.chat.name}
+    assert {c.name for c in tavern.chats.list("Mira")} == {s.chat.name, other.chat.name}
     assert s.rename("Night one") == "Night one"
     s.chat.append(ChatMessage(name="User", is_user=True, mes="still writes"))  # the open chat follows
     assert tavern.open_chat("Mira", chat_name="Night one").chat[-1].mes == "still writes"
-    assert tavern.rename_chat("Mira", other.chat.name, "Second") == "Second"
+    assert tavern.chats.rename("Mira", other.chat.name, "Second") == "Second"
     with pytest.raises(TavernError):
-        tavern.rename_chat("Mira", "Second", "Night one")  # taken
-    out = tavern.export_chat("Mira", "Night one", tmp_path / "night.md")
+        tavern.chats.rename("Mira", "Second", "Night one")  # taken
+    out = tavern.chats.export("Mira", "Night one", tmp_path / "night.md")
     assert "still writes" in out.read_text()
     with pytest.raises(TavernError):
-        tavern.export_chat("Mira", "Night one", tmp_path / "night.docx")
-    tavern.delete_chat("Mira", "Second")
-    assert [c.name for c in tavern.list_chats("Mira")] == ["Night one"]
+        tavern.chats.export("Mira", "Night one", tmp_path / "night.docx")
+    tavern.chats.delete("Mira", "Second")
+    assert [c.name for c in tavern.chats.list("Mira")] == ["Night one"]
 
 
 def test_settings_written_with_comments_and_checked(tmp_path: Path) -> None:
@@ -104,9 +104,9 @@ def test_characters_saved_and_imported(tmp_path: Path) -> None:
     from tavern.cards import Card
 
     tavern = Tavern.open(tmp_path / "home")
-    assert tavern.save_character(None, Card(name="Mira")) == "Mira_1"  # a free key
+    assert tavern.cards.save(None, Card(name="Mira")) == "Mira_1"  # a free key
     with pytest.raises(TavernError):
-        tavern.save_character(None, Card(name=" "))
+        tavern.cards.save(None, Card(name=" "))
     seen = []
     report = tavern.import_files(
         [DATA / "real", DATA / "bad" / "no_card.png"], progress=lambda d, t: seen.append((d, t))
@@ -122,11 +122,11 @@ def test_characters_saved_and_imported(tmp_path: Path) -> None:
 
 def test_lorebooks(tmp_path: Path) -> None:
     tavern = Tavern.open(tmp_path / "home")
-    path = tavern.create_lorebook("Harbor")
+    path = tavern.lorebooks.create("Harbor")
     with pytest.raises(TavernError):
-        tavern.create_lorebook("Harbor")
+        tavern.lorebooks.create("Harbor")
     with pytest.raises(TavernError):
-        tavern.create_lorebook("../x")
-    book = tavern.open_lorebook(path)
-    assert book.name == "Harbor" and path in tavern.list_lorebooks()
-    tavern.save_lorebook(book, path)
+        tavern.lorebooks.create("../x")
+    book = tavern.lorebooks.read(path)
+    assert book.name == "Harbor" and path in tavern.lorebooks.paths()
+    tavern.lorebooks.save(book, path)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import io
 import warnings
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tavern.errors import CardError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 PLACEHOLDER_SIZE = (256, 384)  # SillyTavern's avatars are 2:3 portraits
 MAX_PIXELS = 40_000_000
@@ -77,7 +80,7 @@ def convert_to_png(data: bytes, source: str) -> bytes:
     return out.getvalue()
 
 
-def _fit_pixel_bound(image: Any, source: str) -> None:
+def _fit_pixel_bound(image: Image.Image, source: str) -> None:
     """Decode a JPEG over MAX_PIXELS at 1/2, 1/4 or 1/8 scale (`draft`, before loading);
     CardError when a picture is over the bound even so (nothing is decoded)."""
     width, height = image.size

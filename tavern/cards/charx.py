@@ -17,8 +17,10 @@ import re
 import struct
 import zipfile
 import zlib
-from typing import IO, Any
+from collections.abc import Sequence
+from typing import IO
 
+from tavern.cards.wording import cannot_read, mib
 from tavern.errors import CardError
 
 MAX_ENTRIES = 4096
@@ -51,10 +53,6 @@ _EOCD_SEARCH = 65535  # the end record sits within the last 64 KiB (its comment'
 _MAX_DIRECTORY = MAX_ENTRIES * 1024  # generous: an entry's record is ~50 bytes plus its name
 
 
-def _mib(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MiB"
-
-
 def check_entry_name(name: str, source: str) -> str:
     """The entry name with `/` separators; CardError when it could escape the archive."""
     norm = name.replace("\\", "/")
@@ -76,7 +74,7 @@ def _check_directory_size(f: IO[bytes], source: str) -> None:
         tail = f.read()
         f.seek(0)
     except OSError as err:
-        raise CardError(f"{source}: cannot read ({err.strerror or err})") from None
+        raise cannot_read(source, err) from None
     at = tail.rfind(b"PK\x05\x06")
     if at < 0 or at + 22 > len(tail):
         return  # not a zip we can vet this way; zipfile will say what is wrong
@@ -109,7 +107,7 @@ def open_archive(f: IO[bytes], source: str) -> zipfile.ZipFile:
             )
     if total > MAX_TOTAL_UNCOMPRESSED:
         raise CardError(
-            f"{source}: CHARX unpacks to {_mib(total)}, over the {_mib(MAX_TOTAL_UNCOMPRESSED)} limit"
+            f"{source}: CHARX unpacks to {mib(total)}, over the {mib(MAX_TOTAL_UNCOMPRESSED)} limit"
         )
     return zf
 
@@ -118,7 +116,7 @@ def read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, source: s
     """One entry's bytes, refusing more than `limit` even if the header lies about its size."""
     if info.file_size > limit:
         raise CardError(
-            f"{source}: CHARX entry {info.filename!r} is {_mib(info.file_size)}, over the {_mib(limit)} limit"
+            f"{source}: CHARX entry {info.filename!r} is {mib(info.file_size)}, over the {mib(limit)} limit"
         )
     try:
         with zf.open(info) as fh:
@@ -126,7 +124,7 @@ def read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, source: s
     except ZIP_ERRORS as err:
         raise CardError(f"{source}: CHARX entry {info.filename!r} is corrupt ({err})") from None
     if len(data) > limit:
-        raise CardError(f"{source}: CHARX entry {info.filename!r} is over the {_mib(limit)} limit")
+        raise CardError(f"{source}: CHARX entry {info.filename!r} is over the {mib(limit)} limit")
     return data
 
 
@@ -151,7 +149,7 @@ def read_card_json(f: IO[bytes], source: str) -> bytes:
         return read_entry(zf, info, MAX_CARD_JSON, source)
 
 
-def embedded_path(uri: Any) -> str | None:
+def embedded_path(uri: object) -> str | None:
     """The archive path of an `embeded://` asset URI (also the correct spelling), else None."""
     if not isinstance(uri, str):
         return None
@@ -161,7 +159,7 @@ def embedded_path(uri: Any) -> str | None:
     return None
 
 
-def main_icon(assets: list[dict[str, Any]]) -> dict[str, Any] | None:
+def main_icon(assets: Sequence[dict[str, object]]) -> dict[str, object] | None:
     """The icon asset the V3 spec says to show: the `icon` named `main`, else the first icon."""
     icons = [a for a in assets if a.get("type") == "icon"]
     for asset in icons:
@@ -170,7 +168,7 @@ def main_icon(assets: list[dict[str, Any]]) -> dict[str, Any] | None:
     return icons[0] if icons else None
 
 
-def read_icon(f: IO[bytes], assets: list[dict[str, Any]], source: str) -> bytes | None:
+def read_icon(f: IO[bytes], assets: Sequence[dict[str, object]], source: str) -> bytes | None:
     """The bytes of the card's main icon stored in the archive, or None (e.g. `ccdefault:`)."""
     zf = open_archive(f, source)
     with zf:

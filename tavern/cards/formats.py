@@ -21,11 +21,12 @@ import json
 import math
 import os
 import stat
-from typing import IO, Any
+from typing import IO, NoReturn
 
 from tavern.cards import charx, png
 from tavern.cards.avatar import convert_to_png, placeholder_avatar
 from tavern.cards.model import SPEC_V3, Card
+from tavern.cards.wording import cannot_read, mib
 from tavern.errors import CardError
 from tavern.store.atomic import PRIVATE_FILE, USER_FILE, atomic_write_bytes
 
@@ -40,15 +41,11 @@ _OTHER_IMAGES = (
 )
 
 
-def _mib(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MiB"
-
-
 # --------------------------------------------------------------------------------------
 # bytes -> JSON
 
 
-def decode_json_bytes(raw: bytes, source: str, what: str) -> Any:
+def decode_json_bytes(raw: bytes, source: str, what: str) -> object:
     """Parse JSON bytes strictly: UTF-8 (a BOM is dropped; UTF-16 with a BOM is accepted),
     no NaN/Infinity (they would not survive a round trip). CardError names `what`."""
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -76,7 +73,7 @@ def decode_json_bytes(raw: bytes, source: str, what: str) -> Any:
         raise CardError(f"{source}: {what} is not valid JSON ({err})") from None
 
 
-def _no_constant(name: str) -> Any:
+def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
 
 
@@ -87,7 +84,7 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _payload_json(payload: bytes, keyword: str, source: str) -> Any:
+def _payload_json(payload: bytes, keyword: str, source: str) -> object:
     """A PNG text payload -> JSON: base64 as SillyTavern writes it, read leniently (line
     breaks, missing padding, the URL-safe alphabet), or raw JSON as some tools write it."""
     text = payload.strip()
@@ -137,7 +134,7 @@ def check_regular_file(path: str | os.PathLike[str]) -> None:
     except FileNotFoundError:
         raise CardError(f"{source}: file not found") from None
     except OSError as err:
-        raise CardError(f"{source}: cannot read ({err.strerror or err})") from None
+        raise cannot_read(source, err) from None
     if stat.S_ISDIR(mode):
         raise CardError(f"{source}: is a folder, not a card file")
     if not stat.S_ISREG(mode):
@@ -152,12 +149,12 @@ def _open(path: str | os.PathLike[str]) -> tuple[IO[bytes], int]:
     except FileNotFoundError:
         raise CardError(f"{source}: file not found") from None
     except OSError as err:
-        raise CardError(f"{source}: cannot read ({err.strerror or err})") from None
+        raise cannot_read(source, err) from None
     try:
         size = os.fstat(f.fileno()).st_size
     except OSError as err:
         f.close()
-        raise CardError(f"{source}: cannot read ({err.strerror or err})") from None
+        raise cannot_read(source, err) from None
     return f, size
 
 
@@ -171,13 +168,13 @@ def _sniff(head: bytes) -> str:
 
 def _read_limited(f: IO[bytes], size: int, limit: int, source: str, what: str) -> bytes:
     if size > limit:
-        raise CardError(f"{source}: {what} is {_mib(size)}, over the {_mib(limit)} limit")
+        raise CardError(f"{source}: {what} is {mib(size)}, over the {mib(limit)} limit")
     try:
         data = f.read(limit + 1)
     except OSError as err:
-        raise CardError(f"{source}: cannot read ({err.strerror or err})") from None
+        raise cannot_read(source, err) from None
     if len(data) > limit:
-        raise CardError(f"{source}: {what} is over the {_mib(limit)} limit")
+        raise CardError(f"{source}: {what} is over the {mib(limit)} limit")
     return data
 
 
@@ -206,10 +203,10 @@ def _card_from_stream(f: IO[bytes], size: int, source: str) -> Card:
         _refuse_other_kinds(obj, source)
         return Card.from_dict(obj, source)
     except OSError as err:
-        raise CardError(f"{source}: cannot read ({err.strerror or err})") from None
+        raise cannot_read(source, err) from None
 
 
-def _refuse_other_kinds(obj: Any, source: str) -> None:
+def _refuse_other_kinds(obj: object, source: str) -> None:
     """A clear message for the files users most often mistake for cards."""
     from tavern.cards.kinds import kind_of_json
 
@@ -244,7 +241,7 @@ def _icon_from_data_uri(card: Card, source: str) -> bytes | None:
         return None
     encoded = uri.split(",", 1)[1]
     if len(encoded) > MAX_IMAGE_FILE * 4 // 3 + 4:
-        raise CardError(f"{source}: icon asset is over the {_mib(MAX_IMAGE_FILE)} limit")
+        raise CardError(f"{source}: icon asset is over the {mib(MAX_IMAGE_FILE)} limit")
     try:
         return base64.b64decode(encoded, validate=False)
     except (binascii.Error, ValueError):
@@ -276,7 +273,7 @@ def load_card_with_avatar(path: str | os.PathLike[str]) -> tuple[Card, bytes | N
                 return card, charx.read_icon(f, card.assets, source)
             return card, _icon_from_data_uri(card, source)
         except OSError as err:
-            raise CardError(f"{source}: cannot read ({err.strerror or err})") from None
+            raise cannot_read(source, err) from None
 
 
 def _png_picture(data: bytes, source: str) -> bytes:
@@ -296,7 +293,7 @@ def read_avatar(path: str | os.PathLike[str]) -> bytes | None:
                 f.seek(0)
                 return _png_picture(_read_limited(f, size, MAX_IMAGE_FILE, source, "PNG file"), source)
         except OSError as err:
-            raise CardError(f"{source}: cannot read ({err.strerror or err})") from None
+            raise cannot_read(source, err) from None
     return load_card_with_avatar(path)[1]
 
 
@@ -304,7 +301,7 @@ def read_avatar(path: str | os.PathLike[str]) -> bytes | None:
 # writing
 
 
-def _json_bytes(obj: Any, indent: int | None = None, source: str = "<card>") -> bytes:
+def _json_bytes(obj: object, indent: int | None = None, source: str = "<card>") -> bytes:
     separators = (",", ":") if indent is None else (",", ": ")
     try:
         text = json.dumps(obj, ensure_ascii=False, indent=indent, separators=separators)
@@ -348,13 +345,13 @@ def _card_texts(card: Card, source: str, image_size: int) -> list[tuple[str, str
         total = image_size + sum(12 + _chunk_length(keyword, payload) for keyword, payload in payloads)
         if chunk > png.MAX_TEXT_CHUNK:
             problem = (
-                f"{source}: card is too big to write: its text would take a {_mib(chunk)} PNG chunk, "
-                f"over the {_mib(png.MAX_TEXT_CHUNK)} limit on reading cards; nothing was written"
+                f"{source}: card is too big to write: its text would take a {mib(chunk)} PNG chunk, "
+                f"over the {mib(png.MAX_TEXT_CHUNK)} limit on reading cards; nothing was written"
             )
         elif total > MAX_IMAGE_FILE:
             problem = (
-                f"{source}: card is too big to write: the PNG would be {_mib(total)}, "
-                f"over the {_mib(MAX_IMAGE_FILE)} limit on reading cards; nothing was written"
+                f"{source}: card is too big to write: the PNG would be {mib(total)}, "
+                f"over the {mib(MAX_IMAGE_FILE)} limit on reading cards; nothing was written"
             )
         else:
             return [(keyword, base64.b64encode(payload).decode("ascii")) for keyword, payload in payloads]
@@ -388,7 +385,7 @@ def _check_reads_back(data: bytes, source: str) -> None:
         ) from None
 
 
-def _fitting_json(objs: list[tuple[Any, int | None]], limit: int, source: str, what: str) -> bytes:
+def _fitting_json(objs: list[tuple[object, int | None]], limit: int, source: str, what: str) -> bytes:
     """The JSON of the first (object, indent) in `objs` that is within `limit`; else CardError."""
     size = 0
     for obj, indent in objs:
@@ -397,8 +394,8 @@ def _fitting_json(objs: list[tuple[Any, int | None]], limit: int, source: str, w
             return data
         size = len(data) + 1
     raise CardError(
-        f"{source}: card is too big to write: {what} would be {_mib(size)}, "
-        f"over the {_mib(limit)} limit on reading cards; nothing was written"
+        f"{source}: card is too big to write: {what} would be {mib(size)}, "
+        f"over the {mib(limit)} limit on reading cards; nothing was written"
     )
 
 
@@ -440,7 +437,7 @@ def write_charx(card: Card, path: str | os.PathLike[str], assets: dict[str, byte
     for name, body in (assets or {}).items():
         if len(body) > charx.MAX_ASSET:
             raise CardError(
-                f"{source}: asset {name!r} is {_mib(len(body))}, over the {_mib(charx.MAX_ASSET)} limit "
+                f"{source}: asset {name!r} is {mib(len(body))}, over the {mib(charx.MAX_ASSET)} limit "
                 "on reading cards; nothing was written"
             )
     out = io.BytesIO()

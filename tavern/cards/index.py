@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 INDEX_NAME = ".tavern-index.json"
 INDEX_VERSION = 1
@@ -30,7 +30,9 @@ class CardEntry:
     error: str | None = None  # the file is not a readable card; `name` is then the key
 
 
-def load_index(root: Path) -> dict[str, dict[str, Any]]:
+def load_index(root: Path) -> dict[str, object]:
+    """The index's rows by file name, as stored (a row that is not an object is stale); {}
+    when there is no readable index of this version."""
     try:
         raw = json.loads((root / INDEX_NAME).read_text("utf-8"))
     except (OSError, ValueError):
@@ -41,7 +43,8 @@ def load_index(root: Path) -> dict[str, dict[str, Any]]:
     return entries if isinstance(entries, dict) else {}
 
 
-def entry_for(root: Path, filename: str, row: dict[str, Any]) -> CardEntry:
+def entry_for(root: Path, filename: str, row: Mapping[str, object]) -> CardEntry:
+    """The listing of `filename` from its index row."""
     key = filename[:-4]
     path = root / filename
     if row.get("error") is not None:

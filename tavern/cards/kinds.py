@@ -6,7 +6,7 @@ Shared by the card reader (a clear message for a file mistaken for a card) and t
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 _SAMPLER_KEYS = frozenset(
     (
@@ -26,11 +26,11 @@ _SAMPLER_KEYS = frozenset(
 )
 
 
-def is_chat_header(obj: dict[str, Any]) -> bool:
+def is_chat_header(obj: Mapping[str, object]) -> bool:
     return ("user_name" in obj and "character_name" in obj) or "chat_metadata" in obj
 
 
-def kind_of_json(obj: Any) -> str:
+def kind_of_json(obj: object) -> str:
     """The kind of an already parsed JSON value (see detect_kind)."""
     if not isinstance(obj, dict):
         return "unknown"

@@ -27,7 +27,6 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from tavern.cards import png
 from tavern.cards.formats import (
@@ -81,12 +80,14 @@ class CardLibrary:
         if not self.root.is_dir():
             return []
         index = self._load_index()
-        fresh: dict[str, dict[str, Any]] = {}
+        fresh: dict[str, dict[str, object]] = {}
         entries: builtins.list[CardEntry] = []
         changed = False
         for filename, path, sig in card_files(self.root):
-            row = index.get(filename)
-            if not isinstance(row, dict) or row.get("sig") != sig:
+            cached = index.get(filename)
+            if isinstance(cached, dict) and cached.get("sig") == sig:
+                row: dict[str, object] = cached
+            else:
                 row = self._index_row(Path(path), filename[:-4], sig)
                 changed = True
             fresh[filename] = row
@@ -303,20 +304,20 @@ class CardLibrary:
 
     # index -------------------------------------------------------------------------
 
-    def _index_row(self, path: Path, key: str, sig: builtins.list[int]) -> dict[str, Any]:
+    def _index_row(self, path: Path, key: str, sig: builtins.list[int]) -> dict[str, object]:
         try:
             card = read_card(path)
         except CardError as err:
             return {"sig": sig, "error": str(err)}
         return {"sig": sig, "name": card.name, "tags": card.tags, "creator": card.creator}
 
-    def _entry(self, filename: str, row: dict[str, Any]) -> CardEntry:
+    def _entry(self, filename: str, row: dict[str, object]) -> CardEntry:
         return entry_for(self.root, filename, row)
 
-    def _load_index(self) -> dict[str, dict[str, Any]]:
+    def _load_index(self) -> dict[str, object]:
         return load_index(self.root)
 
-    def _save_index(self, entries: dict[str, dict[str, Any]]) -> None:
+    def _save_index(self, entries: dict[str, dict[str, object]]) -> None:
         # ASCII with escapes: a name with a lone surrogate still makes a valid file.
         data = json.dumps({"version": INDEX_VERSION, "entries": entries})
         try:

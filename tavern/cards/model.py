@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 from tavern.errors import CardError
+from tavern.store.metadata import CfgMeta
 
 SPEC_V1 = "chara_card_v1"
 SPEC_V2 = "chara_card_v2"
@@ -97,26 +99,26 @@ class Card:
     tags: list[str] = field(default_factory=list)
     creator: str = ""
     character_version: str = ""
-    extensions: dict[str, Any] = field(default_factory=dict)
-    character_book: dict[str, Any] | None = None
+    extensions: dict[str, object] = field(default_factory=dict)
+    character_book: dict[str, object] | None = None
     # V3 additions.
     nickname: str = ""
     group_only_greetings: list[str] = field(default_factory=list)
-    assets: list[dict[str, Any]] = field(default_factory=list)
+    assets: list[dict[str, object]] = field(default_factory=list)
     creator_notes_multilingual: dict[str, str] = field(default_factory=dict)
     source: list[str] = field(default_factory=list)
     creation_date: int | None = None
     modification_date: int | None = None
     # Unknown keys inside `data`, and unknown top-level keys; both written back on export.
-    extra: dict[str, Any] = field(default_factory=dict)
-    root_extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
+    root_extra: dict[str, object] = field(default_factory=dict)
     spec: str = field(default=SPEC_V2, compare=False)
 
     # ----------------------------------------------------------------------------------
     # reading
 
     @classmethod
-    def from_dict(cls, obj: Any, source: str = "<card>") -> Card:
+    def from_dict(cls, obj: object, source: str = "<card>") -> Card:
         """Build a card from a parsed V1, V2 or V3 JSON object.
 
         Raises CardError (message starts with `source`) when the object is not a card or a
@@ -150,7 +152,7 @@ class Card:
             raise CardError(f"{source}: card JSON is nested too deeply") from None
 
     @classmethod
-    def _from_data(cls, root: dict[str, Any], data: dict[str, Any], spec: str, source: str) -> Card:
+    def _from_data(cls, root: dict[str, object], data: dict[str, object], spec: str, source: str) -> Card:
         card = cls(spec=spec)
         # `data` wins over the top-level V1 copies; a field missing from `data` falls back
         # to its copy, as SillyTavern's readFromV2 does.
@@ -158,15 +160,15 @@ class Card:
         if "creator_notes" not in data and "creatorcomment" in root:
             fallback["creator_notes"] = root["creatorcomment"]
         card._read_fields({**fallback, **data} if fallback else data, source, prefix="data.")
-        card.extra = _json_copy({k: v for k, v in data.items() if k not in _DATA_KEYS}, "data", source)
-        card.root_extra = _json_copy(
+        card.extra = _copy_object({k: v for k, v in data.items() if k not in _DATA_KEYS}, "data", source)
+        card.root_extra = _copy_object(
             {k: v for k, v in root.items() if k not in _DERIVED_ROOT_KEYS}, "card", source
         )
         card._check_name(source)
         return card
 
     @classmethod
-    def _from_v1(cls, obj: dict[str, Any], source: str) -> Card:
+    def _from_v1(cls, obj: dict[str, object], source: str) -> Card:
         flat = dict(obj)
         for old, new in _GRADIO_FIELDS.items():
             if old in flat:
@@ -184,13 +186,13 @@ class Card:
         for key in ("talkativeness", "fav"):
             if key in flat:
                 card.extensions.setdefault(key, _json_copy(flat[key], key, source))
-        card.root_extra = _json_copy(
+        card.root_extra = _copy_object(
             {k: v for k, v in flat.items() if k not in _V1_MAPPED_KEYS}, "card", source
         )
         card._check_name(source)
         return card
 
-    def _read_fields(self, data: dict[str, Any], source: str, prefix: str) -> None:
+    def _read_fields(self, data: Mapping[str, object], source: str, prefix: str) -> None:
         for key in _V2_TEXT:
             if key in data:
                 setattr(self, key, _text(data[key], prefix + key, source))
@@ -219,7 +221,7 @@ class Card:
     # ----------------------------------------------------------------------------------
     # writing
 
-    def to_v2_dict(self, source: str = "<card>", *, v1_copies: bool = True) -> dict[str, Any]:
+    def to_v2_dict(self, source: str = "<card>", *, v1_copies: bool = True) -> dict[str, object]:
         """The card as SillyTavern writes it: V1 copies on top, `chara_card_v2` with `data`.
 
         V3-only fields are kept inside `data` when set (SillyTavern writes
@@ -229,27 +231,25 @@ class Card:
         and SillyTavern's `readFromV2` included, take every field from `data`.
         """
         root = self._v1_copies(source) if v1_copies else {}
-        for key, value in _json_copy(self.root_extra, "root_extra", source).items():
-            if key not in _DERIVED_ROOT_KEYS:
-                root[key] = value
-        root["spec"] = SPEC_V2
-        root["spec_version"] = "2.0"
-        root["data"] = self._data_dict(source)
-        return root
+        return self._root_dict(root, SPEC_V2, "2.0", source)
 
-    def to_v3_dict(self, source: str = "<card>") -> dict[str, Any]:
+    def to_v3_dict(self, source: str = "<card>") -> dict[str, object]:
         """The card as a `chara_card_v3` object (no top-level V1 copies; unknown top-level
         keys are kept)."""
-        root: dict[str, Any] = {}
-        for key, value in _json_copy(self.root_extra, "root_extra", source).items():
+        return self._root_dict({}, SPEC_V3, "3.0", source)
+
+    def _root_dict(self, root: dict[str, object], spec: str, version: str, source: str) -> dict[str, object]:
+        """`root` (the V1 copies, or nothing) with the unknown top-level keys, the spec and
+        `data` added."""
+        for key, value in _copy_object(self.root_extra, "root_extra", source).items():
             if key not in _DERIVED_ROOT_KEYS:
                 root[key] = value
-        root["spec"] = SPEC_V3
-        root["spec_version"] = "3.0"
+        root["spec"] = spec
+        root["spec_version"] = version
         root["data"] = self._data_dict(source)
         return root
 
-    def to_v3_png_dict(self, source: str = "<card>") -> dict[str, Any]:
+    def to_v3_png_dict(self, source: str = "<card>") -> dict[str, object]:
         """The `ccv3` chunk object as SillyTavern writes it: the V2 object with `spec` and
         `spec_version` rewritten to V3 (so it also carries the V1 copies)."""
         root = self.to_v2_dict(source)
@@ -257,8 +257,8 @@ class Card:
         root["spec_version"] = "3.0"
         return root
 
-    def _v1_copies(self, source: str) -> dict[str, Any]:
-        root: dict[str, Any] = {key: getattr(self, key) for key in _V1_TEXT}
+    def _v1_copies(self, source: str) -> dict[str, object]:
+        root: dict[str, object] = {key: getattr(self, key) for key in _V1_TEXT}
         root["creatorcomment"] = self.creator_notes
         if "talkativeness" in self.extensions:
             root["talkativeness"] = _json_copy(self.extensions["talkativeness"], "talkativeness", source)
@@ -266,8 +266,8 @@ class Card:
         root["tags"] = list(self.tags)
         return root
 
-    def _data_dict(self, source: str) -> dict[str, Any]:
-        data: dict[str, Any] = {key: getattr(self, key) for key in _V1_TEXT}
+    def _data_dict(self, source: str) -> dict[str, object]:
+        data: dict[str, object] = {key: getattr(self, key) for key in _V1_TEXT}
         data["creator_notes"] = self.creator_notes
         data["system_prompt"] = self.system_prompt
         data["post_history_instructions"] = self.post_history_instructions
@@ -275,9 +275,9 @@ class Card:
         data["creator"] = self.creator
         data["character_version"] = self.character_version
         data["alternate_greetings"] = list(self.alternate_greetings)
-        data["extensions"] = _json_copy(self.extensions, "extensions", source)
+        data["extensions"] = _copy_object(self.extensions, "extensions", source)
         if self.character_book is not None:
-            data["character_book"] = _json_copy(self.character_book, "character_book", source)
+            data["character_book"] = _copy_object(self.character_book, "character_book", source)
         data["group_only_greetings"] = list(self.group_only_greetings)
         # Optional V3 fields only when set, so a card without them stays without them.
         if self.nickname:
@@ -292,7 +292,7 @@ class Card:
             data["creation_date"] = self.creation_date
         if self.modification_date is not None:
             data["modification_date"] = self.modification_date
-        for key, value in _json_copy(self.extra, "extra", source).items():
+        for key, value in _copy_object(self.extra, "extra", source).items():
             if key not in data:
                 data[key] = value
         return data
@@ -311,18 +311,21 @@ class Card:
         prompt = raw.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             return None
-        depth = raw.get("depth", 4)
+        raw_depth = raw.get("depth", 4)
         try:
-            depth = int(depth)
+            depth = int(raw_depth)
         except (TypeError, ValueError, OverflowError):
             depth = 4
-        if isinstance(raw.get("depth"), bool) or depth < 0:
+        if isinstance(raw_depth, bool) or depth < 0:
             depth = 4
-        role = raw.get("role", "system")
-        if isinstance(role, int) and not isinstance(role, bool):
-            role = _ROLES.get(role, "system")
-        if role not in ("system", "user", "assistant"):
-            role = "system"
+        raw_role = raw.get("role", "system")
+        if isinstance(raw_role, int) and not isinstance(raw_role, bool):
+            raw_role = _ROLES.get(raw_role, "system")
+        role = (
+            raw_role
+            if isinstance(raw_role, str) and raw_role in ("system", "user", "assistant")
+            else "system"
+        )
         return prompt, depth, role
 
     @property
@@ -331,19 +334,40 @@ class Card:
         value = self.extensions.get("world")
         return value if isinstance(value, str) else ""
 
+    @property
+    def cfg(self) -> CfgMeta:
+        """The character's CFG, from Tavern's `tavern_cfg` card extension (None where it sets
+        nothing). A malformed value ends the reading there: what came before it stands."""
+        raw = self.extensions.get("tavern_cfg") or {}
+        scale: float | None = None
+        negative: str | None = None
+        depth: int | None = None
+        if isinstance(raw, dict):
+            try:
+                if raw.get("guidance_scale") not in (None, ""):
+                    scale = float(raw["guidance_scale"])
+                    scale = scale if math.isfinite(scale) else None
+                if raw.get("negative_prompt"):
+                    negative = str(raw["negative_prompt"])
+                if raw.get("insertion_depth") not in (None, ""):
+                    depth = int(raw["insertion_depth"])
+            except (TypeError, ValueError, OverflowError):
+                pass  # a malformed card extension: the settings' values stand
+        return CfgMeta(scale, negative, depth)
+
 
 # --------------------------------------------------------------------------------------
 # field readers: accept what real exporters write, refuse what cannot be a card field
 
 
-def _looks_like_v1(obj: dict[str, Any]) -> bool:
+def _looks_like_v1(obj: Mapping[str, object]) -> bool:
     # A bare `name` is not enough: presets and other files have one too.
     if "name" in obj:
         return any(key in obj for key in (*_V1_TEXT[1:], "creatorcomment", "char_persona", "char_greeting"))
     return "char_name" in obj and ("char_persona" in obj or "char_greeting" in obj)
 
 
-def _kind(value: Any) -> str:
+def _kind(value: object) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -359,7 +383,7 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _text(value: Any, name: str, source: str) -> str:
+def _text(value: object, name: str, source: str) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
@@ -372,7 +396,7 @@ def _text(value: Any, name: str, source: str) -> str:
     raise CardError(f"{source}: field '{name}' should be text, not {_kind(value)}")
 
 
-def _text_list(value: Any, name: str, source: str, *, split: bool) -> list[str]:
+def _text_list(value: object, name: str, source: str, *, split: bool) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
@@ -382,7 +406,7 @@ def _text_list(value: Any, name: str, source: str, *, split: bool) -> list[str]:
         return [value] if value else []
     if not isinstance(value, list):
         raise CardError(f"{source}: field '{name}' should be a list of text, not {_kind(value)}")
-    out = []
+    out: list[str] = []
     for item in value:
         if isinstance(item, str):
             out.append(item)
@@ -393,16 +417,15 @@ def _text_list(value: Any, name: str, source: str, *, split: bool) -> list[str]:
     return out
 
 
-def _object(value: Any, name: str, source: str) -> dict[str, Any]:
+def _object(value: object, name: str, source: str) -> dict[str, object]:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise CardError(f"{source}: field '{name}' should be an object, not {_kind(value)}")
-    copied: dict[str, Any] = _json_copy(value, name, source)
-    return copied
+    return _copy_object(value, name, source)
 
 
-def _book(value: Any, name: str, source: str) -> dict[str, Any] | None:
+def _book(value: object, name: str, source: str) -> dict[str, object] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -410,11 +433,10 @@ def _book(value: Any, name: str, source: str) -> dict[str, Any] | None:
     entries = value.get("entries")
     if entries is not None and not isinstance(entries, (list, dict)):
         raise CardError(f"{source}: field '{name}.entries' should be a list, not {_kind(entries)}")
-    copied: dict[str, Any] = _json_copy(value, name, source)
-    return copied
+    return _copy_object(value, name, source)
 
 
-def _assets(value: Any, name: str, source: str) -> list[dict[str, Any]]:
+def _assets(value: object, name: str, source: str) -> list[dict[str, object]]:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -422,11 +444,11 @@ def _assets(value: Any, name: str, source: str) -> list[dict[str, Any]]:
     for item in value:
         if not isinstance(item, dict):
             raise CardError(f"{source}: field '{name}' should hold objects, found {_kind(item)}")
-    copied: list[dict[str, Any]] = _json_copy(value, name, source)
-    return copied
+    # Each item was checked to be an object just above, and JSON gives an object back as one.
+    return cast("list[dict[str, object]]", _json_copy(value, name, source))
 
 
-def _text_map(value: Any, name: str, source: str) -> dict[str, str]:
+def _text_map(value: object, name: str, source: str) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -437,7 +459,7 @@ def _text_map(value: Any, name: str, source: str) -> dict[str, str]:
     return dict(value)
 
 
-def _date(value: Any, name: str, source: str) -> int | None:
+def _date(value: object, name: str, source: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool):
@@ -451,7 +473,7 @@ def _date(value: Any, name: str, source: str) -> int | None:
     raise CardError(f"{source}: field '{name}' should be a Unix time, not {_kind(value)}")
 
 
-def _json_copy(value: Any, name: str, source: str) -> Any:
+def _json_copy(value: object, name: str, source: str) -> object:
     """A deep copy that also proves the value is plain JSON (what we can write back).
 
     Goes through the C JSON codec: faster than copy.deepcopy and with the same nesting limit
@@ -463,3 +485,10 @@ def _json_copy(value: Any, name: str, source: str) -> Any:
         raise CardError(f"{source}: field '{name}' is nested too deeply") from None
     except (TypeError, ValueError) as err:
         raise CardError(f"{source}: field '{name}' is not plain JSON ({err})") from None
+
+
+def _copy_object(value: Mapping[str, object], name: str, source: str) -> dict[str, object]:
+    """`_json_copy` of a JSON object, which comes back a JSON object."""
+    copied = _json_copy(value, name, source)
+    assert isinstance(copied, dict)  # json.dumps writes a mapping as an object
+    return copied

@@ -20,6 +20,7 @@ import zlib
 from dataclasses import dataclass
 from typing import IO
 
+from tavern.cards.wording import mib
 from tavern.errors import CardError
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -37,10 +38,6 @@ class CardTexts:
 
     texts: dict[str, bytes]
     truncated: bool  # the file ended before IEND
-
-
-def _mib(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MiB"
 
 
 def scan_card_texts(f: IO[bytes], size: int, source: str) -> CardTexts:
@@ -65,8 +62,8 @@ def scan_card_texts(f: IO[bytes], size: int, source: str) -> CardTexts:
             if keyword in CARD_KEYWORDS and keyword not in texts:
                 if length > MAX_TEXT_CHUNK:
                     raise CardError(
-                        f"{source}: the '{keyword}' text chunk is {_mib(length)}, "
-                        f"over the {_mib(MAX_TEXT_CHUNK)} limit"
+                        f"{source}: the '{keyword}' text chunk is {mib(length)}, "
+                        f"over the {mib(MAX_TEXT_CHUNK)} limit"
                     )
                 body = peek + f.read(length - len(peek))
                 if len(body) < length:
@@ -115,7 +112,7 @@ def _inflate(data: bytes, keyword: str, source: str) -> bytes:
     except zlib.error as err:
         raise CardError(f"{source}: the '{keyword}' chunk is badly compressed ({err})") from None
     if len(out) > MAX_TEXT_CHUNK or inflater.unconsumed_tail:
-        raise CardError(f"{source}: the '{keyword}' chunk inflates to more than {_mib(MAX_TEXT_CHUNK)}")
+        raise CardError(f"{source}: the '{keyword}' chunk inflates to more than {mib(MAX_TEXT_CHUNK)}")
     return out
 
 

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import os
 import zipfile
-from typing import Any
+from typing import IO
 
 from tavern.cards import charx, png
 from tavern.cards.formats import MAX_JSON_FILE, check_regular_file, decode_json_bytes
 from tavern.cards.kinds import is_chat_header, kind_of_json
+from tavern.cards.wording import cannot_read
 from tavern.errors import CardError
 
 _CHAT_HEAD = 1024 * 1024  # a chat's metadata line is small; chats themselves can be huge
+
+
 def detect_kind(path: str | os.PathLike[str]) -> str:
     """One of "card", "lorebook", "chat", "preset:sampler", "preset:instruct",
     "preset:context", "preset:chat" (chat-completion prompt preset) or "unknown".
@@ -36,10 +39,10 @@ def detect_kind(path: str | os.PathLike[str]) -> str:
     except FileNotFoundError:
         raise CardError(f"{source}: file not found") from None
     except OSError as err:
-        raise CardError(f"{source}: cannot read ({err.strerror or err})") from None
+        raise cannot_read(source, err) from None
 
 
-def _png_kind(f: Any, size: int, source: str) -> str:
+def _png_kind(f: IO[bytes], size: int, source: str) -> str:
     try:
         found = png.scan_card_texts(f, size, source)
     except CardError:
@@ -49,7 +52,7 @@ def _png_kind(f: Any, size: int, source: str) -> str:
     return "card" if found.texts else "unknown"
 
 
-def _zip_kind(f: Any, source: str) -> str:
+def _zip_kind(f: IO[bytes], source: str) -> str:
     # Only the directory is looked at; an unsafe archive is still a "card" here, and
     # reading it says why it is refused.
     try:
@@ -59,7 +62,7 @@ def _zip_kind(f: Any, source: str) -> str:
         return "unknown"
 
 
-def _text_kind(f: Any, size: int, source: str) -> str:
+def _text_kind(f: IO[bytes], size: int, source: str) -> str:
     head = f.read(_CHAT_HEAD)
     first_line, newline, rest = head.partition(b"\n")
     if newline and rest.strip():

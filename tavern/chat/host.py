@@ -1,10 +1,9 @@
 """`PromptHost`: what one chat needs from the application around it (tavern.session.Tavern
 provides it): the settings, the engine host, long-term memory, the layouts kept per chat, the
-lorebooks by name and the sampler settings."""
+lorebooks of the data home and the sampler settings."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -13,6 +12,7 @@ if TYPE_CHECKING:
     from tavern.engines.samplers import SamplerSettings
     from tavern.memory.service import MemoryService
     from tavern.services.engine_host import EngineHost
+    from tavern.services.lorebooks import Lorebooks
 
 
 class PromptHost(Protocol):
@@ -30,6 +30,7 @@ class PromptHost(Protocol):
     @property
     def layouts(self) -> LayoutMemory: ...
 
-    def find_lorebook(self, name: str) -> Path | None: ...
+    @property
+    def lorebooks(self) -> Lorebooks: ...
 
     def sampler_settings(self, seed: int | None = None, temperature: float | None = None) -> SamplerSettings: ...

@@ -13,7 +13,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tavern.chat.host import PromptHost
 from tavern.chat.layout import ChatLayout
@@ -31,7 +31,7 @@ from tavern.store.metadata import ChatMeta
 
 if TYPE_CHECKING:
     from tavern.cards.model import Card
-    from tavern.lore import Lorebook, ScanResult
+    from tavern.lore import Lorebook, ScanMessage, ScanResult
     from tavern.prompt.macros import MacroContext
     from tavern.store.chatfile import Chat
 
@@ -64,8 +64,8 @@ class BuiltPrompt:
     """A prompt and the state it would move the chat to once it is sent."""
 
     prompt: AssembledPrompt
-    timed_state: dict[str, Any] | None
-    variables: dict[str, Any]
+    timed_state: dict[str, object] | None
+    variables: dict[str, object]
     lore: ScanResult | None = None
     negative: str | None = None
     """The CFG negative prompt, formatted like `prompt` (None: guidance off)."""
@@ -174,23 +174,13 @@ class PromptBuilder:
         then the character's `tavern_cfg` extension, then the settings."""
         g = self.host.settings.cfg
         scale, negative, depth = g.guidance_scale, g.negative_prompt, g.insertion_depth
-        card = (self.card.extensions or {}).get("tavern_cfg") or {}
-        try:
-            if card.get("guidance_scale") not in (None, ""):
-                scale = float(card["guidance_scale"])
-            if card.get("negative_prompt"):
-                negative = str(card["negative_prompt"])
-            if card.get("insertion_depth") not in (None, ""):
-                depth = int(card["insertion_depth"])
-        except (TypeError, ValueError, AttributeError):
-            pass  # a malformed card extension: the settings' values stand
-        chat = self.meta.cfg
-        if chat.guidance_scale is not None:
-            scale = chat.guidance_scale
-        if chat.negative_prompt is not None:
-            negative = chat.negative_prompt
-        if chat.insertion_depth is not None:
-            depth = chat.insertion_depth
+        for layer in (self.card.cfg, self.meta.cfg):  # the later one wins
+            if layer.guidance_scale is not None:
+                scale = layer.guidance_scale
+            if layer.negative_prompt is not None:
+                negative = layer.negative_prompt
+            if layer.insertion_depth is not None:
+                depth = layer.insertion_depth
         return scale, negative, depth
 
     def _assemble(
@@ -248,7 +238,7 @@ class PromptBuilder:
         queries = [f"{h.name}: {h.text}" for h in reversed(latest)]
         return [r.text for r in memory.recall(self.link, queries, start, count)]
 
-    def macro_fn(self, history: list[HistoryMessage], variables: dict[str, Any]) -> MacroFn:
+    def macro_fn(self, history: list[HistoryMessage], variables: dict[str, object]) -> MacroFn:
         """SillyTavern's macros over this chat (`variables`: the copy this prompt may change)."""
         from tavern.prompt.macros import MacroContext, substitute
 
@@ -324,7 +314,7 @@ class PromptBuilder:
         self._vector_lore(result, books, msgs, count, macro)
         return result
 
-    def _vector_lore(self, result: ScanResult, books: Books, msgs: list[Any], count: TokenCounter,
+    def _vector_lore(self, result: ScanResult, books: Books, msgs: list[ScanMessage], count: TokenCounter,
                      macro: Macro) -> None:
         """Lorebook entries marked `vectorized` activate by similarity too (tavern.memory)."""
         memory = self.host.memory
@@ -346,7 +336,7 @@ class PromptBuilder:
         from tavern.lore import lorebook_from_character_book_cached as lorebook_from_character_book
 
         books: Books = []
-        find = self.host.find_lorebook
+        find = self.host.lorebooks.find
         chat_world = self.meta.world_info
         if chat_world:
             path = find(chat_world)
@@ -358,7 +348,7 @@ class PromptBuilder:
             )
         world = (self.card.extensions or {}).get("world")
         if world:
-            path = find(world)
+            path = find(str(world))
             if path:
                 books.append(("character", load_lorebook(path)))
         for name in self.host.settings.lore.global_books:
@@ -368,6 +358,6 @@ class PromptBuilder:
         return books
 
 
-def hash_seed(*parts: Any) -> int:
+def hash_seed(*parts: object) -> int:
     """A seed that is the same for the same chat state (probability rolls repeat on a preview)."""
     return zlib.crc32("\x1f".join(str(p) for p in parts).encode()) & 0x7FFFFFFF

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Generator, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tavern.chat.prompt_builder import BuiltPrompt, PromptBuilder
 from tavern.engines.base import Finished, GenerationRequest, Token
@@ -127,22 +127,22 @@ class ReplyWriter:
             earlier = [h.text for h in recent if not h.is_user and not h.is_system][-settings.history :]
         return guarded_generate(b.host.engines.load(), request, cancel, settings, earlier)
 
-    def _extra(self, final: Finished, built: BuiltPrompt) -> dict[str, Any]:
+    def _extra(self, final: Finished, built: BuiltPrompt) -> dict[str, object]:
         """What is stored with the reply: SillyTavern's api/model/token_count, Tavern's stats."""
         engines = self.builder.host.engines
         engine = engines.load()
-        extra: dict[str, Any] = {
+        stats: dict[str, object] = {**final.stats.as_dict(), "prompt_tokens_budget": built.prompt.budget}
+        if final.error:
+            stats["error"] = final.error
+        return {
             "api": engine.name if engines.backend_name else "llama.cpp",
             "model": engine.model_name,
             **final.extra,
             "token_count": final.stats.gen_tokens,
-            "tavern": {**final.stats.as_dict(), "prompt_tokens_budget": built.prompt.budget},
+            "tavern": stats,
         }
-        if final.error:
-            extra["tavern"]["error"] = final.error
-        return extra
 
-    def _save(self, mode: str, text: str, swipe_of: int | None, started: str, extra: dict[str, Any]) -> None:
+    def _save(self, mode: str, text: str, swipe_of: int | None, started: str, extra: dict[str, object]) -> None:
         from tavern.store import ChatMessage
 
         chat, name = self.builder.chat, self.builder.card.name

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from tavern.chat.host import PromptHost
 from tavern.chat.layout import ChatLayout
@@ -29,32 +29,26 @@ if TYPE_CHECKING:
     from tavern.store.chatfile import Chat
 
 
-class ChatApp(PromptHost, Protocol):
-    """What a chat session needs from the application (tavern.session.Tavern): the prompt's
-    needs, the chat store (branches, renames) and a session for a new branch."""
-
-    @property
-    def chats(self) -> ChatStore: ...
-
-    def session_for(self, key: str, card: Card, chat: Chat) -> ChatSession: ...
-
-
 class ChatSession:
+    """`host` is the application around the chat (tavern.session.Tavern), seen only as the
+    prompt needs it (tavern.chat.host); `store` holds the chat's file (branches, renames)."""
+
     def __init__(
-        self, app: ChatApp, key: str, card: Card, chat: Chat, layout: ChatLayout | None = None,
-        warnings: list[str] | None = None,
+        self, host: PromptHost, store: ChatStore, key: str, card: Card, chat: Chat,
+        layout: ChatLayout | None = None, warnings: list[str] | None = None,
     ):
-        self.app = app
+        self._host = host
+        self._store = store
         self.key = key
         self.card = card
         self.chat = chat
         self.warnings = list(warnings or [])
-        self.prompts = PromptBuilder(app, key, card, chat, layout or ChatLayout())
+        self.prompts = PromptBuilder(host, key, card, chat, layout or ChatLayout())
         self._writer = ReplyWriter(self.prompts)
 
     @property
     def user_name(self) -> str:
-        return self.app.settings.chat.user_name
+        return self._host.settings.chat.user_name
 
     # -- the prompt (tavern.chat.prompt_builder) ---------------------------------------------------
 
@@ -130,7 +124,7 @@ class ChatSession:
     def _memory_turn(self, events: Iterator[Event]) -> Iterator[Event]:
         """A reply with memory's background work paused (CPU contention); the summary of what
         left the window is scheduled after it."""
-        memory = self.app.memory
+        memory = self._host.memory
         if memory is None:
             yield from events
             return
@@ -181,19 +175,20 @@ class ChatSession:
 
     def branch_at(self, index: int) -> ChatSession:
         """A new chat holding messages 0..index, linked to this one; returns its session."""
-        child = self.app.chats.branch(self.chat, index)
-        self.app.layouts.remember(child.path, self.layout.for_branch())
-        return self.app.session_for(self.key, self.card, child)
+        child = self._store.branch(self.chat, index)
+        layout = self.layout.for_branch()
+        self._host.layouts.remember(child.path, layout)
+        return ChatSession(self._host, self._store, self.key, self.card, child, layout, list(child.warnings))
 
     def checkpoint_at(self, index: int, label: str = "") -> str:
         """A named checkpoint (a linked branch that stays in the list); returns its chat name."""
-        child = self.app.chats.checkpoint(self.chat, index, label)
-        self.app.layouts.remember(child.path, self.layout.for_branch())
+        child = self._store.checkpoint(self.chat, index, label)
+        self._host.layouts.remember(child.path, self.layout.for_branch())
         return child.name
 
     def rename(self, new_name: str) -> str:
         """Rename this chat's file (the open chat keeps working); returns the new name."""
-        self.app.chats.rename(self.chat, new_name)
+        self._store.rename(self.chat, new_name)
         return self.chat.name
 
     def search(self, text: str, limit: int = 200) -> list[tuple[int, str]]:

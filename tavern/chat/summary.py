@@ -13,6 +13,7 @@ from tavern.memory import summary
 
 if TYPE_CHECKING:
     from tavern.chat.session import ChatSession
+    from tavern.config import MemorySettings
 
 
 @dataclass
@@ -33,8 +34,20 @@ def read(session: ChatSession) -> SummaryState:
     meta = summary.summary_meta(session.chat)
     text = str(session.chat.header.chat_metadata.get(summary.TEXT_KEY, "") or "")
     return SummaryState(
-        text, int(meta.get("start", 0)), int(meta.get("end", 0)), bool(meta.get("off")), str(meta.get("edited", ""))
+        text, _whole(meta.get("start", 0)), _whole(meta.get("end", 0)), bool(meta.get("off")),
+        str(meta.get("edited", "")),
     )
+
+
+def _whole(value: object) -> int:
+    """A covered-range bound from the chat's metadata; a hand-edited one that is not a number
+    reads as 0 (nothing covered) rather than failing the editor."""
+    if not isinstance(value, str | int | float):
+        return 0
+    try:
+        return int(value)
+    except (ValueError, OverflowError):
+        return 0
 
 
 def save(session: ChatSession, text: str) -> SummaryState:
@@ -47,11 +60,11 @@ def set_enabled(session: ChatSession, enabled: bool) -> SummaryState:
     return read(session)
 
 
-def regenerate(session: ChatSession) -> SummaryState:
-    """Write the summary again, from the first message up to the prompt window (blocking: the
-    app runs it in a worker)."""
+def regenerate(session: ChatSession, settings: MemorySettings) -> SummaryState:
+    """Write the summary again, from the first message up to the prompt window, with the
+    [memory] settings (blocking: the app runs it in a worker)."""
     window_start = max(0, session.build_prompt().first_message_index)
     if window_start == 0:
         raise TavernError("nothing has left the prompt window yet: no summary to write")
-    summary.regenerate(session.link, session.app.settings.memory, window_start)
+    summary.regenerate(session.link, settings, window_start)
     return read(session)

@@ -12,7 +12,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover - typing only; samplers imports pydantic
+    from tavern.engines.samplers import SamplerSettings
 
 SEQ_CHAT = 0
 """The chat's own sequence: its cache is what keeps turns cheap."""
@@ -28,11 +31,11 @@ class GenerationRequest:
     """The whole text-completion prompt, already formatted."""
     max_tokens: int = 250
     stop: Sequence[str] = ()
-    sampler: Any = None
-    """A tavern.engines.samplers.SamplerSettings (None: the engine's defaults)."""
+    sampler: SamplerSettings | None = None
+    """The samplers to draw with (None: the engine's defaults)."""
     add_bos: bool = True
     """Whether the engine adds the model's BOS token; False when the template wrote it."""
-    messages: list[dict] | None = None
+    messages: list[dict[str, str]] | None = None
     """Role-tagged messages, for chat-completion APIs that take no raw prompt."""
     negative_prompt: str | None = None
     """Classifier-free guidance: the whole negative prompt, formatted like `prompt`. Decoded on
@@ -75,10 +78,10 @@ class TurnStats:
     seed: int | None = None
     stop_reason: str = ""
     """eos, stop, length, cancelled, loop (stopped by loop detection) or error."""
-    loop: dict[str, Any] | None = None
+    loop: dict[str, object] | None = None
     """What loop detection found and did this turn (tavern/loop_guard.py); None: nothing."""
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -92,7 +95,7 @@ class Finished:
     text: str
     stats: TurnStats = field(default_factory=TurnStats)
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
     """Stored with the message (e.g. extra["reasoning"]: a reasoning model's thoughts)."""
 
 

@@ -2,7 +2,7 @@
 
 A lorebook entry fires, lapses and fires again two turns later; an @depth note or the author's
 note moves down one message per turn; the layout takes text out here and puts the same text
-back there. The reuse plan (`lowlevel.plan_align`) keeps what stays and forgives what goes,
+back there. The reuse plan (`reuse_plan.plan_align`) keeps what stays and forgives what goes,
 but text that comes back is new to it, and llama-server (or any cache with one state per
 slot) evaluates it again. The bank keeps each removed chunk's cells on a sequence of their own,
 at positions past every live sequence's (nothing attends to them there). When inserted text
@@ -22,7 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from tavern.engines.lowlevel.context import KVCache
 
 POSITIONS = 8
 """Bank positions span at most this many times its capacity: past that the chunks are moved
@@ -59,9 +62,9 @@ class Match:
 
 
 class CellBank:
-    def __init__(self, kv: Any, seq: int, base: int, capacity: int, min_chunk: int):
+    def __init__(self, kv: KVCache, seq: int, base: int, capacity: int, min_chunk: int):
         self.kv = kv
-        """The lowlevel.KVCache whose cells are moved."""
+        """The cache whose cells are moved."""
         self.seq = seq
         self.base = base
         """Bank positions start here, past every live sequence's positions."""

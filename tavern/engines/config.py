@@ -9,7 +9,7 @@ info` reports the caches the same config will make. Plain data and arithmetic: n
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 if TYPE_CHECKING:
     from tavern.config import ModelSettings
@@ -47,7 +47,7 @@ class EngineConfig:
         tests/engines/test_engine_config.py checks that every field has its setting)."""
         return cls(**{f.name: getattr(model, f.name) for f in fields(cls)})
 
-    def with_changes(self, **changes: Any) -> EngineConfig:
+    def with_changes(self, **changes: Unpack[EngineChanges]) -> EngineConfig:
         return replace(self, **changes)
 
     @property
@@ -57,6 +57,27 @@ class EngineConfig:
     @property
     def bank_size(self) -> int:
         return bank_size(self.side_cells, self.bank_cells, self.cache_reuse, self.insert_reuse)
+
+
+class EngineChanges(TypedDict, total=False):
+    """Changes to any of `EngineConfig`'s fields, by name (`with_changes`, `LocalEngine(...)`);
+    the type checker holds the two to the same names and types."""
+
+    path: str
+    n_ctx: int
+    n_threads: int
+    n_gpu_layers: int
+    n_batch: int
+    flash_attn: bool
+    type_k: str
+    type_v: str
+    rope_freq_base: float
+    rope_alpha: float
+    cache_reuse: int
+    insert_reuse: bool
+    side_ctx: int
+    cache_ram_mib: int
+    bank_cells: int
 
 
 def side_cells(n_ctx: int, side_ctx: int) -> int:
@@ -73,7 +94,18 @@ def bank_size(side: int, bank_cells: int, cache_reuse: int, insert_reuse: bool) 
     return side if bank_cells < 0 else bank_cells
 
 
-def cache_plan(info: GGUFInfo, config: EngineConfig) -> dict[str, Any]:
+class CachePlan(TypedDict):
+    """What the engine's caches will hold for a model (`cache_plan`)."""
+
+    chat_cells: int
+    side_cells: int
+    kv_mib: float
+    ram_budget_mib: int
+    state_mib: float
+    bank_cells: int
+
+
+def cache_plan(info: GGUFInfo, config: EngineConfig) -> CachePlan:
     """What the engine's caches will hold for this model: the unified KV cache (chat window plus
     side cells) and the host-memory budget for saved states."""
     n_ctx, side = config.n_ctx, config.side_cells

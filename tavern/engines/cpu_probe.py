@@ -156,7 +156,7 @@ def _decode_in_process(model: Path) -> None:
     (`ggml_backend_amx_mul_mat`) that a one-token prompt never takes."""
     from llama_cpp import Llama
 
-    from tavern.engines.lowlevel import silence_llama_logs
+    from tavern.engines.lowlevel.model import silence_llama_logs
 
     silence_llama_logs()
     llm = Llama(str(model), n_ctx=256, n_batch=128, n_gpu_layers=0, verbose=False)

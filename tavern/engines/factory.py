@@ -67,8 +67,9 @@ def plan_config(config: EngineConfig, path: Path) -> tuple[EngineConfig, bool, l
     """`config` settled against the model file: context, RoPE base and GPU layers as llama.cpp
     will get them, whether to step the GPU layers down on a failed load, and the plan's
     warnings."""
-    from tavern.engines.gguf_info import detect_free_vram, plan_load, read_gguf
-    from tavern.engines.gpu import offload_supported
+    from tavern.engines.gguf_info import read_gguf
+    from tavern.engines.gpu import detect_free_vram, offload_supported
+    from tavern.engines.load_plan import plan_load
 
     info = read_gguf(path)
     gpu_layers = config.n_gpu_layers

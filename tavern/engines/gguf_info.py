@@ -1,83 +1,38 @@
-"""Read what a GGUF model file says about itself, and plan how to load it.
+"""Read what a GGUF model file says about itself.
 
-`read_gguf(path)` parses the header of a GGUF file (magic, version, metadata key/values and the
-tensor-info table) without reading or mapping the tensor data, so it is fast even on a 40 GB
-file. The result, `GGUFInfo`, answers the questions Tavern asks before loading a model: its
-architecture and size, the quantization and the real bits per weight, the native context and
-RoPE base, the chat template, how much memory the weights and the KV cache need, and how many
-layers fit on the GPU.
+`read_gguf(path)` parses the header of a GGUF file (`gguf_header`: magic, version, metadata
+key/values and the tensor-info table) without reading or mapping the tensor data, so it is fast
+even on a 40 GB file. The result, `GGUFInfo`, answers the questions Tavern asks before loading a
+model: its architecture and size, the quantization and the real bits per weight, the native
+context and RoPE base, the chat template, how much memory the weights and the KV cache need, and
+how many layers fit on the GPU. What to load with is `load_plan.plan_load`'s to settle.
 
-Callers: `tavern.engines.local` (load defaults: context, RoPE, GPU layers), `tavern.engines.models`
-(`tavern models info` / `tavern models list`) and the CLI.
+Callers: `tavern.engines.local` (the layer count), `tavern.engines.factory` (load defaults:
+context, RoPE, GPU layers), `tavern.engines.models` (`tavern models info` / `tavern models list`)
+and the CLI.
 
 Every failure on a bad file is a `ModelLoadError` whose message is one line naming the file.
-All reads are bounded by the file size, so a hostile length field cannot make us allocate
-gigabytes.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import shutil
-import struct
-import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, TypeGuard
+from typing import BinaryIO, TypeGuard, TypeVar
 
+from tavern.engines.gguf_header import MetadataValue, RawTensor, SkippedArray, read_header
 from tavern.errors import ModelLoadError
 
-GGUF_MAGIC = b"GGUF"
-SUPPORTED_VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
-
-# Arrays longer than this are recorded as `SkippedArray` (type and length only): the tokenizer's
-# tokens/merges/scores run to 100k+ entries and nobody in Tavern needs them from here.
-MAX_KEPT_ARRAY = 4096
-# A kept string (key, name, chat template) longer than this is corruption, not a template:
-# real chat templates are tens of KB. Strings inside skipped arrays are seeked over instead.
-MAX_KEPT_STRING = 16 * 1024 * 1024
 
 # llama.cpp rounds the context up to a multiple of 256 cells when it creates the KV cache
 # (llama-context.cpp, llama-cpp-python 0.3.36).
 KV_CELL_PADDING = 256
 
 MIB = 1024 * 1024
-
-# --- GGUF metadata value types (gguf-py GGUFValueType) -------------------------------------------
-_T_UINT8, _T_INT8, _T_UINT16, _T_INT16, _T_UINT32, _T_INT32, _T_FLOAT32 = range(7)
-_T_BOOL, _T_STRING, _T_ARRAY, _T_UINT64, _T_INT64, _T_FLOAT64 = range(7, 13)
-
-_SCALAR_FORMATS: dict[int, str] = {
-    _T_UINT8: "<B",
-    _T_INT8: "<b",
-    _T_UINT16: "<H",
-    _T_INT16: "<h",
-    _T_UINT32: "<I",
-    _T_INT32: "<i",
-    _T_FLOAT32: "<f",
-    _T_BOOL: "<?",
-    _T_UINT64: "<Q",
-    _T_INT64: "<q",
-    _T_FLOAT64: "<d",
-}
-_VALUE_TYPE_NAMES = {
-    _T_UINT8: "uint8",
-    _T_INT8: "int8",
-    _T_UINT16: "uint16",
-    _T_INT16: "int16",
-    _T_UINT32: "uint32",
-    _T_INT32: "int32",
-    _T_FLOAT32: "float32",
-    _T_BOOL: "bool",
-    _T_STRING: "string",
-    _T_ARRAY: "array",
-    _T_UINT64: "uint64",
-    _T_INT64: "int64",
-    _T_FLOAT64: "float64",
-}
 
 # --- ggml tensor types: id -> (name, elements per block, bytes per block) ---------------------------
 # From gguf-py's GGML_QUANT_SIZES as vendored by llama-cpp-python 0.3.36 (QK_K = 256).
@@ -197,14 +152,6 @@ GPU_SAFETY_MARGIN = 512 * MIB
 
 
 @dataclass(frozen=True)
-class SkippedArray:
-    """A metadata array too long to keep (tokenizer tokens, merges, scores): type and length."""
-
-    item_type: str
-    length: int
-
-
-@dataclass(frozen=True)
 class TensorInfo:
     """One entry of the tensor-info table. `offset` is relative to the start of the data section."""
 
@@ -241,7 +188,7 @@ class GGUFInfo:
     path: Path
     file_size: int
     version: int
-    metadata: dict[str, Any]
+    metadata: dict[str, MetadataValue]
     tensors: list[TensorInfo]
     data_offset: int
     architecture: str = "unknown"
@@ -274,7 +221,7 @@ class GGUFInfo:
     # With tied embeddings llama.cpp duplicates token_embd for it, so we count that instead.
     output_bytes: int = 0
 
-    def arch_key(self, suffix: str) -> Any:
+    def arch_key(self, suffix: str) -> MetadataValue | None:
         """The metadata value `<architecture>.<suffix>`, or None."""
         return self.metadata.get(f"{self.architecture}.{suffix}")
 
@@ -371,283 +318,6 @@ class GGUFInfo:
         return [self.n_head_kv] * self.n_layers
 
 
-# --- RoPE and context helpers ---------------------------------------------------------------------
-
-
-def rope_freq_base_for_alpha(alpha: float, base: float = 10000.0) -> float:
-    """NTK-aware RoPE: the frequency base for a scaling `alpha`, with the seed's formula.
-
-    rope_freq_base = base x alpha^(64/63). The 64/63 exponent is d/(d-2) for Llama's head size
-    of 128; the community (text-generation-webui, the seed guide) uses it for every model.
-    Example: alpha 2.65 on Llama 2 (base 10000) gives ~26,900, for an 8192 context.
-    """
-    if alpha <= 0:
-        raise ValueError(f"RoPE alpha must be positive, got {alpha}")
-    return float(base * alpha ** (64 / 63))
-
-
-def context_stretch_warning(n_ctx: int, native_ctx: int) -> str | None:
-    """A warning when the chosen context stretches the model's native one, else None.
-
-    The seed guide: extending beyond 2-3x the native context degrades answers.
-    """
-    if native_ctx <= 0 or n_ctx <= 2 * native_ctx:
-        return None
-    ratio = n_ctx / native_ctx
-    if n_ctx > 3 * native_ctx:
-        return (
-            f"context {n_ctx} is {ratio:.1f}x the model's native {native_ctx}: "
-            "stretching RoPE beyond 3x degrades answers; use a smaller context or a long-context model"
-        )
-    return f"context {n_ctx} is {ratio:.1f}x the model's native {native_ctx}: answers may degrade past 2x"
-
-
-@dataclass(frozen=True)
-class LoadPlan:
-    """What to pass to llama.cpp: context, RoPE base (None = the model's own), GPU layers."""
-
-    n_ctx: int
-    rope_freq_base: float | None
-    n_gpu_layers: int
-    warnings: tuple[str, ...] = ()
-    gpu_step_down: bool = False
-    """Free VRAM unknown on a GPU build: all layers are tried, fewer if llama.cpp refuses."""
-
-
-def plan_load(
-    info: GGUFInfo,
-    n_ctx: int | None = None,
-    rope_freq_base: float | None = None,
-    rope_alpha: float | None = None,
-    gpu_layers: int | None = None,
-    free_vram: int | None = None,
-    gpu_backend: bool = False,
-) -> LoadPlan:
-    """Settle context size, RoPE and GPU offload from user choices and the model's metadata.
-
-    Zero or None means "not set" for every choice, matching `settings.toml`.
-    `n_ctx` unset -> the native context. An explicit `rope_freq_base` wins over `rope_alpha`;
-    alpha scales the model's own base with the seed's formula (for Llama 2 that base is 10000,
-    so alpha 2.65 -> ~26,900; using the file's base keeps models trained with a large base
-    from being shrunk). `gpu_layers` None or negative -> as many as fit in `free_vram` (0 when
-    `free_vram` is None: no GPU); 0 -> CPU only; N -> N, capped at n_layers + 1. With
-    `gpu_backend` (llama.cpp can offload) but no `free_vram` (no nvidia-smi: Metal, ROCm,
-    Vulkan), -1 means all layers with `gpu_step_down`: the engine tries fewer if the load fails.
-    """
-    warnings: list[str] = []
-    native = info.native_ctx or 0
-    ctx = int(n_ctx) if n_ctx else (native or 4096)
-    base: float | None = None
-    if rope_freq_base:
-        base = float(rope_freq_base)
-    elif rope_alpha and rope_alpha != 1:
-        base = rope_freq_base_for_alpha(rope_alpha, info.rope_freq_base or 10000.0)
-    stretch = context_stretch_warning(ctx, native)
-    if stretch:
-        warnings.append(stretch)
-    if native and ctx > native and base is None and not info.rope_scaling.type:
-        warnings.append(
-            f"context {ctx} exceeds the native {native} with no RoPE scaling: "
-            "set rope_alpha (e.g. 2.65 for 2x) or rope_freq_base"
-        )
-    step_down = False
-    if gpu_layers is None or gpu_layers < 0:
-        if gpu_backend and free_vram is None:
-            layers, step_down = info.n_layers + 1, True
-        else:
-            layers = info.recommend_gpu_layers(free_vram, ctx)
-    else:
-        layers = min(int(gpu_layers), info.n_layers + 1)
-    return LoadPlan(
-        n_ctx=ctx, rope_freq_base=base, n_gpu_layers=layers, warnings=tuple(warnings), gpu_step_down=step_down
-    )
-
-
-def detect_free_vram(timeout: float = 3.0) -> int | None:
-    """Free GPU memory in bytes (summed over NVIDIA GPUs) via nvidia-smi; None when there is none.
-
-    Never raises: a missing driver, a hung nvidia-smi or odd output all mean "no GPU".
-    """
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return None
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    total = 0
-    found = False
-    for line in out.stdout.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            total += int(float(line)) * MIB
-            found = True
-        except ValueError:
-            return None
-    return total if found else None
-
-
-# --- the reader -----------------------------------------------------------------------------------
-
-
-class _Truncated(Exception):
-    pass
-
-
-class _Reader:
-    """Buffered, bounded little-endian reads over the header of an open file.
-
-    Every length read from the file is checked against the bytes left in the file before
-    anything is allocated, so a corrupt or hostile length fails fast as "truncated".
-    """
-
-    CHUNK = 1 << 20
-
-    def __init__(self, f: BinaryIO, file_size: int) -> None:
-        self.f = f
-        self.file_size = file_size
-        self.buf = b""
-        self.pos = 0  # position within buf
-        self.base = 0  # file offset of buf[0]
-
-    @property
-    def offset(self) -> int:
-        return self.base + self.pos
-
-    def remaining(self) -> int:
-        return self.file_size - self.offset
-
-    def _ensure(self, n: int) -> None:
-        if self.pos + n <= len(self.buf):
-            return
-        if n > self.remaining():
-            raise _Truncated
-        tail = self.buf[self.pos :]
-        self.base += self.pos
-        self.pos = 0
-        more = self.f.read(max(n - len(tail), self.CHUNK))
-        self.buf = tail + more
-        if len(self.buf) < n:
-            raise _Truncated
-
-    def unpack(self, fmt: str, size: int) -> Any:
-        self._ensure(size)
-        value = struct.unpack_from(fmt, self.buf, self.pos)[0]
-        self.pos += size
-        return value
-
-    def u32(self) -> int:
-        return int(self.unpack("<I", 4))
-
-    def u64(self) -> int:
-        return int(self.unpack("<Q", 8))
-
-    def string(self) -> str:
-        n = self.u64()
-        if n > self.remaining():
-            raise _Truncated
-        if n > MAX_KEPT_STRING:
-            raise ValueError(f"a string of {n:,} bytes at offset {self.offset - 8}")
-        self._ensure(n)
-        raw = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return raw.decode("utf-8", errors="replace")
-
-    def skip_strings(self, count: int) -> None:
-        # The hot loop of the whole reader: tokenizer vocabularies and merges are 30k-250k
-        # strings each. Work on local copies of the buffer and position, and go back to the
-        # bounded `_ensure` only when a string crosses the end of the buffer.
-        unpack_from = struct.unpack_from
-        buf, pos, end = self.buf, self.pos, len(self.buf)
-        for _ in range(count):
-            if pos + 8 > end:
-                self.pos = pos
-                self._ensure(8)
-                buf, pos, end = self.buf, self.pos, len(self.buf)
-            n = unpack_from("<Q", buf, pos)[0]
-            pos += 8
-            if pos + n > end:
-                # Crosses the buffer: `skip` seeks past it rather than reading it in.
-                self.pos = pos
-                self.skip(n)
-                buf, pos, end = self.buf, self.pos, len(self.buf)
-                continue
-            pos += n
-        self.pos = pos
-
-    def skip(self, n: int) -> None:
-        if n > self.remaining():
-            raise _Truncated
-        if self.pos + n <= len(self.buf):
-            self.pos += n
-            return
-        # Jump past the buffer without reading what lies between.
-        target = self.offset + n
-        self.f.seek(target)
-        self.base = target
-        self.buf = b""
-        self.pos = 0
-
-    def array_of(self, fmt: str, size: int, count: int) -> list[Any]:
-        total = size * count
-        self._ensure(total)
-        values = list(struct.unpack_from(f"<{count}{fmt[1:]}", self.buf, self.pos))
-        self.pos += total
-        return values
-
-
-def _scalar_size(value_type: int) -> int:
-    return struct.calcsize(_SCALAR_FORMATS[value_type])
-
-
-def _read_value(r: _Reader, value_type: int, depth: int = 0) -> Any:
-    if value_type in _SCALAR_FORMATS:
-        return r.unpack(_SCALAR_FORMATS[value_type], _scalar_size(value_type))
-    if value_type == _T_STRING:
-        return r.string()
-    if value_type == _T_ARRAY:
-        if depth > 2:
-            raise ValueError("arrays nested too deeply")
-        item_type = r.u32()
-        count = r.u64()
-        # Each item takes at least its scalar size (8 for a string's length): bound the count.
-        min_item = 8 if item_type in (_T_STRING, _T_ARRAY) else _scalar_size_or_fail(item_type)
-        if count * min_item > r.remaining():
-            raise _Truncated
-        type_name = _VALUE_TYPE_NAMES.get(item_type, str(item_type))
-        if item_type == _T_STRING:
-            if count > MAX_KEPT_ARRAY:
-                r.skip_strings(count)
-                return SkippedArray(type_name, count)
-            return [r.string() for _ in range(count)]
-        if item_type == _T_ARRAY:
-            if count > MAX_KEPT_ARRAY:
-                raise ValueError(f"a nested array of {count:,} arrays")
-            return [_read_value(r, _T_ARRAY, depth + 1) for _ in range(count)]
-        size = _scalar_size(item_type)
-        if count > MAX_KEPT_ARRAY:
-            r.skip(size * count)
-            return SkippedArray(type_name, count)
-        return r.array_of(_SCALAR_FORMATS[item_type], size, count)
-    raise ValueError(f"unknown metadata value type {value_type}")
-
-
-def _scalar_size_or_fail(value_type: int) -> int:
-    if value_type not in _SCALAR_FORMATS:
-        raise ValueError(f"unknown metadata value type {value_type}")
-    return _scalar_size(value_type)
-
-
 def read_gguf(path: str | Path) -> GGUFInfo:
     """Parse the header of the GGUF file at `path` (no tensor data is read).
 
@@ -672,57 +342,17 @@ def read_gguf(path: str | Path) -> GGUFInfo:
 
 
 def _parse(p: Path, f: BinaryIO, file_size: int) -> GGUFInfo:
-    r = _Reader(f, file_size)
-    try:
-        magic = f.read(4)
-        r.base = 4
-        if len(magic) < 4:
-            raise ModelLoadError(f"{p}: not a GGUF file (too short)")
-        if magic != GGUF_MAGIC:
-            raise ModelLoadError(f"{p}: not a GGUF file (bad magic)")
-        version = r.u32()
-        if version not in SUPPORTED_VERSIONS and struct.unpack(">I", struct.pack("<I", version))[0] in (2, 3):
-            raise ModelLoadError(f"{p}: big-endian GGUF files are not supported (use a little-endian one)")
-        if version not in SUPPORTED_VERSIONS:
-            raise ModelLoadError(f"{p}: unsupported GGUF version {version} (supported: 2, 3)")
-        n_tensors = r.u64()
-        n_kv = r.u64()
-        # A key/value takes at least 13 bytes and a tensor info at least 24: bound the counts
-        # before looping so a hostile count cannot spin for hours.
-        if n_kv * 13 + n_tensors * 24 > r.remaining():
-            raise _Truncated
-        metadata: dict[str, Any] = {}
-        for _ in range(n_kv):
-            key = r.string()
-            value_type = r.u32()
-            metadata[key] = _read_value(r, value_type)
-        tensors_raw = []
-        for _ in range(n_tensors):
-            name = r.string()
-            n_dims = r.u32()
-            if n_dims > 8:
-                raise ValueError(f"tensor {name!r} has {n_dims} dimensions")
-            shape = tuple(r.u64() for _ in range(n_dims))
-            ggml_type = r.u32()
-            offset = r.u64()
-            tensors_raw.append((name, shape, ggml_type, offset))
-        header_end = r.offset
-    except _Truncated:
-        raise ModelLoadError(f"{p}: truncated or corrupt GGUF header") from None
-    except (ValueError, struct.error) as e:
-        raise ModelLoadError(f"{p}: corrupt GGUF header ({e})") from None
-
+    header = read_header(p, f, file_size)
+    metadata = header.metadata
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
     if not _is_int(alignment) or alignment <= 0 or alignment & (alignment - 1):
         raise ModelLoadError(f"{p}: corrupt GGUF header (alignment {alignment!r})")
-    data_offset = _pad(header_end, int(alignment))
-    tensors = _size_tensors(p, tensors_raw, file_size - data_offset)
-    return _build_info(p, file_size, version, metadata, tensors, data_offset)
+    data_offset = _pad(header.end, int(alignment))
+    tensors = _size_tensors(p, header.tensors, file_size - data_offset)
+    return _build_info(p, file_size, header.version, metadata, tensors, data_offset)
 
 
-def _size_tensors(
-    p: Path, raw: list[tuple[str, tuple[int, ...], int, int]], data_size: int
-) -> list[TensorInfo]:
+def _size_tensors(p: Path, raw: list[RawTensor], data_size: int) -> list[TensorInfo]:
     """Compute each tensor's byte size and check it lies inside the file (catches truncation)."""
     if data_size < 0 and raw:
         raise ModelLoadError(f"{p}: truncated GGUF file (no tensor data)")
@@ -754,14 +384,14 @@ def _build_info(
     p: Path,
     file_size: int,
     version: int,
-    md: dict[str, Any],
+    md: dict[str, MetadataValue],
     tensors: list[TensorInfo],
     data_offset: int,
 ) -> GGUFInfo:
     arch = md.get("general.architecture")
     arch = arch if isinstance(arch, str) and arch else "unknown"
 
-    def a(suffix: str) -> Any:
+    def a(suffix: str) -> MetadataValue | None:
         return md.get(f"{arch}.{suffix}")
 
     n_layers = _int_or(a("block_count"), 0)
@@ -769,8 +399,8 @@ def _build_info(
     n_head = _first_int(a("attention.head_count"), 0)
     kv_raw = a("attention.head_count_kv")
     per_layer_kv: list[int] = []
-    if isinstance(kv_raw, list) and kv_raw and all(_is_int(x) for x in kv_raw):
-        per_layer_kv = [int(x) for x in kv_raw][:n_layers]
+    if (kv_list := _ints(kv_raw)) is not None:
+        per_layer_kv = kv_list[:n_layers]
         n_head_kv = max(per_layer_kv)
     else:
         n_head_kv = _int_or(kv_raw, n_head)
@@ -788,11 +418,13 @@ def _build_info(
 
     rope_base = a("rope.freq_base")
     scaling_type = a("rope.scaling.type")
+    factor = a("rope.scaling.factor")
+    finetuned = a("rope.scaling.finetuned")
     rope_scaling = RopeScaling(
         type=scaling_type if isinstance(scaling_type, str) and scaling_type != "none" else None,
-        factor=float(a("rope.scaling.factor")) if _is_num(a("rope.scaling.factor")) else None,
+        factor=float(factor) if _is_num(factor) else None,
         original_ctx=_int_or(a("rope.scaling.original_context_length"), 0) or None,
-        finetuned=a("rope.scaling.finetuned") if isinstance(a("rope.scaling.finetuned"), bool) else None,
+        finetuned=finetuned if isinstance(finetuned, bool) else None,
     )
 
     n_params = sum(t.n_elements for t in tensors)
@@ -888,20 +520,30 @@ def _row_bytes(kind: tuple[int, int], n: int) -> int:
     return -(-n // block) * size
 
 
-def _is_int(v: Any) -> TypeGuard[int]:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_num(v: Any) -> bool:
+def _is_num(v: object) -> TypeGuard[int | float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _int_or(v: Any, default: Any) -> Any:
+D = TypeVar("D")
+
+
+def _int_or(v: object, default: D) -> int | D:
     return int(v) if _is_int(v) else default
 
 
-def _first_int(v: Any, default: int) -> int:
-    """head_count may be a per-layer array in some architectures: take the largest."""
+def _ints(v: object) -> list[int] | None:
+    """A non-empty array of whole numbers (a per-layer value), else None."""
     if isinstance(v, list) and v and all(_is_int(x) for x in v):
-        return max(int(x) for x in v)
+        return [int(x) for x in v]
+    return None
+
+
+def _first_int(v: object, default: int) -> int:
+    """head_count may be a per-layer array in some architectures: take the largest."""
+    if (ints := _ints(v)) is not None:
+        return max(ints)
     return int(v) if _is_int(v) else default

@@ -1,7 +1,7 @@
 """What llama.cpp can offload to, and loading with "as many GPU layers as fit" when free VRAM
 cannot be measured.
 
-Free VRAM comes from nvidia-smi (`gguf_info.detect_free_vram`); on Metal, ROCm or Vulkan builds
+Free VRAM comes from nvidia-smi (`detect_free_vram`); on Metal, ROCm or Vulkan builds
 there is no such number, so `n_gpu_layers = -1` would otherwise mean "nothing". There the
 engine offloads every layer first and, when llama.cpp refuses the load (it returns no model or
 no context, which llama-cpp-python raises as ValueError), steps down: half the layers, half
@@ -16,12 +16,16 @@ means "no device list".
 from __future__ import annotations
 
 import ctypes
+import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypedDict, TypeVar
 
 T = TypeVar("T")
+
+MIB = 1024 * 1024
 
 # ggml_backend_dev_type: CPU 0, GPU 1; builds since mid-2025 put IGPU at 2 and ACCEL at 3,
 # older ones ACCEL at 2. Only the display depends on it; llama_supports_gpu_offload decides.
@@ -83,7 +87,7 @@ def step_down(total: int, try_load: Callable[[int], T]) -> tuple[T, Offload]:
 def offload_supported() -> bool:
     """Whether this llama.cpp build has a GPU backend (a CPU-only build cannot offload)."""
     try:
-        from tavern.engines.lowlevel import gpu_offload_supported
+        from tavern.engines.lowlevel.model import gpu_offload_supported
 
         return gpu_offload_supported()
     except Exception:  # no library at all: the load itself will say so
@@ -96,7 +100,7 @@ def _lib_dir() -> Path:
     return Path(llama_cpp.__file__).parent / "lib"
 
 
-def _load_ggml() -> tuple[Any, Any]:
+def _load_ggml() -> tuple[ctypes.CDLL, ctypes.CDLL]:
     """libggml (the registry) and libggml-base (device accessors), loaded after libllama so the
     same copies are shared."""
     import llama_cpp  # noqa: F401  (loads libllama and, through it, the ggml libraries)
@@ -148,7 +152,15 @@ def backend_devices() -> list[Device]:
         return []
 
 
-def backend_report() -> dict[str, Any]:
+class BackendReport(TypedDict):
+    """`tavern models info`'s view of llama.cpp (`backend_report`), printed as JSON as it is."""
+
+    gpu_offload: bool
+    devices: list[dict[str, object]]
+    """Each `Device` as a dict."""
+
+
+def backend_report() -> BackendReport:
     """`tavern models info`'s view of llama.cpp: GPU offload support and the devices it sees."""
     devices = backend_devices()
     return {
@@ -157,9 +169,43 @@ def backend_report() -> dict[str, Any]:
     }
 
 
-def format_backend(report: dict[str, Any]) -> list[tuple[str, str]]:
+def format_backend(report: BackendReport) -> list[tuple[str, str]]:
     """Rows for the human `tavern models info`."""
     devices = report["devices"]
     listed = "; ".join(f"{d['name']} ({d['kind']}: {d['description']})" for d in devices) or "unknown"
     offload = "supported" if report["gpu_offload"] else "not supported by this llama.cpp build (CPU only)"
     return [("llama.cpp sees", listed), ("GPU offload", offload)]
+
+
+def detect_free_vram(timeout: float = 3.0) -> int | None:
+    """Free GPU memory in bytes (summed over NVIDIA GPUs) via nvidia-smi; None when there is none.
+
+    Never raises: a missing driver, a hung nvidia-smi or odd output all mean "no GPU".
+    """
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    total = 0
+    found = False
+    for line in out.stdout.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            total += int(float(line)) * MIB
+            found = True
+        except ValueError:
+            return None
+    return total if found else None

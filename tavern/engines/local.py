@@ -3,10 +3,11 @@
 It runs its own decode loop over `llama_decode` instead of `create_completion` because it needs
 what the wrapper doesn't give: several sequences in one context (the chat, a CFG negative
 prompt, a background job such as a summary, each with its own cache), the KV-cache reuse of
-`lowlevel.plan_align` (removed and inserted text both cost only what changed), saved states in
-host memory (`prompt_cache`), a sampler chain with DRY, XTC, top-a and a repetition penalty that
-sees the prompt (`samplers.TokenSampler`), and exact per-turn stats. `llama_cpp` is imported in
-`load()`, not at module import: `tavern --help` and the TUI's first frame must not pay for it.
+`reuse_plan.plan_align` (removed and inserted text both cost only what changed; `cell_loader`
+brings each prompt into the cells), saved states in host memory (`prompt_cache`), a sampler
+chain with DRY, XTC, top-a and a repetition penalty that sees the prompt
+(`samplers.TokenSampler`), and exact per-turn stats. `llama_cpp` is imported in `load()`, not at
+module import: `tavern --help` and the TUI's first frame must not pay for it.
 
 The context is created with a unified KV cache of `n_ctx + side_ctx` cells: the chat's window
 plus room for the side sequences. Sequence 3 is scratch space for inserting text mid-sequence;
@@ -16,15 +17,12 @@ are free.
 
 from __future__ import annotations
 
-import codecs
-import contextlib
 import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from tavern.engines.base import (
     SEQ_BACKGROUND,
@@ -37,46 +35,66 @@ from tavern.engines.base import (
     Token,
     TurnStats,
 )
-from tavern.engines.cell_bank import CellBank, Match
-from tavern.engines.config import EngineConfig
+from tavern.engines.cell_bank import CellBank
+from tavern.engines.cell_loader import CellLoader
+from tavern.engines.config import EngineChanges, EngineConfig
 from tavern.engines.gguf_info import ggml_type_id, read_gguf
 from tavern.engines.gpu import Offload, step_down
-from tavern.engines.lowlevel import (
+from tavern.engines.lowlevel.context import (
     AbortFlag,
     BatchDecoder,
+    CancelWatcher,
     DecodeError,
     KVCache,
-    ReusePlan,
-    align_cuts,
-    common_prefix,
-    is_control,
-    is_eog,
     logits_row,
-    plan_align,
-    plan_reuse,
     several_sequences,
-    silence_llama_logs,
-    token_piece,
-    vocab_of,
 )
+from tavern.engines.lowlevel.model import is_eog, silence_llama_logs, token_piece, vocab_of
 from tavern.engines.own_tokens import OwnTokens
 from tavern.engines.prompt_cache import PromptStateCache
+from tavern.engines.turn import TextStream, Turn
 from tavern.errors import EngineError, ModelLoadError
 
-if TYPE_CHECKING:  # pragma: no cover - typing only; numpy comes with llama_cpp at load time
-    import numpy as np
+if TYPE_CHECKING:  # pragma: no cover - typing only; llama_cpp and numpy are imported at load time
+    import llama_cpp
 
+    from tavern.engines.lowlevel.model import Vocab
     from tavern.engines.samplers import TokenSampler
+    from tavern.engines.turn import Logits
 
 SEQ_SCRATCH = 3
 SEQ_BANK = 4
 """Cells of text that left a prompt (tavern/engines/cell_bank.py)."""
 N_SEQ = 5
-RESTORE_MARGIN = 64
-"""A saved state must save this many more tokens than the live one to be worth restoring."""
 KV_TYPES = ("f16", "f32", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
 """The KV cache types `type_k`/`type_v` may name (their ids: gguf_info's GGML type table), in the
 order the error for an unknown one lists them."""
+
+
+class LlamaArgs(TypedDict, total=False):
+    """The `llama_cpp.Llama` arguments the engine sets (`LocalEngine._llama_kwargs`)."""
+
+    model_path: str
+    n_ctx: int
+    n_threads: int
+    n_threads_batch: int
+    n_batch: int
+    n_gpu_layers: int
+    flash_attn: bool
+    verbose: bool
+    rope_freq_base: float
+    type_k: int
+    type_v: int
+
+
+class LoadInfo(TypedDict):
+    """How the model was loaded (`LocalEngine.load_info`)."""
+
+    backend: str
+    gpu_offload: bool
+    n_gpu_layers_requested: int
+    gpu_layers: int
+    note: str
 
 
 class LocalEngine(Engine):
@@ -88,7 +106,7 @@ class LocalEngine(Engine):
         config: EngineConfig | None = None,
         *,
         gpu_step_down: bool = False,
-        **changes: Any,
+        **changes: Unpack[EngineChanges],
     ):
         """`config` (default: EngineConfig's defaults) with `changes` to any of its fields
         (tests and benchmarks: `LocalEngine(path, n_ctx=1024, side_ctx=0)`). Its `path` and
@@ -123,13 +141,13 @@ class LocalEngine(Engine):
         self.bank: CellBank | None = None
         self.own_tokens = OwnTokens()
         """The token runs this engine generated: a prompt that quotes them gets the same tokens."""
-        self._kinds: dict[int, tuple[bool, bool]] = {}
-        """Per token: (its text ends a line, it is a control token such as <|im_end|>)."""
-        self._llama: Any = None
+        self._llama: llama_cpp.Llama | None = None
         self._kv: KVCache | None = None
         self._decoder: BatchDecoder | None = None
         self._abort: AbortFlag | None = None
-        self._vocab: Any = None
+        self._vocab: Vocab | None = None
+        self._cells: CellLoader | None = None
+        """Brings prompts into the cells; built by `load` from the pieces above."""
         self._lock = threading.Lock()
         self.load_seconds = 0.0
         self._gpu_layers_max = 0
@@ -186,32 +204,45 @@ class LocalEngine(Engine):
         silence_llama_logs()
         kwargs = self._llama_kwargs(path)
 
-        def try_load(n_layers: int) -> Any:
+        def try_load(n_layers: int) -> llama_cpp.Llama:
+            args = kwargs.copy()
+            args["n_gpu_layers"] = n_layers
             with several_sequences(N_SEQ):
-                return llama_cpp.Llama(**{**kwargs, "n_gpu_layers": n_layers})
+                return llama_cpp.Llama(**args)
 
         self.offload = None
         try:
             if self.gpu_step_down and self.n_gpu_layers > 0:
-                self._llama, self.offload = step_down(self.n_gpu_layers, try_load)
+                llama, self.offload = step_down(self.n_gpu_layers, try_load)
             else:
-                self._llama = try_load(self.n_gpu_layers)
+                llama = try_load(self.n_gpu_layers)
         except Exception as err:  # llama.cpp reports every load failure as ValueError/RuntimeError
             raise ModelLoadError(f"{path}: cannot load model: {err}") from None
-        ctx = self._llama._ctx.ctx
+        self._llama = llama
+        ctx = llama.ctx
         self._kv = KVCache(ctx, SEQ_SCRATCH)
         if self.bank_cells and self._kv.can_shift:
             base = max(self.n_ctx, self.side_ctx) + 1  # past every live sequence's positions
             self.bank = CellBank(self._kv, SEQ_BANK, base, self.bank_cells, self.cache_reuse)
         self._decoder = BatchDecoder(ctx, self.n_batch)
-        self._abort = AbortFlag(self._llama)
-        self._vocab = vocab_of(self._llama)
+        self._abort = AbortFlag(llama)
+        self._vocab = vocab_of(llama)
+        self._cells = CellLoader(
+            self._kv,
+            self._decoder,
+            self._vocab,
+            self.states,
+            self.bank,
+            cache_reuse=self.cache_reuse,
+            insert_reuse=self.insert_reuse,
+            n_batch=self.n_batch,
+        )
         self.load_seconds = time.perf_counter() - t0
 
-    def _llama_kwargs(self, path: Path) -> dict[str, Any]:
+    def _llama_kwargs(self, path: Path) -> LlamaArgs:
         """`llama_cpp.Llama`'s arguments for this engine's settings (not the sequences:
         `several_sequences`); an unknown KV cache type is a ModelLoadError."""
-        kwargs: dict[str, Any] = dict(
+        kwargs = LlamaArgs(
             model_path=str(path),
             n_ctx=self.kv_cells,
             n_threads=self.n_threads,
@@ -223,17 +254,14 @@ class LocalEngine(Engine):
         )
         if self.rope_freq_base:
             kwargs["rope_freq_base"] = self.rope_freq_base
-        for name in ("type_k", "type_v"):
-            value = getattr(self, name)
-            if value != "f16":  # llama.cpp's default: left to it
-                if value not in KV_TYPES:
-                    known = ", ".join(KV_TYPES)
-                    raise ModelLoadError(f"unknown KV cache type {value!r} (use one of {known})")
-                kwargs[name] = ggml_type_id(value)
+        if (type_k := _kv_type_id(self.type_k)) is not None:
+            kwargs["type_k"] = type_k
+        if (type_v := _kv_type_id(self.type_v)) is not None:
+            kwargs["type_v"] = type_v
         return kwargs
 
     @property
-    def load_info(self) -> dict[str, Any]:
+    def load_info(self) -> LoadInfo:
         """How the model was loaded: the backend and what is on the GPU (for status and tests)."""
         from tavern.engines.gpu import backend_devices, offload_supported
 
@@ -260,21 +288,31 @@ class LocalEngine(Engine):
                 self._llama.close()
             self.states.clear()
             self.own_tokens.clear()
-            self._kinds.clear()
             self._llama = self._kv = self._abort = self._vocab = self._decoder = self.bank = None
+            self._cells = None
 
-    def _require(self) -> Any:
+    def _require(self) -> llama_cpp.Llama:
         if self._llama is None:
             self.load()
+        assert self._llama is not None  # load() set it, or raised
         return self._llama
+
+    def _live_vocab(self) -> Vocab:
+        self._require()
+        assert self._vocab is not None  # set with the model
+        return self._vocab
+
+    def _live_cells(self) -> CellLoader:
+        self._require()
+        assert self._cells is not None  # set with the model
+        return self._cells
 
     # -- tokens ------------------------------------------------------------------------------
 
     @property
     def bos_token(self) -> str:
-        llama = self._require()
-        bos = llama.token_bos()
-        return token_piece(self._vocab, bos).decode("utf-8", "replace") if bos >= 0 else ""
+        bos = self._require().token_bos()
+        return token_piece(self._live_vocab(), bos).decode("utf-8", "replace") if bos >= 0 else ""
 
     def adds_bos(self) -> bool:
         """Whether the model wants a BOS token prepended (GGUF `add_bos_token`)."""
@@ -314,7 +352,7 @@ class LocalEngine(Engine):
         )
         if spliced is None or spliced == plain or len(spliced) >= window:
             return plain
-        llama = self._llama
+        llama = self._require()
         if llama.detokenize(spliced, special=True) != llama.detokenize(plain, special=True):
             return plain
         return spliced
@@ -342,100 +380,11 @@ class LocalEngine(Engine):
         # first (the plan below discards it) and comes back on the next chat turn.
         return seq if self.side_ctx > 0 else SEQ_CHAT
 
-    def _plan(self, cached: list[int], tokens: list[int]) -> ReusePlan:
-        kv = self._kv
-        assert kv is not None
-        if self.cache_reuse <= 0 or not kv.can_shift:
-            return ReusePlan(common_prefix(cached, tokens))
-        if self.insert_reuse:
-            return align_cuts(plan_align(cached, tokens, self.cache_reuse), cached, tokens, self._clean_cut)
-        return plan_reuse(cached, tokens, self.cache_reuse)
-
-    def _clean_cut(self, before: int, after: int) -> bool:
-        """A cut between these tokens is where a line or a message starts."""
-        return self._kind(before)[0] or self._kind(after)[1]
-
-    def _kind(self, token: int) -> tuple[bool, bool]:
-        if (kind := self._kinds.get(token)) is None:
-            ends_line = token_piece(self._vocab, token).endswith(b"\n")
-            kind = self._kinds[token] = (ends_line, is_control(self._vocab, token))
-        return kind
-
-    def _prepare(self, seq: int, tokens: list[int], stats: TurnStats) -> tuple[ReusePlan, bool]:
-        """Pick the cheapest starting state for `seq` (live or saved), saving the live one
-        when most of it is about to be thrown away. Also says whether the plan lets most cells
-        go and a saved state holds them (the user opened another chat): the bank then keeps
-        only what this prompt wants of them, so that they do not push out text no state holds
-        (an entry that lapsed in the chat left behind)."""
-        kv = self._kv
-        assert kv is not None
-        live = kv.tokens(seq)
-        plan = self._plan(live, tokens)
-        bank = self._bank_for(seq)
-        bank = bank if bank is not None and bank.chunks else None
-
-        def served(p: ReusePlan) -> int:
-            """Prompt tokens the plan serves without evaluating them: its kept cells, and what the
-            bank holds of the text it inserts (a saved state that keeps more cells may still
-            cost more: the entries it keeps in place would have come back from the bank)."""
-            if bank is None:
-                return p.n_past
-            return p.n_past + sum(m.n for m in bank.find(tokens, self._to_serve(tokens, p.gaps(), p.end)))
-
-        best: tuple[ReusePlan, Any] | None = None
-        candidates = self.states.candidates(tokens)
-        top = served(plan) if candidates else plan.n_past  # no bank lookup without a rival
-        for state in candidates:
-            alt = self._plan(state.tokens, tokens)
-            if (value := served(alt)) > top + RESTORE_MARGIN:
-                best, top = (alt, state), value
-        lost = len(live) - plan.n_past
-        if (best is not None or lost >= max(256, len(live) // 4)) and len(live) >= 256:
-            if not self.states.holds(live):
-                with contextlib.suppress(RuntimeError, MemoryError):
-                    self.states.add(*kv.save(seq))
-        if best is not None:
-            alt, state = best
-            if self._bank_for(seq) is not None and self.states.holds(live):
-                self._bank_wanted(seq, tokens, alt)
-            restored = kv.restore(seq, state.tokens, state.data)
-            if not restored and self.bank is not None and self.bank.chunks:
-                self.bank.clear()  # its cells may be the room the state needs
-                restored = kv.restore(seq, state.tokens, state.data)
-            if restored:
-                self.states.take(state)
-                stats.restored_state = state.label
-                plan = alt
-            else:
-                plan = self._plan(kv.tokens(seq), tokens)
-        # Another chat's turn: most cells go, and a saved state holds them (the live one just
-        # saved, or the one restored). Not the window sliding in this chat: the entries that
-        # lapse there come back piece by piece, which only the bank can serve.
-        cells = kv.tokens(seq)
-        return plan, plan.n_past < len(cells) // 2 and self.states.holds(cells)
-
-    def _bank_for(self, seq: int) -> CellBank | None:
-        """The bank, for the sequences whose text may come back: not a background job's (a
-        summary's prompt never comes back)."""
-        return None if seq == SEQ_BACKGROUND else self.bank
-
-    def _bank_wanted(self, seq: int, tokens: list[int], plan: ReusePlan) -> None:
-        """The live cells are about to be replaced by a saved state's, and a saved state holds
-        them too; but text that `tokens` inserts into the restored cells may be among them (a
-        lore entry that fired in the chat the user leaves and lapsed in the one they come back
-        to: both characters share the world's book). Those parts go to the bank first."""
-        bank, kv = self.bank, self._kv
-        assert bank is not None and kv is not None
-        bank.want(tokens, self._to_serve(tokens, plan.gaps(), plan.end))
-        live = kv.tokens(seq)
-        bank.put(seq, 0, len(live), live, wanted_only=True)
-        kv.truncate(seq, 0)
-
     def _generate(self, req: GenerationRequest, cancel: threading.Event) -> Iterator[Token | Finished]:
         """One reply, in steps: the prompt's tokens, the prompts into the cells, the
         decode-sample loop, the stats. Any failure ends it with Finished(error=...) and the
         text so far, and leaves the sequence's cache empty."""
-        turn = _Turn(req, cancel, self._seq_for(req.seq_id))
+        turn = Turn(req, cancel, self._seq_for(req.seq_id))
         try:
             refused = self._prepare_prompt(turn)
             if refused is not None:
@@ -456,7 +405,7 @@ class LocalEngine(Engine):
             turn.stats.total_ms = (time.perf_counter() - turn.t_start) * 1000
             yield Finished(turn.text, turn.stats, error=f"{type(err).__name__}: {err}")
 
-    def _prepare_prompt(self, turn: _Turn) -> Finished | None:
+    def _prepare_prompt(self, turn: Turn) -> Finished | None:
         """Step 1: the prompt's tokens for its sequence's window (the model loaded first). A
         Finished when there is nothing to generate from: an empty prompt, or one that fills it."""
         self._require()
@@ -474,7 +423,7 @@ class LocalEngine(Engine):
             return Finished("", stats, error=too_long)
         return None
 
-    def _evaluate_prompt(self, turn: _Turn) -> None:
+    def _evaluate_prompt(self, turn: Turn) -> None:
         """Step 2: the negative prompt (CFG) and the prompt into their sequences' cells,
         evaluating only what the cache lacks. A cancel stops it between batches, and within one
         through llama.cpp's abort flag; the caller sees it in the cells that are missing."""
@@ -484,14 +433,15 @@ class LocalEngine(Engine):
             raise EngineError("a negative prompt (CFG) needs side cells: set [model] side_ctx to -1 or more")
         assert self._abort is not None
         self._abort.should_abort = False
-        watcher = _CancelWatcher(cancel, self._abort)
+        watcher = CancelWatcher(cancel, self._abort)
         try:
             if guided:
                 turn.neg_logits = self._load_negative(turn)
-            bank = self._bank_for(seq)
+            cells = self._live_cells()
+            bank = cells.bank_for(seq)
             if bank is not None and req.recurring:
                 bank.expect([self.tokenize(text) for text in req.recurring])
-            self._load(seq, turn.tokens, cancel, turn.stats)
+            cells.load(seq, turn.tokens, cancel, turn.stats)
         except DecodeError as err:
             if not (cancel.is_set() or err.code == 2):
                 raise
@@ -500,7 +450,7 @@ class LocalEngine(Engine):
         turn.t_prompt = time.perf_counter()
         turn.stats.prompt_ms = (turn.t_prompt - turn.t_start) * 1000
 
-    def _load_negative(self, turn: _Turn) -> np.ndarray | None:
+    def _load_negative(self, turn: Turn) -> Logits | None:
         """CFG's negative prompt into SEQ_CFG, before the chat's: its last logits are copied
         before the chat's own prompt overwrites the context's output buffer. None if cancelled."""
         neg_tokens = self._prompt_tokens(turn.req.negative_prompt or "", turn.add_bos, self.side_ctx)
@@ -509,14 +459,14 @@ class LocalEngine(Engine):
                 f"the negative prompt is {len(neg_tokens)} tokens; the side cells hold {self.side_ctx}"
             )
         neg_stats = TurnStats()
-        self._load(SEQ_CFG, neg_tokens, turn.cancel, neg_stats)
+        self._live_cells().load(SEQ_CFG, neg_tokens, turn.cancel, neg_stats)
         turn.stats.cfg_prompt_tokens = len(neg_tokens)
         turn.stats.cfg_evaluated_tokens = neg_stats.evaluated_tokens
         if turn.cancel.is_set():
             return None
         return self._logits(-1).copy()
 
-    def _cancelled(self, turn: _Turn) -> Finished:
+    def _cancelled(self, turn: Turn) -> Finished:
         """Cancelled while the prompt was evaluated: no reply."""
         stats = turn.stats
         stats.stop_reason = "cancelled"
@@ -524,7 +474,7 @@ class LocalEngine(Engine):
         self._state_stats(stats)
         return Finished("", stats)
 
-    def _reply(self, turn: _Turn) -> Iterator[Token]:
+    def _reply(self, turn: Turn) -> Iterator[Token]:
         """Step 3, the decode-sample loop: draw a token, stream its text, decode it into the
         cells (both sequences' with CFG), until max_tokens, an end-of-generation token, a stop
         string, a full window or a cancel. The tokens it decoded become `own_tokens`."""
@@ -532,12 +482,13 @@ class LocalEngine(Engine):
 
         req, stats = turn.req, turn.stats
         settings = req.sampler if req.sampler is not None else SamplerSettings()
-        turn.stream = stream = _TextStream(req.stop)
+        turn.stream = stream = TextStream(req.stop)
         max_new = min(req.max_tokens, turn.window - len(turn.tokens))
         stats.stop_reason = "length"
         made: list[int] = []  # the tokens decoded into the cells, and their bytes
         pieces: list[bytes] = []
-        with TokenSampler(self._llama, settings, turn.tokens) as sampler:  # it keeps its own range of them
+        vocab = self._live_vocab()
+        with TokenSampler(self._require(), settings, turn.tokens) as sampler:  # it keeps its own range of them
             stats.seed = sampler.seed
             for i in range(max_new):
                 if turn.cancel.is_set():
@@ -548,11 +499,11 @@ class LocalEngine(Engine):
                 if turn.t_first is None:
                     turn.t_first = time.perf_counter()
                     stats.ttft_ms = (turn.t_first - turn.t_start) * 1000
-                if is_eog(self._vocab, tok):
+                if is_eog(vocab, tok):
                     stats.stop_reason = "eos"
                     break
                 stats.gen_tokens += 1
-                piece = token_piece(self._vocab, tok)
+                piece = token_piece(vocab, tok)
                 out, stopped = stream.push(piece)
                 if stopped:
                     stats.stop_reason = "stop"
@@ -566,7 +517,7 @@ class LocalEngine(Engine):
         if tail := stream.flush(final=stats.stop_reason != "stop"):
             yield Token(tail)
 
-    def _draw(self, turn: _Turn, sampler: TokenSampler, first: bool) -> int:
+    def _draw(self, turn: Turn, sampler: TokenSampler, first: bool) -> int:
         """The next token; with CFG from neg + scale x (pos - neg). The chat's logits are the
         last row after the prompt, row 0 after a pair decode (the negative's row 1 was copied)."""
         neg = turn.neg_logits
@@ -575,7 +526,7 @@ class LocalEngine(Engine):
         pos = self._logits(-1 if first else 0)
         return sampler.sample_from(neg + turn.req.guidance_scale * (pos - neg))
 
-    def _advance(self, turn: _Turn, tok: int) -> bool:
+    def _advance(self, turn: Turn, tok: int) -> bool:
         """Decode the drawn token into the cells (with CFG: into the negative's too, keeping its
         logits); False when there is no room left for it, which ends the reply."""
         kv, decoder = self._kv, self._decoder
@@ -585,7 +536,7 @@ class LocalEngine(Engine):
         if len(mirror) >= turn.window:
             return False
         if turn.neg_logits is None:
-            self._decode_at(seq, [tok], len(mirror))
+            self._live_cells().decode_at(seq, [tok], len(mirror))
             return True
         neg_mirror = kv.tokens(SEQ_CFG)
         if len(neg_mirror) >= self.side_ctx:
@@ -596,7 +547,7 @@ class LocalEngine(Engine):
         turn.neg_logits = self._logits(1).copy()
         return True
 
-    def _final_stats(self, turn: _Turn) -> None:
+    def _final_stats(self, turn: Turn) -> None:
         """Step 4: the reply's speed and times, and the saved states' count and size."""
         stats = turn.stats
         t_end = time.perf_counter()
@@ -605,248 +556,26 @@ class LocalEngine(Engine):
         stats.total_ms = (t_end - turn.t_start) * 1000
         self._state_stats(stats)
 
-    def _logits(self, row: int) -> np.ndarray:
+    def _logits(self, row: int) -> Logits:
         """Row `row` of the last decode's logits (-1: the last), a view of llama.cpp's buffer:
         copy it to keep it past the next decode."""
-        llama = self._llama
-        logits = logits_row(llama._ctx.ctx, row, llama.n_vocab())
+        llama = self._require()
+        logits = logits_row(llama.ctx, row, llama.n_vocab())
         if logits is None:
             raise EngineError("no logits to sample from")
         return logits
-
-    def _load(self, seq: int, tokens: list[int], cancel: threading.Event, stats: TurnStats) -> None:
-        """Bring `seq`'s cells to hold `tokens`, evaluating only what the cache lacks; fills the
-        cache fields of `stats`. Raises DecodeError when cancelled midway."""
-        kv = self._kv
-        assert kv is not None
-        plan, spared = self._prepare(seq, tokens, stats)
-        bank = self._bank_for(seq)
-        if bank is not None:
-            bank.want(tokens, self._to_serve(tokens, plan.gaps(), plan.end))
-
-        def drop(a: int, b: int, t: list[int]) -> None:
-            assert bank is not None
-            bank.put(seq, a, b, t, top=a == plan.prefix, wanted_only=spared)
-
-        gaps = kv.apply(plan, seq, tokens, drop=None if bank is None else drop)
-        n_past = len(kv.tokens(seq))
-        if n_past >= len(tokens):  # fully cached: evaluate the last token again for its logits
-            n_past = len(tokens) - 1
-            kv.truncate(seq, n_past)
-        spans = self._to_serve(tokens, gaps, n_past)
-        found = bank.find(tokens, spans) if bank else []
-        inserted = sum(b - a for a, b in gaps)
-        stats.banked_tokens = sum(m.n for m in found)
-        stats.cached_tokens = n_past - inserted + stats.banked_tokens
-        stats.shifted_tokens = plan.shifted if kv.can_shift and plan.moves else 0
-        stats.evaluated_tokens = len(tokens) - stats.cached_tokens
-        for a, b in gaps:
-            self._decode_gap(seq, tokens, a, b, cancel, [m for m in found if a <= m.at < b])
-        self._decode_tail(seq, tokens, cancel, [m for m in found if m.at >= n_past])
-
-    def _to_serve(self, tokens: list[int], gaps: list[tuple[int, int]], tail: int) -> list[tuple[int, int]]:
-        """The spans of the prompt the bank may serve: the inserted text and the tail from `tail`,
-        except near the end: the newest tokens, which the reply reads most closely, are always
-        evaluated in their context."""
-        end = len(tokens) - max(1, self.cache_reuse)
-        return [(a, min(b, end)) for a, b in [*gaps, (tail, len(tokens))] if min(b, end) > a]
 
     def _state_stats(self, stats: TurnStats) -> None:
         stats.saved_states = len(self.states)
         stats.saved_state_mib = round(self.states.bytes_used / 2**20, 1)
 
-    def _decode_at(self, seq: int, part: list[int], pos: int) -> None:
-        """Decode tokens at the end of `seq`; when the KV cache is full, the side sequences
-        (which can be rebuilt) make room for the chat."""
-        kv = self._kv
-        assert kv is not None
-        self._decode_with_room(part, seq, pos)
-        kv.tokens(seq).extend(part)
 
-    def _decode_with_room(self, part: list[int], seq: int, pos: int) -> None:
-        """When the KV cache is full, the other side sequences (which can be rebuilt) give up
-        their cells: the chat first, then CFG, then a background job."""
-        kv, decoder = self._kv, self._decoder
-        assert kv is not None and decoder is not None
-        try:
-            decoder.decode(part, seq, pos)
-        except DecodeError as err:
-            bank = self.bank
-            if err.code == 1 and bank is not None and bank.chunks:
-                # Only ever a cache: its cells go first, least likely to come back first.
-                while bank.chunks:
-                    bank.drop_oldest()
-                    try:
-                        decoder.decode(part, seq, pos)
-                        return
-                    except DecodeError as again:
-                        if again.code != 1:
-                            raise
-            others = [s for s in (SEQ_BACKGROUND, SEQ_CFG) if s != seq and kv.tokens(s)]
-            if err.code != 1 or not others or seq == SEQ_BACKGROUND:
-                raise
-            for i, side in enumerate(others):
-                kv.clear(side)
-                try:
-                    decoder.decode(part, seq, pos)
-                    return
-                except DecodeError as again:
-                    if again.code != 1 or i == len(others) - 1:
-                        raise
-
-    def _decode_tail(self, seq: int, tokens: list[int], cancel: threading.Event, banked: Sequence[Match] = ()) -> None:
-        kv = self._kv
-        assert kv is not None
-        start = len(kv.tokens(seq))
-        for a, b, match in self._pieces(start, len(tokens), banked):
-            if match is not None:
-                if self._take(match, seq):
-                    kv.tokens(seq).extend(tokens[a:b])
-                    continue
-            for i in range(a, b, self.n_batch):
-                if cancel.is_set():
-                    return
-                try:
-                    self._decode_at(seq, tokens[i : min(b, i + self.n_batch)], i)
-                except DecodeError:
-                    kv.truncate(seq, i)  # an aborted batch leaves no cells behind
-                    raise
-
-    def _decode_gap(
-        self, seq: int, tokens: list[int], a: int, b: int, cancel: threading.Event, banked: Sequence[Match] = ()
-    ) -> None:
-        """Decode inserted text at positions a..b while the cells after it wait on the scratch
-        sequence (they are already at their final positions)."""
-        kv = self._kv
-        assert kv is not None
-        kept = kv.tokens(seq)[:]  # the mirror already spans the gap
-        kv.park(seq, a)
-        ok = False
-        try:
-            for x, y, match in self._pieces(a, b, banked):
-                if match is not None and self._take(match, seq):
-                    continue
-                for i in range(x, y, self.n_batch):
-                    if cancel.is_set():
-                        raise DecodeError(2)
-                    self._decode_with_room(tokens[i : min(y, i + self.n_batch)], seq, i)
-            ok = True
-        finally:
-            kv.unpark(seq, a, 0)
-            if ok:
-                kv.mirrors[seq] = kept
-            else:
-                kv.truncate(seq, a)
-
-    @staticmethod
-    def _pieces(a: int, b: int, banked: Sequence[Match]) -> Iterator[tuple[int, int, Match | None]]:
-        """[a, b) cut into spans to decode (None) and spans the bank serves, in order."""
-        at = a
-        for m in sorted(banked, key=lambda m: m.at):
-            if m.at > at:
-                yield at, m.at, None
-            yield m.at, m.at + m.n, m
-            at = m.at + m.n
-        if b > at:
-            yield at, b, None
-
-    def _take(self, match: Match, seq: int) -> bool:
-        bank = self.bank
-        return bank is not None and bank.take(match, seq)
-
-
-@dataclass
-class _Turn:
-    """One reply's state, shared by `_generate`'s steps (the error path reports `text`)."""
-
-    req: GenerationRequest
-    cancel: threading.Event
-    seq: int
-    """The sequence it runs on (`_seq_for`: a side one may borrow the chat's)."""
-    stats: TurnStats = field(default_factory=TurnStats)
-    stream: _TextStream | None = None
-    """The reply's text, from the decode-sample loop on."""
-    t_start: float = field(default_factory=time.perf_counter)
-    t_prompt: float = 0.0
-    t_first: float | None = None
-    add_bos: bool = False
-    window: int = 0
-    """The cells the prompt plus the reply must fit in: the chat's window or the side cells."""
-    tokens: list[int] = field(default_factory=list)
-    neg_logits: np.ndarray | None = None
-    """CFG: the negative sequence's logits for the next token; None without guidance."""
-
-    @property
-    def text(self) -> str:
-        return self.stream.text if self.stream is not None else ""
-
-
-class _TextStream:
-    """The reply's text as token bytes arrive: decoded incrementally (a character may span
-    tokens), cut at the first stop string, and emitted less the tail that could still turn out
-    to begin one."""
-
-    def __init__(self, stop: Sequence[str]) -> None:
-        self.stops = [s for s in stop if s]
-        self.hold = max((len(s) for s in self.stops), default=1) - 1
-        self.text = ""
-        self.emitted = 0
-        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
-
-    def push(self, piece: bytes) -> tuple[str, bool]:
-        """Add one token's bytes: (text to emit now, whether a stop string ended the reply)."""
-        self.text += self._utf8.decode(piece)
-        cut = _find_stop(self.text, self.stops, self.emitted - self.hold)
-        if cut is not None:
-            self.text = self.text[:cut]
-            out = self.text[self.emitted : cut] if cut > self.emitted else ""
-            self.emitted = len(self.text)
-            return out, True
-        safe = len(self.text) - self.hold if self.stops else len(self.text)
-        return self._emit(safe), False
-
-    def flush(self, final: bool) -> str:
-        """The rest, once the reply ended (`final`: also a partial character, as U+FFFD)."""
-        if final:
-            self.text += self._utf8.decode(b"", final=True)
-        return self._emit(len(self.text))
-
-    def _emit(self, upto: int) -> str:
-        if upto <= self.emitted:
-            return ""
-        out = self.text[self.emitted : upto]
-        self.emitted = upto
-        return out
-
-
-def _find_stop(text: str, stops: list[str], start: int) -> int | None:
-    """Earliest position of any stop string that ends in the not-yet-emitted tail."""
-    best = None
-    for s in stops:
-        i = text.find(s, max(0, start))
-        if i != -1 and (best is None or i < best):
-            best = i
-    return best
-
-
-class _CancelWatcher:
-    """Turns a cancel Event into llama.cpp's abort flag while a prompt batch is decoding, so Esc
-    stops a long prompt evaluation within milliseconds instead of after the batch."""
-
-    def __init__(self, cancel: threading.Event, abort: AbortFlag):
-        self._cancel = cancel
-        self._abort = abort
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._done.is_set():
-            if self._cancel.wait(0.02):
-                self._abort.should_abort = True
-                return
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
-        self._abort.should_abort = False
+def _kv_type_id(name: str) -> int | None:
+    """The ggml type id llama.cpp takes for a KV cache type; None for f16, its default (left to
+    it); an unknown type is a ModelLoadError."""
+    if name == "f16":
+        return None
+    if name not in KV_TYPES:
+        known = ", ".join(KV_TYPES)
+        raise ModelLoadError(f"unknown KV cache type {name!r} (use one of {known})")
+    return ggml_type_id(name)

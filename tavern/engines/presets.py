@@ -39,25 +39,14 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
 
-from tavern.engines.samplers import STEP_NAMES, SamplerSettings
+from tavern.engines.preset_fields import PresetReader, is_empty, is_neutral, kind_of
+from tavern.engines.samplers import SamplerSettings
 from tavern.errors import NotFoundError, PresetError
 from tavern.store.atomic import atomic_write_text, make_dirs
 
 BUNDLED_NAMES = ("Default", "Creative", "Deterministic")
 
-# KoboldCpp's sampler ids (SillyTavern's `sampler_order`) -> our steps. KoboldCpp applies min-p
-# inside its top-p step and top-n-sigma inside its temperature step; 3 (tail-free) is gone.
-_KOBOLD_IDS: dict[int, tuple[str, ...]] = {
-    0: ("top_k",),
-    1: ("top_a",),
-    2: ("top_p", "min_p"),
-    3: (),
-    4: ("typical_p",),
-    5: ("temperature", "top_n_sigma"),
-    6: ("penalties",),
-}
 _KOBOLD_DEFAULT = [6, 0, 1, 3, 4, 2, 5]
 
 # SillyTavern keys with no bearing on sampling (UI, connection, other backends' copies).
@@ -88,7 +77,7 @@ _IGNORED = {
     "min_keep",
 }
 # Keys Tavern cannot honour, with the values that mean "off".
-_UNSUPPORTED_NEUTRAL: dict[str, tuple[Any, ...]] = {
+_UNSUPPORTED_NEUTRAL: dict[str, tuple[object, ...]] = {
     "tfs": (1, 0),
     "epsilon_cutoff": (0,),
     "eta_cutoff": (0,),
@@ -231,7 +220,7 @@ def read_preset(path_or_name: str | Path, user_dir: Path | None = None) -> tuple
 # -- SillyTavern -> Tavern -----------------------------------------------------------------------
 
 
-def import_st_preset(obj: Any, name: str = "preset") -> tuple[SamplerSettings, list[str]]:
+def import_st_preset(obj: object, name: str = "preset") -> tuple[SamplerSettings, list[str]]:
     """Map a SillyTavern textgen preset (parsed JSON) to SamplerSettings.
 
     Returns the settings and the keys Tavern cannot honour that are set to non-neutral values
@@ -239,18 +228,18 @@ def import_st_preset(obj: Any, name: str = "preset") -> tuple[SamplerSettings, l
     is out of range.
     """
     if not isinstance(obj, dict):
-        raise PresetError(f"{name}: a preset must be a JSON object, not {_kind(obj)}")
-    reader = _Reader(obj, name)
+        raise PresetError(f"{name}: a preset must be a JSON object, not {kind_of(obj)}")
+    reader = PresetReader(obj, name)
     unsupported: set[str] = set()
-    fields: dict[str, Any] = {}
+    fields: dict[str, object] = {}
 
     for key, value in obj.items():
         if key in _IGNORED or key in _HONOURED:
             continue
         if key in _UNSUPPORTED_NEUTRAL:
-            if not _is_neutral(value, _UNSUPPORTED_NEUTRAL[key]):
+            if not is_neutral(value, _UNSUPPORTED_NEUTRAL[key]):
                 unsupported.add(key)
-        elif not _is_empty(value):
+        elif not is_empty(value):
             unsupported.add(key)
 
     # Plain numbers.
@@ -284,7 +273,8 @@ def import_st_preset(obj: Any, name: str = "preset") -> tuple[SamplerSettings, l
     if top_k is not None:
         fields["top_k"] = max(top_k, 0)  # llama-server reads -1 as "all": the same as off
     for field in ("repetition_penalty_range", "dry_penalty_last_n"):
-        if fields.get(field, 0) < -1:
+        window = fields.get(field, 0)  # a whole number (`number(..., int)`) where present
+        if isinstance(window, int) and window < -1:
             fields[field] = -1
 
     if reader.flag("dynatemp"):
@@ -342,203 +332,10 @@ def import_st_preset(obj: Any, name: str = "preset") -> tuple[SamplerSettings, l
     return settings, sorted(unsupported)
 
 
-class _Reader:
-    """Typed access to a preset's keys; every complaint names the preset and the key."""
-
-    def __init__(self, obj: dict[str, Any], name: str) -> None:
-        self.obj = obj
-        self.name = name
-
-    def fail(self, key: str, problem: str) -> PresetError:
-        return PresetError(f"{self.name}: {key} {problem}")
-
-    def number(self, key: str, kind: type) -> Any:
-        if key not in self.obj or self.obj[key] is None:
-            return None
-        value = self.obj[key]
-        if isinstance(value, bool):
-            raise self.fail(key, f"must be a number, not {value!r}")
-        if isinstance(value, str):  # numbers saved as strings survive, as in SillyTavern
-            try:
-                value = float(value.strip())
-            except ValueError:
-                raise self.fail(key, f"must be a number, not {value!r}") from None
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise self.fail(key, f"must be a number, not {_kind(value)}")
-        if kind is int:
-            if value != int(value):
-                raise self.fail(key, f"must be a whole number, not {value}")
-            return int(value)
-        return float(value)
-
-    def flag(self, key: str) -> bool | None:
-        if key not in self.obj or self.obj[key] is None:
-            return None
-        value = self.obj[key]
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        if isinstance(value, (int, float)) and value in (0, 1):
-            return bool(value)
-        raise self.fail(key, f"must be true or false, not {value!r}")
-
-    def breakers(self, key: str) -> list[str] | None:
-        value = self.obj.get(key)
-        if value is None:
-            return None
-        if isinstance(value, str):
-            text = value.strip()
-            if not text:
-                return []
-            parsed: Any = None
-            # SillyTavern stores a JSON list in a string; its UI also takes the bare
-            # comma-separated quoted strings.
-            for candidate in (text, f"[{text}]"):
-                try:
-                    parsed = json.loads(candidate)
-                    break
-                except json.JSONDecodeError:
-                    continue
-            value = parsed
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.fail(key, "must be a JSON list of strings")
-        return value
-
-    def logit_bias(self, key: str) -> tuple[dict[int, float], dict[str, float]]:
-        ids: dict[int, float] = {}
-        texts: dict[str, float] = {}
-        value = self.obj.get(key)
-        if value is None or value == "":
-            return ids, texts
-        if isinstance(value, dict):  # OpenAI style {"123": -100}
-            for token, bias in value.items():
-                try:
-                    ids[int(token)] = self._bias_value(key, bias)
-                except ValueError:
-                    raise self.fail(key, f"has a non-numeric token id {token!r}") from None
-            return ids, texts
-        if not isinstance(value, list):
-            raise self.fail(key, f"must be a list of {{text, value}} entries, not {_kind(value)}")
-        for entry in value:
-            if not isinstance(entry, dict):
-                raise self.fail(key, f"entries must be objects, not {_kind(entry)}")
-            text = entry.get("text", "")
-            if not isinstance(text, str):
-                raise self.fail(key, f"entry text must be a string, not {_kind(text)}")
-            text = text.strip()
-            if not text:
-                continue  # SillyTavern skips empty entries too
-            bias = self._bias_value(key, entry.get("value", 0))
-            token_ids = _parse_id_list(text)
-            if token_ids is not None:
-                for token in token_ids:
-                    ids[token] = bias
-            elif text.startswith("[") and text.endswith("]"):
-                raise self.fail(key, f"entry {text!r} is not a list of token ids")
-            else:
-                texts[text] = bias
-        return ids, texts
-
-    def _bias_value(self, key: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise self.fail(key, f"bias must be a number, not {value!r}")
-        try:
-            number = float(value)
-        except ValueError:
-            raise self.fail(key, f"bias must be a number, not {value!r}") from None
-        if math.isnan(number):
-            raise self.fail(key, "bias must be a number, not NaN")
-        return number
-
-    def banned_tokens(self, key: str) -> tuple[list[int], list[str], list[str]]:
-        value = self.obj.get(key)
-        if value is None:
-            return [], [], []
-        if not isinstance(value, str):
-            raise self.fail(key, f"must be text, one entry a line, not {_kind(value)}")
-        ids: list[int] = []
-        texts: list[str] = []
-        strings: list[str] = []
-        for line in value.splitlines():
-            if not line.strip():
-                continue
-            token_ids = _parse_id_list(line.strip())
-            if token_ids is not None:
-                ids += token_ids
-            elif line.startswith('"') and line.endswith('"') and len(line) >= 2:
-                strings.append(line[1:-1])
-            else:
-                texts.append("{" + line + "}")  # banned text is tokenized as is, no space
-        return ids, texts, strings
-
-    def order(self) -> list[str] | None:
-        # Tavern's own files carry the exact order (null: the default order, which then
-        # follows temperature_last); SillyTavern ignores the key.
-        if "tavern_sampler_order" in self.obj:
-            ours = self.obj["tavern_sampler_order"]
-            if ours is None:
-                return None
-            if not isinstance(ours, list) or not all(isinstance(s, str) for s in ours):
-                raise self.fail("tavern_sampler_order", "must be a list of step names")
-            unknown = [s for s in ours if s not in STEP_NAMES]
-            if unknown:
-                raise self.fail("tavern_sampler_order", f"has an unknown step {unknown[0]!r}")
-            return list(ours)
-        ids = self.obj.get("sampler_order")
-        if ids is None:
-            return None
-        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-            raise self.fail("sampler_order", "must be a list of KoboldCpp sampler ids (0-6)")
-        bad = [i for i in ids if i not in _KOBOLD_IDS]
-        if bad:
-            raise self.fail("sampler_order", f"has an unknown sampler id {bad[0]}")
-        if len(set(ids)) != len(ids):
-            raise self.fail("sampler_order", "lists a sampler twice")
-        return [step for i in ids for step in _KOBOLD_IDS[i]]
-
-
-def _parse_id_list(text: str) -> list[int] | None:
-    if not (text.startswith("[") and text.endswith("]")):
-        return None
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    if isinstance(parsed, list) and all(
-        isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in parsed
-    ):
-        return parsed
-    return None
-
-
-def _is_neutral(value: Any, neutral: tuple[Any, ...]) -> bool:
-    for n in neutral:
-        if isinstance(n, bool) or isinstance(value, bool):
-            if isinstance(n, bool) and isinstance(value, bool) and value is n:
-                return True
-        elif isinstance(n, (int, float)) and isinstance(value, (int, float)):
-            if float(value) == float(n):
-                return True
-        elif value == n:
-            return True
-    return isinstance(value, str) and not value.strip() and "" in neutral
-
-
-def _is_empty(value: Any) -> bool:
-    return value is None or value is False or value == 0 or value in ("", [], {})
-
-
-def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "text", bool: "true/false"}.get(
-        type(value), type(value).__name__
-    )
-
-
 # -- Tavern -> SillyTavern -----------------------------------------------------------------------
 
 
-def to_st_preset(settings: SamplerSettings) -> dict[str, Any]:
+def to_st_preset(settings: SamplerSettings) -> dict[str, object]:
     """The settings as a SillyTavern textgen preset (every key SillyTavern writes).
 
     -inf biases are written as -100 (JSON has no infinity; SillyTavern's strongest ban), and

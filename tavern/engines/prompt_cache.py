@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-from tavern.engines.lowlevel import common_prefix
+from tavern.engines.reuse_plan import common_prefix
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from tavern.engines.lowlevel.context import StateBuffer
 
 _ids = itertools.count(1)
 
@@ -22,7 +25,7 @@ _ids = itertools.count(1)
 @dataclass
 class SavedState:
     tokens: list[int]
-    data: Any
+    data: StateBuffer
     """A ctypes byte buffer as llama.cpp wrote it."""
     label: str = field(default_factory=lambda: f"#{next(_ids)}")
 
@@ -46,7 +49,7 @@ class PromptStateCache:
     def holds(self, tokens: list[int]) -> bool:
         return any(s.tokens == tokens for s in self._states)
 
-    def add(self, tokens: list[int], data: Any) -> SavedState | None:
+    def add(self, tokens: list[int], data: StateBuffer) -> SavedState | None:
         if not self.budget or len(data) > self.budget or self.holds(tokens):
             return None
         state = SavedState(list(tokens), data)

@@ -3,9 +3,9 @@
 Who calls it: `engines/local.py` builds one `TokenSampler` per reply over its `llama_cpp.Llama`,
 runs its own decode loop (`llama.eval` then `sample()` then `accept()`), and records
 `TokenSampler.seed` with the message. `engines/presets.py` reads and writes `SamplerSettings`
-as SillyTavern preset files. The llama.cpp calls themselves are `lowlevel`'s (`SamplerChain`,
-`init_*`); `numpy` and `lowlevel` are imported inside the functions that need them, so importing
-this module stays cheap (the settings model is used by config and UI).
+as SillyTavern preset files. The llama.cpp calls themselves are `lowlevel.sampling`'s
+(`SamplerChain`, `init_*`); `numpy` and `lowlevel` are imported inside the functions that need
+them, so importing this module stays cheap (the settings model is used by config and UI).
 
 The samplers, with the seed's definitions (probabilities are over the tokens still in play):
 - temperature: logits / T; T < 1 sharpens, T > 1 flattens; T <= 0 (or `greedy`) takes the
@@ -60,7 +60,7 @@ import json
 import math
 import secrets
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -69,8 +69,9 @@ from tavern.errors import EngineError, PresetError
 if TYPE_CHECKING:  # pragma: no cover - typing only; the real imports are lazy
     import llama_cpp
     import numpy as np
+    import numpy.typing as npt
 
-    from tavern.engines.lowlevel import SamplerChain
+    from tavern.engines.lowlevel.sampling import Sampler, SamplerChain
 
 # The steps whose order `sampler_order` may change, in the default order.
 STEP_NAMES: tuple[str, ...] = (
@@ -154,7 +155,7 @@ class SamplerSettings(BaseModel):
 
     @field_validator("seed", mode="before")
     @classmethod
-    def _negative_seed_is_random(cls, value: Any) -> Any:
+    def _negative_seed_is_random(cls, value: object) -> object:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
             return None
         return value
@@ -172,7 +173,7 @@ class SamplerSettings(BaseModel):
         return value
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "sampler settings") -> SamplerSettings:
+    def from_dict(cls, data: dict[str, object], source: str = "sampler settings") -> SamplerSettings:
         """Validate a plain dict (e.g. `model_dump()` output); bad values raise PresetError."""
         try:
             return cls.model_validate(data)
@@ -181,7 +182,7 @@ class SamplerSettings(BaseModel):
             where = ".".join(str(part) for part in first["loc"]) or "value"
             raise PresetError(f"{source}: {where}: {first['msg']}") from None
 
-    def with_overrides(self, **changes: Any) -> SamplerSettings:
+    def with_overrides(self, **changes: object) -> SamplerSettings:
         """A validated copy with some fields changed (unknown names raise PresetError)."""
         return SamplerSettings.from_dict({**self.model_dump(), **changes})
 
@@ -217,7 +218,7 @@ class SamplerSettings(BaseModel):
 # -- top-a: the one sampler llama.cpp lacks ------------------------------------------------------
 
 
-def top_a_keep(logits: Any, top_a: float) -> np.ndarray:
+def top_a_keep(logits: npt.ArrayLike, top_a: float) -> npt.NDArray[np.bool_]:
     """Which tokens top-a keeps: those with probability >= top_a x p_max^2.
 
     `logits` is any 1-D array of logits (-inf for tokens already removed); the probabilities
@@ -241,7 +242,7 @@ def top_a_keep(logits: Any, top_a: float) -> np.ndarray:
     return keep
 
 
-def apply_top_a(logits: Any, top_a: float) -> np.ndarray:
+def apply_top_a(logits: npt.ArrayLike, top_a: float) -> npt.NDArray[np.float32]:
     """Top-a on a plain distribution: a float32 copy of `logits` with dropped tokens at -inf."""
     import numpy as np
 
@@ -250,16 +251,16 @@ def apply_top_a(logits: Any, top_a: float) -> np.ndarray:
     return out
 
 
-def last_logits(llama: llama_cpp.Llama) -> np.ndarray:
+def last_logits(llama: llama_cpp.Llama) -> npt.NDArray[np.float32]:
     """A copy of the logits of the last token `llama` evaluated (what `sample()` starts from)."""
     return _last_row(llama, llama.n_vocab()).copy()
 
 
-def _last_row(llama: llama_cpp.Llama, n_vocab: int) -> np.ndarray:
+def _last_row(llama: llama_cpp.Llama, n_vocab: int) -> npt.NDArray[np.float32]:
     """The last evaluated token's logits, as a view of llama.cpp's buffer."""
-    from tavern.engines import lowlevel
+    from tavern.engines.lowlevel.context import logits_row
 
-    row = lowlevel.logits_row(llama.ctx, -1, n_vocab)
+    row = logits_row(llama.ctx, -1, n_vocab)
     if row is None:
         raise EngineError("no logits to sample from: evaluate the prompt first")
     return row
@@ -271,7 +272,7 @@ def resolve_logit_bias(llama: llama_cpp.Llama, settings: SamplerSettings) -> dic
     Explicit ids win over text entries; ids outside the vocabulary are skipped (token ids are
     model-specific, and a preset written for another model must not crash this one).
     """
-    from tavern.engines import lowlevel
+    from tavern.engines.lowlevel.model import end_tokens, vocab_of
 
     n_vocab = llama.n_vocab()
     bias: dict[int, float] = {}
@@ -280,7 +281,7 @@ def resolve_logit_bias(llama: llama_cpp.Llama, settings: SamplerSettings) -> dic
             bias[token] = value
     bias.update(settings.logit_bias)
     if settings.ban_eos_token:
-        for token in lowlevel.end_tokens(lowlevel.vocab_of(llama)):
+        for token in end_tokens(vocab_of(llama)):
             if token >= 0:
                 bias[token] = -math.inf
     return {t: v for t, v in bias.items() if 0 <= t < n_vocab}
@@ -331,7 +332,7 @@ class TokenSampler:
     ) -> None:
         import numpy as np
 
-        from tavern.engines import lowlevel
+        from tavern.engines.lowlevel.sampling import SamplerChain, token_data_size
 
         self.settings = settings or SamplerSettings()
         self.seed: int = self.settings.seed if self.settings.seed is not None else draw_seed()
@@ -341,10 +342,10 @@ class TokenSampler:
         self._n_vocab = llama.n_vocab()
         self._n_ctx = llama.n_ctx()
         self._callback_error: BaseException | None = None
-        self._chain: SamplerChain | None = lowlevel.SamplerChain()
+        self._chain: SamplerChain | None = SamplerChain()
         # One reusable candidate buffer: (id, logit, p) records laid out like llama_token_data.
         self._dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
-        assert self._dtype.itemsize == lowlevel.token_data_size()
+        assert self._dtype.itemsize == token_data_size()
         self._buf = np.zeros(self._n_vocab, dtype=self._dtype)
         self._ids = np.arange(self._n_vocab, dtype=np.int32)
         try:
@@ -358,17 +359,18 @@ class TokenSampler:
 
     def sample(self) -> int:
         """The next token, drawn from the logits of the last evaluated token (not accepted)."""
-        return self._run(_last_row(self._live_llama(), self._n_vocab), all_steps=True)[0]
+        return self.sample_from(_last_row(self._live_llama(), self._n_vocab))
 
-    def sample_from(self, logits: Any) -> int:
+    def sample_from(self, logits: npt.ArrayLike) -> int:
         """The next token drawn from given logits (CFG mixes two sequences' logits first)."""
-        return self._run(logits, all_steps=True)[0]
+        selected, left = self._run(logits, all_steps=True)
+        return int(left["id"][selected])
 
     def accept(self, token: int) -> None:
         """Record a token that entered the context (penalties, DRY and mirostat see it)."""
         self._live_chain().accept(token)
 
-    def filtered_logits(self, logits: Any = None) -> np.ndarray:
+    def filtered_logits(self, logits: npt.ArrayLike | None = None) -> npt.NDArray[np.float32]:
         """Logits after every step but the final draw: -inf for tokens the chain removed.
 
         `logits` defaults to the last evaluated token's. For inspection (token probabilities,
@@ -379,9 +381,9 @@ class TokenSampler:
         source = last_logits(self._live_llama()) if logits is None else np.asarray(logits)
         if source.shape != (self._n_vocab,):
             raise ValueError(f"expected {self._n_vocab} logits, got shape {source.shape}")
-        _, ids, values = self._run(source, all_steps=False)
+        _, left = self._run(source, all_steps=False)
         out = np.full(self._n_vocab, -np.inf, dtype=np.float32)
-        out[ids] = values
+        out[left["id"].copy()] = left["logit"].copy()
         return out
 
     def close(self) -> None:
@@ -403,8 +405,8 @@ class TokenSampler:
 
     # -- building --------------------------------------------------------------------------------
 
-    def _add(self, name: str, sampler: Any) -> None:
-        """Append a sampler made by a `lowlevel.init_*` function (NULL: EngineError)."""
+    def _add(self, name: str, sampler: Sampler) -> None:
+        """Append a sampler made by a `lowlevel.sampling.init_*` function (NULL: EngineError)."""
         self._live_chain().add(name, sampler)
         self.steps.append(name)
 
@@ -412,44 +414,45 @@ class TokenSampler:
         return value if value > 0 else self._n_ctx
 
     def _build(self) -> None:
-        from tavern.engines import lowlevel
+        from tavern.engines.lowlevel import sampling
+        from tavern.engines.lowlevel.model import vocab_of
 
         s = self.settings
         bias = resolve_logit_bias(self._llama, s)
         if bias:
-            self._add("logit_bias", lowlevel.init_logit_bias(self._n_vocab, bias))
+            self._add("logit_bias", sampling.init_logit_bias(self._n_vocab, bias))
         if s.dry_active:
             breakers = [b.encode("utf-8") for b in s.dry_sequence_breakers if b]
-            vocab = lowlevel.vocab_of(self._llama)
+            vocab = vocab_of(self._llama)
             multiplier, base, allowed, window = (
                 s.dry_multiplier, s.dry_base, s.dry_allowed_length, self._window(s.dry_penalty_last_n)
             )
-            self._add("dry", lowlevel.init_dry(vocab, multiplier, base, allowed, window, breakers))
+            self._add("dry", sampling.init_dry(vocab, multiplier, base, allowed, window, breakers))
 
         if s.is_greedy:
             self._add_step("penalties")
-            self._add("greedy", lowlevel.init_greedy())
+            self._add("greedy", sampling.init_greedy())
         elif s.mirostat_mode in (1, 2):
             self._add_step("penalties")
             self._add_step("temperature")
             if s.mirostat_mode == 1:
                 # m = 100 as in llama.cpp's and KoboldCpp's own mirostat v1.
                 tau, eta = s.mirostat_tau, s.mirostat_eta
-                sampler = lowlevel.init_mirostat(self._n_vocab, self.seed, tau, eta, 100)
+                sampler = sampling.init_mirostat(self._n_vocab, self.seed, tau, eta, 100)
             else:
-                sampler = lowlevel.init_mirostat_v2(self.seed, s.mirostat_tau, s.mirostat_eta)
+                sampler = sampling.init_mirostat_v2(self.seed, s.mirostat_tau, s.mirostat_eta)
             self._add(f"mirostat_v{s.mirostat_mode}", sampler)
         else:
             for name in s.order():
                 self._add_step(name)
             if s.xtc_active:
                 xtc_seed = _derived_seed(self.seed, 1)
-                self._add("xtc", lowlevel.init_xtc(s.xtc_probability, s.xtc_threshold, 1, xtc_seed))
-            self._add("dist", lowlevel.init_dist(self.seed))
+                self._add("xtc", sampling.init_xtc(s.xtc_probability, s.xtc_threshold, 1, xtc_seed))
+            self._add("dist", sampling.init_dist(self.seed))
 
     def _add_step(self, name: str) -> None:
         """Add one reorderable step unless it is at its neutral value."""
-        from tavern.engines import lowlevel
+        from tavern.engines.lowlevel import sampling
 
         s = self.settings
         if name == "penalties":
@@ -457,47 +460,47 @@ class TokenSampler:
                 window = self._window(s.repetition_penalty_range)
                 self._add(
                     name,
-                    lowlevel.init_penalties(
+                    sampling.init_penalties(
                         self._n_vocab, window, s.repetition_penalty, s.frequency_penalty, s.presence_penalty
                     ),
                 )
         elif name == "top_n_sigma":
             if s.top_n_sigma > 0.0:
-                self._add(name, lowlevel.init_top_n_sigma(s.top_n_sigma))
+                self._add(name, sampling.init_top_n_sigma(s.top_n_sigma))
         elif name == "top_k":
             if s.top_k > 0:
-                self._add(name, lowlevel.init_top_k(s.top_k))
+                self._add(name, sampling.init_top_k(s.top_k))
         elif name == "top_a":
             if s.top_a > 0.0:
                 self._add_top_a(s.top_a)
         elif name == "typical_p":
             if s.typical_p < 1.0:
-                self._add(name, lowlevel.init_typical(s.typical_p, 1))
+                self._add(name, sampling.init_typical(s.typical_p, 1))
         elif name == "top_p":
             if s.top_p < 1.0:
-                self._add(name, lowlevel.init_top_p(s.top_p, 1))
+                self._add(name, sampling.init_top_p(s.top_p, 1))
         elif name == "min_p":
             if s.min_p > 0.0:
-                self._add(name, lowlevel.init_min_p(s.min_p, 1))
+                self._add(name, sampling.init_min_p(s.min_p, 1))
         elif name == "temperature":
             if s.dynatemp_range > 0.0:
-                self._add(name, lowlevel.init_temp_ext(s.temperature, s.dynatemp_range, s.dynatemp_exponent))
+                self._add(name, sampling.init_temp_ext(s.temperature, s.dynatemp_range, s.dynatemp_exponent))
             elif s.temperature != 1.0:
-                self._add(name, lowlevel.init_temp(s.temperature))
+                self._add(name, sampling.init_temp(s.temperature))
 
     def _add_top_a(self, top_a: float) -> None:
         """Top-a as a custom llama.cpp sampler whose apply() is Python (`SamplerChain.custom`):
         it edits the candidates' logits in place. An error in it is kept and raised by `_run`."""
         import numpy as np
 
-        from tavern.engines import lowlevel
+        from tavern.engines.lowlevel.sampling import records
 
         dtype = self._dtype
 
         def apply(address: int | None, n: int) -> None:
             if n < 2:
                 return
-            logits = lowlevel.records(address, n, dtype)["logit"]
+            logits = records(address, n, dtype)["logit"]
             logits[~top_a_keep(logits, top_a)] = -np.inf
 
         def keep_error(err: BaseException) -> None:
@@ -520,13 +523,14 @@ class TokenSampler:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def _run(self, logits: Any, all_steps: bool) -> tuple[int, Any, Any]:
+    def _run(self, logits: npt.ArrayLike, all_steps: bool) -> tuple[int, npt.NDArray[np.void]]:
         """Apply the chain (or all but its final draw) to a fresh candidate array.
 
-        Returns (selected token or -1, ids left, their logits). The samplers may reorder the
-        records, shrink the size, and (XTC) move the data pointer, so read back what they left.
+        Returns (the selected record's index, or -1 without the draw; the records left, a view of
+        the candidate buffer). The samplers may reorder the records, shrink the size, and (XTC)
+        move the data pointer, so read back what they left.
         """
-        from tavern.engines import lowlevel
+        from tavern.engines.lowlevel.sampling import records
 
         chain = self._live_chain()
         buf = self._buf
@@ -539,19 +543,19 @@ class TokenSampler:
         if self._callback_error is not None:
             err, self._callback_error = self._callback_error, None
             raise EngineError(f"the top-a sampler failed: {err}") from err
-        view = lowlevel.records(address, n, self._dtype)
+        view = records(address, n, self._dtype)
         if not all_steps:
-            return -1, view["id"].copy(), view["logit"].copy()
+            return -1, view
         if not 0 <= selected < n:
             raise EngineError("the sampler chain selected no token")
-        return int(view["id"][selected]), None, None
+        return selected, view
 
     def _live_chain(self) -> SamplerChain:
         if not self._chain:
             raise EngineError("the token sampler is closed")
         return self._chain
 
-    def _live_llama(self) -> Any:
+    def _live_llama(self) -> llama_cpp.Llama:
         self._live_chain()
         return self._llama
 

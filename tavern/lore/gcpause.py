@@ -1,6 +1,7 @@
 """`paused_gc()`: build a large, acyclic structure without the cyclic garbage collector.
 
-Callers: `tavern.lore.convert` (reading a lorebook) and `tavern.lore.index` (compiling one).
+Callers: `tavern.lore.convert` and `tavern.lore.card_book` (reading a lorebook) and
+`tavern.lore.index` (compiling one).
 A 100,000-entry lorebook is millions of new containers; every 700 allocations start a
 collection, and the older generations' collections walk everything alive, the half-built book
 included. So the build cost grew faster than the book (index: 0.22 s for 10,000 entries,

@@ -1,12 +1,14 @@
-"""Lorebooks compiled for scanning, the scan text, and key matching against it.
+"""Lorebooks compiled for scanning: `LoreIndex`, cached per set of books (`index_for`).
 
-Callers: `tavern.lore.scan` (and `tavern.lore.timed`). Nothing here is public API.
+Callers: `tavern.lore.scan` (and `tavern.lore.matching`, `tavern.lore.rules`,
+`tavern.lore.timed`, which read the compiled entries). Nothing here is public API.
 
 A set of books is compiled once into a `LoreIndex` (cached per book objects; edits are noticed
 through `tavern.lore.model.edit_version`): entries in SillyTavern's scan order with their keys
 compiled, and lookup tables from the words of the text to the entries whose keys can match.
 Each scan step looks the words of its scan text up in those tables (a handful of set
-operations), so only entries that can match are checked, whatever the size of the books.
+operations, `tavern.lore.matching`), so only entries that can match are checked, whatever the
+size of the books.
 
 How a key lands in the tables (`LoreIndex._slot`): a plain word key under itself; a key whose
 words are cut off inside it (a multi-word key, "half-elf") under a word that must appear whole
@@ -18,14 +20,11 @@ last three of one that must end it), else under its rarest trigram; what is left
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import re
 import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, SupportsFloat, SupportsIndex
 
 from tavern.lore import keys as K
 from tavern.lore.gcpause import paused_gc
@@ -41,10 +40,6 @@ from tavern.lore.model import (
 
 if TYPE_CHECKING:
     from tavern.config import LoreSettingsModel as LoreSettings
-
-MAX_SCAN_DEPTH = 1000
-# Scan states (SillyTavern's `scan_state`).
-NONE, INITIAL, RECURSION, MIN_ACTIVATIONS = 0, 1, 2, 3
 
 
 class CompiledEntry:
@@ -117,28 +112,44 @@ class CompiledEntry:
         ) and bool(self.primary)
 
 
-def _key_text(value: Any) -> str:
+def _key_text(value: object) -> str:
     return value if isinstance(value, str) else ("" if value is None else str(value))
 
 
-def _count(value: Any) -> int:
+# What `float()` takes; anything else counts as no number, as `float()` raising TypeError did.
+_FLOAT_LIKE = (str, bytes, SupportsFloat, SupportsIndex)
+
+
+def float_or_none(value: object) -> float | None:
+    """`float(value)`, or None where it raises TypeError or ValueError (an OverflowError,
+    from an int too big for a float, is let through)."""
+    if isinstance(value, (int, float)):  # checked first: the protocols are slow to test
+        return float(value)
+    if not isinstance(value, _FLOAT_LIKE):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _count(value: object) -> int:
     if value is None or value is False:
         return 0
     if value is True:
         return 1
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
+    number = float_or_none(value)
+    if number is None:
         return 0
     return int(number) if math.isfinite(number) else 0
 
 
-def number(value: Any, default: float) -> float:
+def number(value: object, default: float) -> float:
+    """`value` as a finite float; `default` for None, a non-number or an infinity."""
     if value is None or isinstance(value, bool):
         return default if value is None else float(value)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
+    number = float_or_none(value)
+    if number is None:
         return default
     return number if math.isfinite(number) else default
 
@@ -220,10 +231,10 @@ class LoreIndex:
         # Index each substring key under its rarest trigram, so buckets stay small.
         freq: dict[tuple[bool, str], int] = {}
         for _, key in tri_keys:
-            for gram in _trigrams(key.text):
+            for gram in trigrams(key.text):
                 freq[(key.case, gram)] = freq.get((key.case, gram), 0) + 1
         for item, key in tri_keys:
-            best = min(_trigrams(key.text), key=lambda g: freq[(key.case, g)])
+            best = min(trigrams(key.text), key=lambda g: freq[(key.case, g)])
             self.tri[key.case].setdefault(best, []).append(item.pos)
 
     def _slot(self, item: CompiledEntry, key: Key) -> str:
@@ -255,20 +266,23 @@ class LoreIndex:
         return "always"
 
 
-def _trigrams(text: str) -> set[str]:
+def trigrams(text: str) -> set[str]:
+    """Every run of three characters in `text` (how substring keys and texts meet)."""
     return {text[i : i + 3] for i in range(len(text) - 2)}
 
 
-# Compiled indexes of recent book sets. The books themselves are held, so an id() cannot be
-# reused by a new object while its index is cached.
-_INDEX_CACHE: list[tuple[tuple[Any, ...], list[tuple[str, Lorebook]], LoreIndex]] = []
+# Compiled indexes of recent book sets, each with the stamp it was built under (edit version,
+# the settings that shape an index, the books). The books themselves are held, so an id()
+# cannot be reused by a new object while its index is cached.
+_INDEX_CACHE: list[tuple[tuple[object, ...], list[tuple[str, Lorebook]], LoreIndex]] = []
 _INDEX_CACHE_SIZE = 4
-# Both caches may be used from a worker thread and the UI thread at once.
+# Used from a worker thread and the UI thread at once.
 _CACHE_LOCK = threading.Lock()
 
 
 def index_for(books: list[tuple[str, Lorebook]], settings: LoreSettings) -> LoreIndex:
-    stamp = (
+    """The compiled index of `books`: the cached one while no book or entry was edited."""
+    stamp: tuple[object, ...] = (
         edit_version(),
         settings.case_sensitive,
         settings.match_whole_words,
@@ -293,324 +307,3 @@ def index_for(books: list[tuple[str, Lorebook]], settings: LoreSettings) -> Lore
         _INDEX_CACHE.insert(0, (stamp, list(books), index))
         del _INDEX_CACHE[_INDEX_CACHE_SIZE:]
     return index
-
-
-# ---------------------------------------------------------------------------------------------
-# scan text
-
-
-class _Stats:
-    """What the index needs to know about one piece of text, computed on first use."""
-
-    __slots__ = ("_low", "_pre", "_suf", "_tri", "_words", "raw")
-
-    def __init__(self, raw: str) -> None:
-        self.raw = raw
-        self._low: str | None = None
-        self._words: dict[bool, set[str]] = {}
-        self._pre: dict[bool, set[str]] = {}
-        self._suf: dict[bool, set[str]] = {}
-        self._tri: dict[bool, set[str]] = {}
-
-    def text(self, case: bool) -> str:
-        if case:
-            return self.raw
-        if self._low is None:
-            self._low = self.raw.lower()
-        return self._low
-
-    def words(self, case: bool) -> set[str]:
-        found = self._words.get(case)
-        if found is None:
-            found = set(K.WORD_RUN.findall(self.text(case)))
-            self._words[case] = found
-        return found
-
-    def prefixes(self, case: bool) -> set[str]:
-        found = self._pre.get(case)
-        if found is None:
-            found = {w[:3] for w in self.words(case) if len(w) >= 3}
-            self._pre[case] = found
-        return found
-
-    def suffixes(self, case: bool) -> set[str]:
-        found = self._suf.get(case)
-        if found is None:
-            found = {w[-3:] for w in self.words(case) if len(w) >= 3}
-            self._suf[case] = found
-        return found
-
-    def trigrams(self, case: bool) -> set[str]:
-        found = self._tri.get(case)
-        if found is None:
-            found = _trigrams(self.text(case))
-            self._tri[case] = found
-        return found
-
-
-# Chat messages are scanned again every turn; their word sets are kept for the next turns.
-_STATS_CACHE: dict[str, _Stats] = {}
-_STATS_CACHE_SIZE = 512
-
-
-def _stats_for(text: str) -> _Stats:
-    with _CACHE_LOCK:
-        found = _STATS_CACHE.pop(text, None)
-        if found is None:
-            found = _Stats(text)
-            if len(_STATS_CACHE) >= _STATS_CACHE_SIZE:
-                del _STATS_CACHE[next(iter(_STATS_CACHE))]
-        _STATS_CACHE[text] = found  # re-inserted: the dict's order is the recency order
-    return found
-
-
-class Segment:
-    """A piece of scan text (one message, injected text, or one recursion step)."""
-
-    __slots__ = (
-        "label",
-        "prefixes",
-        "raw",
-        "spans",
-        "stats",
-        "suffixes",
-        "text",
-        "trigrams",
-        "words",
-    )
-
-    def __init__(self, raw: str, label: str, spans: list[tuple[int, int, CompiledEntry]] | None = None):
-        stats = _stats_for(raw) if spans is None else _Stats(raw)
-        self.stats = stats
-        self.raw = raw
-        self.label = label
-        self.spans = spans
-        self.text = stats.text
-        self.words = stats.words
-        self.prefixes = stats.prefixes
-        self.suffixes = stats.suffixes
-        self.trigrams = stats.trigrams
-
-
-class ScanView:
-    """The scan text for one depth: SillyTavern's `WorldInfoBuffer.get`."""
-
-    __slots__ = ("_text", "_words", "empty", "segments", "serial")
-    _serials = itertools.count()
-
-    def __init__(self, segments: list[Segment], empty: bool = False) -> None:
-        self.segments = segments
-        self.empty = empty
-        # Identifies this view's text in caches (an id() could be reused after it is freed).
-        self.serial = next(ScanView._serials)
-        self._text: dict[bool, str] = {}
-        self._words: dict[bool, set[str]] = {}
-
-    def text(self, case: bool) -> str:
-        found = self._text.get(case)
-        if found is None:
-            if self.empty:
-                found = ""
-            else:
-                # SillyTavern prefixes each piece with \x01 so `^` cannot match inside the text.
-                found = "\x01" + "\n\x01".join(seg.text(case) for seg in self.segments)
-            self._text[case] = found
-        return found
-
-    def words(self, case: bool) -> set[str]:
-        found = self._words.get(case)
-        if found is None:
-            found = set().union(*(seg.words(case) for seg in self.segments))
-            self._words[case] = found
-        return found
-
-
-class Scanner:
-    """State of one `scan_lore` call."""
-
-    def __init__(
-        self,
-        index: LoreIndex,
-        messages: list[str],
-        injected: Sequence[str],
-        settings: LoreSettings,
-        substitute: Callable[[str], str] | None,
-    ) -> None:
-        self.index = index
-        self.settings = settings
-        self.substitute = substitute
-        self.messages = [Segment(text, f"message -{i + 1}") for i, text in enumerate(messages)]
-        self.injected = [Segment(text, "injected text") for text in injected]
-        self.recursion: list[Segment] = []
-        self.skew = 0
-        self.views: dict[tuple[int, bool], ScanView] = {}
-        self.regex_left = settings.regex_total_ms / 1000.0
-        self.regex_cache: dict[tuple[int, int], bool] = {}
-        self.timed_out: dict[int, str] = {}  # id(key) -> message
-        self.timeouts: dict[CompiledEntry, str] = {}
-        self.dynamic_keys: dict[tuple[str, bool, bool], Key] = {}
-
-    # -- text ---------------------------------------------------------------------------------
-    def global_depth(self) -> int:
-        return self.settings.scan_depth + self.skew
-
-    def view(self, entry_depth: int | None, state: int) -> ScanView:
-        depth = entry_depth if entry_depth is not None else self.global_depth()
-        with_recursion = state != MIN_ACTIVATIONS
-        cache_key = (depth, with_recursion)
-        found = self.views.get(cache_key)
-        if found is not None:
-            return found
-        if depth <= 0:
-            found = ScanView([], empty=True)
-        else:
-            depth = min(depth, MAX_SCAN_DEPTH)
-            segments = self.messages[:depth] + self.injected
-            if with_recursion:
-                segments = segments + self.recursion
-            found = ScanView(segments)
-        self.views[cache_key] = found
-        return found
-
-    def add_recursion(self, items: list[CompiledEntry], contents: list[str]) -> None:
-        spans = []
-        start = 0
-        for item, content in zip(items, contents, strict=True):
-            spans.append((start, start + len(content), item))
-            start += len(content) + 1
-        self.recursion.append(Segment("\n".join(contents), "recursion", spans))
-        self.views.clear()
-
-    # -- matching -----------------------------------------------------------------------------
-    def resolve(self, key: Key, item: CompiledEntry) -> Key:
-        """The key with macros substituted (SillyTavern substitutes keys before matching)."""
-        if self.substitute is None or "{{" not in key.raw:
-            return key
-        text = self.substitute(key.raw)
-        whole = item.entry.match_whole_words
-        whole = self.settings.match_whole_words if whole is None else whole
-        cache_key = (text, key.case, bool(whole))
-        found = self.dynamic_keys.get(cache_key)
-        if found is None:
-            found = Key(text or "", key.case, bool(whole))
-            self.dynamic_keys[cache_key] = found
-        return found
-
-    def match(self, key: Key, item: CompiledEntry, view: ScanView) -> bool:
-        if key.dynamic and self.substitute is not None:
-            key = self.resolve(key, item)
-        kind = key.kind
-        if kind == K.WORD:
-            return key.text in view.words(key.case)
-        if kind == K.SUBSTR:
-            return key.text in view.text(key.case)
-        if kind == K.BOUNDARY:
-            return key.rx.search(view.text(key.case)) is not None
-        if kind == K.REGEX:
-            return self.regex_test(key, item, view)
-        return kind == K.ALWAYS
-
-    def regex_test(self, key: Key, item: CompiledEntry, view: ScanView) -> bool:
-        text = view.text(True)
-        cache_key = (id(key), view.serial)
-        found = self.regex_cache.get(cache_key)
-        if found is not None:
-            return found
-        message = self.timed_out.get(id(key))
-        if message is None:
-            limit = min(self.settings.regex_timeout_ms / 1000.0, self.regex_left)
-            if limit <= 0:
-                message = f'regex key "{key.raw}" skipped: time for regex keys in this scan spent'
-            else:
-                started = time.perf_counter()
-                try:
-                    if key.anchored:
-                        found = key.rx.match(text, timeout=limit) is not None
-                    else:
-                        found = key.rx.search(text, timeout=limit) is not None
-                except TimeoutError:
-                    message = f'regex key "{key.raw}" timed out after {limit * 1000:.0f} ms'
-                self.regex_left -= time.perf_counter() - started
-            if message is not None:
-                self.timed_out[id(key)] = message
-        if message is not None:
-            self.timeouts.setdefault(item, message)
-            found = False
-        self.regex_cache[cache_key] = bool(found)
-        return bool(found)
-
-    def locate(self, key: Key, item: CompiledEntry, view: ScanView) -> str:
-        """Where in the scan text `key` matches, for the explanation."""
-        key = self.resolve(key, item)
-        for seg in view.segments:
-            pos = self._find(key, seg)
-            if pos is None:
-                continue
-            if seg.spans:
-                for start, end, source in seg.spans:
-                    if start <= pos <= end:
-                        name = f' "{source.comment}"' if source.comment else ""
-                        return f"recursion text of uid {source.uid}{name}"
-                return "recursion text"
-            return seg.label
-        return "scan text"
-
-    def _find(self, key: Key, seg: Segment) -> int | None:
-        kind = key.kind
-        try:
-            if kind == K.WORD:
-                if key.text not in seg.words(key.case):
-                    return None
-                if key.rx is None:
-                    key.rx = re.compile(r"(?<!\w)" + re.escape(key.text) + r"(?!\w)")
-                m = key.rx.search(seg.text(key.case))
-                return m.start() if m else None
-            if kind == K.SUBSTR:
-                pos = seg.text(key.case).find(key.text)
-                return pos if pos >= 0 else None
-            if kind == K.BOUNDARY:
-                m = key.rx.search(seg.text(key.case))
-                return m.start() if m else None
-            if kind == K.REGEX and id(key) not in self.timed_out:
-                limit = min(self.settings.regex_timeout_ms / 1000.0, max(self.regex_left, 0.001))
-                m = key.rx.search(seg.raw, timeout=limit)
-                return m.start() if m else None
-        except TimeoutError:
-            return None
-        return None
-
-    # -- candidates ---------------------------------------------------------------------------
-    def candidates(self, state: int, extra: Iterable[CompiledEntry]) -> list[CompiledEntry]:
-        index = self.index
-        found: set[int] = set(index.always)
-        found.update(item.pos for item in extra)
-        for case in (False, True):
-            word, prefix, suffix, tri = (
-                index.word[case],
-                index.prefix[case],
-                index.suffix[case],
-                index.tri[case],
-            )
-            if not (word or prefix or suffix or tri):
-                continue
-            depth = max(self.global_depth(), index.max_override[case])
-            view = self.view(depth, state)
-            if view.empty:
-                continue
-            words = view.words(case)
-            for w in words & word.keys():
-                found.update(word[w])
-            if prefix or suffix:
-                for seg in view.segments:
-                    if prefix:
-                        for p in seg.prefixes(case) & prefix.keys():
-                            found.update(prefix[p])
-                    if suffix:
-                        for s in seg.suffixes(case) & suffix.keys():
-                            found.update(suffix[s])
-            if tri:
-                for seg in view.segments:
-                    for g in seg.trigrams(case) & tri.keys():
-                        found.update(tri[g])
-        entries = index.entries
-        return [entries[pos] for pos in sorted(found)]

@@ -1,7 +1,8 @@
 """How one lorebook key is read and matched: plain text or a `/pattern/flags` regex.
 
-Callers: `tavern.lore.scan` (compiles every key once per lorebook and matches them each turn)
-and `tavern.lore.convert` (splits comma-separated key strings without breaking a regex).
+Callers: `tavern.lore.index` (compiles every key once per lorebook), `tavern.lore.matching`
+(matches them each turn), and `split_keys` for the file readers and the TUI's lore editor
+(comma-separated key strings, split without breaking a regex).
 
 Rules (SillyTavern's `matchKeys` and `parseRegexFromString`, with Tavern's differences):
 - A key written `/pattern/flags` (flags from `gimsuy`, the pattern without an unescaped `/`)
@@ -33,8 +34,8 @@ import re
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any
 
+# No type information ships with `regex`: its patterns are typed as what it returns (Any).
 import regex
 
 # JavaScript's shape test for a regex key, and its "unescaped delimiter inside" rejection.
@@ -73,7 +74,7 @@ class RegexKey:
     """A parsed `/pattern/flags` key; `error` is set when the pattern does not compile."""
 
     source: str
-    pattern: Any  # regex.Pattern, or None when `error`
+    pattern: regex.Pattern[str] | None  # None when `error`
     anchored: bool
     error: str | None
 
@@ -292,16 +293,21 @@ def _from_javascript(pattern: str, multiline: bool) -> str:
 
 
 class Key:
-    """One key compiled for matching. `text` is the (lower-cased unless case-sensitive) key."""
+    """One key compiled for matching. `text` is the (lower-cased unless case-sensitive) key.
 
-    __slots__ = ("anchored", "case", "dynamic", "error", "kind", "raw", "runs", "rx", "text")
+    `pattern` is a REGEX key's compiled `/pattern/`; `rx` is the stdlib boundary test of a
+    BOUNDARY key (and, made when first needed, the one that locates a WORD key for messages).
+    """
+
+    __slots__ = ("anchored", "case", "dynamic", "error", "kind", "pattern", "raw", "runs", "rx", "text")
 
     def __init__(self, raw: str, case_sensitive: bool, whole_words: bool) -> None:
         self.raw = raw
         # `{{macro}}` keys are substituted before matching when the caller gives a substituter.
         self.dynamic = "{{" in raw
         self.case = case_sensitive
-        self.rx: Any = None
+        self.pattern: regex.Pattern[str] | None = None
+        self.rx: re.Pattern[str] | None = None
         self.error: str | None = None
         self.anchored = False
         self.runs: list[tuple[str, bool, bool]] = []
@@ -318,7 +324,7 @@ class Key:
             if parsed.error is not None:
                 self.kind, self.error = INVALID, parsed.error
             else:
-                self.kind, self.rx, self.anchored = REGEX, parsed.pattern, parsed.anchored
+                self.kind, self.pattern, self.anchored = REGEX, parsed.pattern, parsed.anchored
             return
         text = stripped if case_sensitive else stripped.lower()
         self.text = text
@@ -339,3 +345,46 @@ class Key:
 
     def __repr__(self) -> str:
         return f"Key({self.raw!r})"
+
+
+def split_keys(text: str) -> list[str]:
+    """Split a comma-separated key string the way SillyTavern's key editor does.
+
+    A `/regex/flags` key may contain commas; a slash opens a regex until the next unescaped
+    slash. Empty pieces are dropped, pieces are trimmed.
+    """
+    keys: list[str] = []
+    current = text
+    inside = closed = False
+    i = 0
+    while i < len(current):
+        ch = current[i]
+        if ch == "/" and (i == 0 or current[i - 1] != "\\"):
+            if not inside:
+                inside = True
+            elif not closed:
+                closed = True
+        if ch == ",":
+            token = current[:i].strip()
+            if inside and not closed:
+                i += 1
+                continue
+            if token:
+                if token.startswith("/") and not _looks_like_regex(token):
+                    keys.extend(x.strip() for x in token.split(",") if x.strip())
+                else:
+                    keys.append(token)
+            current = current[i + 1 :]
+            inside = closed = False
+            i = 0
+            continue
+        i += 1
+    rest = current.strip()
+    if rest:
+        keys.append(rest)
+    return keys
+
+
+def _looks_like_regex(token: str) -> bool:
+    parsed = parse_regex_key(token)
+    return parsed is not None and parsed.error is None

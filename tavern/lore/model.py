@@ -1,14 +1,14 @@
 """The in-memory lorebook: `LoreEntry` and `Lorebook`, shaped like SillyTavern's world JSON.
 
-Callers: `tavern.lore.convert` (builds them from world files and card books, writes them back),
-`tavern.lore.scan` (reads them every turn), the TUI's lore editor and the prompt assembler.
-Nothing here touches files.
+Callers: `tavern.lore.convert` and `tavern.lore.card_book` (build them from world files and
+card books, write them back), the scan (`tavern.lore.index` compiles them), the TUI's lore
+editor and the prompt assembler. Nothing here touches files.
 
 Attribute names are snake_case; `ST_NAMES` maps each one to the camelCase key SillyTavern
 writes, so a world file goes in and comes out with the same keys. Keys this model does not
 know stay in `LoreEntry.extra` / `Lorebook.extra` untouched.
 
-The scanner caches a compiled index per lorebook (see `tavern.lore.scan`). Assigning any
+The scanner caches a compiled index per lorebook (see `tavern.lore.index`). Assigning any
 attribute of an entry that has been scanned, and adding, removing or replacing entries (the
 `entries` list is an `EntryList` that reports its changes), are noticed automatically; an edit
 made *inside* an entry's list (``entry.key.append("x")``) is not: assign a new list instead,
@@ -18,8 +18,9 @@ or call `Lorebook.touch()` after such an edit.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 # Bumped whenever a scanned entry or book is edited; the scan index cache compares it.
 _edit_counter = itertools.count(1)
@@ -138,13 +139,13 @@ class LoreEntry:
     cooldown: int | None = None
     delay: int | None = None
     display_index: int | None = None
-    character_filter: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    character_filter: dict[str, object] | None = None
+    extra: dict[str, object] = field(default_factory=dict)
     # The key order of the JSON object this entry was read from (None for a new entry): lets
     # export write back exactly the keys the file had. Not part of equality.
     source_keys: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def __setattr__(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
         # Only entries the scanner has indexed need to invalidate its cache.
         if self.__dict__.get("_indexed"):
@@ -173,7 +174,7 @@ class LoreEntry:
         return f"entry {self.uid}"
 
 
-class EntryList(list):
+class EntryList(list[LoreEntry]):
     """`Lorebook.entries`: a plain list that tells the scan index when it is changed."""
 
     def _changed(self) -> None:
@@ -181,10 +182,12 @@ class EntryList(list):
             _bump()
 
 
-def _mutator(name: str) -> Any:
+def _mutator(name: str) -> Callable[..., object]:
+    """`list`'s method `name`, reporting the change (the same signature, so `list`'s types
+    describe it)."""
     method = getattr(list, name)
 
-    def wrapper(self: EntryList, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: EntryList, *args: object, **kwargs: object) -> object:
         result = method(self, *args, **kwargs)
         self._changed()
         return self if name in ("__iadd__", "__imul__") else result
@@ -216,11 +219,12 @@ class Lorebook:
 
     name: str
     entries: list[LoreEntry] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def __setattr__(self, name: str, value: object) -> None:
         if name == "entries" and not isinstance(value, EntryList):
-            value = EntryList(value)
+            # The checker holds every assignment to `entries` to the field's type.
+            value = EntryList(cast("Iterable[LoreEntry]", value))
         object.__setattr__(self, name, value)
         if self.__dict__.get("_indexed"):
             _bump()

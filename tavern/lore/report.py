@@ -7,7 +7,6 @@ rich/textual here, the CLI decides how to print.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from tavern.lore.scan import ScanResult
 
@@ -85,13 +84,13 @@ def format_scan_report(result: ScanResult) -> str:
     return "\n".join(lines)
 
 
-def _order(value: Any) -> str:
+def _order(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
 
 
-def scan_result_to_json(result: ScanResult) -> dict[str, Any]:
+def scan_result_to_json(result: ScanResult) -> dict[str, object]:
     """The result as plain JSON-ready data (the `--json` output)."""
     return {
         "activated": [

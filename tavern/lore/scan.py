@@ -32,12 +32,16 @@ key matches everything; `min_activations_depth_max` lets the scan go one message
 pending `delayUntilRecursion` level gets its own step even after the budget is full; an entry
 in two groups ("a, b") does not count as "group a already active" in later steps.
 
+This module is the scan's loop: the order entries are taken in, recursion steps, the token
+budget and the result. The rules for one entry (gates, keys, selective logic, probability,
+inclusion groups) are in `tavern.lore.rules`, timed effects in `tavern.lore.timed`.
+
 Speed: books are compiled once into an index (`tavern.lore.index`, cached per book object;
 `tavern.lore.model` says what invalidates it). Each step looks the words of the scan text up in
-that index, so only entries that can match are checked: a scan costs about the same for 100 or
-10,000 entries. With `explain=False` (the prompt path) checking also stops once the budget is
-full; `explain=True` (the default, for `tavern lore scan`) checks every candidate to say why
-each one stayed out. Timed effects are in `tavern.lore.timed`.
+that index (`tavern.lore.matching`), so only entries that can match are checked: a scan costs
+about the same for 100 or 10,000 entries. With `explain=False` (the prompt path) checking also
+stops once the budget is full; `explain=True` (the default, for `tavern lore scan`) checks
+every candidate to say why each one stayed out.
 """
 
 from __future__ import annotations
@@ -46,34 +50,13 @@ import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from tavern.config import LoreSettingsModel as LoreSettings  # the one definition: [lore]
-from tavern.lore.index import (
-    INITIAL,
-    MAX_SCAN_DEPTH,
-    MIN_ACTIVATIONS,
-    NONE,
-    RECURSION,
-    CompiledEntry,
-    Scanner,
-    ScanView,
-    index_for,
-    number,
-)
-from tavern.lore.keys import Key
-from tavern.lore.model import (
-    DEFAULT_DEPTH,
-    DEFAULT_WEIGHT,
-    LOGIC_AND_ALL,
-    LOGIC_AND_ANY,
-    LOGIC_NAMES,
-    LOGIC_NOT_ALL,
-    LOGIC_NOT_ANY,
-    POSITION_AT_DEPTH,
-    Lorebook,
-    LoreEntry,
-)
+from tavern.lore.index import CompiledEntry, LoreIndex, index_for, number
+from tavern.lore.matching import INITIAL, MAX_SCAN_DEPTH, MIN_ACTIVATIONS, NONE, RECURSION, Scanner
+from tavern.lore.model import DEFAULT_DEPTH, POSITION_AT_DEPTH, Lorebook, LoreEntry
+from tavern.lore.rules import Reason, Rules, filter_groups, roll
 from tavern.lore.timed import TimedEffects
 
 __all__ = [
@@ -88,7 +71,6 @@ __all__ = [
 ]
 
 _KIND_RANK = {"chat": 0, "character": 1, "global": 2}
-Reason = Any  # a str, or a callable returning one (built only when shown)
 
 
 @dataclass
@@ -145,10 +127,12 @@ class ScanResult:
     activated: list[ActivatedEntry] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     broken: list[BrokenEntry] = field(default_factory=list)
-    timed_state: dict[str, Any] = field(default_factory=dict)
+    timed_state: dict[str, object] = field(default_factory=dict)
     tokens_used: int = 0
     budget: int = 0
 
+    # The assembler reads each key as what it holds; one typed view each would change it.
+    # Any: a str for each slot, and for key 4 a list of (depth, role, text)
     def by_position(self) -> dict[int, Any]:
         """Text per insertion position, as SillyTavern assembles it.
 
@@ -172,7 +156,9 @@ class ScanResult:
                     depth_groups.append((item.depth, item.role, [item.content]))
             elif item.position in slots:
                 slots[item.position].insert(0, item.content)
-        out: dict[int, Any] = {pos: "\n".join(texts) for pos, texts in slots.items()}
+        out: dict[int, str | list[tuple[int, int, str]]] = {
+            pos: "\n".join(texts) for pos, texts in slots.items()
+        }
         out[POSITION_AT_DEPTH] = [(d, r, "\n".join(t)) for d, r, t in depth_groups]
         return dict(sorted(out.items()))
 
@@ -208,7 +194,7 @@ def scan_lore(
     settings: LoreSettings,
     context_size: int,
     count_tokens: Callable[[str], int],
-    timed_state: dict[str, Any] | None = None,
+    timed_state: dict[str, object] | None = None,
     chat_length: int | None = None,
     rng_seed: int | None = None,
     character_name: str = "",
@@ -235,19 +221,17 @@ def scan_lore(
     rng = random.Random(rng_seed)
     chat_len = len(messages) if chat_length is None else chat_length
 
-    texts = []
+    texts: list[str] = []
     for message in reversed(messages):
         text = f"{message.name}: {message.text}" if settings.include_names else message.text
         texts.append(text.strip())
     scanner = Scanner(index, texts[:MAX_SCAN_DEPTH], extra_scan_text, settings, substitute_macros)
 
-    budget = math.floor(settings.budget_percent * context_size / 100 + 0.5) or 1
-    if settings.budget_cap > 0 and budget > settings.budget_cap:
-        budget = settings.budget_cap
+    budget = _budget(settings, context_size)
 
     timed = TimedEffects(timed_state, chat_len, index, linger=settings.cache_aware_linger)
     timed.check()
-    tags = set(character_tags)
+    rules = Rules(scanner, timed, character_name, set(character_tags))
 
     levels = list(index.levels)
     level = levels.pop(0) if levels else 0
@@ -285,7 +269,7 @@ def scan_lore(
         ) -> bool:
             if item in failed_probability or item in activated:
                 return False
-            verdict = _consider(item, state, level, scanner, timed, character_name, tags)
+            verdict = rules.consider(item, state, level)
             if verdict is None:
                 return False
             ok, reason = verdict
@@ -313,7 +297,7 @@ def scan_lore(
             key=lambda e: (0 if timed.is_sticky(e) else 1, e.pos),
         )
         text_tokens = count_tokens(activated_text) if activated_text else 0
-        for item, (reason, weak) in _filter_groups(new, activated, scanner, state, timed, rng).items():
+        for item, (reason, weak) in filter_groups(new, activated, scanner, state, timed, rng).items():
             reject(item, reason, weak)
 
         seen: list[CompiledEntry] = []
@@ -321,7 +305,7 @@ def scan_lore(
         new_tokens = 0
         for item in stream:
             seen.append(item)
-            roll_reason = _roll(item, timed, rng)
+            roll_reason = roll(item, timed, rng)
             if roll_reason is not None:
                 failed_probability.add(item)
                 reject(item, roll_reason)
@@ -381,8 +365,27 @@ def scan_lore(
             activated_text = text + "\n" + activated_text
 
     timed.record(activated)
-
     result = ScanResult(timed_state=timed.state, tokens_used=tokens_used, budget=budget)
+    _report(result, activated, rejected, index, scanner)
+    return result
+
+
+def _budget(settings: LoreSettings, context_size: int) -> int:
+    """SillyTavern's World Info budget: a share of the context, at most the cap (0: none)."""
+    budget = math.floor(settings.budget_percent * context_size / 100 + 0.5) or 1
+    if settings.budget_cap > 0 and budget > settings.budget_cap:
+        budget = settings.budget_cap
+    return budget
+
+
+def _report(
+    result: ScanResult,
+    activated: dict[CompiledEntry, Reason],
+    rejected: dict[CompiledEntry, Reason],
+    index: LoreIndex,
+    scanner: Scanner,
+) -> None:
+    """Fill `result` with what the scan decided, building the reasons that were kept lazy."""
     for item, reason in activated.items():
         entry = item.entry
         result.activated.append(
@@ -414,168 +417,6 @@ def scan_lore(
     for item, problem in scanner.timeouts.items():
         if item not in activated and item not in rejected:
             result.rejected.append(Rejection(item.book, item.uid, item.comment, problem, item.kind))
-    return result
-
-
-_PASS = object()  # `_gates` result: no rule before the keys applies
-
-
-def _consider(
-    item: CompiledEntry,
-    state: int,
-    level: int,
-    scanner: Scanner,
-    timed: TimedEffects,
-    character_name: str,
-    tags: set[str],
-) -> tuple[bool, Reason] | None:
-    """`_consider_keys`, and in the cache-aware mode an entry that did not fire but lingers
-    (fired within the last few messages) stays, unless a rule (disabled, cooldown, delay,
-    filter) keeps it out."""
-    verdict = _consider_keys(item, state, level, scanner, timed, character_name, tags)
-    if (verdict is None or not verdict[0]) and item in timed.active["linger"]:
-        view = scanner.view(item.scan_depth, state)
-        if item.simple or _gates(item, state, level, scanner, timed, character_name, tags, view) is _PASS:
-            timed.lingered.add(item)
-            return True, f"cache-aware: lingers until message {_fmt(timed.active['linger'][item])}"
-    return verdict
-
-
-def _consider_keys(
-    item: CompiledEntry,
-    state: int,
-    level: int,
-    scanner: Scanner,
-    timed: TimedEffects,
-    character_name: str,
-    tags: set[str],
-) -> tuple[bool, Reason] | None:
-    """One entry in one scan step: (True, why) to activate, (False, why) rejected, None = no
-    match (nothing to report). Checks run in SillyTavern's order."""
-    view = scanner.view(item.scan_depth, state)
-    if not item.simple:
-        gate = _gates(item, state, level, scanner, timed, character_name, tags, view)
-        if gate is not _PASS:
-            return cast("tuple[bool, Reason] | None", gate)
-    match = scanner.match
-    key = None
-    for candidate in item.primary:
-        if match(candidate, item, view):
-            key = candidate
-            break
-    if key is None:
-        return None
-    entry = item.entry
-    if not (entry.selective and item.secondary):
-        return True, _KeyReason(scanner, key, item, view, "")
-    logic = entry.selective_logic if entry.selective_logic is not None else LOGIC_AND_ANY
-    name = LOGIC_NAMES.get(logic, str(logic))
-    present: list[str] = []
-    missing: list[str] = []
-    for second in item.secondary:
-        hit = match(second, item, view)
-        (present if hit else missing).append(second.raw.strip())
-        if logic == LOGIC_AND_ANY and hit:
-            return True, _KeyReason(scanner, key, item, view, f'"{second.raw.strip()}" present')
-        if logic == LOGIC_NOT_ALL and not hit:
-            return True, _KeyReason(scanner, key, item, view, f'"{second.raw.strip()}" absent')
-    if logic == LOGIC_NOT_ANY and not present:
-        return True, _KeyReason(scanner, key, item, view, "none present")
-    if logic == LOGIC_AND_ALL and not missing:
-        return True, _KeyReason(scanner, key, item, view, "all present")
-    quoted_all = ", ".join(f'"{k}"' for k in present + missing)
-    if logic == LOGIC_AND_ANY:
-        return False, f"secondary keys {name}: none of {quoted_all} present"
-    if logic == LOGIC_NOT_ALL:
-        return False, f"secondary keys {name}: all of {quoted_all} present"
-    if logic == LOGIC_NOT_ANY:
-        return False, f"secondary keys {name}: " + ", ".join(f'"{k}"' for k in present) + " present"
-    if logic == LOGIC_AND_ALL:
-        return False, f"secondary keys {name}: " + ", ".join(f'"{k}"' for k in missing) + " missing"
-    return False, f"unknown selective logic {logic}"
-
-
-def _gates(
-    item: CompiledEntry,
-    state: int,
-    level: int,
-    scanner: Scanner,
-    timed: TimedEffects,
-    character_name: str,
-    tags: set[str],
-    view: ScanView,
-) -> Any:
-    """The rules SillyTavern applies before the keys; `_PASS` when none decides.
-
-    Rules that keep an entry out are reported only for entries that would have fired
-    (an entry whose keys do not match is not news).
-    """
-    entry = item.entry
-
-    def blocked(reason: str) -> tuple[bool, Reason] | None:
-        if entry.constant or "@@activate" in item.decorators or timed.is_sticky(item):
-            return False, reason
-        if any(scanner.match(key, item, view) for key in item.primary):
-            return False, reason
-        return None
-
-    if entry.disable:
-        return blocked("disabled")
-    cfilter = entry.character_filter
-    if isinstance(cfilter, dict):
-        names = cfilter.get("names") or []
-        exclude = bool(cfilter.get("isExclude"))
-        if isinstance(names, list) and names:
-            included = character_name in names
-            if included if exclude else not included:
-                return blocked(f'character filter: {"excludes" if exclude else "not for"} "{character_name}"')
-        ftags = cfilter.get("tags") or []
-        if isinstance(ftags, list) and ftags:
-            has_tag = any(tag in tags for tag in ftags)
-            if has_tag if exclude else not has_tag:
-                return blocked("character filter: tags " + ("match" if exclude else "do not match"))
-    sticky = timed.is_sticky(item)
-    if item in timed.active["delay"]:
-        return blocked(f"delay: chat shorter than {item.delay_n} messages")
-    if item in timed.active["cooldown"] and not sticky:
-        end = timed.active["cooldown"][item]
-        return blocked(f"cooldown until message {_fmt(end)}")
-    if state != RECURSION and item.delay_level and not sticky:
-        return blocked(f"delayed until recursion level {item.delay_level}")
-    if state == RECURSION and item.delay_level > level and not sticky:
-        return blocked(f"delayed until recursion level {item.delay_level} (now {level})")
-    if state == RECURSION and scanner.settings.recursive and entry.exclude_recursion and not sticky:
-        return blocked("excluded from recursion (only the chat can activate it)")
-    if "@@activate" in item.decorators:
-        return True, "@@activate decorator"
-    if "@@dont_activate" in item.decorators:
-        return blocked("@@dont_activate decorator")
-    if entry.constant:
-        return True, "constant"
-    if sticky:
-        return True, f"sticky (until message {_fmt(timed.active['sticky'][item])})"
-    if not item.primary:
-        return None
-    return _PASS
-
-
-class _KeyReason:
-    """'key "x" matched in message -1; secondary ...', computed only if it is shown."""
-
-    __slots__ = ("item", "key", "scanner", "secondary", "view")
-
-    def __init__(self, scanner: Scanner, key: Key, item: CompiledEntry, view: ScanView, secondary: str):
-        self.scanner, self.key, self.item, self.view = scanner, key, item, view
-        self.secondary = secondary
-
-    def __call__(self) -> str:
-        where = self.scanner.locate(self.key, self.item, self.view)
-        text = f'key "{self.key.raw.strip()}" matched in {where}'
-        if self.secondary:
-            logic = self.item.entry.selective_logic
-            logic = LOGIC_AND_ANY if logic is None else logic
-            text += f"; secondary {LOGIC_NAMES.get(logic, logic)}: {self.secondary}"
-        return text
 
 
 def _merge_new(
@@ -597,130 +438,3 @@ def _merge_new(
         if evaluate(item):
             yield item
     yield from others[i:]
-
-
-def _fmt(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-def _roll(item: CompiledEntry, timed: TimedEffects, rng: random.Random) -> str | None:
-    """SillyTavern's probability check; a reason when the entry fails it."""
-    entry = item.entry
-    chance = entry.probability
-    if not entry.use_probability or chance is None or number(chance, 100) == 100:
-        return None
-    if timed.is_sticky(item) or item in timed.active["linger"]:
-        return None  # in the prompt already: a roll would make it flicker
-    roll = rng.random() * 100
-    if roll <= number(chance, 100):
-        return None
-    return f"probability roll {roll:.0f} > {_fmt(number(chance, 100))}"
-
-
-def _filter_groups(
-    new: list[CompiledEntry],
-    activated: dict[CompiledEntry, str],
-    scanner: Scanner,
-    state: int,
-    timed: TimedEffects,
-    rng: random.Random,
-) -> dict[CompiledEntry, tuple[str, bool]]:
-    """SillyTavern's `filterByInclusionGroups`: removes losers from `new`, returns why.
-
-    A "weak" reason (the group was filled in an earlier step) does not replace a reason the
-    entry got earlier in the scan.
-    """
-    grouped: dict[str, list[CompiledEntry]] = {}
-    for item in new:
-        for name in item.groups:
-            grouped.setdefault(name, []).append(item)
-    if not grouped:
-        return {}
-    losers: dict[CompiledEntry, tuple[str, bool]] = {}
-
-    def remove(item: CompiledEntry, reason: str, weak: bool = False) -> None:
-        if item in new:
-            new.remove(item)
-            losers[item] = (reason, weak)
-
-    # Timed effects: a group with sticky members keeps only those.
-    has_sticky: dict[str, bool] = {}
-    for name, members in grouped.items():
-        sticky = [m for m in members if timed.is_sticky(m)]
-        has_sticky[name] = bool(sticky)
-        if sticky:
-            for m in members:
-                if m not in sticky:
-                    remove(m, f'lost inclusion group "{name}" to sticky uid {sticky[0].uid}')
-        for m in members:
-            if m in timed.active["cooldown"] or m in timed.active["delay"]:
-                remove(m, f'inclusion group "{name}": on cooldown or delay')
-
-    # Group scoring: only the members matching the most keys stay.
-    settings = scanner.settings
-    for name, members in grouped.items():
-        if not settings.group_scoring and not any(m.use_scoring for m in members):
-            continue
-        if has_sticky[name]:
-            continue
-        scores = [_score(m, scanner, state) for m in members]
-        best = max(scores)
-        i = 0
-        while i < len(members):
-            scored = members[i].use_scoring
-            scored = settings.group_scoring if scored is None else scored
-            if scored and scores[i] < best:
-                remove(members[i], f'lost inclusion group "{name}" on score ({scores[i]} < {best})')
-                del members[i]
-                del scores[i]
-                continue
-            i += 1
-
-    for name, members in grouped.items():
-        if has_sticky[name]:
-            continue
-        holder = next((a for a in activated if a.entry.group == name), None)
-        if holder is not None:
-            for m in members:
-                remove(m, f'inclusion group "{name}" already active (uid {holder.uid})', True)
-            continue
-        if len(members) <= 1:
-            continue
-        overrides = sorted((m for m in members if m.entry.group_override), key=lambda m: -m.order)
-        if overrides:
-            winner = overrides[0]
-            for m in members:
-                if m is not winner:
-                    remove(m, f'lost inclusion group "{name}" to uid {winner.uid} (group override)')
-            continue
-        weights = [number(m.entry.group_weight, DEFAULT_WEIGHT) for m in members]
-        roll = rng.random() * sum(weights)
-        current = 0.0
-        chosen = None
-        for m, weight in zip(members, weights, strict=True):
-            current += weight
-            if roll <= current:
-                chosen = m
-                break
-        if chosen is None:
-            continue
-        for m in members:
-            if m is not chosen:
-                remove(m, f'lost inclusion group "{name}" to uid {chosen.uid} (weighted roll)')
-    return losers
-
-
-def _score(item: CompiledEntry, scanner: Scanner, state: int) -> int:
-    """SillyTavern's `getScore`: matched primary keys, plus secondary ones for AND logic."""
-    view = scanner.view(item.scan_depth, state)
-    primary = sum(1 for key in item.primary if scanner.match(key, item, view))
-    secondary = sum(1 for key in item.secondary if scanner.match(key, item, view))
-    if not item.primary:
-        return 0
-    if item.secondary:
-        logic = item.entry.selective_logic
-        if logic == LOGIC_AND_ANY:
-            return primary + secondary
-        if logic == LOGIC_AND_ALL:
-            return primary + secondary if secondary == len(item.secondary) else primary
-    return primary

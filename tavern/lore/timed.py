@@ -20,18 +20,20 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable
-from typing import Any
 
-from tavern.lore.index import CompiledEntry, LoreIndex
+from tavern.lore.index import CompiledEntry, LoreIndex, float_or_none
 
 LINGER = "tavernLinger"
 
 
 class TimedEffects:
+    """The timed effects of one scan: which entries are sticky, cooling down, delayed or
+    lingering now (`active`), and the state to store for the next turn (`state`)."""
+
     def __init__(
-        self, state: dict[str, Any] | None, chat_length: int, index: LoreIndex, linger: int = 0
+        self, state: dict[str, object] | None, chat_length: int, index: LoreIndex, linger: int = 0
     ) -> None:
-        self.state: dict[str, Any] = copy.deepcopy(state) if isinstance(state, dict) else {}
+        self.state: dict[str, object] = copy.deepcopy(state) if isinstance(state, dict) else {}
         self.chat_length = chat_length
         self.index = index
         self.linger = linger
@@ -43,11 +45,15 @@ class TimedEffects:
             "delay": {},
             "linger": {},
         }
+        # The sticky and cooldown tables, kept in `state` too: effects are objects, the rest
+        # of a table is dropped.
+        self.tables: dict[str, dict[str, dict[str, object]]] = {}
         for kind in ("sticky", "cooldown"):
             table = self.state.get(kind)
             if not isinstance(table, dict):
                 table = {}
-            self.state[kind] = {k: v for k, v in table.items() if isinstance(v, dict) and v}
+            kept = {k: v for k, v in table.items() if isinstance(v, dict) and v}
+            self.state[kind] = self.tables[kind] = kept
 
     def check(self) -> None:
         self._check("sticky")
@@ -58,7 +64,7 @@ class TimedEffects:
                 self.active["delay"][item] = item.delay_n
 
     def _check(self, kind: str) -> None:
-        table = self.state[kind]
+        table = self.tables[kind]
         for key, value in list(table.items()):
             start = _float(value.get("start"))
             end = _float(value.get("end"))
@@ -76,29 +82,34 @@ class TimedEffects:
             if self.chat_length >= end:
                 del table[key]
                 if kind == "sticky" and item.cooldown_n:
-                    self.state["cooldown"][item.effect_key] = self._effect(item, "cooldown", True)
+                    self.tables["cooldown"][item.effect_key] = self._effect(item, "cooldown", True)
                     self.active["cooldown"][item] = self.chat_length + item.cooldown_n
                 continue
             self.active[kind][item] = end
 
     def _check_linger(self) -> None:
-        table = self.state.get(LINGER)
         if not self.linger:
             return  # the mode is off: its table is kept as it is, unused
-        if not isinstance(table, dict):
-            table = self.state[LINGER] = {}
+        table = self._linger_table()
         by_key = {item.effect_key: item for item in self.index.entries}
         for key, value in list(table.items()):
             item = by_key.get(key)
-            end = _float(value.get("end")) if isinstance(value, dict) else math.nan
+            effect = value if isinstance(value, dict) else {}  # not an object: no end, it leaves
+            end = _float(effect.get("end"))
             # An entry edited away, or whose time is up, leaves; so does one recorded past
             # this point of the chat (messages were deleted).
-            if item is None or not self.chat_length < end or _float(value.get("start")) > self.chat_length:
+            if item is None or not self.chat_length < end or _float(effect.get("start")) > self.chat_length:
                 del table[key]
                 continue
             self.active["linger"][item] = end
 
-    def _effect(self, item: CompiledEntry, kind: str, protected: bool) -> dict[str, Any]:
+    def _linger_table(self) -> dict[str, object]:
+        table = self.state.get(LINGER)
+        if not isinstance(table, dict):
+            table = self.state[LINGER] = {}
+        return table
+
+    def _effect(self, item: CompiledEntry, kind: str, protected: bool) -> dict[str, object]:
         length = item.sticky_n if kind == "sticky" else item.cooldown_n
         return {
             "hash": item.hash,
@@ -113,18 +124,20 @@ class TimedEffects:
     def record(self, activated: Iterable[CompiledEntry]) -> None:
         activated = list(activated)
         if self.linger:
-            table = self.state.setdefault(LINGER, {})
+            table = self._linger_table()
             for item in activated:
                 if item not in self.lingered and not item.entry.constant:  # fired by its keys: refresh
-                    table[item.effect_key] = {"start": self.chat_length, "end": self.chat_length + self.linger}
+                    table[item.effect_key] = {
+                        "start": self.chat_length,
+                        "end": self.chat_length + self.linger,
+                    }
         for item in activated:
             for kind in ("sticky", "cooldown"):
-                if getattr(item, f"{kind}_n") and not self.state[kind].get(item.effect_key):
-                    self.state[kind][item.effect_key] = self._effect(item, kind, False)
+                if getattr(item, f"{kind}_n") and not self.tables[kind].get(item.effect_key):
+                    self.tables[kind][item.effect_key] = self._effect(item, kind, False)
 
 
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
+def _float(value: object) -> float:
+    """A stored chat length; NaN (no comparison holds) when it is not a number."""
+    found = float_or_none(value)
+    return math.nan if found is None else found

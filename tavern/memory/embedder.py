@@ -101,4 +101,5 @@ class Embedder:
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
-        return vectors.tolist()
+        rows: list[list[float]] = vectors.tolist()  # numpy types tolist() loosely: 2-D floats here
+        return rows

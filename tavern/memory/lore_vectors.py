@@ -13,27 +13,32 @@ recursion does not scan their text.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tavern.lore.model import Lorebook, LoreEntry
+    from tavern.lore.scan import ActivatedEntry, ScanResult
+    from tavern.memory.service import MemoryService
 
 
-def vectorized_entries(books: Sequence[tuple[str, Any]]) -> list[tuple[str, Any, Any]]:
+def vectorized_entries(books: Sequence[tuple[str, Lorebook]]) -> list[tuple[str, Lorebook, LoreEntry]]:
     """(kind, book, entry) for every enabled vectorized entry with content."""
     return [
         (kind, book, entry)
         for kind, book in books
         for entry in book.entries
-        if getattr(entry, "vectorized", False) and not entry.disable and entry.content.strip()
+        if entry.vectorized and not entry.disable and entry.content.strip()
     ]
 
 
 def activate_by_similarity(
-    memory: Any,
-    result: Any,
-    books: Sequence[tuple[str, Any]],
+    memory: MemoryService,
+    result: ScanResult,
+    books: Sequence[tuple[str, Lorebook]],
     queries: list[str],
     count: Callable[[str], int],
     macro: Callable[[str], str] | None = None,
-) -> list[Any]:
+) -> list[ActivatedEntry]:
     """Add similarity activations to `result` (a ScanResult); returns the entries added."""
     from tavern.lore.scan import ActivatedEntry
 
@@ -45,12 +50,12 @@ def activate_by_similarity(
         return []
     vectors = memory.embed_cached([e.content for _k, _b, e in candidates] + queries)
     entry_vecs, query_vecs = vectors[: len(candidates)], vectors[len(candidates) :]
-    scored = []
+    scored: list[tuple[float, str, Lorebook, LoreEntry]] = []
     for (kind, book, entry), ev in zip(candidates, entry_vecs):
         score = max(sum(a * b for a, b in zip(ev, qv)) for qv in query_vecs)
         if score >= memory.settings.lore_threshold:
             scored.append((score, kind, book, entry))
-    added = []
+    added: list[ActivatedEntry] = []
     used = result.tokens_used
     for score, kind, book, entry in sorted(scored, key=lambda s: -s[0]):
         content = macro(entry.content) if macro else entry.content

@@ -20,7 +20,8 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tavern.errors import MemoryError_, TavernError
 from tavern.memory.chunking import Chunk, MessageRef, chunk_message, message_key
@@ -28,16 +29,23 @@ from tavern.memory.embedder import Embedder
 from tavern.memory.vector import Hit, VectorStore
 
 if TYPE_CHECKING:
+    from tavern.config import MemorySettings
+    from tavern.engines.base import Engine
     from tavern.memory.ports import ChatHandle, SummarySource
+    from tavern.store.chatfile import Chat
+
+Job = tuple[str, str, "tuple[SummarySource, int] | None"]
+"""(kind, chat, payload) of one background job: "tail", "full" or "summary" (whose payload is
+the chat's summary source and window start)."""
 
 UNIT_CHUNKS = 16
+"""Chunks embedded per unit of background work: a turn waits at most for one unit."""
 RECALL_CHUNKS = 4 * 64
 """Chunks a turn's recall embeds before it searches (a few long new messages); the rest of a
 burst is indexed in the background."""
-"""Chunks embedded per unit of background work: a turn waits at most for one unit."""
 TAIL = 64
-FRESH = 32
 """Messages checked at the end of the chat before each recall (catch-up of what is missing)."""
+FRESH = 32
 
 
 @dataclass
@@ -52,7 +60,7 @@ def chat_id(handle: ChatHandle) -> str:
     return f"{handle.key}/{handle.chat.name}"
 
 
-def message_refs(chat: Any, start: int = 0, end: int | None = None) -> list[MessageRef]:
+def message_refs(chat: Chat, start: int = 0, end: int | None = None) -> list[MessageRef]:
     """The indexable messages of chat[start:end] (hidden/system ones and empty ones are not)."""
     end = len(chat) if end is None else min(end, len(chat))
     out = []
@@ -61,7 +69,7 @@ def message_refs(chat: Any, start: int = 0, end: int | None = None) -> list[Mess
             m = chat[i]
         except TavernError:  # an unreadable line: nothing to index
             continue
-        if getattr(m, "is_system", False) or not (m.mes or "").strip():
+        if m.is_system or not (m.mes or "").strip():
             continue
         out.append(MessageRef(i, m.name, m.mes))
     return out
@@ -73,7 +81,9 @@ def _window(handle: ChatHandle, before: int | None) -> int:
 
 
 class MemoryService:
-    def __init__(self, settings: Any, path: Any, engine_getter: Callable[[], Any] | None = None):
+    def __init__(
+        self, settings: MemorySettings, path: Path | None, engine_getter: Callable[[], Engine] | None = None
+    ) -> None:
         self.settings = settings  # the [memory] section
         self.embedder = Embedder(threads=settings.threads)
         self.store = VectorStore(self.embedder, path=path, url=settings.chroma_url)
@@ -82,8 +92,9 @@ class MemoryService:
         self.summary_error: str | None = None
         self.on_warning: Callable[[str], None] | None = None
         self._warned = False
+        self._taken = False
         self._cv = threading.Condition()
-        self._jobs: deque[tuple[str, str, Any]] = deque()
+        self._jobs: deque[Job] = deque()
         self._busy = 0
         self._running = False
         self._cancel_bg = threading.Event()
@@ -91,6 +102,7 @@ class MemoryService:
         self._closed = False
         self._chats: dict[str, ChatHandle] = {}
         self._dirty_from: dict[str, int] = {}
+        """Per chat, the first message appended since its index was last complete."""
         self._vec_cache: dict[str, list[float]] = {}
         self._fresh: dict[str, tuple[int, list[float]]] = {}
         """Vectors of the newest messages' chunks (text -> (message index, vector), a few dozen):
@@ -99,8 +111,7 @@ class MemoryService:
         self._fresh_lock = threading.Lock()
         self._synced: set[str] = set()
         """Chats whose full sync was started in this process."""
-        """Per chat, the first message appended since its index was last complete."""
-        self._recall_cache: tuple[tuple, list[Recalled]] | None = None
+        self._recall_cache: tuple[tuple[str, int, tuple[str, ...], int], list[Recalled]] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -121,7 +132,7 @@ class MemoryService:
 
     def take_warning(self) -> str | None:
         """The failure, the first time it is asked for (the prompt's warnings show it once)."""
-        if self.failed and not getattr(self, "_taken", False):
+        if self.failed and not self._taken:
             self._taken = True
             return f"long-term memory is off: {self.failed}"
         return None
@@ -145,7 +156,7 @@ class MemoryService:
                     self._cancel_bg.clear()
                 self._cv.notify_all()
 
-    def _submit(self, kind: str, human: str, payload: Any = None) -> None:
+    def _submit(self, kind: str, human: str, payload: tuple[SummarySource, int] | None = None) -> None:
         # The summary needs only the engine: it goes on when Chroma or the embedder failed.
         if not self.settings.enabled or self._closed or (self.failed and kind != "summary"):
             return
@@ -183,11 +194,14 @@ class MemoryService:
                         self._jobs.appendleft(job)
                     self._cv.notify_all()
 
-    def _run(self, job: tuple[str, str, Any]) -> bool:
+    def _run(self, job: Job) -> bool:
         """One unit of a job; True when there is more to do."""
         kind, human, payload = job
         if kind == "summary":
             from tavern.memory.summary import summarize_step
+
+            if payload is None:  # never: only `schedule_summary` submits one, with its source
+                return False
 
             try:
                 return summarize_step(payload, self.settings, self._cancel_bg)
@@ -232,17 +246,17 @@ class MemoryService:
             return
         human = chat_id(session)
         self._chats[human] = session
-        listeners = getattr(session.chat, "listeners", None)
-        if listeners is not None and self._on_change not in listeners:
+        listeners = session.chat.listeners
+        if self._on_change not in listeners:
             listeners.append(self._on_change)
 
-    def _human_of(self, chat: Any) -> str | None:
+    def _human_of(self, chat: Chat) -> str | None:
         for human, session in self._chats.items():
             if session.chat is chat:
                 return human
         return None
 
-    def _on_change(self, chat: Any, kind: str, index: int) -> None:
+    def _on_change(self, chat: Chat, kind: str, index: int) -> None:
         """Chat.listeners callback: every write of the chat store comes through here."""
         human = self._human_of(chat)
         if human is None:

@@ -12,8 +12,9 @@ cells, so the chat's cache survives; a step is cancelled when a reply starts, an
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tavern.engines.base import SEQ_BACKGROUND
 from tavern.errors import TavernError
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from tavern.config import MemorySettings
     from tavern.engines.base import GenerationRequest
     from tavern.memory.ports import ChatHandle, SummarySource
+    from tavern.store.chatfile import Chat
 
 TEXT_KEY = "tavern_summary"
 META_KEY = "tavern_summary_meta"
@@ -29,12 +31,23 @@ MARGIN = 48
 """Tokens kept free beside the summary prompt (template seams, rounding)."""
 
 
-def summary_meta(chat: Any) -> dict:
+def summary_meta(chat: Chat) -> dict[str, object]:
     meta = chat.header.chat_metadata.get(META_KEY)
     return dict(meta) if isinstance(meta, dict) else {}
 
 
-def summary_for_prompt(chat_metadata: dict) -> str:
+def position(meta: Mapping[str, object], key: str) -> int:
+    """A message position the summary's metadata holds (`start`, `end`; 0 when unset). A value
+    int() cannot read fails as int() fails: the chat file was edited by hand."""
+    value = meta.get(key, 0)
+    if isinstance(value, str | int | float):
+        return int(value)
+    raise TypeError(
+        f"int() argument must be a string, a bytes-like object or a real number, not '{type(value).__name__}'"
+    )
+
+
+def summary_for_prompt(chat_metadata: Mapping[str, object]) -> str:
     """The summary text the prompt gets ('' when switched off)."""
     meta = chat_metadata.get(META_KEY)
     if isinstance(meta, dict) and meta.get("off"):
@@ -42,7 +55,7 @@ def summary_for_prompt(chat_metadata: dict) -> str:
     return str(chat_metadata.get(TEXT_KEY, "") or "")
 
 
-def target_end(chat_len: int, window_start: int, settings: Any, covered: int) -> int:
+def target_end(chat_len: int, window_start: int, settings: MemorySettings, covered: int) -> int:
     """Up to where the summary should reach: the window's first message, or (with
     summary_every) the whole chat once that many messages are new."""
     target = max(0, window_start)
@@ -55,13 +68,13 @@ def summary_due(source: ChatHandle, window_start: int, settings: MemorySettings)
     meta = summary_meta(source.chat)
     if meta.get("off"):
         return False
-    covered = int(meta.get("end", 0))
+    covered = position(meta, "end")
     target = target_end(len(source.chat), window_start, settings, covered)
     need = 1 if settings.summary_every and target == len(source.chat) else settings.summary_threshold
     return target - covered >= need
 
 
-def _instruction(source: SummarySource, settings: MemorySettings, meta: dict[str, Any]) -> str:
+def _instruction(source: SummarySource, settings: MemorySettings, meta: Mapping[str, object]) -> str:
     from tavern.prompt.macros import MacroContext, substitute
 
     prompt = str(meta.get("prompt") or settings.summary_prompt)
@@ -89,7 +102,7 @@ def build_step(
     while i < end:
         m = source.chat[i]
         i += 1
-        if getattr(m, "is_system", False) or not (m.mes or "").strip():
+        if m.is_system or not (m.mes or "").strip():
             continue
         line = f"{m.name}: {m.mes.strip()}"
         cost = count(line + "\n")
@@ -101,16 +114,16 @@ def build_step(
             cost = budget
         lines.append(line)
         budget -= cost
-    messages = [
+    messages: list[dict[str, str]] = [
         {"role": "system", "content": system},
         {"role": "user", "content": head + "\n".join(lines) + tail},
     ]
     request = GenerationRequest(
         prompt=fmt.render(messages, add_generation_prompt=True),
         max_tokens=settings.summary_max_tokens,
-        stop=list(getattr(fmt, "stop", []) or []),
+        stop=list(fmt.stop or []),
         sampler=source.sampler(0.3),
-        add_bos=not getattr(fmt, "template_adds_bos", False),
+        add_bos=not fmt.template_adds_bos,
         messages=messages,
         seq_id=SEQ_BACKGROUND,
     )
@@ -126,7 +139,7 @@ def run_step(
 
     chat = source.chat
     meta = summary_meta(chat)
-    covered = int(meta.get("end", 0))
+    covered = position(meta, "end")
     if covered >= target:
         return False
     previous = str(chat.header.chat_metadata.get(TEXT_KEY, "") or "")
@@ -144,7 +157,7 @@ def run_step(
         return new_end < target
     meta.update(
         {
-            "start": int(meta.get("start", 0)),
+            "start": position(meta, "start"),
             "end": new_end,
             "updated": datetime.now(UTC).isoformat(timespec="seconds"),
         }
@@ -159,7 +172,7 @@ def summarize_step(payload: tuple[SummarySource, int], settings: MemorySettings,
     meta = summary_meta(source.chat)
     if meta.get("off"):
         return False
-    target = target_end(len(source.chat), window_start, settings, int(meta.get("end", 0)))
+    target = target_end(len(source.chat), window_start, settings, position(meta, "end"))
     result = run_step(source, settings, target, cancel)
     return result is None or result
 
@@ -176,7 +189,7 @@ def regenerate(source: SummarySource, settings: MemorySettings, target: int) -> 
     return str(chat.header.chat_metadata.get(TEXT_KEY, "") or "")
 
 
-def set_text(chat: Any, text: str) -> None:
+def set_text(chat: Chat, text: str) -> None:
     """The user's own summary text; the covered range stays (new messages extend it)."""
     meta = summary_meta(chat)
     meta["edited"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -184,7 +197,7 @@ def set_text(chat: Any, text: str) -> None:
     chat.update_metadata({TEXT_KEY: text.strip(), META_KEY: meta})
 
 
-def set_off(chat: Any, off: bool) -> None:
+def set_off(chat: Chat, off: bool) -> None:
     meta = summary_meta(chat)
     if off:
         meta["off"] = True

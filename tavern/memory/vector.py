@@ -12,12 +12,32 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar, cast
 from urllib.parse import urlparse
 
 from tavern.errors import MemoryError_
 from tavern.memory.chunking import Chunk
 from tavern.memory.embedder import Embedder, set_offline_env
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+    from chromadb.api.types import (
+        Documents,
+        Embeddable,
+        EmbeddingFunction,
+        Embeddings,
+        Include,
+        LiteralValue,
+        LogicalOperator,
+        Metadata,
+        PyEmbeddings,
+        Space,
+        Where,
+        WhereOperator,
+    )
+
+T = TypeVar("T")
 
 EF_NAME = "tavern_minilm"
 _SLUG = re.compile(r"[^a-zA-Z0-9]+")
@@ -41,16 +61,16 @@ class Hit:
     """Cosine similarity, 1 = same direction."""
 
 
-def _ef_class() -> type:
-    from chromadb.api.types import EmbeddingFunction
+def _ef_class() -> type[EmbeddingFunction[Documents]]:
+    from chromadb.api.types import Documents, EmbeddingFunction
 
-    class TavernEmbeddingFunction(EmbeddingFunction):
+    class TavernEmbeddingFunction(EmbeddingFunction[Documents]):
         """Chroma's handle on Tavern's embedder (used only if Chroma embeds text itself)."""
 
         def __init__(self, embedder: Embedder | None = None) -> None:
             self.embedder = embedder or Embedder()
 
-        def __call__(self, input: Any) -> Any:  # noqa: A002 - Chroma's parameter name
+        def __call__(self, input: Documents) -> Embeddings:  # noqa: A002 - Chroma's parameter name
             import numpy as np
 
             return [np.asarray(v, dtype=np.float32) for v in self.embedder.embed(list(input))]
@@ -59,17 +79,17 @@ def _ef_class() -> type:
         def name() -> str:
             return EF_NAME
 
-        def get_config(self) -> dict[str, Any]:
+        def get_config(self) -> dict[str, object]:
             return {}
 
         @staticmethod
-        def build_from_config(config: dict[str, Any]) -> Any:
+        def build_from_config(config: dict[str, object]) -> EmbeddingFunction[Documents]:
             return TavernEmbeddingFunction()
 
-        def default_space(self) -> Any:
+        def default_space(self) -> Space:
             return "cosine"
 
-        def supported_spaces(self) -> Any:
+        def supported_spaces(self) -> list[Space]:
             return ["cosine"]
 
     return TavernEmbeddingFunction
@@ -82,19 +102,19 @@ class VectorStore:
         self.embedder = embedder
         self.path = path
         self.url = url
-        self._client: Any = None
-        self._ef: Any = None
-        self._collections: dict[str, Any] = {}
+        self._client: ClientAPI | None = None
+        self._ef: EmbeddingFunction[Documents] | None = None
+        self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
 
-    def connect(self) -> Any:
+    def connect(self) -> ClientAPI:
         with self._lock:
             if self._client is None:
                 self._client = self._make_client()
                 self._ef = _ef_class()(self.embedder)
             return self._client
 
-    def _make_client(self) -> Any:
+    def _make_client(self) -> ClientAPI:
         set_offline_env()
         try:
             import chromadb
@@ -124,7 +144,7 @@ class VectorStore:
             where = self.url or str(self.path)
             raise MemoryError_(f"Chroma at {where} unavailable: {_one_line(err)}") from None
 
-    def collection(self, human: str) -> Any:
+    def collection(self, human: str) -> Collection:
         name = collection_name(human)
         coll = self._collections.get(name)
         if coll is None:
@@ -133,7 +153,9 @@ class VectorStore:
                 name,
                 metadata={"tavern_name": human},
                 configuration={"hnsw": {"space": "cosine"}},
-                embedding_function=self._ef,
+                # Chroma's signature asks for a function of any input; Tavern only ever stores
+                # documents (Chroma types its own default text function the same way).
+                embedding_function=cast("EmbeddingFunction[Embeddable] | None", self._ef),
             )
             self._collections[name] = coll
         return coll
@@ -156,8 +178,7 @@ class VectorStore:
         out: dict[str, tuple[int, list[str]]] = {}
         for cid, meta in zip(got["ids"], got["metadatas"] or []):
             key = str((meta or {}).get("key", cid.rsplit(".", 1)[0]))
-            index = int((meta or {}).get("index", -1))
-            out.setdefault(key, (index, []))[1].append(cid)
+            out.setdefault(key, (_index_of(meta), []))[1].append(cid)
         return out
 
     def add(self, human: str, chunks: list[Chunk], vectors: list[list[float]]) -> None:
@@ -166,9 +187,10 @@ class VectorStore:
         coll = self.collection(human)
         for start in range(0, len(chunks), 4000):  # under Chroma's max batch size
             part = chunks[start : start + 4000]
+            embeddings: PyEmbeddings = list(vectors[start : start + 4000])
             coll.upsert(
                 ids=[c.id for c in part],
-                embeddings=vectors[start : start + 4000],
+                embeddings=embeddings,
                 documents=[c.text for c in part],
                 metadatas=[{"index": c.index, "key": c.key, "name": c.name} for c in part],
             )
@@ -179,7 +201,8 @@ class VectorStore:
 
     def reindex_positions(self, human: str, moves: dict[str, tuple[int, list[str]]]) -> None:
         """Update the `index` of chunks whose message moved (no re-embedding)."""
-        ids, metas = [], []
+        ids: list[str] = []
+        metas: list[Metadata] = []
         for key, (index, chunk_ids) in moves.items():
             for cid in chunk_ids:
                 ids.append(cid)
@@ -215,7 +238,9 @@ class VectorStore:
             if fetch >= total:
                 break
         else:
-            return self._query(coll, vector, k, {"index": {"$lt": int(before)}})
+            below: dict[WhereOperator | LogicalOperator, LiteralValue] = {"$lt": int(before)}
+            earlier: Where = {"index": below}
+            return self._query(coll, vector, k, earlier)
         hits = hits[:k]
         if hits:
             got = coll.get(ids=[h.id for h in hits], include=["documents"])
@@ -224,17 +249,37 @@ class VectorStore:
                 h.text = docs.get(h.id) or ""
         return hits
 
-    def _query(self, coll: Any, vector: list[float], n: int, where: Any, documents: bool = True) -> list[Hit]:
-        include = ["metadatas", "distances"] + (["documents"] if documents else [])
-        res = coll.query(query_embeddings=[vector], n_results=n, where=where, include=include)
-        docs = res["documents"][0] if documents else [""] * len(res["ids"][0])
+    def _query(
+        self, coll: Collection, vector: list[float], n: int, where: Where | None, documents: bool = True
+    ) -> list[Hit]:
+        include: Include = ["metadatas", "distances"]
+        if documents:
+            include.append("documents")
+        query: PyEmbeddings = [vector]
+        res = coll.query(query_embeddings=query, n_results=n, where=where, include=include)
+        ids = res["ids"][0]
+        docs = _first(res["documents"], "documents") if documents else [""] * len(ids)
+        metas, dists = _first(res["metadatas"], "metadatas"), _first(res["distances"], "distances")
         hits = []
-        for cid, doc, meta, dist in zip(res["ids"][0], docs, res["metadatas"][0], res["distances"][0]):
-            meta = meta or {}
-            hits.append(
-                Hit(cid, doc or "", int(meta.get("index", -1)), str(meta.get("key", "")), 1.0 - float(dist))
-            )
+        for cid, doc, meta, dist in zip(ids, docs, metas, dists):
+            key = str((meta or {}).get("key", ""))
+            hits.append(Hit(cid, doc or "", _index_of(meta), key, 1.0 - float(dist)))
         return hits
+
+
+def _first(batches: list[list[T]] | None, what: str) -> list[T]:
+    """The first query's column of a field the query included (Chroma returns each one)."""
+    if batches is None:
+        raise MemoryError_(f"Chroma returned no {what} for a query that asked for them")
+    return batches[0]
+
+
+def _index_of(meta: Metadata | None) -> int:
+    """The message index a chunk's metadata holds (-1 when it has none)."""
+    value = (meta or {}).get("index", -1)
+    if isinstance(value, str | int | float):  # Tavern writes an int
+        return int(value)
+    raise MemoryError_(f"a memory chunk's index is not a number: {value!r}")
 
 
 def _one_line(err: BaseException) -> str:

@@ -23,20 +23,43 @@ new or changed one is anchored before the newest message, where it costs its own
 whose anchors left the window sit before the oldest message kept. Units at one place form one
 system message.
 The `sillytavern` layout puts lore before/after the card in the system block as SillyTavern does.
+
+This module holds the contract (what the assembler is given and what it returns, the token
+counter) and `assemble_prompt`, which runs the steps: `system_block` (system prompt, card,
+persona, examples), `lore_placement` (the scan's text by position and depth), `injections`
+(depth injections, the notes and their anchors) and `history_window` (the budget: which
+messages and examples fit, and the whole-prompt count).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from tavern.prompt.history_window import (
+    Draft,
+    Fitted,
+    fill_window,
+    fit_examples,
+    fit_pinned_examples,
+    fit_whole,
+    render_prompt,
+    trim_window,
+)
+from tavern.prompt.injections import NoteUnit, anchor_notes, depth_injections, notes_units, remember_lapsed
+from tavern.prompt.lore_placement import LoreSlots, budget_rejections
+from tavern.prompt.system_block import SystemBlock, system_prompt
+
+if TYPE_CHECKING:
+    from tavern.prompt.st_presets import StoryTemplate
+    from tavern.prompt.templates import PromptFormat
 
 Mode = Literal["normal", "continue", "impersonate"]
 
-
-MAX_LAPSED = 64
-"""Notes units that lapsed whose place AssembledPrompt.note_anchors remembers."""
+#: One role-tagged message of a prompt: {"role": ..., "content": ...}.
+PromptMessage = dict[str, str]
 
 
 @dataclass
@@ -50,27 +73,71 @@ class HistoryMessage:
 
 
 @dataclass
-class DepthInjection:
-    """Text injected `depth` messages from the end (0 = after the last message)."""
-
-    text: str
-    depth: int
-    role: str = "system"
-    source: str = "author's note"
-    before_index: int | None = None
-    """When set, placed before the first message in the window whose chat index is at least
-    this (the anchor of a notes unit)."""
-    rank: int = 0
-    """Order among notes placed at the same message."""
-
-
-@dataclass
 class AuthorNote:
     text: str = ""
     depth: int = 4
     frequency: int = 1
     """Insert every N user turns (0 = never), as SillyTavern's note_interval."""
     role: str = "system"
+
+
+class CardLike(Protocol):
+    """What the assembler reads of a character card (tavern.cards.Card)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def personality(self) -> str: ...
+    @property
+    def scenario(self) -> str: ...
+    @property
+    def mes_example(self) -> str: ...
+    @property
+    def system_prompt(self) -> str: ...
+    @property
+    def post_history_instructions(self) -> str: ...
+    @property
+    def depth_prompt(self) -> tuple[str, int, str] | None: ...
+
+
+class LoreNote(Protocol):
+    """An activated lorebook entry, as the assembler reads it (tavern.lore.ActivatedEntry)."""
+
+    @property
+    def book(self) -> str: ...
+    @property
+    def uid(self) -> int: ...
+    @property
+    def content(self) -> str: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def order(self) -> float: ...
+
+
+class LoreRejection(Protocol):
+    """An entry a rule kept out (tavern.lore.Rejection)."""
+
+    @property
+    def uid(self) -> int: ...
+    @property
+    def comment(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+
+
+class LoreScan(Protocol):
+    """What the assembler reads of a lorebook scan (tavern.lore.ScanResult)."""
+
+    @property
+    def activated(self) -> Sequence[LoreNote]: ...
+    @property
+    def rejected(self) -> Sequence[LoreRejection]: ...
+    def by_position(self) -> Mapping[int, object]:
+        """Text per insertion position; key 4: a list of (depth, role, text)."""
+        ...
 
 
 @dataclass
@@ -87,7 +154,7 @@ class CardFields:
     depth_prompt: tuple[str, int, str] | None = None
 
     @classmethod
-    def from_card(cls, card: Any) -> CardFields:
+    def from_card(cls, card: CardLike) -> CardFields:
         return cls(
             name=card.name,
             description=card.description,
@@ -108,7 +175,7 @@ class PromptInputs:
     persona: str = ""
     system_prompt: str = ""
     """The user's system prompt; a card's own system_prompt replaces it ({{original}} keeps it)."""
-    lore: Any = None
+    lore: LoreScan | None = None
     """A tavern.lore.ScanResult, or None."""
     summary: str = ""
     recalled: Sequence[str] = ()
@@ -121,7 +188,7 @@ class PromptInputs:
     trim_step: float = 0.0
     macro: Callable[[str], str] = staticmethod(lambda s: s)
     """Macro substitution for card fields, lore and notes (tavern.prompt.macros.substitute)."""
-    story: Any = None
+    story: StoryTemplate | None = None
     """The context preset (st_presets.StoryTemplate) of the sillytavern layout; None: SillyTavern's
     default one."""
     note_anchors: dict[str, tuple[int, str]] | None = None
@@ -156,7 +223,7 @@ class AssembledPrompt:
     text: str
     stop: list[str]
     add_bos: bool
-    messages: list[dict]
+    messages: list[PromptMessage]
     """The same prompt as role-tagged messages, for chat-completion APIs."""
     slots: list[SlotUsage]
     dropped: list[str]
@@ -192,7 +259,7 @@ class AssembledPrompt:
             lines.extend(f"  ! {w}" for w in self.warnings)
         return "\n".join(lines)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
         return {
             "prompt": self.text,
             "prompt_tokens": self.prompt_tokens,
@@ -220,10 +287,10 @@ class TokenCounter:
     ):
         self._count = count
         self._count_many = count_many
-        self.max_token_bytes = max_token_bytes
-        """The most bytes one token spells (None: unknown): see `cannot_fit`."""
         """A backend that counts many texts at once (a remote server: one request or one
         concurrent batch, not a round trip per piece); None: `prime` does nothing."""
+        self.max_token_bytes = max_token_bytes
+        """The most bytes one token spells (None: unknown): see `cannot_fit`."""
         self._cache: OrderedDict[str, int] = OrderedDict()
         self._max = max_entries
         self._seen = [0, 0]  # characters and tokens counted so far: this model's ratio
@@ -278,327 +345,88 @@ class TokenCounter:
         return n
 
 
-_PIECES: OrderedDict[tuple[int, str, str], str] = OrderedDict()
-
-
-def message_cost(fmt: Any, message: dict, count: Callable[[str], int]) -> int:
-    """Tokens one history message adds to the prompt.
-
-    For formats that render message by message (ChatML, Llama 3, Alpaca...) this is exact: the
-    message's own rendered piece, remembered so a turn renders only new messages. For formats
-    that fold text across turns (Llama 2, Mistral, Gemma) it is an estimate (content plus a few
-    tokens of markup); the assembler's final whole-prompt count corrects it.
-    """
-    if getattr(fmt, "is_concatenative", False):
-        return count(message_piece(fmt, message))
-    return count(message["content"]) + 8
-
-
-def _cannot_fit(count: Any, fmt: Any, message: dict, room: int) -> bool:
-    """The message surely costs more than `room` tokens (a counter that knows its vocabulary)."""
-    # `count` may be a plain function (tests, a remote counter): only a TokenCounter knows.
-    return isinstance(count, TokenCounter) and count.cannot_fit(message["content"], max(room, 0))
-
-
-def message_piece(fmt: Any, message: dict) -> str:
-    """The text `message_cost` counts for one message."""
-    if not getattr(fmt, "is_concatenative", False):
-        return message["content"]
-    key = (id(fmt), message["role"], message["content"])
-    piece = _PIECES.get(key)
-    if piece is None:
-        piece = fmt.render_message(message)
-        _PIECES[key] = piece
-        if len(_PIECES) > 50_000:
-            _PIECES.popitem(last=False)
-    return piece
-
-
-def _prime_history(count: Any, pieces: list[str], budget: int) -> None:
-    """Count the newest messages likely to fit in one batch (a remote counter), before the
-    window is chosen message by message. A message counted before weighs its count; a new one
-    the characters-per-token seen so far, less a sixth, so the batch rarely stops short (a
-    message it missed is counted on its own). Once the counts are known the batch ends where
-    the window does, so a later turn asks only about new messages."""
-    per_token = count.chars_per_token() * 1.2
-    chosen: list[str] = []
-    estimate = 0.0
-    for piece in pieces:
-        if estimate > budget:
-            break
-        chosen.append(piece)
-        known = count.known(piece)
-        estimate += known if known is not None else len(piece) / per_token
-    count.prime(chosen)
-
-
-def split_examples(mes_example: str) -> list[str]:
-    """`<START>`-separated example blocks, each kept whole."""
-    text = mes_example.replace("\r", "")
-    blocks = [b.strip("\n") for b in text.split("<START>")]
-    return [b for b in blocks if b.strip()]
-
-
-ROLE = {True: "user", False: "assistant"}
-
-
 def assemble_prompt(
     inputs: PromptInputs,
-    fmt: Any,
+    fmt: PromptFormat,
     count: Callable[[str], int],
     n_ctx: int,
     reply_reserve: int,
 ) -> AssembledPrompt:
     """Build the prompt. `fmt` is a tavern.prompt.templates.PromptFormat; `count` a TokenCounter."""
-    m = inputs.macro
-    card = inputs.card
-    char, user = card.name, inputs.user_name
     budget = max(0, n_ctx - reply_reserve)
-    slots: list[SlotUsage] = []
     dropped: list[str] = []
     warnings: list[str] = []
 
-    # -- the stable system block ----------------------------------------------------------------
-    system = inputs.system_prompt
-    if card.system_prompt.strip():
-        # A card's own system prompt wins; {{original}} inside it stands for the user's.
-        system = card.system_prompt.replace("{{original}}", inputs.system_prompt)
-    sys_parts = [("system prompt", m(system))]
-    lore_before = lore_after = ""
-    an_top = an_bottom = ""
-    depth_lore: list[tuple[int, str, str]] = []
-    examples_top = examples_bottom = ""
-    lore_detail = ""
-    if inputs.lore is not None:
-        by_pos = inputs.lore.by_position()
-        lore_before = m(by_pos.get(0, "") or "")
-        lore_after = m(by_pos.get(1, "") or "")
-        an_top = m(by_pos.get(2, "") or "")
-        an_bottom = m(by_pos.get(3, "") or "")
-        examples_top = m(by_pos.get(5, "") or "")
-        examples_bottom = m(by_pos.get(6, "") or "")
-        depth_lore = [(d, _role_name(r), m(t)) for d, r, t in by_pos.get(4, [])]
-        lore_detail = f"{len(inputs.lore.activated)} entries"
-    card_text = "\n".join(
-        p
-        for p in (
-            m(card.description),
-            _labelled(f"{char}'s personality", m(card.personality)),
-            _labelled("Scenario", m(card.scenario)),
-        )
-        if p
-    )
-    st_layout = inputs.layout == "sillytavern"
-    if st_layout:
-        sys_parts += [
-            ("lore (before card)", lore_before),
-            ("card", card_text),
-            ("lore (after card)", lore_after),
-            ("persona", m(inputs.persona)),
-        ]
-    else:
-        sys_parts += [("card", card_text)]
-        sys_parts.append(("persona", _labelled(f"{user}'s persona", m(inputs.persona))))
-
-    example_blocks = [m(b) for b in split_examples(card.mes_example)]
-    story_fields = dict(
-        system=m(system), description=m(card.description), personality=m(card.personality),
-        scenario=m(card.scenario), persona=m(inputs.persona), char=char, user=user,
-        wiBefore=lore_before, wiAfter=lore_after,
-    )  # fmt: skip
-    pin = inputs.pin_examples if inputs.pin_examples is not None else not st_layout
-
-    # -- the volatile notes (lore, summary, recall), one unit each -----------------------
-    units: list[tuple[str, str, str]] = []  # (key, slot, text)
-    if not st_layout and inputs.lore is not None:
-        for e in _notes_entries(inputs.lore):
-            units.append((f"lore:{e.book}:{e.uid}", "lore", m(e.content)))
-    summary = _labelled("Summary of earlier events", inputs.summary)
-    if summary:
-        units.append(("summary", "summary", summary))
-    memory = _labelled("Recalled from earlier in the chat", "\n".join(inputs.recalled))
-    if memory:
-        units.append(("memory", "memory", memory))
-    units = [u for u in units if u[2].strip()]
-
-    # -- depth injections --------------------------------------------------------------------
-    injections: list[DepthInjection] = []
-    note = inputs.author_note
-    user_turns = sum(1 for h in inputs.history if h.is_user and not h.is_system)
-    if (
-        note
-        and (note.text or an_top or an_bottom)
-        and note.frequency > 0
-        and user_turns % note.frequency == 0
-    ):
-        text = "\n".join(t for t in (an_top, m(note.text), an_bottom) if t)
-        injections.append(DepthInjection(text, note.depth, note.role, "author's note"))
+    # The parts, macros substituted in this order (a {{setvar}} is seen by the texts after it):
+    # the system prompt, the lore, the card, persona and examples, the notes, the injections.
+    system = system_prompt(inputs)
+    system_text = inputs.macro(system)
+    lore = LoreSlots.from_scan(inputs.lore, inputs.macro)
+    block = SystemBlock.build(inputs, system, system_text, lore)
+    units = notes_units(inputs, block.st_layout)
     history = [h for h in inputs.history if not h.is_system]
-    note_anchors: dict[str, tuple[int, str]] = {}
-    for d, role, text in depth_lore:
-        anchor = _depth_anchor(f"depth:{d}:{role}", d, text, history, inputs, note_anchors)
-        injections.append(DepthInjection(text, d, role, "lore @depth", before_index=anchor))
-    if card.depth_prompt and card.depth_prompt[0].strip():
-        p, d, role = card.depth_prompt
-        injections.append(DepthInjection(m(p), int(d), role, "character's note"))
-    if card.post_history_instructions.strip():
-        injections.append(DepthInjection(m(card.post_history_instructions), 0, "system", "post-history"))
-    hidden = len(inputs.history) - len(history)
     previous = inputs.note_anchors or {}
-    if units and history:
-        # Unchanged units keep their anchor; new or changed ones go before the newest message.
-        # With `return_lapsed` a unit that lapsed and fires again with the same text is placed
-        # as if it had stayed: before its old message, or at the top with the units whose
-        # message left the window. The engine's cell bank kept its cells with the very edges
-        # they had there, so it costs nothing, where a new block before the newest message
-        # costs its header and end.
-        newest = history[-1].index
-        for rank, (key, _slot, text) in enumerate(units):
-            old = previous.get(key)
-            anchor = old[0] if old and old[1] == text and old[0] <= newest else newest
-            injections.append(DepthInjection(text, 1, "system", "notes", before_index=anchor, rank=rank))
-            note_anchors[key] = (anchor, text)
-    elif units:
-        injections.append(DepthInjection("\n".join(u[2] for u in units), 1, "system", "notes"))
+    note_anchors: dict[str, tuple[int, str]] = {}
+    injections = depth_injections(inputs, lore, history, note_anchors)
+    injections += anchor_notes(units, history, previous, note_anchors)
+    draft = Draft(inputs, fmt, count, block, history, injections)
 
-    # -- history, newest first -----------------------------------------------------------------
-
-    def msg(h: HistoryMessage) -> dict:
-        text = h.text
-        if inputs.names_in_history:
-            text = f"{h.name}: {text}"
-        return {"role": ROLE[h.is_user], "content": text}
-
-    def build(n_hist: int, n_examples: int, with_injections: bool = True) -> list[dict]:
-        """Messages for the last n_hist history entries and the first n_examples blocks."""
-        sys_text_parts = [t for _, t in sys_parts if t]
-        ex = example_blocks[:n_examples]
-        if ex or examples_top or examples_bottom:
-            body = "\n".join(t for t in [examples_top, *[f"<START>\n{b}" for b in ex], examples_bottom] if t)
-            sys_text_parts.append(f"Example dialogue:\n{body}")
-        # One newline between the parts, as SillyTavern's story strings join them.
-        system_msg = {"role": "system", "content": "\n".join(sys_text_parts)}
-        if st_layout:  # SillyTavern's story string, examples and chat start (tavern.prompt.story)
-            from tavern.prompt.story import story_system_text
-
-            blocks = [t for t in (examples_top, *ex, examples_bottom) if t]
-            system_msg["content"] = story_system_text(inputs.story, story_fields, blocks, m, fmt)
-        kept = history[len(history) - n_hist :] if n_hist else []
-        chat = [msg(h) for h in kept]
-        # Injections by position in the window, computed before any insertion; stable for ties.
-        placed = []
-        for order, inj in enumerate(injections if with_injections else ()):
-            pos = max(0, len(kept) - inj.depth)
-            key: tuple = (order,)
-            if inj.before_index is not None and inj.source == "notes":
-                pos = next((i for i, h in enumerate(kept) if h.index >= inj.before_index), pos)
-                key = (-1, inj.before_index, inj.rank)  # notes first, oldest anchor first
-            elif inj.before_index is not None:  # an anchored @depth block (cache-aware mode)
-                pos = next((i for i, h in enumerate(kept) if h.index >= inj.before_index), pos)
-            placed.append((pos, key, inj))
-        placed.sort(key=lambda p: (p[0], p[1]))
-        for pos, group in reversed([(pos, [p[2] for p in grp]) for pos, grp in _grouped(placed)]):
-            # Notes at one place are one message; other injections one message each.
-            notes = [i.text for i in group if i.source == "notes"]
-            others = [{"role": _chat_role(i.role), "content": i.text} for i in group if i.source != "notes"]
-            block = ([{"role": "system", "content": "\n".join(notes)}] if notes else []) + others
-            chat[pos:pos] = block
-        return ([system_msg] if system_msg["content"] else []) + chat
-
-    def render(msgs: list[dict]) -> str:
-        return _render(fmt, msgs, inputs, char, user)
-
-    # The fixed part: the system block (stable for the chat, so its count is cached) plus each
-    # injection as the message it becomes; the final whole-prompt count below corrects seams.
-    def injection_cost(inj: DepthInjection) -> int:
-        if inj.source == "notes":
-            # A unit's own tokens (the scan already counted lore entries: the counter remembers)
-            # plus its joint and a message header; the final whole-prompt count is exact.
-            return count(inj.text) + 8
-        return message_cost(fmt, {"role": _chat_role(inj.role), "content": inj.text}, count)
-
-    injection_tokens = sum(injection_cost(i) for i in injections)
-
-    def fixed_cost(n_examples: int) -> int:
-        return count(render(build(0, n_examples, with_injections=False))) + injection_tokens
-
-    n_examples = len(example_blocks) if pin else 0
-    fixed_tokens = fixed_cost(n_examples)
-    if pin:
-        # Decided on the stable system block alone: if the notes counted, examples would come
-        # and go with the lore, rewriting the top of the prompt.
-        while n_examples and fixed_tokens - injection_tokens > budget // 2:
-            n_examples -= 1
-            dropped.append(f"example block {n_examples + 1}: examples may use at most half the budget")
-            fixed_tokens = fixed_cost(n_examples)
+    # The budget: the fixed part, the history newest first, the examples, the whole once more.
+    n_examples, fixed_tokens = fit_pinned_examples(draft, budget, dropped)
     if fixed_tokens > budget:
         warnings.append(
             f"the card, system prompt and notes take {fixed_tokens} tokens, over the {budget}-token budget: no room for history"
         )
-
-    # Per-message costs: each message rendered alone through the format.
-    used = fixed_tokens
-    n_hist = 0
-    floor = inputs.window_floor if not st_layout and inputs.window_floor is not None else -1
-    if getattr(count, "batches", False):
-        pieces = [message_piece(fmt, msg(h)) for h in reversed(history) if h.index >= floor]
-        _prime_history(count, pieces, budget - used)
-    for h in reversed(history):
-        if h.index < floor:
-            if 2 * (budget - used) < budget:
-                break  # once out of the window, a message stays out (see PromptInputs.window_floor)
-            floor = -1  # most of the budget would stay empty: the window refills
-        if _cannot_fit(count, fmt, msg(h), budget - used):
-            break  # what the count below would decide, without tokenizing megabytes
-        cost = message_cost(fmt, msg(h), count)
-        if used + cost > budget:
-            break
-        used += cost
-        n_hist += 1
-    if inputs.trim_step and n_hist < len(history):
-        # Drop a larger slice at once so the window start moves rarely (engines without shift).
-        target = budget * (1 - inputs.trim_step)
-        while n_hist > 1 and used > target:
-            used -= message_cost(fmt, msg(history[len(history) - n_hist]), count)
-            n_hist -= 1
-    if not pin:
-        for i in range(len(example_blocks)):
-            extra = fixed_cost(i + 1) - fixed_cost(i)
-            if used + extra > budget:
-                dropped.append(f"example blocks {i + 1}-{len(example_blocks)}: no room after the history")
-                break
-            used += extra
-            n_examples = i + 1
-
-    msgs = build(n_hist, n_examples)
-    text = render(msgs)
-    total = count(text)
-    while total > budget and n_hist > 0:
-        # Seams between rendered pieces (or an estimating format) cost more than the sum:
-        # drop the oldest messages worth the overshoot, then count the whole prompt again.
-        over = total - budget
-        while over > 0 and n_hist > 0:
-            over -= message_cost(fmt, msg(history[len(history) - n_hist]), count)
-            n_hist -= 1
-        msgs = build(n_hist, n_examples)
-        text = render(msgs)
-        total = count(text)
-    if n_hist < len(history):
-        gone = len(history) - n_hist
+    counter = count if isinstance(count, TokenCounter) else None
+    n_hist, used = fill_window(draft, budget, fixed_tokens, counter)
+    n_hist, used = trim_window(draft, budget, n_hist, used)
+    if not block.pin:
+        n_examples = fit_examples(draft, budget, used, dropped)
+    fitted = fit_whole(draft, budget, n_hist, n_examples)
+    if fitted.n_hist < len(history):
+        gone = len(history) - fitted.n_hist
         dropped.append(f"{gone} oldest message{'s' if gone != 1 else ''}: over the budget")
+    hidden = len(inputs.history) - len(history)
     if hidden:
         dropped.append(f"{hidden} hidden (system) message{'s' if hidden != 1 else ''}")
 
-    # -- the account -----------------------------------------------------------------------------
-    for name, t in sys_parts:
+    slots = _account(draft, units, lore.detail, n_examples, fitted)
+    if inputs.return_lapsed:
+        remember_lapsed(previous, note_anchors)
+    if inputs.lore is not None:
+        dropped += budget_rejections(inputs.lore)
+    return AssembledPrompt(
+        text=fitted.text,
+        stop=_stops(fmt, inputs),
+        add_bos=not getattr(fmt, "template_adds_bos", False),
+        messages=fitted.messages,
+        slots=slots,
+        dropped=dropped,
+        prompt_tokens=fitted.tokens,
+        budget=budget,
+        n_ctx=n_ctx,
+        reply_reserve=reply_reserve,
+        first_message_index=draft.oldest(fitted.n_hist).index if fitted.n_hist else -1,
+        warnings=warnings,
+        note_anchors=note_anchors,
+    )
+
+
+def _account(
+    draft: Draft, units: Sequence[NoteUnit], lore_detail: str, n_examples: int, fitted: Fitted
+) -> list[SlotUsage]:
+    """Where the tokens went, slot by slot; "format" takes what the parts do not explain."""
+    count = draft.count
+    slots: list[SlotUsage] = []
+    for name, t in draft.block.parts:
         if t:
             slots.append(SlotUsage(name, count(t)))
     if n_examples:
         slots.append(
             SlotUsage(
                 "examples",
-                fixed_cost(n_examples) - fixed_cost(0),
-                f"{n_examples} of {len(example_blocks)} blocks",
+                draft.fixed_cost(n_examples) - draft.fixed_cost(0),
+                f"{n_examples} of {len(draft.block.examples)} blocks",
             )
         )
     for name in ("lore", "summary", "memory"):
@@ -607,128 +435,34 @@ def assemble_prompt(
             # Lore at @depth is its own slot below: count only what the notes hold.
             detail = lore_detail if name == "lore" else ""
             slots.append(SlotUsage(name, sum(count(t) for t in parts), detail))
-    for inj in injections:
+    for inj in draft.injections:
         if inj.source != "notes":
             slots.append(SlotUsage(inj.source, count(inj.text), f"depth {inj.depth}, {inj.role}"))
-    hist_tokens = sum(message_cost(fmt, msg(h), count) for h in history[len(history) - n_hist :])
-    slots.append(SlotUsage("history", hist_tokens, f"{n_hist} of {len(history)} messages"))
+    hist_tokens = sum(draft.cost(h) for h in draft.kept(fitted.n_hist))
+    slots.append(SlotUsage("history", hist_tokens, f"{fitted.n_hist} of {len(draft.history)} messages"))
     accounted = sum(s.tokens for s in slots)
-    slots.append(SlotUsage("format", max(0, total - accounted), "template tokens, generation prompt"))
-
-    first_index = history[len(history) - n_hist].index if n_hist else -1
-    if inputs.return_lapsed:  # the last MAX_LAPSED units to lapse, for when they fire again
-        lapsed = [(key, was) for key, was in previous.items() if key not in note_anchors]
-        note_anchors.update(lapsed[:MAX_LAPSED])
-    if inputs.lore is not None:
-        for r in getattr(inputs.lore, "rejected", []):
-            if "budget" in str(getattr(r, "reason", "")):
-                dropped.append(f"lore entry {getattr(r, 'comment', '') or getattr(r, 'uid', '')}: {r.reason}")
-
-    return AssembledPrompt(
-        text=text,
-        stop=_stops(fmt, inputs, char, user),
-        add_bos=not getattr(fmt, "template_adds_bos", False),
-        messages=msgs,
-        slots=slots,
-        dropped=dropped,
-        prompt_tokens=total,
-        budget=budget,
-        n_ctx=n_ctx,
-        reply_reserve=reply_reserve,
-        first_message_index=first_index,
-        warnings=warnings,
-        note_anchors=note_anchors,
-    )
+    slots.append(SlotUsage("format", max(0, fitted.tokens - accounted), "template tokens, generation prompt"))
+    return slots
 
 
-def with_negative(prompt: AssembledPrompt, fmt: Any, inputs: PromptInputs, text: str, depth: int = 1) -> str:
+def with_negative(
+    prompt: AssembledPrompt, fmt: PromptFormat, inputs: PromptInputs, text: str, depth: int = 1
+) -> str:
     """The negative prompt of classifier-free guidance, as SillyTavern builds it: the same
     messages with the negative text as a system message `depth` messages from the end."""
     msgs = list(prompt.messages)
     pos = max(1 if msgs and msgs[0]["role"] == "system" else 0, len(msgs) - depth)
     msgs.insert(pos, {"role": "system", "content": text})
-    return _render(fmt, msgs, inputs, inputs.card.name, inputs.user_name)
+    return render_prompt(fmt, msgs, inputs)
 
 
-def _render(fmt: Any, msgs: list[dict], inputs: PromptInputs, char: str, user: str) -> str:
-    if inputs.mode == "continue" and msgs and msgs[-1]["role"] == "assistant":
-        return fmt.render(msgs, add_generation_prompt=False, continue_final=True)
-    if inputs.mode == "impersonate":
-        prefill = f"{user}:" if inputs.names_in_history else ""
-        return fmt.render(msgs, add_generation_prompt=True, prefill=prefill, gen_role="user")
-    prefill = f"{char}:" if inputs.names_in_history else ""
-    return fmt.render(msgs, add_generation_prompt=True, prefill=prefill)
-
-
-def _stops(fmt: Any, inputs: PromptInputs, char: str, user: str) -> list[str]:
+def _stops(fmt: PromptFormat, inputs: PromptInputs) -> list[str]:
     stops = list(getattr(fmt, "stop", []) or [])
     if inputs.names_in_history:
-        other = char if inputs.mode == "impersonate" else user
+        other = inputs.card.name if inputs.mode == "impersonate" else inputs.user_name
         stops.append(f"\n{other}:")
     seen: list[str] = []
     for s in stops:
         if s and s not in seen:
             seen.append(s)
     return seen
-
-
-def _depth_anchor(
-    key: str,
-    depth: int,
-    text: str,
-    history: Sequence[HistoryMessage],
-    inputs: PromptInputs,
-    anchors: dict[str, tuple[int, str]],
-) -> int | None:
-    """The message an @depth lore block sits before in the cache-aware mode, recorded in
-    `anchors`; None: at its depth as usual (the mode is off, or depth 0, which has no message
-    after it). The block keeps last turn's anchor while its text is the same and it has not
-    drifted more than `depth_lore_drift` messages past its depth."""
-    drift = inputs.depth_lore_drift
-    if drift <= 0 or depth <= 0 or not history:
-        return None
-    at_depth = history[max(0, len(history) - depth)].index
-    old = (inputs.note_anchors or {}).get(key)
-    anchor = at_depth
-    if old and old[1] == text and old[0] <= at_depth:
-        behind = sum(1 for h in history if h.index >= old[0])  # messages after the block
-        if behind <= depth + drift:
-            anchor = old[0]
-    anchors[key] = (anchor, text)
-    return anchor
-
-
-def _notes_entries(lore: Any) -> list[Any]:
-    """Entries that go before/after the card in SillyTavern (positions 0 and 1), in its order:
-    before-card entries first, each position by ascending `order`."""
-    entries = [e for e in getattr(lore, "activated", []) if getattr(e, "position", None) in (0, 1) and e.content]
-    return sorted(entries, key=lambda e: (e.position, _number(e.order)))
-
-
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 100.0
-
-
-def _grouped(placed: list[tuple[int, tuple, Any]]) -> list[tuple[int, list]]:
-    groups: list[tuple[int, list]] = []
-    for item in placed:
-        if groups and groups[-1][0] == item[0]:
-            groups[-1][1].append(item)
-        else:
-            groups.append((item[0], [item]))
-    return groups
-
-
-def _chat_role(role: str) -> str:
-    return role if role in ("system", "user", "assistant") else "system"
-
-
-def _labelled(label: str, text: str) -> str:
-    return f"{label}: {text}" if text and text.strip() else ""
-
-
-def _role_name(role: Any) -> str:
-    return {0: "system", 1: "user", 2: "assistant"}.get(role, role if isinstance(role, str) else "system")

@@ -12,16 +12,16 @@ The order and rules follow SillyTavern 1.12's ``evaluateMacros`` (``public/scrip
 line; ``{{newline}}``, ``{{trim}}``, ``{{noop}}``, ``{{input}}``; the character/user fields
 (``{{description}}`` before ``{{user}}``/``{{char}}`` so names inside it are replaced too);
 chat macros; ``{{reverse:}}``; ``{{// comments}}``; time macros; ``{{timeDiff}}``;
-``{{banned}}``; ``{{random}}`` (a new draw each time); ``{{pick}}`` (stable for a chat: seeded by
-the chat id hash, the raw text and the macro's position, with SillyTavern's own hash and
-seedrandom generator, so a chat picks the same option here as there). Names are
-case-insensitive. Dates and times use moment.js's English formats (``{{time}}`` "2:03 PM",
-``{{date}}`` "September 15, 2024"). Unknown macros stay as written.
+``{{banned}}``; ``{{random}}`` (a new draw each time); ``{{pick}}`` (stable for a chat). Names are
+case-insensitive. Unknown macros stay as written. This module holds the context, the order and
+the simple macros; the families live beside it: :mod:`~tavern.prompt.macro_variables`,
+:mod:`~tavern.prompt.macro_random` (dice, random, pick), :mod:`~tavern.prompt.macro_time`
+(moment.js's English formats), on :mod:`~tavern.prompt.macro_js` (JavaScript's numbers,
+strings and SillyTavern's hash) and :mod:`~tavern.prompt.macro_scan` (finding macros).
 
-Hostile text costs linear time and bounded memory. SillyTavern's regexes for macros whose body
-runs to a delimiter (``{{roll:…}}``, ``{{timeDiff::…::…}}``, ``{{// …}}``…) retry from every
-``{{`` and rescan to the end of the text when a macro is unclosed (quadratic, cubic for
-``timeDiff``); :class:`_Delimited` finds the same matches in one pass. A context may add at most
+Hostile text costs linear time and bounded memory. Macros whose body runs to a delimiter are
+found in one pass (:class:`~tavern.prompt.macro_scan.Delimited`), not with SillyTavern's
+regexes, which rescan the text for each unclosed one. A context may add at most
 ``max_expansion`` characters to its texts (``{{description}}`` a million times, a line that
 doubles a variable), one variable holds at most :data:`MAX_VARIABLE_CHARS` and all of a store
 :data:`MAX_VARIABLES_CHARS`; past a limit the macro stays as written (or the variable keeps its
@@ -31,15 +31,16 @@ they are far above what any card uses.
 
 from __future__ import annotations
 
-import functools
-import json
-import math
 import random as _random
 import re
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime
+
+from tavern.prompt.macro_js import js_str
+from tavern.prompt.macro_random import RANDOM, ROLL, pick, random_picks, roll_dice
+from tavern.prompt.macro_scan import Delimited, const, delimited, to_banned, to_comment, to_reverse
+from tavern.prompt.macro_time import DATETIMEFORMAT, time_macros
+from tavern.prompt.macro_variables import VARIABLE_MACROS, variable_line
 
 __all__ = [
     "MAX_DRAWS",
@@ -49,7 +50,7 @@ __all__ = [
     "MAX_VARIABLE_WORK",
     "MACRO_NAMES",
     "MacroContext",
-    "st_string_hash",
+    "strip_trim",
     "substitute",
     "volatile_macros",
 ]
@@ -99,8 +100,8 @@ class MacroContext:
     last_user_message: str = ""
     last_char_message: str = ""
     chat_id: str = ""
-    variables: dict[str, Any] = field(default_factory=dict)
-    global_variables: dict[str, Any] = field(default_factory=dict)
+    variables: dict[str, object] = field(default_factory=dict)
+    global_variables: dict[str, object] = field(default_factory=dict)
     now: datetime | None = None
     last_user_time: datetime | None = None
     model: str = ""
@@ -117,7 +118,7 @@ class MacroContext:
     current_swipe_id: int | None = None
     chat_id_hash: int | None = None
     instruct: dict[str, str] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
     banned_words: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     max_expansion: int = MAX_EXPANSION_CHARS
@@ -163,6 +164,32 @@ class MacroContext:
         self._spent.draws += count
         return True
 
+    def store_variable(self, store: dict[str, object], name: str, value: object, macro: str) -> bool:
+        """``store[name] = value``, unless that goes over a limit: then the variable keeps its
+        last value, a warning says why, and this returns False."""
+        if self._spent.stopped:  # expansion stopped: what would be stored is text left half-expanded
+            return False
+        totals = self._spent.totals
+        if id(store) not in totals:
+            totals[id(store)] = sum(_var_size(v) for v in store.values())
+        size, old = _var_size(value), (_var_size(store[name]) if name in store else 0)
+        total = totals[id(store)] + size - old
+        if size > MAX_VARIABLE_CHARS:
+            self.warn(
+                f"macros: {{{{{macro}::{_short(name)}}}}} not done: {size:,} characters is over the "
+                f"{MAX_VARIABLE_CHARS:,} a variable may hold; it keeps its last value"
+            )
+            return False
+        if size > old and total > MAX_VARIABLES_CHARS:
+            self.warn(
+                f"macros: {{{{{macro}::{_short(name)}}}}} not done: the variables would hold {total:,} "
+                f"characters, over the {MAX_VARIABLES_CHARS:,} allowed; it keeps its last value"
+            )
+            return False
+        store[name] = value
+        totals[id(store)] = total
+        return True
+
     def afford(self, chars: int) -> bool:
         """Counts ``chars`` of work for a variable macro; False (and a warning) past the limit."""
         if self._spent.work + chars > MAX_VARIABLE_WORK:
@@ -175,670 +202,12 @@ class MacroContext:
         return True
 
 
-# ---------------------------------------------------------------------------------------------
-# JavaScript semantics SillyTavern's values go through
-
-# Possessive, and with one way to read each number: "\d+\.?\d*" tried every split of a long run of
-# digits (a 20,000-digit variable took 8 s to read).
-_JS_NUMBER = re.compile(r"[+-]?(?:(?:\d++(?:\.\d*+)?+|\.\d++)(?:[eE][+-]?\d++)?+|Infinity)")
-
-
-def _js_number(value: Any) -> float | None:
-    """JavaScript's ``Number(value)``; None for NaN."""
-    if isinstance(value, bool):
-        return 1.0 if value else 0.0
-    if isinstance(value, (int, float)):
-        return None if isinstance(value, float) and math.isnan(value) else float(value)
-    if value is None:
-        return None
-    s = str(value).strip()
-    if s == "":
-        return 0.0
-    for pattern, base in ((r"0[xX][0-9a-fA-F]+", 16), (r"0[oO][0-7]+", 8), (r"0[bB][01]+", 2)):
-        if re.fullmatch(pattern, s):
-            try:
-                return float(int(s, base))
-            except OverflowError:  # JavaScript: Infinity
-                return math.inf
-    if _JS_NUMBER.fullmatch(s):
-        return float(s.replace("Infinity", "inf"))
-    return None
-
-
-def _js_str(value: Any) -> str:
-    """JavaScript's ``String(value)`` for the values variables hold."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        if value.is_integer() and abs(value) < 1e21:
-            return str(int(value))
-        return re.sub(r"e([+-])0*(\d)", r"e\1\2", repr(value))
-    if isinstance(value, list):
-        return ",".join(_js_str(v) for v in value)
-    if isinstance(value, dict):
-        return "[object Object]"
-    return str(value)
-
-
-def _utf16_units(text: str) -> list[int]:
-    data = text.encode("utf-16-le", "surrogatepass")
-    return [data[i] | (data[i + 1] << 8) for i in range(0, len(data), 2)]
-
-
-def _utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def _i32(x: int) -> int:
-    x &= 0xFFFFFFFF
-    return x - 0x100000000 if x & 0x80000000 else x
-
-
-def _imul(a: int, b: int) -> int:
-    return _i32((a & 0xFFFFFFFF) * (b & 0xFFFFFFFF))
-
-
-def st_string_hash(text: str, seed: int = 0) -> int:
-    """SillyTavern's ``getStringHash`` (cyrb53 over UTF-16 code units)."""
-    h1 = _i32(0xDEADBEEF ^ seed)
-    h2 = _i32(0x41C6CE57 ^ seed)
-    for ch in _utf16_units(text):
-        h1 = _imul(h1 ^ ch, 2654435761)
-        h2 = _imul(h2 ^ ch, 1597334677)
-    h1 = _i32(
-        _imul(h1 ^ ((h1 & 0xFFFFFFFF) >> 16), 2246822507) ^ _imul(h2 ^ ((h2 & 0xFFFFFFFF) >> 13), 3266489909)
-    )
-    h2 = _i32(
-        _imul(h2 ^ ((h2 & 0xFFFFFFFF) >> 16), 2246822507) ^ _imul(h1 ^ ((h1 & 0xFFFFFFFF) >> 13), 3266489909)
-    )
-    return 4294967296 * (2097151 & h2) + (h1 & 0xFFFFFFFF)
-
-
-class _SeedRandom:
-    """David Bau's seedrandom (ARC4, RC4-drop[256]), which SillyTavern's ``{{pick}}`` uses, for a
-    string or number seed."""
-
-    def __init__(self, seed: str | int) -> None:
-        text = seed if isinstance(seed, str) else _js_str(seed) + "\0"
-        key: list[int] = []
-        smear = 0
-        for j, ch in enumerate(_utf16_units(text)):
-            slot = j & 255
-            if slot < len(key):
-                smear ^= key[slot] * 19
-                key[slot] = (smear + ch) & 255
-            else:
-                key.append((smear + ch) & 255)
-        if not key:
-            key = [0]
-        s = list(range(256))
-        keys = (key * (256 // len(key) + 1))[:256]
-        j = 0
-        for i in range(256):
-            t = s[i]
-            j = (j + keys[i] + t) & 255
-            s[i] = s[j]
-            s[j] = t
-        # RC4-drop[256]: stir without building the 2,048-bit number _bytes would (a pick each
-        # time: a card may hold thousands).
-        i = j = 0
-        for _ in range(256):
-            i = (i + 1) & 255
-            t = s[i]
-            j = (j + t) & 255
-            s[i] = s[j]
-            s[j] = t
-        self.s, self.i, self.j = s, i, j
-
-    def _bytes(self, count: int) -> int:
-        s, i, j, r = self.s, self.i, self.j, 0
-        for _ in range(count):
-            i = (i + 1) & 255
-            t = s[i]
-            j = (j + t) & 255
-            s[i] = s[j]
-            s[j] = t
-            r = r * 256 + s[(s[i] + s[j]) & 255]
-        self.i, self.j = i, j
-        return r
-
-    def random(self) -> float:
-        n, d, x = self._bytes(6), 2**48, 0
-        while n < 2**52:
-            n = (n + x) * 256
-            d *= 256
-            x = self._bytes(1)
-        while n >= 2**53:
-            n //= 2
-            d //= 2
-            x >>= 1
-        return (n + x) / d
-
-
-# ---------------------------------------------------------------------------------------------
-# moment.js (English) formatting and humanizing
-
-_MONTHS = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-]
-_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-_LOCALE_FORMATS = {
-    "LTS": "h:mm:ss A",
-    "LT": "h:mm A",
-    "LLLL": "dddd, MMMM D, YYYY h:mm A",
-    "LLL": "MMMM D, YYYY h:mm A",
-    "LL": "MMMM D, YYYY",
-    "L": "MM/DD/YYYY",
-    "llll": "ddd, MMM D, YYYY h:mm A",
-    "lll": "MMM D, YYYY h:mm A",
-    "ll": "MMM D, YYYY",
-    "l": "M/D/YYYY",
-}
-_MOMENT_WORDS = (
-    r"LTS|LT|LLLL|LLL|LL|L|llll|lll|ll|l|YYYY|YY|Qo|Q|MMMM|MMM|MMo|Mo|MM|M|DDDD|DDDo|DDD|Do|DD|D|"
-    r"dddd|ddd|dd|do|d|E|e|HH|H|hh|h|kk|k|mm|m|ss|s|SSS|SS|S|A|a|ZZ|Z|X|x|ww|wo|w|WW|Wo|W"
-)
-_MOMENT_TOKEN = re.compile(r"\[[^\]]*\]|" + _MOMENT_WORDS)
-_MOMENT_WORD = re.compile(_MOMENT_WORDS)  # past the last "]", where no [literal] can close
-
-
-def _ordinal(n: int) -> str:
-    if 10 <= n % 100 <= 20:
-        return f"{n}th"
-    return f"{n}" + {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-
-
-def _locale_week(dt: datetime) -> int:
-    """moment's English locale week: weeks start on Sunday, week 1 holds January 1st."""
-
-    def week_start(year: int) -> datetime:
-        jan1 = datetime(year, 1, 1)
-        return jan1 - timedelta(days=(jan1.weekday() + 1) % 7)
-
-    day = datetime(dt.year, dt.month, dt.day)
-    if day >= week_start(dt.year + 1):
-        return 1
-    return (day - week_start(dt.year)).days // 7 + 1
-
-
-def _utc_offset(dt: datetime, sep: str) -> str:
-    offset = dt.utcoffset() if dt.tzinfo else datetime.now().astimezone().utcoffset()
-    minutes = int((offset or timedelta(0)).total_seconds() // 60)
-    sign = "+" if minutes >= 0 else "-"
-    minutes = abs(minutes)
-    return f"{sign}{minutes // 60:02d}{sep}{minutes % 60:02d}"
-
-
-def _moment_format(dt: datetime, fmt: str) -> str:
-    """moment(dt).format(fmt) in the English locale, for the tokens people use."""
-
-    def token(m: re.Match[str]) -> str:
-        t = m.group(0)
-        if t.startswith("["):
-            return t[1:-1]
-        if t in _LOCALE_FORMATS:
-            return _moment_format(dt, _LOCALE_FORMATS[t])
-        h12 = dt.hour % 12 or 12
-        week = _locale_week(dt)
-        iso_week = dt.isocalendar()[1]
-        values: dict[str, Callable[[], str]] = {
-            "YYYY": lambda: f"{dt.year:04d}",
-            "YY": lambda: f"{dt.year % 100:02d}",
-            "Q": lambda: str((dt.month - 1) // 3 + 1),
-            "Qo": lambda: _ordinal((dt.month - 1) // 3 + 1),
-            "MMMM": lambda: _MONTHS[dt.month - 1],
-            "MMM": lambda: _MONTHS[dt.month - 1][:3],
-            "MM": lambda: f"{dt.month:02d}",
-            "M": lambda: str(dt.month),
-            "Mo": lambda: _ordinal(dt.month),
-            "MMo": lambda: _ordinal(dt.month),
-            "DDDD": lambda: f"{dt.timetuple().tm_yday:03d}",
-            "DDD": lambda: str(dt.timetuple().tm_yday),
-            "DDDo": lambda: _ordinal(dt.timetuple().tm_yday),
-            "DD": lambda: f"{dt.day:02d}",
-            "D": lambda: str(dt.day),
-            "Do": lambda: _ordinal(dt.day),
-            "dddd": lambda: _DAYS[dt.weekday()],
-            "ddd": lambda: _DAYS[dt.weekday()][:3],
-            "dd": lambda: _DAYS[dt.weekday()][:2],
-            "d": lambda: str((dt.weekday() + 1) % 7),
-            "do": lambda: _ordinal((dt.weekday() + 1) % 7),
-            "e": lambda: str((dt.weekday() + 1) % 7),
-            "E": lambda: str(dt.weekday() + 1),
-            "HH": lambda: f"{dt.hour:02d}",
-            "H": lambda: str(dt.hour),
-            "hh": lambda: f"{h12:02d}",
-            "h": lambda: str(h12),
-            "kk": lambda: f"{dt.hour or 24:02d}",
-            "k": lambda: str(dt.hour or 24),
-            "mm": lambda: f"{dt.minute:02d}",
-            "m": lambda: str(dt.minute),
-            "ss": lambda: f"{dt.second:02d}",
-            "s": lambda: str(dt.second),
-            "SSS": lambda: f"{dt.microsecond // 1000:03d}",
-            "SS": lambda: f"{dt.microsecond // 10000:02d}",
-            "S": lambda: str(dt.microsecond // 100000),
-            "A": lambda: "AM" if dt.hour < 12 else "PM",
-            "a": lambda: "am" if dt.hour < 12 else "pm",
-            "Z": lambda: _utc_offset(dt, ":"),
-            "ZZ": lambda: _utc_offset(dt, ""),
-            "X": lambda: str(int(dt.timestamp())),
-            "x": lambda: str(int(dt.timestamp() * 1000)),
-            "w": lambda: str(week),
-            "ww": lambda: f"{week:02d}",
-            "wo": lambda: _ordinal(week),
-            "W": lambda: str(iso_week),
-            "WW": lambda: f"{iso_week:02d}",
-            "Wo": lambda: _ordinal(iso_week),
-        }
-        return values[t]()
-
-    # A "[" with no "]" after it would rescan to the end of the format: after the last "]" no
-    # bracket can match, so that part is read for tokens only (same result, linear).
-    cut = fmt.rfind("]") + 1
-    return _MOMENT_TOKEN.sub(token, fmt[:cut]) + _MOMENT_WORD.sub(token, fmt[cut:])
-
-
-def _humanize(seconds: float, with_suffix: bool = False) -> str:
-    """moment.duration(ms).humanize(with_suffix), English, default thresholds."""
-    total = abs(seconds)
-    s = round(total)
-    minutes = round(total / 60)
-    hours = round(total / 3600)
-    days = round(total / 86400)
-    months = round(total / 86400 * 4800 / 146097)
-    years = round(total / 86400 * 400 / 146097)
-    if s <= 44:
-        text = "a few seconds"
-    elif s < 45:
-        text = f"{s} seconds"
-    elif minutes <= 1:
-        text = "a minute"
-    elif minutes < 45:
-        text = f"{minutes} minutes"
-    elif hours <= 1:
-        text = "an hour"
-    elif hours < 22:
-        text = f"{hours} hours"
-    elif days <= 1:
-        text = "a day"
-    elif days < 26:
-        text = f"{days} days"
-    elif months <= 1:
-        text = "a month"
-    elif months < 11:
-        text = f"{months} months"
-    elif years <= 1:
-        text = "a year"
-    else:
-        text = f"{years} years"
-    if not with_suffix:
-        return text
-    return f"in {text}" if seconds > 0 else f"{text} ago"
-
-
-def _parse_moment(text: str) -> datetime | None:
-    s = text.strip()
-    try:
-        return datetime.fromisoformat(s)  # Python 3.11 reads a trailing "Z" itself
-    except ValueError:
-        pass
-    for fmt in ("%B %d, %Y %I:%M %p", "%B %d, %Y", "%m/%d/%Y", "%I:%M %p", "%H:%M", "%Y/%m/%d"):
-        try:
-            return datetime.strptime(s, fmt)
-        except ValueError:
-            continue
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Linear-time scanning for macros whose body runs to a delimiter
-
-
-class _Text:
-    """A text one macro pass scans, whose searches remember their last answer. A pass asks for
-    the next "}" (or "::", or line end) from ever later places, so a macro left unclosed a
-    thousand times costs one scan of the text, not a thousand."""
-
-    __slots__ = ("text", "_found", "_last")
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self._found: dict[str, tuple[int, int]] = {}  # needle -> (from, first hit at or after it)
-        self._last: dict[tuple[str, int], tuple[int, int]] = {}  # (needle, end) -> (from, last hit)
-
-    def find(self, needle: str, pos: int) -> int:
-        """``text.find(needle, pos)``."""
-        start, hit = self._found.get(needle, (-1, -1))
-        if 0 <= start <= pos and (hit < 0 or pos <= hit):
-            return hit
-        hit = self.text.find(needle, pos)
-        self._found[needle] = (pos, hit)
-        return hit
-
-    def line_end(self, pos: int) -> int:
-        end = self.find("\n", pos)
-        return len(self.text) if end < 0 else end
-
-    def last_in_line(self, needle: str, pos: int) -> int:
-        """``text.rfind(needle, pos, end of pos's line)``."""
-        end = self.line_end(pos)
-        start, hit = self._last.get((needle, end), (-1, -1))
-        if not 0 <= start <= pos:
-            start, hit = pos, self.text.rfind(needle, pos, end)
-            self._last[(needle, end)] = (start, hit)
-        return hit if hit >= pos else -1
-
-
-_Close = Callable[[_Text, int], int]
-
-
-@dataclass(frozen=True)
-class _Delimited:
-    """A macro whose body runs to a delimiter. ``pattern`` is SillyTavern's regex for it,
-    ``opener`` matches its fixed start, and ``close(text, end of the opener)`` says where a match
-    of ``pattern`` from there ends (-1: there is none). ``re.sub(pattern)`` finds the same
-    matches, but retries from every ``{{`` and, when a macro is unclosed, rescans the rest of the
-    text each time: 2,000 unclosed ``{{timeDiff::`` took minutes. Here a failed start costs a
-    cached search, and the regex only runs over the span of a real match."""
-
-    pattern: re.Pattern[str]
-    opener: re.Pattern[str]
-    close: _Close
-
-    def finditer(self, text: str) -> Iterator[re.Match[str]]:
-        scan = _Text(text)
-        pos = 0
-        while (start := self.opener.search(text, pos)) is not None:
-            end = self.close(scan, start.end())
-            m = self.pattern.match(text, start.start(), end) if end >= 0 else None
-            if m is None:
-                pos = start.start() + 1
-                continue
-            yield m
-            pos = m.end()
-
-    def search(self, text: str) -> re.Match[str] | None:
-        return next(self.finditer(text), None)
-
-    def sub(self, repl: Callable[[re.Match[str]], str], text: str) -> str:
-        """``pattern.sub(repl, text)``."""
-        parts: list[str] = []
-        done = 0
-        for m in self.finditer(text):
-            parts += (text[done : m.start()], repl(m))
-            done = m.end()
-        return "".join([*parts, text[done:]]) if parts else text
-
-
-def _to_brace(scan: _Text, pos: int, least: int = 1) -> int:
-    """End of ``([^}]+)\\}\\}`` from pos (``least=0``: ``([^}]*)``)."""
-    brace = scan.find("}", pos)
-    return brace + 2 if brace - pos >= least and scan.text.startswith("}", brace + 1) else -1
-
-
-def _to_brace_or_empty(scan: _Text, pos: int) -> int:
-    return _to_brace(scan, pos, least=0)
-
-
-def _to_pair(scan: _Text, pos: int) -> int:
-    """End of ``([^:]+)::([^}]+)\\}\\}``."""
-    colon = scan.find(":", pos)
-    if colon <= pos or not scan.text.startswith(":", colon + 1):
-        return -1
-    return _to_brace(scan, colon + 2)
-
-
-def _to_time_diff(scan: _Text, pos: int) -> int:
-    """End of ``(.*?)::(.*?)\\}\\}``: the first "::" on the line, then the first "}}" after it (a
-    later "::" could only find a later "}}")."""
-    end = scan.line_end(pos)
-    colons = scan.find("::", pos)
-    close = scan.find("}}", colons + 2) if 0 <= colons and colons + 2 <= end else -1
-    return close + 2 if 0 <= close and close + 2 <= end else -1
-
-
-def _to_reverse(scan: _Text, pos: int) -> int:
-    """End of ``(.+?)\\}\\}``: the first "}}" past one character, on the same line."""
-    close = scan.find("}}", pos + 1)
-    return close + 2 if 0 <= close and close + 2 <= scan.line_end(pos) else -1
-
-
-def _to_comment(scan: _Text, pos: int) -> int:
-    """End of ``([\\s\\S]*?)\\}\\}``."""
-    close = scan.find("}}", pos)
-    return close + 2 if close >= 0 else -1
-
-
-def _to_banned(scan: _Text, pos: int) -> int:
-    """End of ``(.*)"\\}\\}``: greedy, so the last '"}}' on the line."""
-    close = scan.last_in_line('"}}', pos)
-    return close + 3 if close >= 0 else -1
-
-
-def _delimited(pattern: str, opener: str, close: _Close, flags: int = re.IGNORECASE) -> _Delimited:
-    return _Delimited(re.compile(pattern, flags), re.compile(opener, flags), close)
-
-
-# ---------------------------------------------------------------------------------------------
-# Variables (chat_metadata.variables / global)
-
-
-def _get_var(store: dict[str, Any], name: str) -> Any:
-    value = store.get(name)
-    if value is None:
-        return ""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        if value.strip() == "":
-            return value
-        number = _js_number(value)
-        if number is None:
-            return value
-        return int(number) if number.is_integer() and abs(number) < 2**53 else number
-    number = _js_number(value)
-    return value if number is None else number
-
-
-def _var_size(value: Any) -> int:
-    return len(value) if isinstance(value, str) else len(_js_str(value))
+def _var_size(value: object) -> int:
+    return len(value) if isinstance(value, str) else len(js_str(value))
 
 
 def _short(name: str) -> str:
     return name if len(name) <= 40 else name[:39] + "…"
-
-
-def _write(ctx: MacroContext, store: dict[str, Any], name: str, value: Any, macro: str) -> bool:
-    """``store[name] = value``, unless that goes over a limit: then the variable keeps its last
-    value, and a warning says why."""
-    if ctx._spent.stopped:  # expansion stopped: what would be stored is text left half-expanded
-        return False
-    totals = ctx._spent.totals
-    if id(store) not in totals:
-        totals[id(store)] = sum(_var_size(v) for v in store.values())
-    size, old = _var_size(value), (_var_size(store[name]) if name in store else 0)
-    total = totals[id(store)] + size - old
-    if size > MAX_VARIABLE_CHARS:
-        ctx.warn(
-            f"macros: {{{{{macro}::{_short(name)}}}}} not done: {size:,} characters is over the "
-            f"{MAX_VARIABLE_CHARS:,} a variable may hold; it keeps its last value"
-        )
-        return False
-    if size > old and total > MAX_VARIABLES_CHARS:
-        ctx.warn(
-            f"macros: {{{{{macro}::{_short(name)}}}}} not done: the variables would hold {total:,} "
-            f"characters, over the {MAX_VARIABLES_CHARS:,} allowed; it keeps its last value"
-        )
-        return False
-    store[name] = value
-    totals[id(store)] = total
-    return True
-
-
-def _json_list(current: Any) -> list[Any] | None:
-    text = current if isinstance(current, str) else _js_str(current)
-    if not text.lstrip().startswith("["):  # only a JSON array is appended to: skip the parse
-        return None
-    try:
-        parsed = json.loads(text)
-    except (ValueError, RecursionError):  # "[[[[…" a hundred thousand deep
-        return None
-    return parsed if isinstance(parsed, list) else None
-
-
-def _add_var(ctx: MacroContext, store: dict[str, Any], name: str, value: Any, macro: str) -> Any:
-    """SillyTavern's ``addLocalVariable``: append to a JSON list, add numbers, else concatenate.
-    Returns the new value (the old one when a limit refused it)."""
-    current = _get_var(store, name) or 0
-    parsed = _json_list(current)
-    new: Any = None
-    result: Any = None
-    if parsed is not None:
-        parsed.append(value)
-        try:
-            new, result = json.dumps(parsed, ensure_ascii=False, separators=(",", ":")), parsed
-        except RecursionError:  # as deep as json.loads could just read
-            new = None
-    if new is None:
-        increment = _js_number(value)
-        current_number = _js_number(current)
-        if increment is None or current_number is None:
-            new = result = _js_str(current or "") + _js_str(value)
-        else:
-            total = current_number + increment
-            new = result = int(total) if total.is_integer() and abs(total) < 2**53 else total
-    return result if _write(ctx, store, name, new, macro) else current
-
-
-def _read_cost(store: dict[str, Any], name: str) -> int:
-    value = store.get(name)
-    return len(value) if isinstance(value, str) else 8
-
-
-def _get_step(store: dict[str, Any], ctx: MacroContext) -> Callable[[re.Match[str]], str]:
-    def repl(m: re.Match[str]) -> str:
-        name = m.group(1).strip()
-        if not ctx.afford(_read_cost(store, name)):
-            return m.group(0)
-        value = _js_str(_get_var(store, name))
-        return value if ctx.fits(m.group(0), value) else m.group(0)
-
-    return repl
-
-
-def _set_step(store: dict[str, Any], ctx: MacroContext, macro: str) -> Callable[[re.Match[str]], str]:
-    def repl(m: re.Match[str]) -> str:
-        _write(ctx, store, m.group(1).strip(), m.group(2), macro)
-        return ""
-
-    return repl
-
-
-def _add_step(
-    store: dict[str, Any], ctx: MacroContext, macro: str, by: int | None
-) -> Callable[[re.Match[str]], str]:
-    """addvar (``by`` None: the macro's second argument, and it leaves nothing) or inc/decvar."""
-
-    def repl(m: re.Match[str]) -> str:
-        name = m.group(1).strip()
-        value: Any = m.group(2) if by is None else by
-        cost = _read_cost(store, name) + (len(value) if isinstance(value, str) else 0)
-        if not ctx.afford(cost):
-            return m.group(0)
-        result = _js_str(_add_var(ctx, store, name, value, macro))
-        if by is None:
-            return ""
-        return result if ctx.fits(m.group(0), result) else m.group(0)
-
-    return repl
-
-
-# SillyTavern's order on each line: get, set, add, inc, dec; local then global.
-_VARIABLE_MACROS = [
-    (
-        scope,
-        kind,
-        _delimited(rf"\{{\{{{kind}{scope}var::([^}}]+)\}}\}}", rf"\{{\{{{kind}{scope}var::", _to_brace)
-        if kind in ("get", "inc", "dec")
-        else _delimited(
-            rf"\{{\{{{kind}{scope}var::([^:]+)::([^}}]+)\}}\}}", rf"\{{\{{{kind}{scope}var::", _to_pair
-        ),
-    )
-    for scope in ("", "global")
-    for kind in ("get", "set", "add", "inc", "dec")
-]
-
-
-def _variable_line(line: str, ctx: MacroContext) -> str:
-    for scope, kind, macro in _VARIABLE_MACROS:
-        store = ctx.global_variables if scope else ctx.variables
-        name = f"{kind}{scope}var"
-        if kind == "get":
-            repl = _get_step(store, ctx)
-        elif kind == "set":
-            repl = _set_step(store, ctx, name)
-        else:
-            repl = _add_step(store, ctx, name, {"add": None, "inc": 1, "dec": -1}[kind])
-        line = macro.sub(repl, line)
-    return line
-
-
-# ---------------------------------------------------------------------------------------------
-# Lists for random / pick, dice
-
-_ESCAPED_COMMA = "##\ufffdCOMMA\ufffd##"
-
-
-def _split_list(body: str) -> list[str]:
-    if "::" in body:
-        return body.split("::")
-    return [
-        item.strip().replace(_ESCAPED_COMMA, ",") for item in body.replace("\\,", _ESCAPED_COMMA).split(",")
-    ]
-
-
-_DICE = re.compile(r"([1-9][0-9]*)?d([1-9][0-9]*)([+-][0-9]+)?", re.IGNORECASE)
-_MAX_DICE = 1000
-
-
-def _roll(formula: str, ctx: MacroContext) -> str | None:
-    """The roll's total, "" for a formula that is not dice, None past the context's draws."""
-    formula = formula.strip()
-    if re.fullmatch(r"[0-9]+", formula):
-        formula = f"1d{formula}"
-    m = _DICE.fullmatch(formula)
-    # Past 12 digits a roll is nonsense anyway, and int() refuses over 4,300 (a traceback).
-    if not m or any(len(g or "") > 12 for g in m.groups()):
-        return ""
-    count = int(m.group(1) or 1)
-    sides = int(m.group(2))
-    modifier = int(m.group(3) or 0)
-    if count > _MAX_DICE or sides > 10**9:  # keep a hostile card from stalling the prompt
-        return ""
-    if not ctx.draw(count):
-        return None
-    rng = ctx.rng()
-    return str(sum(rng.randint(1, sides) for _ in range(count)) + modifier)
 
 
 # Instruct macros (``replaceInstructMacros``): name -> aliases, all case-insensitive.
@@ -884,46 +253,22 @@ _LEGACY = [
     (_ci(r"<CHARIFNOTGROUP>"), "group"),
     (_ci(r"<GROUP>"), "group"),
 ]
-_ROLL = _delimited(r"\{\{roll[ :]([^}]+)\}\}", r"\{\{roll[ :]", _to_brace)
 _TRIM = _ci(r"\{\{trim\}\}")
 _NEWLINES = re.compile(r"(?:\r?\n)*")
-_REVERSE = _delimited(r"\{\{reverse:(.+?)\}\}", r"\{\{reverse:", _to_reverse)
-_COMMENT = _delimited(r"\{\{//([\s\S]*?)\}\}", r"\{\{//", _to_comment, flags=0)
-_DATETIMEFORMAT = _delimited(r"\{\{datetimeformat +([^}]*)\}\}", r"\{\{datetimeformat ", _to_brace_or_empty)
-_TIME_UTC = _ci(r"\{\{time_UTC([-+]\d+)\}\}")  # digits, then "}}": linear as it is
-_TIMEDIFF = _delimited(r"\{\{timeDiff::(.*?)::(.*?)\}\}", r"\{\{timeDiff::", _to_time_diff)
-_BANNED = _delimited(r"\{\{banned \"(.*)\"\}\}", r"\{\{banned \"", _to_banned)
-_RANDOM = _delimited(r"\{\{random\s?::?([^}]+)\}\}", r"\{\{random\s?:", _to_brace)
-_PICK = _delimited(r"\{\{pick\s?::?([^}]+)\}\}", r"\{\{pick\s?:", _to_brace)
-
-
-def _put(ctx: MacroContext, value: Callable[[re.Match[str]], Any]) -> Callable[[re.Match[str]], str]:
-    """A replacement that inserts ``value(match)`` as is (no backslash or group processing), or
-    leaves the macro as written when ``value`` gives None (a limit reached) or inserting it would
-    go over the context's expansion limit."""
-
-    def repl(m: re.Match[str]) -> str:
-        got = value(m)
-        if got is None:
-            return m.group(0)
-        out = _js_str(got)
-        return out if ctx.fits(m.group(0), out) else m.group(0)
-
-    return repl
-
-
-def _const(ctx: MacroContext, value: Any) -> Callable[[re.Match[str]], str]:
-    return _put(ctx, lambda _m: _js_str(value() if callable(value) else value))
+_REVERSE = delimited(r"\{\{reverse:(.+?)\}\}", r"\{\{reverse:", to_reverse)
+_COMMENT = delimited(r"\{\{//([\s\S]*?)\}\}", r"\{\{//", to_comment, flags=0)
+_BANNED = delimited(r"\{\{banned \"(.*)\"\}\}", r"\{\{banned \"", to_banned)
 
 
 def _opt_int(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
-def _trim(text: str) -> str:
+def strip_trim(text: str) -> str:
     """Removes each ``{{trim}}`` with the line breaks around it: SillyTavern's
     ``(?:\\r?\\n)*{{trim}}(?:\\r?\\n)*``, which as a regex retries from every line break of a
-    long run of them (20,000 blank lines took 5 s)."""
+    long run of them (20,000 blank lines took 5 s). A story string rendered without a macro
+    context gets only this (:meth:`tavern.prompt.st_presets.StoryTemplate.render`)."""
     parts: list[str] = []
     done = 0
     while (m := _TRIM.search(text, done)) is not None:
@@ -936,10 +281,10 @@ def _trim(text: str) -> str:
     return "".join([*parts, text[done:]]) if parts else text
 
 
-def _sub_names(text: str, names: list[tuple[str, Any]], ctx: MacroContext) -> str:
+def _sub_names(text: str, names: list[tuple[str, object]], ctx: MacroContext) -> str:
     """``{{name}}`` -> value, one name after the other (a value's own macros meet later names)."""
     for name, value in names:
-        text = re.sub(r"\{\{" + re.escape(name) + r"\}\}", _const(ctx, value), text, flags=re.IGNORECASE)
+        text = re.sub(r"\{\{" + re.escape(name) + r"\}\}", const(ctx, value), text, flags=re.IGNORECASE)
     return text
 
 
@@ -951,46 +296,42 @@ def substitute(text: str, ctx: MacroContext) -> str:
     group = ctx.group if ctx.group is not None else ctx.char
     legacy_values = {"user": ctx.user, "char": ctx.char, "group": group}
     for pattern, key in _LEGACY:
-        text = pattern.sub(_const(ctx, legacy_values[key]), text)
+        text = pattern.sub(const(ctx, legacy_values[key]), text)
     if "{{" not in text:
         return text
 
-    rng = ctx.rng()
-    text = _ROLL.sub(_put(ctx, lambda m: _roll(m.group(1), ctx)), text)
+    text = roll_dice(text, ctx)
 
     for name, aliases in _INSTRUCT_MACROS.items():
         names = "|".join(re.escape(n) for n in (name, *aliases))
         value = _instruct_value(ctx, name, aliases)
-        text = re.sub(r"\{\{(" + names + r")\}\}", _const(ctx, value), text, flags=re.IGNORECASE)
+        text = re.sub(r"\{\{(" + names + r")\}\}", const(ctx, value), text, flags=re.IGNORECASE)
 
     text = "\n".join(
-        _variable_line(line, ctx) if line and "{{" in line else line for line in text.split("\n")
+        variable_line(line, ctx) if line and "{{" in line else line for line in text.split("\n")
     )
     text = re.sub(r"\{\{newline\}\}", "\n", text, flags=re.IGNORECASE)
-    text = _trim(text)
+    text = strip_trim(text)
     text = re.sub(r"\{\{noop\}\}", "", text, flags=re.IGNORECASE)
-    text = re.sub(r"\{\{input\}\}", _const(ctx, ctx.input), text, flags=re.IGNORECASE)
+    text = re.sub(r"\{\{input\}\}", const(ctx, ctx.input), text, flags=re.IGNORECASE)
     text = _sub_names(text, _fields(ctx, group), ctx)
     text = _sub_names(text, _chat_values(ctx), ctx)
     text = _REVERSE.sub(lambda m: m.group(1)[::-1], text)
     text = _COMMENT.sub(lambda _m: "", text)
-    text = _time_macros(text, ctx)
+    text = time_macros(text, ctx)
 
     def banned(m: re.Match[str]) -> str:
         ctx.banned_words.append(m.group(1))
         return ""
 
     text = _BANNED.sub(banned, text)
-    text = _RANDOM.sub(
-        _put(ctx, lambda m: _pick_from(_split_list(m.group(1)), rng.random()) if ctx.draw() else None), text
-    )
-    text = _pick(text, raw, ctx)
-    return text
+    text = random_picks(text, ctx)
+    return pick(text, raw, ctx)
 
 
-def _fields(ctx: MacroContext, group: str) -> list[tuple[str, Any]]:
+def _fields(ctx: MacroContext, group: str) -> list[tuple[str, object]]:
     """The character and user fields, ``{{original}}`` first (it is substituted once)."""
-    env: list[tuple[str, Any]] = []
+    env: list[tuple[str, object]] = []
     if ctx.original is not None:
         used = [False]
 
@@ -1021,7 +362,7 @@ def _fields(ctx: MacroContext, group: str) -> list[tuple[str, Any]]:
     return env + list(ctx.extra.items())
 
 
-def _chat_values(ctx: MacroContext) -> list[tuple[str, Any]]:
+def _chat_values(ctx: MacroContext) -> list[tuple[str, object]]:
     return [
         ("maxPrompt", _opt_int(ctx.max_prompt)),
         ("lastMessage", ctx.last_message),
@@ -1034,89 +375,18 @@ def _chat_values(ctx: MacroContext) -> list[tuple[str, Any]]:
     ]
 
 
-_CLOCK_MACROS = {"time": "LT", "date": "LL", "weekday": "dddd", "isotime": "HH:mm", "isodate": "YYYY-MM-DD"}
-
-
-def _time_macros(text: str, ctx: MacroContext) -> str:
-    now = ctx.clock()
-    for name, fmt in _CLOCK_MACROS.items():
-        clock = functools.partial(_moment_format, now, fmt)  # formatted only where the macro is
-        text = re.sub(r"\{\{" + name + r"\}\}", _const(ctx, clock), text, flags=re.I)
-    text = _DATETIMEFORMAT.sub(_put(ctx, lambda m: _moment_format(now, m.group(1))), text)
-    text = re.sub(r"\{\{idle_duration\}\}", _put(ctx, lambda _m: _idle_duration(ctx, now)), text, flags=re.I)
-    text = _TIME_UTC.sub(_put(ctx, lambda m: _time_utc(now, m.group(1))), text)
-    return _TIMEDIFF.sub(_put(ctx, lambda m: _time_diff(m.group(1), m.group(2))), text)
-
-
-def _pick_from(items: list[str], r: float) -> str:
-    return items[math.floor(r * len(items))] if items else ""
-
-
-def _pick(text: str, raw: str, ctx: MacroContext) -> str:
-    if not _PICK.search(text):  # hashing long text costs ~0.5 ms: only when a pick is there
-        return text
-    chat_hash = ctx.chat_id_hash if ctx.chat_id_hash is not None else st_string_hash(ctx.chat_id)
-    raw_hash = st_string_hash(raw)
-    counted = [0, 0]  # a place in text, and its offset in UTF-16 units: counted once, not per pick
-
-    def choose(m: re.Match[str]) -> str | None:
-        if not ctx.draw():
-            return None
-        place, units = counted
-        units += _utf16_len(text[place : m.start()])  # JavaScript offsets count UTF-16 units
-        counted[:] = [m.start(), units]
-        seed = st_string_hash(f"{chat_hash}-{raw_hash}-{units}")
-        return _pick_from(_split_list(m.group(1)), _SeedRandom(seed).random())
-
-    return _PICK.sub(_put(ctx, choose), text)
-
-
-def _idle_duration(ctx: MacroContext, now: datetime) -> str:
-    if ctx.last_user_time is None:
-        return "just now"
-    then = ctx.last_user_time
-    if (now.tzinfo is None) != (then.tzinfo is None):
-        now, then = now.astimezone(UTC), then.astimezone(UTC)
-    return _humanize((now - then).total_seconds())
-
-
-def _time_utc(now: datetime, offset: str) -> str:
-    """moment's ``utc().utcOffset(n)``: n hours when |n| < 16, else n minutes, with no bound (a
-    day or more is fine); "Invalid date" past what a date can hold."""
-    if len(offset) > 12:  # int() refuses over 4,300 digits; a date has no use for 13
-        return "Invalid date"
-    n = int(offset)
-    try:
-        shifted = now.astimezone(UTC).replace(tzinfo=None) + timedelta(minutes=n * 60 if abs(n) < 16 else n)
-    except (OverflowError, ValueError):
-        return "Invalid date"
-    return _moment_format(shifted, "LT")
-
-
-def _time_diff(a: str, b: str) -> str:
-    t1, t2 = _parse_moment(a), _parse_moment(b)
-    if t1 is None or t2 is None:
-        return "Invalid date"
-    try:
-        if (t1.tzinfo is None) != (t2.tzinfo is None):
-            t1, t2 = t1.astimezone(UTC), t2.astimezone(UTC)
-        return _humanize((t1 - t2).total_seconds(), with_suffix=True)
-    except (OverflowError, ValueError):  # year 1 or 9999 moved to UTC
-        return "Invalid date"
-
-
 # Macros whose value changes from one turn to the next (or as the chat goes on).
-_VOLATILE: list[tuple[str, str | _Delimited]] = [
+_VOLATILE: list[tuple[str, str | Delimited]] = [
     ("time", r"\{\{time\}\}"),
     ("date", r"\{\{date\}\}"),
     ("weekday", r"\{\{weekday\}\}"),
     ("isotime", r"\{\{isotime\}\}"),
     ("isodate", r"\{\{isodate\}\}"),
-    ("datetimeformat", _DATETIMEFORMAT),
+    ("datetimeformat", DATETIMEFORMAT),
     ("time_UTC", r"\{\{time_UTC[-+]\d+\}\}"),
     ("idle_duration", r"\{\{idle_duration\}\}"),
-    ("random", _RANDOM),
-    ("roll", _ROLL),
+    ("random", RANDOM),
+    ("roll", ROLL),
     ("lastMessage", r"\{\{lastMessage\}\}"),
     ("lastMessageId", r"\{\{lastMessageId\}\}"),
     ("lastUserMessage", r"\{\{lastUserMessage\}\}"),
@@ -1142,7 +412,7 @@ def volatile_macros(text: str) -> list[str]:
     for name, pattern in _VOLATILE:
         m = (
             pattern.search(text or "")
-            if isinstance(pattern, _Delimited)
+            if isinstance(pattern, Delimited)
             else re.search(pattern, text or "", re.I)
         )
         if m:
@@ -1153,7 +423,7 @@ def volatile_macros(text: str) -> list[str]:
 # Every macro name substitute() knows, as SillyTavern spells them (they are case-insensitive).
 MACRO_NAMES: tuple[str, ...] = (
     *(n for name, aliases in _INSTRUCT_MACROS.items() for n in (name, *aliases)),
-    *(f"{kind}{scope}var" for scope, kind, _macro in _VARIABLE_MACROS),
+    *(f"{kind}{scope}var" for scope, kind, _macro in VARIABLE_MACROS),
     *(name for name, _value in _fields(MacroContext(char="", user="", original=""), "")),
     *(name for name, _value in _chat_values(MacroContext(char="", user=""))),
     *("roll", "newline", "trim", "noop", "input", "reverse", "//", "time", "date", "weekday"),

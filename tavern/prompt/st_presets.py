@@ -32,22 +32,27 @@ every other template, that lays messages out the way SillyTavern 1.12 does
 
 Stop strings follow ``getInstructStoppingSequences``; ``{{user}}``/``{{char}}`` in them are left for
 the assembler to substitute. A context preset's story string (Handlebars) is translated to
-sandboxed Jinja: ``{{x}}``, ``{{{x}}}``, ``{{#if x}}``, ``{{#unless x}}``, ``{{else}}``,
-``{{else if x}}``, ``{{/if}}``, comments, ``~`` whitespace control and Handlebars' standalone-line
-rule; ``{{trim}}`` and any other ``{{macro}}`` are left for macro substitution, as in SillyTavern.
+sandboxed Jinja by :mod:`tavern.prompt.story_string`: ``{{x}}``, ``{{{x}}}``, ``{{#if x}}``,
+``{{#unless x}}``, ``{{else}}``, ``{{else if x}}``, ``{{/if}}``, comments, ``~`` whitespace control
+and Handlebars' standalone-line rule; ``{{trim}}`` and any other ``{{macro}}`` are left for macro
+substitution, as in SillyTavern.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from tavern.errors import PresetError, TemplateError
 from tavern.prompt import macros as _macros
-from tavern.prompt.templates import PromptFormat, compile_template, render_template
+from tavern.prompt.story_string import jinja_literal, translate_story_string
+from tavern.prompt.template_render import render_template
+from tavern.prompt.template_sandbox import compile_template
+from tavern.prompt.templates import PromptFormat
 
 __all__ = [
     "DEFAULT_CONTEXT_PRESET",
@@ -59,7 +64,7 @@ __all__ = [
 ]
 
 #: SillyTavern's "Default" context preset (default/content/presets/context/Default.json, 1.12.x).
-DEFAULT_CONTEXT_PRESET: dict[str, Any] = {
+DEFAULT_CONTEXT_PRESET: dict[str, object] = {
     "story_string": (
         "{{#if system}}{{system}}\n{{/if}}{{#if wiBefore}}{{wiBefore}}\n{{/if}}"
         "{{#if description}}{{description}}\n{{/if}}"
@@ -103,41 +108,50 @@ _NAMES_BEHAVIORS = ("none", "force", "always")
 _NAME_MARK, _USER_MARK, _CHAR_MARK = "\x00name\x00", "\x00user\x00", "\x00char\x00"
 
 
-def _jstr(text: str) -> str:
-    """A Jinja string literal for ``text`` (Jinja decodes literals with unicode-escape)."""
-    return "'" + text.encode("unicode_escape").decode("ascii").replace("'", "\\'") + "'"
+@dataclass(frozen=True)
+class _Instruct:
+    """An instruct preset, checked and in its current shape."""
+
+    text: dict[str, str]  # every key of _INSTRUCT_TEXT_KEYS, "" when missing
+    wrap: bool
+    macro: bool
+    system_same_as_user: bool
+    names_behavior: str
 
 
-def _migrate_instruct(preset: dict[str, Any], where: str) -> dict[str, Any]:
+def _migrate_instruct(preset: Mapping[str, object], where: str) -> _Instruct:
     """Checked copy of an instruct preset in its current shape (SillyTavern's
     ``migrateInstructModeSettings``: separator_sequence -> output_suffix, names flags ->
     names_behavior, missing keys -> defaults)."""
-    p = dict(preset)
+    texts: dict[str, str] = {}
     for key in _INSTRUCT_TEXT_KEYS + ("separator_sequence",):
-        value = p.get(key)
+        value = preset.get(key)
         if value is None:
-            p.pop(key, None)
-        elif not isinstance(value, str):
+            continue
+        if not isinstance(value, str):
             raise PresetError(f"{where}: '{key}' must be text, not {type(value).__name__}")
+        texts[key] = value
+    flags: dict[str, bool] = {}
     for key in _INSTRUCT_BOOL_KEYS:
-        if key in p and not isinstance(p[key], bool):
-            raise PresetError(f"{where}: '{key}' must be true or false")
-    if "separator_sequence" in p:
-        p["output_suffix"] = p.pop("separator_sequence") or ""
-    if "names" in p:
-        p["names_behavior"] = "always" if p["names"] else ("force" if p.get("names_force_groups") else "none")
-    p.pop("names", None)
-    p.pop("names_force_groups", None)
-    behavior = p.get("names_behavior", "force")
-    if behavior not in _NAMES_BEHAVIORS:
+        if key in preset:
+            value = preset[key]
+            if not isinstance(value, bool):
+                raise PresetError(f"{where}: '{key}' must be true or false")
+            flags[key] = value
+    if "separator_sequence" in texts:
+        texts["output_suffix"] = texts.pop("separator_sequence") or ""
+    behavior = preset.get("names_behavior", "force")
+    if "names" in flags:
+        behavior = "always" if flags["names"] else ("force" if flags.get("names_force_groups") else "none")
+    if not isinstance(behavior, str) or behavior not in _NAMES_BEHAVIORS:
         raise PresetError(f"{where}: 'names_behavior' must be one of {', '.join(_NAMES_BEHAVIORS)}")
-    p["names_behavior"] = behavior
-    for key in _INSTRUCT_TEXT_KEYS:
-        p.setdefault(key, "")
-    p.setdefault("wrap", True)
-    p.setdefault("macro", True)
-    p.setdefault("system_same_as_user", False)
-    return p
+    return _Instruct(
+        text={key: texts.get(key, "") for key in _INSTRUCT_TEXT_KEYS},
+        wrap=flags.get("wrap", True),
+        macro=flags.get("macro", True),
+        system_same_as_user=flags.get("system_same_as_user", False),
+        names_behavior=behavior,
+    )
 
 
 def _mark_macros(text: str, macro: bool) -> str:
@@ -148,27 +162,28 @@ def _mark_macros(text: str, macro: bool) -> str:
     return re.sub(r"\{\{char\}\}", lambda _m: _CHAR_MARK, text, flags=re.IGNORECASE)
 
 
-def _stop_strings(p: dict[str, Any], context: dict[str, Any] | None) -> list[str]:
+def _stop_strings(p: _Instruct, context: Mapping[str, object] | None) -> list[str]:
     """SillyTavern's ``getInstructStoppingSequences``; speaker names stay as macros."""
 
     def named(seq: str, who: str) -> str:
-        return re.sub(r"\{\{name\}\}", lambda _m: who, seq, flags=re.IGNORECASE) if p["macro"] else seq
+        return re.sub(r"\{\{name\}\}", lambda _m: who, seq, flags=re.IGNORECASE) if p.macro else seq
 
+    t = p.text
     combined = "\n".join(
         [
-            p["stop_sequence"],
-            named(p["input_sequence"], "{{user}}"),
-            named(p["output_sequence"], "{{char}}"),
-            named(p["first_output_sequence"], "{{char}}"),
-            named(p["last_output_sequence"], "{{char}}"),
-            named(p["system_sequence"], "System"),
-            named(p["last_system_sequence"], "System"),
+            t["stop_sequence"],
+            named(t["input_sequence"], "{{user}}"),
+            named(t["output_sequence"], "{{char}}"),
+            named(t["first_output_sequence"], "{{char}}"),
+            named(t["last_output_sequence"], "{{char}}"),
+            named(t["system_sequence"], "System"),
+            named(t["last_system_sequence"], "System"),
         ]
     )
     result: list[str] = []
     for line in dict.fromkeys(combined.split("\n")):
         if line.strip():
-            result.append("\n" + line if p["wrap"] else line)
+            result.append("\n" + line if p.wrap else line)
     if context and context.get("use_stop_strings"):
         for key in ("chat_start", "example_separator"):
             if context.get(key):
@@ -266,7 +281,7 @@ _INSTRUCT_TEMPLATE = """\
 
 
 def instruct_preset_to_format(
-    preset: dict[str, Any], name: str | None = None, *, context: dict[str, Any] | None = None
+    preset: Mapping[str, object], name: str | None = None, *, context: Mapping[str, object] | None = None
 ) -> PromptFormat:
     """A prompt format from a SillyTavern instruct preset (see the module docstring for the
     layout rules). ``context``: the context preset used with it, for its stop strings."""
@@ -275,10 +290,10 @@ def instruct_preset_to_format(
     if not isinstance(preset, dict):
         raise PresetError(f"{where}: expected a JSON object")
     p = _migrate_instruct(preset, where)
-    macro = bool(p["macro"])
+    macro = p.macro
 
     def lit(key: str) -> str:
-        return _jstr(_mark_macros(p[key], macro))
+        return jinja_literal(_mark_macros(p.text[key], macro))
 
     replacements = {
         "NAME_COMMENT": json.dumps(str(label)).replace("#}", "# }"),
@@ -294,14 +309,14 @@ def instruct_preset_to_format(
         "LAST_OUTPUT": lit("last_output_sequence"),
         "SP_PREFIX": lit("system_sequence_prefix"),
         "SP_SUFFIX": lit("system_sequence_suffix"),
-        "ALIGN": _jstr(p["user_alignment_message"]),
-        "SEP": _jstr("\n" if p["wrap"] else ""),
-        "NAME_MARK": _jstr(_NAME_MARK),
-        "USER_MARK": _jstr(_USER_MARK),
-        "CHAR_MARK": _jstr(_CHAR_MARK),
-        "SAME_AS_USER": "true" if p["system_same_as_user"] else "false",
-        "WRAP": "true" if p["wrap"] else "false",
-        "NAMES": _jstr(p["names_behavior"]),
+        "ALIGN": jinja_literal(p.text["user_alignment_message"]),
+        "SEP": jinja_literal("\n" if p.wrap else ""),
+        "NAME_MARK": jinja_literal(_NAME_MARK),
+        "USER_MARK": jinja_literal(_USER_MARK),
+        "CHAR_MARK": jinja_literal(_CHAR_MARK),
+        "SAME_AS_USER": "true" if p.system_same_as_user else "false",
+        "WRAP": "true" if p.wrap else "false",
+        "NAMES": jinja_literal(p.names_behavior),
     }
     pattern = re.compile(r"\b(" + "|".join(sorted(replacements, key=len, reverse=True)) + r")\b")
     source = pattern.sub(lambda m: replacements[m.group(1)], _INSTRUCT_TEMPLATE)
@@ -315,8 +330,8 @@ def instruct_preset_to_format(
             system_role="system",
             upstream="SillyTavern instruct preset",
             origin="st-preset",
-            names=p["names_behavior"],
-            match=[p["activation_regex"]] if p["activation_regex"] else [],
+            names=p.names_behavior,
+            match=[p.text["activation_regex"]] if p.text["activation_regex"] else [],
         ).check()
     except TemplateError as err:
         raise PresetError(f"{where}: {err}") from None
@@ -324,129 +339,6 @@ def instruct_preset_to_format(
 
 # ---------------------------------------------------------------------------------------------
 # Context presets: the story string
-
-_HB_TOKEN = re.compile(r"\{\{\{(~?)\s*(.*?)\s*(~?)\}\}\}|\{\{(~?)(!--.*?--|![^}]*?|.*?)(~?)\}\}", re.DOTALL)
-_HB_IDENT = re.compile(r"[^\s!\"#%-,./;->@\[-^`{-~]+")  # Handlebars' ID token
-
-
-@dataclass
-class _HbTag:
-    kind: str  # "var", "if", "unless", "elif", "else", "end", "comment"
-    arg: str
-    raw: str
-    strip_before: bool
-    strip_after: bool
-
-    @property
-    def is_block(self) -> bool:
-        return self.kind in ("if", "unless", "elif", "else", "end", "comment")
-
-
-def _parse_hb_tag(match: re.Match[str], where: str) -> _HbTag:
-    raw = match.group(0)
-    if match.group(2) is not None:  # {{{x}}}: same as {{x}} (SillyTavern renders without escaping)
-        return _HbTag("var", match.group(2).strip(), raw, bool(match.group(1)), bool(match.group(3)))
-    before, body, after = bool(match.group(4)), match.group(5).strip(), bool(match.group(6))
-    if body.startswith("!"):
-        return _HbTag("comment", "", raw, before, after)
-    head, _, rest = body.partition(" ")
-    rest = rest.strip()
-    if head == "#if" or head == "#unless":
-        if not _HB_IDENT.fullmatch(rest):
-            raise PresetError(f"{where}: '{raw}' needs one field name")
-        return _HbTag(head[1:], rest, raw, before, after)
-    if head == "else":
-        if not rest:
-            return _HbTag("else", "", raw, before, after)
-        cond, _, name = rest.partition(" ")
-        if cond != "if" or not _HB_IDENT.fullmatch(name.strip()):
-            raise PresetError(f"{where}: unsupported '{raw}' (only {{{{else}}}} and {{{{else if x}}}})")
-        return _HbTag("elif", name.strip(), raw, before, after)
-    if head in ("/if", "/unless"):
-        return _HbTag("end", head[1:], raw, before, after)
-    if head.startswith(("#", "/", ">", "^")):
-        raise PresetError(f"{where}: Handlebars helper '{raw}' is not supported in story strings")
-    return _HbTag("var", body, raw, before, after)
-
-
-def _translate_story_string(story: str, where: str) -> str:
-    """Handlebars story string -> Jinja source over a ``F`` dict of fields."""
-    pieces: list[str | _HbTag] = []
-    pos = 0
-    for match in _HB_TOKEN.finditer(story):
-        pieces.append(story[pos : match.start()])
-        pieces.append(_parse_hb_tag(match, where))
-        pos = match.end()
-    pieces.append(story[pos:])  # texts at even indexes, tags at odd ones
-
-    # Handlebars' standalone rule: a block tag alone on its line takes the line with it.
-    for i in range(1, len(pieces), 2):
-        tag = pieces[i]
-        assert isinstance(tag, _HbTag)
-        if not tag.is_block:
-            continue
-        prev, nxt = str(pieces[i - 1]), str(pieces[i + 1])
-        prev_line = prev.rsplit("\n", 1)[-1]
-        next_line = nxt.split("\n", 1)[0]
-        starts_line = ("\n" in prev or i == 1) and prev_line.strip(" \t") == ""
-        ends_line = ("\n" in nxt or i == len(pieces) - 2) and next_line.strip(" \t\r") == ""
-        if starts_line and ends_line:
-            pieces[i - 1] = prev[: len(prev) - len(prev_line)]
-            pieces[i + 1] = nxt.split("\n", 1)[1] if "\n" in nxt else ""
-    # ~ whitespace control.
-    for i in range(1, len(pieces), 2):
-        tag = pieces[i]
-        assert isinstance(tag, _HbTag)
-        if tag.strip_before:
-            pieces[i - 1] = str(pieces[i - 1]).rstrip()
-        if tag.strip_after:
-            pieces[i + 1] = str(pieces[i + 1]).lstrip()
-
-    out: list[str] = []
-    depth = 0
-    for i, piece in enumerate(pieces):
-        if i % 2 == 0:
-            if piece:
-                out.append("{{ " + _jstr(str(piece)) + " }}")
-            continue
-        assert isinstance(piece, _HbTag)
-        if piece.kind == "var" and not _HB_IDENT.fullmatch(piece.arg):
-            # Not a Handlebars field name ({{random::a::b}} is one; {{roll 1d6}} or
-            # {{ ''.x }} are not): keep the text as written, for macro substitution.
-            out.append("{{ " + _jstr(piece.raw) + " }}")
-        elif piece.kind == "var":
-            key = piece.arg
-            # A field the caller gave -> its value; anything else ({{trim}}, {{random::a::b}},
-            # {{user}} when not given...) stays as a macro for substitution, as SillyTavern's
-            # helperMissing does.
-            out.append(
-                "{{ F[" + _jstr(key) + "] if " + _jstr(key) + " in F else " + _jstr("{{" + key + "}}") + " }}"
-            )
-        elif piece.kind == "if":
-            depth += 1
-            out.append("{% if F.get(" + _jstr(piece.arg) + ") %}")
-        elif piece.kind == "unless":
-            depth += 1
-            out.append("{% if not F.get(" + _jstr(piece.arg) + ") %}")
-        elif piece.kind == "elif":
-            if depth == 0:
-                raise PresetError(f"{where}: '{piece.raw}' outside an {{{{#if}}}} block")
-            out.append("{% elif F.get(" + _jstr(piece.arg) + ") %}")
-        elif piece.kind == "else":
-            if depth == 0:
-                raise PresetError(f"{where}: '{piece.raw}' outside an {{{{#if}}}} block")
-            out.append("{% else %}")
-        elif piece.kind == "end":
-            if depth == 0:
-                raise PresetError(f"{where}: '{piece.raw}' closes no block")
-            depth -= 1
-            out.append("{% endif %}")
-    if depth:
-        raise PresetError(f"{where}: story string has an unclosed {{{{#if}}}} block")
-    return "".join(out)
-
-
-_TRIM_MACRO = re.compile(r"(?:\r?\n)*\{\{trim\}\}(?:\r?\n)*", re.IGNORECASE)
 
 
 @dataclass
@@ -463,7 +355,7 @@ class StoryTemplate:
     always_force_name2: bool = True
     trim_sentences: bool = False
     single_line: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._template = compile_template(self.source, self._label)
@@ -474,7 +366,7 @@ class StoryTemplate:
 
     def render(
         self,
-        fields: dict[str, Any],
+        fields: Mapping[str, object],
         *,
         macros: _macros.MacroContext | None = None,
         final_newline: bool = True,
@@ -492,7 +384,7 @@ class StoryTemplate:
         values.setdefault("loreBefore", values.get("wiBefore", ""))
         values.setdefault("loreAfter", values.get("wiAfter", ""))
         text = render_template(self._template, self._label, {"F": values})
-        text = _macros.substitute(text, macros) if macros is not None else _TRIM_MACRO.sub("", text)
+        text = _macros.substitute(text, macros) if macros is not None else _macros.strip_trim(text)
         text = text.lstrip("\n")
         if final_newline and text and not text.endswith("\n"):
             text += "\n"
@@ -505,7 +397,7 @@ class StoryTemplate:
         return ["\n" + s for s in (self.chat_start, self.example_separator) if s]
 
 
-def context_preset_to_story_template(preset: dict[str, Any]) -> StoryTemplate:
+def context_preset_to_story_template(preset: Mapping[str, object]) -> StoryTemplate:
     """A :class:`StoryTemplate` from a SillyTavern context preset."""
     name = preset.get("name") if isinstance(preset, dict) else None
     where = f"SillyTavern context preset '{name or 'unnamed'}'"
@@ -540,7 +432,7 @@ def context_preset_to_story_template(preset: dict[str, Any]) -> StoryTemplate:
         return StoryTemplate(
             name=str(name or "unnamed"),
             story_string=story,
-            source=_translate_story_string(story, where),
+            source=translate_story_string(story, where),
             example_separator=texts["example_separator"],
             chat_start=texts["chat_start"],
             use_stop_strings=flags["use_stop_strings"],

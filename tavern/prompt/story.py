@@ -13,12 +13,15 @@ instruct turns.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tavern.prompt.st_presets import StoryTemplate, default_story_template, load_st_preset
+
+if TYPE_CHECKING:
+    from tavern.prompt.templates import PromptFormat
 
 _SENTINEL = "\x00STORY\x00"
 
@@ -57,10 +60,10 @@ def examples_text(blocks: Sequence[str], separator: str) -> str:
 
 def story_system_text(
     story: StoryTemplate | None,
-    fields: dict[str, str],
+    fields: Mapping[str, str],
     examples: Sequence[str],
     macro: Callable[[str], str],
-    fmt: Any = None,
+    fmt: PromptFormat | None = None,
 ) -> str:
     """The system message's text: story string + examples + chat start, without the
     format's own system header if the preset carries one. `fields` and `examples` are already
@@ -77,7 +80,7 @@ def story_system_text(
     return text.rstrip("\n")
 
 
-def _unwrap(text: str, fmt: Any) -> str:
+def _unwrap(text: str, fmt: PromptFormat | None) -> str:
     prefix, suffix = _system_wrapper(fmt)
     head = _longest_tail_prefixing(prefix, text)
     if head:
@@ -99,7 +102,7 @@ def _longest_tail_prefixing(prefix: str, text: str) -> str:
     return ""
 
 
-def _system_wrapper(fmt: Any) -> tuple[str, str]:
+def _system_wrapper(fmt: PromptFormat | None) -> tuple[str, str]:
     if fmt is None:
         return "", ""
     try:

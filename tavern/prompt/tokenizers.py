@@ -16,9 +16,12 @@ import os
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tavern.errors import TavernError
+
+if TYPE_CHECKING:
+    import tiktoken
 
 _SOURCES = {
     "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
@@ -51,7 +54,7 @@ def _seed_cache(name: str, cache: Path) -> None:
 
 
 @lru_cache(maxsize=4)
-def tiktoken_encoding(name: str = "cl100k_base") -> Any:
+def tiktoken_encoding(name: str = "cl100k_base") -> tiktoken.Encoding:
     """A real `tiktoken.Encoding`, built without a network."""
     if name not in _SOURCES:
         raise TavernError(f"unknown tiktoken encoding {name!r} (known: {', '.join(_SOURCES)})")
@@ -67,7 +70,7 @@ def tiktoken_encoding(name: str = "cl100k_base") -> Any:
         return tiktoken.get_encoding(name)
 
 
-def encoding_for_model(model: str) -> Any:
+def encoding_for_model(model: str) -> tiktoken.Encoding:
     """o200k for the GPT-4o/4.1/o-series family, cl100k for GPT-4 and GPT-3.5."""
     m = model.lower()
     if any(k in m for k in ("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4")):

@@ -19,7 +19,7 @@ from tavern.errors import TavernError
 from tavern.prompt.assemble import TokenCounter
 
 if TYPE_CHECKING:
-    from tavern.prompt.story import StoryTemplate
+    from tavern.prompt.st_presets import StoryTemplate
     from tavern.prompt.templates import PromptFormat
 
 

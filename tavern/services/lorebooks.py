@@ -43,7 +43,7 @@ class Lorebooks:
                 sized.append((path, None))
         return sized
 
-    def open(self, path: Path | str) -> Lorebook:
+    def read(self, path: Path | str) -> Lorebook:
         from tavern.lore import load_lorebook
 
         return load_lorebook(Path(path))

@@ -20,93 +20,45 @@ How a chat is kept safe:
 - Before each write the file's identity (inode, size, mtime) is checked: if another program
   changed it since we read it, ChatChangedError is raised rather than overwriting its work.
 
-Large chats: opening reads the file once and indexes line offsets; a message is parsed from
-JSON only when it is asked for (`chat[i]`, `tail(n)`), so opening a 10,000-message chat and
-showing its last 40 costs about the same as a small one. Every line gets a cheap shape check
-on open (starts with `{`, ends with `}`, no NUL bytes) and the last `TAIL_VERIFY` lines a full
-parse; a line that passes the shape check but still fails to parse when first read is shown as
-an unreadable placeholder and kept verbatim in the file. Rewrites copy untouched lines as raw
-bytes, so an edit costs one sequential write of the file, never a re-encoding of every message.
+Large chats: opening reads the file once and indexes line offsets (`jsonl.py`); a message is
+parsed from JSON only when it is asked for (`chat[i]`, `tail(n)`), and a rewrite copies
+untouched lines as the bytes they are. The sidecar files are `sidecars.py`'s.
 """
 
 from __future__ import annotations
 
 import copy
-import errno
-import json
 import os
-import re
-import time
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, overload
+from typing import overload
 
-from tavern.errors import ChatStoreError, NotFoundError
+from tavern.errors import ChatStoreError
+from tavern.store import sidecars
 from tavern.store.atomic import (
-    Chunk,
     append_bytes_durable,
-    atomic_write_bytes,
-    copy_file,
     describe_os_error,
-    make_dirs,
     replace_durable,
     stray_temp_files,
     write_temp,
 )
-from tavern.store.dates import format_humanized, format_send_date
-from tavern.store.message import ChatHeader, ChatMessage, encode_line, looks_like_header
+from tavern.store.errors import ChatChangedError, ChatReadOnlyError, ChatWriteError
+from tavern.store.jsonl import (
+    ChatFileLines,
+    Line,
+    chat_stem,
+    encode_message,
+    file_chunks,
+    read_chat_file,
+    read_file,
+    read_message,
+    same_json,
+    unreadable_placeholder,
+)
+from tavern.store.message import ChatMessage, encode_line
+from tavern.store.sidecars import ReplyDraft
 
-TAIL_VERIFY = 64
-PARTIAL_SUFFIX = ".partial"
-RESCUED_SUFFIX = ".rescued"
-_NEWLINE = re.compile(b"\n")
-_BOM = b"\xef\xbb\xbf"
-
-
-class ChatWriteError(ChatStoreError):
-    """Saving failed (full disk, unwritable file...); the change is kept in memory."""
-
-    def __init__(self, message: str, errno: int | None = None, on_exit: str = "") -> None:
-        super().__init__(message)
-        self.errno = errno
-        self.on_exit = on_exit or message
-        """The same failure said by a process that exits now (the CLI): nothing stays in memory,
-        so it says what was not saved and what to fix before trying again."""
-
-
-class ChatReadOnlyError(ChatStoreError):
-    """The chat was opened read-only (another Tavern holds the data home)."""
-
-
-class ChatChangedError(ChatStoreError):
-    """The file changed on disk behind our back; reopen the chat before writing again."""
-
-
-class ChatNotFoundError(NotFoundError, ChatStoreError):
-    title = "Chat not found"
-
-
-class _Line:
-    """One message line: bytes `buf[start:end]`, shared with the buffer the file was read into."""
-
-    __slots__ = ("buf", "end", "saved", "start", "unreadable")
-
-    def __init__(self, buf: bytes, start: int, end: int, saved: bool = True) -> None:
-        self.buf = buf
-        self.start = start
-        self.end = end
-        self.saved = saved
-        self.unreadable = False
-
-    @classmethod
-    def own(cls, raw: bytes) -> _Line:
-        return cls(raw, 0, len(raw), saved=False)
-
-    def raw(self) -> bytes:
-        if self.start == 0 and self.end == len(self.buf):
-            return self.buf
-        return self.buf[self.start : self.end]
+ChatListener = Callable[["Chat", str, int], None]
 
 
 class Chat:
@@ -120,9 +72,7 @@ class Chat:
     def __init__(
         self,
         path: Path,
-        header: ChatHeader,
-        header_raw: bytes | None,
-        lines: list[_Line],
+        read: ChatFileLines,
         *,
         character_key: str,
         read_only: bool,
@@ -130,30 +80,28 @@ class Chat:
         keep_backups: int,
     ) -> None:
         self.path = path
-        self.header = header
+        self.header = read.header
         self.character_key = character_key
         self.read_only = read_only
         self.backup_dir = backup_dir
         self.keep_backups = keep_backups
-        self.warnings: list[str] = []
+        self.warnings: list[str] = list(read.warnings)
         # Called as fn(chat, kind, index) after each change of the messages is saved (kind:
         # append, replace, insert, delete, truncate): the one place long-term memory hears of
         # edits, wherever they come from.
-        self.listeners: list[Any] = []
+        self.listeners: list[ChatListener] = []
         self.reloads = 0
         """How often the file was re-read after another program changed it (a view redraws)."""
         # A reply that was streaming when Tavern last stopped; see `discard_reply`.
         self.recovered_reply: ChatMessage | None = None
-        self._lines = lines
-        self._header_raw = header_raw
-        self._header_saved: dict[str, Any] | None = header.to_json() if header_raw is not None else None
-        self._needs_rewrite = header_raw is None
+        self._lines = read.lines
+        self._header_raw = read.header_raw
+        self._header_saved = self.header.to_json() if read.header_raw is not None else None
+        self._needs_rewrite = read.needs_rewrite
         self._disk: tuple[int, int, int] | None = None
-        self._partial: ChatMessage | None = None
-        self._partial_written = 0.0
-        self._partial_stale = False
+        self._reply = ReplyDraft()
         # Lines found damaged on open, waiting to be set aside: (raw bytes, why).
-        self._corrupt: list[tuple[_Line, str]] = []
+        self._corrupt = read.corrupt
 
     # ----------------------------------------------------------------------------- opening
 
@@ -169,28 +117,16 @@ class Chat:
     ) -> Chat:
         """Open a chat file, repairing a torn or corrupted line unless `read_only`."""
         path = Path(path)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise ChatNotFoundError(f"chat file {path} does not exist") from None
-        except OSError as err:
-            raise ChatStoreError(f"cannot read chat {path}: {describe_os_error(err)}") from err
-        try:
-            st = os.fstat(fd)
-            with os.fdopen(fd, "rb", closefd=False) as handle:
-                data = handle.read()
-        except OSError as err:
-            raise ChatStoreError(f"cannot read chat {path}: {describe_os_error(err)}") from err
-        finally:
-            os.close(fd)
-        chat = cls._from_bytes(
+        data, st = read_file(path)
+        key = character_key or path.parent.name
+        read = read_chat_file(path, data, character_key=key, mtime=st.st_mtime)
+        chat = cls(
             path,
-            data,
-            character_key=character_key or path.parent.name,
+            read,
+            character_key=key,
             read_only=read_only,
             backup_dir=backup_dir,
             keep_backups=keep_backups,
-            mtime=st.st_mtime,
         )
         chat._disk = (st.st_ino, st.st_size, st.st_mtime_ns)
         if not read_only:
@@ -205,95 +141,14 @@ class Chat:
             chat._repair_quietly()
         return chat
 
-    @classmethod
-    def _from_bytes(
-        cls,
-        path: Path,
-        data: bytes,
-        *,
-        character_key: str,
-        read_only: bool,
-        backup_dir: Path | None,
-        keep_backups: int,
-        mtime: float,
-    ) -> Chat:
-        extra_warnings: list[str] = []
-        needs_rewrite = False
-        if data.startswith(_BOM):
-            # SillyTavern cannot read a header behind a BOM; drop it on the next write.
-            data = data[len(_BOM) :]
-            needs_rewrite = True
-        ends_with_newline = data.endswith(b"\n")
-        newlines = [m.start() for m in _NEWLINE.finditer(data)]
-        starts = [0, *(n + 1 for n in newlines)]
-        stops = [*newlines, len(data)]
-        if ends_with_newline:
-            starts.pop()
-            stops.pop()
-        has_nul = b"\x00" in data
-        corrupt: list[tuple[_Line, str]] = []
-        header: ChatHeader | None = None
-        header_raw: bytes | None = None
-        lines: list[_Line] = []
-        count = len(starts)
-        first_tail = max(0, count - TAIL_VERIFY)
-        for number, (start, end) in enumerate(zip(starts, stops, strict=True)):
-            shape = _shape(data, start, end, has_nul)
-            if shape == "blank":
-                continue
-            torn = number == count - 1 and not ends_with_newline
-            if header is None and not lines:
-                parsed = _parse(data[start:end]) if shape == "ok" else None
-                if looks_like_header(parsed):
-                    header = ChatHeader.from_json(parsed)
-                    header_raw = data[start:end]
-                    continue
-                if not isinstance(parsed, dict):
-                    lines.append(_Line(data, start, end))
-                    lines[-1].unreadable = True
-                    corrupt.append((lines[-1], _reason(path, number, torn)))
-                    continue
-                # A file without a header line (some converters write none): keep the line
-                # as a message and give the chat a header on the next write.
-                extra_warnings.append(f"{path.name} had no header line; Tavern added one")
-            if shape == "ok" and number >= first_tail and not isinstance(_parse(data[start:end]), dict):
-                shape = "bad"
-            lines.append(_Line(data, start, end))
-            if shape != "ok":
-                lines[-1].unreadable = True
-                corrupt.append((lines[-1], _reason(path, number, torn)))
-        if header is None:
-            header = ChatHeader(
-                user_name="User",
-                character_name=_character_from_name(path, character_key),
-                create_date=format_humanized(datetime.fromtimestamp(mtime)),
-            )
-            needs_rewrite = True
-            header_raw = None
-        chat = cls(
-            path,
-            header,
-            header_raw,
-            lines,
-            character_key=character_key,
-            read_only=read_only,
-            backup_dir=backup_dir,
-            keep_backups=keep_backups,
-        )
-        chat._needs_rewrite = needs_rewrite
-        chat._corrupt = corrupt
-        chat.warnings.extend(extra_warnings)
-        return chat
-
     def _drop_corrupt_lines(self) -> None:
         """Leave the damaged lines out of the chat (they are set aside, or we only read)."""
         damaged = {id(line) for line, _ in self._corrupt}
         self._lines = [line for line in self._lines if id(line) not in damaged]
 
     def _set_aside_and_repair(self) -> None:
-        rescued = self.rescued_path
         try:
-            append_bytes_durable(rescued, b"".join(line.raw() + b"\n" for line, _ in self._corrupt))
+            rescued = sidecars.append_rescued(self.path, [line.raw() for line, _ in self._corrupt])
         except OSError as err:
             # Without a safe copy elsewhere the lines must stay in the file: they stay in place
             # as unreadable placeholders, written back verbatim by every rewrite.
@@ -329,15 +184,15 @@ class Chat:
     @property
     def name(self) -> str:
         """The file name without `.jsonl`: SillyTavern's chat name."""
-        return _stem(self.path)
+        return chat_stem(self.path)
 
     @property
     def rescued_path(self) -> Path:
-        return self.path.with_name(self.path.name + RESCUED_SUFFIX)
+        return sidecars.rescued_path(self.path)
 
     @property
     def partial_path(self) -> Path:
-        return self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+        return sidecars.partial_path(self.path)
 
     def __len__(self) -> int:
         return len(self._lines)
@@ -389,20 +244,13 @@ class Chat:
         raw = line.raw()
         if not line.unreadable:
             try:
-                return ChatMessage.from_json(json.loads(raw))
+                return read_message(raw)
             except (ValueError, RecursionError, ChatStoreError):
                 line.unreadable = True
                 self.warnings.append(
                     f"message {i + 1} of {self.path.name} is unreadable; it is kept unchanged in the file"
                 )
-        preview = raw[:300].decode("utf-8", errors="replace")
-        return ChatMessage(
-            name="Tavern",
-            is_user=False,
-            is_system=True,
-            mes=f"(this line of the chat file could not be read and is kept as it is)\n{preview}",
-            extra={"tavern_unreadable": True},
-        )
+        return unreadable_placeholder(raw)
 
     # ----------------------------------------------------------------------------- state
 
@@ -428,7 +276,7 @@ class Chat:
         chat (`pending`) and ChatWriteError is raised; `flush()` retries.
         """
         self._check_writable()
-        self._lines.append(_Line.own(self._encode(msg)))
+        self._lines.append(Line.own(self._encode(msg)))
         try:
             self._save()
         except ChatChangedError:
@@ -445,10 +293,10 @@ class Chat:
         i = self._current(index)
         raw = self._encode(msg)
         old = self._lines[i]
-        if not old.unreadable and old.saved and _same_json(old.raw(), raw):
+        if not old.unreadable and old.saved and same_json(old.raw(), raw):
             return
         self._rescue([old])
-        self._lines[i] = _Line.own(raw)
+        self._lines[i] = Line.own(raw)
         self._needs_rewrite = True
         self._save()
         self._notify("replace", i)
@@ -459,7 +307,7 @@ class Chat:
         if index == len(self._lines):
             self.append(msg)
             return
-        self._lines.insert(self._current(index), _Line.own(self._encode(msg)))
+        self._lines.insert(self._current(index), Line.own(self._encode(msg)))
         self._needs_rewrite = True
         self._save()
         self._notify("insert", index)
@@ -519,7 +367,7 @@ class Chat:
         """Set chat_metadata keys (author's note, variables, chat lorebook...) and save."""
         self.update_metadata(values)
 
-    def update_metadata(self, values: dict[str, Any]) -> None:
+    def update_metadata(self, values: Mapping[str, object]) -> None:
         """Merge `values` into chat_metadata and save (the header is line 1: a rewrite)."""
         self._check_writable()
         self.header.chat_metadata.update(copy.deepcopy(values))
@@ -565,8 +413,8 @@ class Chat:
         self._check_writable()
         if self.unsaved:
             self._save()
-        elif self._partial_stale:
-            self._remove_partial_file()
+        elif self._reply.stale:
+            self._reply.remove(self.partial_path)
 
     # ----------------------------------------------------------------------- streaming
 
@@ -575,76 +423,54 @@ class Chat:
         self._check_writable()
         # An empty send_date is filled when the reply is appended: SillyTavern dates a reply
         # by when it finished.
-        self._partial = copy.deepcopy(msg)
-        self._partial_written = 0.0
+        self._reply.begin(msg)
         self._write_partial(force=True)
 
     def update_partial(self, text: str) -> None:
         """The streaming reply's text so far; written to the sidecar at most every
         `partial_interval` seconds."""
-        if self._partial is None:
+        if self._reply.message is None:
             raise ChatStoreError("no reply is streaming; call begin_reply first")
-        self._partial.mes = text
+        self._reply.message.mes = text
         self._write_partial()
 
     def finish_reply(self, msg: ChatMessage | None = None) -> ChatMessage:
         """Append the finished (or cancelled, partial) reply: `msg`, or the streamed one."""
-        final = msg if msg is not None else self._partial
+        final = msg if msg is not None else self._reply.message
         if final is None:
             raise ChatStoreError("no reply is streaming; nothing to finish")
-        self._partial = None
-        self._partial_stale = True
+        self._reply.message = None
+        self._reply.stale = True
         index = self.append(final)  # on failure the sidecar stays: a crash still recovers it
-        self._remove_partial_file()
+        self._reply.remove(self.partial_path)
         return self._message(index)
 
     def discard_reply(self) -> None:
         """Drop the streaming reply (or the one recovered on open) and its sidecar."""
-        self._partial = None
+        self._reply.message = None
         self.recovered_reply = None
         if not self.read_only:
-            self._remove_partial_file()
+            self._reply.remove(self.partial_path)
 
     def _write_partial(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if self._partial is None or (not force and now - self._partial_written < self.partial_interval):
-            return
-        self._partial_written = now
-        try:
-            # No fsync: the sidecar only has to survive the process, not a power cut.
-            # `index` is where the reply will go: if the chat already has a message there on
-            # the next open, the kill came after the append and the sidecar is stale.
-            record = {"tavern_partial": 1, "index": len(self._lines), "message": self._partial.to_json()}
-            atomic_write_bytes(self.partial_path, encode_line(record), durable=False)
-            self._partial_stale = False
-        except OSError:
-            pass  # losing the draft of a streaming reply is acceptable; the chat is untouched
-
-    def _remove_partial_file(self) -> None:
-        try:
-            self.partial_path.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError:
-            return
-        self._partial_stale = False
+        # `index` is where the reply will go: if the chat already has a message there on the
+        # next open, the kill came after the append and the sidecar is stale.
+        self._reply.write(self.partial_path, len(self._lines), self.partial_interval, force=force)
 
     def _recover_partial(self) -> None:
         try:
             raw = self.partial_path.read_bytes()
         except OSError:
             return
-        try:
-            record = json.loads(raw)
-            reply = ChatMessage.from_json(record["message"])
-            index = int(record["index"])
-        except (ValueError, TypeError, KeyError, RecursionError, ChatStoreError):
+        found = sidecars.read_partial(raw)
+        if found is None:
             self.warnings.append(f"{self.partial_path.name} holds an unreadable unfinished reply")
             return
+        reply, index = found
         if not reply.mes or index < len(self._lines):
             # Stopped before the first token, or after the finished reply was appended.
             if not self.read_only:
-                self._remove_partial_file()
+                self._reply.remove(self.partial_path)
             return
         self.recovered_reply = reply
         self.warnings.append(
@@ -691,13 +517,9 @@ class Chat:
 
     def _rewrite(self) -> None:
         self._check_disk()
-        header = self.header.to_json()
-        if self._header_raw is not None and header == self._header_saved:
-            header_raw = self._header_raw
-        else:
-            header_raw = encode_line(header)
+        header, header_raw = self._header_line()
         try:
-            tmp = write_temp(self.path, self._chunks(header_raw))
+            tmp = write_temp(self.path, file_chunks(header_raw, self._lines))
         except OSError as err:
             self._needs_rewrite = True
             raise self._write_error(err) from err
@@ -716,32 +538,16 @@ class Chat:
             line.saved = True
         self._after_write()
 
-    def _chunks(self, header_raw: bytes) -> Iterator[Chunk]:
-        """The file's bytes, copying runs of untouched lines in one slice each."""
-        yield header_raw
-        yield b"\n"
-        run_buf: bytes | None = None
-        run_start = run_end = 0
-        for line in self._lines:
-            if line.buf is run_buf and line.start == run_end + 1:
-                run_end = line.end
-                continue
-            if run_buf is not None:
-                yield memoryview(run_buf)[run_start:run_end]
-                yield b"\n"
-            run_buf, run_start, run_end = line.buf, line.start, line.end
-        if run_buf is not None:
-            yield memoryview(run_buf)[run_start:run_end]
-            yield b"\n"
-
     def to_bytes(self) -> bytes:
         """The chat as a JSONL file, as it is in memory (saved or not)."""
+        return b"".join(file_chunks(self._header_line()[1], self._lines))
+
+    def _header_line(self) -> tuple[dict[str, object], bytes]:
+        """The header's JSON and its line: the bytes read while it is unchanged."""
         header = self.header.to_json()
         if self._header_raw is not None and header == self._header_saved:
-            header_raw = self._header_raw
-        else:
-            header_raw = encode_line(header)
-        return b"".join(self._chunks(header_raw))
+            return header, self._header_raw
+        return header, encode_line(header)
 
     def matches_disk(self) -> bool:
         """True when everything is saved and the file is still the one we wrote or read."""
@@ -757,33 +563,19 @@ class Chat:
         """Keep the file about to be replaced: a hard link (free), else a copy."""
         if self.backup_dir is None or self.keep_backups <= 0:
             return None
-        folder = self.backup_dir / self.name
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         try:
-            make_dirs(folder)
-            target = folder / f"{stamp}.jsonl"
-            n = 1
-            while target.exists():
-                n += 1
-                target = folder / f"{stamp}-{n}.jsonl"
-            try:
-                os.link(self.path, target)
-            except OSError:
-                copy_file(self.path, target)
-            for old in sorted(folder.glob("*.jsonl"))[: -self.keep_backups]:
-                old.unlink(missing_ok=True)
-            return target
+            return sidecars.keep_backup(self.path, self.backup_dir / self.name, self.keep_backups)
         except OSError as err:
             self.warnings.append(f"could not back up {self.path.name}: {describe_os_error(err)}")
             return None
 
-    def _rescue(self, lines: list[_Line]) -> None:
+    def _rescue(self, lines: list[Line]) -> None:
         """Copy unreadable lines to the rescued sidecar before they leave the file."""
         unreadable = [line.raw() for line in lines if line.unreadable and line.saved]
         if not unreadable:
             return
         try:
-            append_bytes_durable(self.rescued_path, b"".join(raw + b"\n" for raw in unreadable))
+            sidecars.append_rescued(self.path, unreadable)
         except OSError as err:
             raise self._write_error(err) from err
 
@@ -808,81 +600,12 @@ class Chat:
             self._disk = (st.st_ino, st.st_size, st.st_mtime_ns)
         except OSError:
             self._disk = None
-        if self._partial_stale and self._partial is None:
-            self._remove_partial_file()
+        if self._reply.stale and self._reply.message is None:
+            self._reply.remove(self.partial_path)
 
     def _write_error(self, err: OSError) -> ChatWriteError:
-        what = "the message is" if any(not line.saved for line in self._lines) else "the change is"
-        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            fix = "free some space"
-        elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            fix = f"make {self.path.parent} writable"
-        else:
-            fix = "fix the problem"
-        head = f"could not save chat '{self.name}': {describe_os_error(err)}"
-        unsaved = "the message was" if what == "the message is" else "the change was"
-        return ChatWriteError(
-            f"{head}; {what} kept in memory, {fix}, then save again",
-            err.errno,
-            on_exit=f"{head}; {unsaved} not saved: {fix}, then run the command again",
-        )
+        pending = any(not line.saved for line in self._lines)
+        return ChatWriteError.saving(err, self.name, self.path.parent, pending)
 
     def __repr__(self) -> str:
         return f"<Chat {self.character_key}/{self.name} ({len(self)} messages)>"
-
-
-def encode_message(msg: ChatMessage) -> bytes:
-    """A message's line as it will be stored: `send_date` filled with now when empty."""
-    if not isinstance(msg, ChatMessage):
-        raise ChatStoreError(f"expected a ChatMessage, got {type(msg).__name__}")
-    if not msg.send_date:
-        msg = copy.copy(msg)
-        msg.send_date = format_send_date()
-    try:
-        return encode_line(msg.to_json())
-    except RecursionError:
-        # A line the C parser read can still be too deep for the copy in to_json: refuse the
-        # write (the line on disk stays as it is) rather than crash the session.
-        raise ChatStoreError("this message is nested too deeply to be saved; nothing was changed") from None
-
-
-def _shape(data: bytes, start: int, end: int, has_nul: bool) -> str:
-    """'ok', 'blank' or 'bad' from a look at a line's first and last bytes only."""
-    if end > start and data[start] == 0x7B and data[end - 1] == 0x7D:
-        ok = True
-    else:
-        stripped = data[start:end].strip()
-        if not stripped:
-            return "blank"
-        ok = stripped[:1] == b"{" and stripped[-1:] == b"}"
-    if ok and has_nul and data.find(b"\x00", start, end) != -1:
-        ok = False
-    return "ok" if ok else "bad"
-
-
-def _parse(raw: bytes) -> object:
-    """The line's JSON, or None when it is not JSON. A line nested deeper than the parser's
-    recursion limit (a hostile or broken file) is just another unreadable line."""
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-
-
-def _same_json(raw: bytes, new_raw: bytes) -> bool:
-    return raw == new_raw or _parse(raw) == _parse(new_raw)
-
-
-def _reason(path: Path, number: int, torn: bool) -> str:
-    if torn:
-        return f"the last line of {path.name} was cut short (Tavern was stopped while saving)"
-    return f"line {number + 1} of {path.name} is unreadable"
-
-
-def _stem(path: Path) -> str:
-    return path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.stem
-
-
-def _character_from_name(path: Path, character_key: str) -> str:
-    stem = _stem(path)
-    return stem.split(" - ")[0] if " - " in stem else character_key

@@ -25,7 +25,6 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from tavern.errors import ChatStoreError
 from tavern.store.atomic import (
@@ -35,18 +34,14 @@ from tavern.store.atomic import (
     describe_os_error,
     make_dirs,
 )
-from tavern.store.chatfile import (
-    PARTIAL_SUFFIX,
-    RESCUED_SUFFIX,
-    Chat,
-    ChatNotFoundError,
-    ChatReadOnlyError,
-    ChatWriteError,
-    encode_message,
-)
-from tavern.store.dates import chat_file_name, format_humanized, sanitize_file_name
+from tavern.store.chatfile import Chat
+from tavern.store.dates import chat_file_name, format_humanized
+from tavern.store.errors import ChatNotFoundError, ChatReadOnlyError, ChatWriteError
 from tavern.store.export import render_markdown, render_text
+from tavern.store.jsonl import BOM, encode_message, read_chat_file
 from tavern.store.message import ChatHeader, ChatMessage, encode_line
+from tavern.store.names import sanitize_file_name
+from tavern.store.sidecars import PARTIAL_SUFFIX, RESCUED_SUFFIX
 
 _PREVIEW_BYTES = 256 * 1024
 _MAX_IMPORT_BYTES = 1 << 30
@@ -146,7 +141,7 @@ class ChatStore:
         user_name: str,
         greeting: ChatMessage | None = None,
         *,
-        metadata: dict[str, Any] | None = None,
+        metadata: dict[str, object] | None = None,
     ) -> Chat:
         """Start a new chat, named as SillyTavern names it, with the greeting as message 0."""
         self._check_writable()
@@ -160,22 +155,16 @@ class ChatStore:
         """The chat `create` would start, in memory only and read-only: what a read-only
         command (`tavern prompt`) shows for a character without a chat, writing nothing."""
         stem, body = self._new_chat_body(character_name, user_name, greeting, None)
-        return Chat._from_bytes(
-            self.folder(character_key) / f"{stem}.jsonl",
-            body,
-            character_key=character_key,
-            read_only=True,
-            backup_dir=None,
-            keep_backups=0,
-            mtime=datetime.now().timestamp(),
-        )
+        path = self.folder(character_key) / f"{stem}.jsonl"
+        read = read_chat_file(path, body, character_key=character_key, mtime=datetime.now().timestamp())
+        return Chat(path, read, character_key=character_key, read_only=True, backup_dir=None, keep_backups=0)
 
     def _new_chat_body(
         self,
         character_name: str,
         user_name: str,
         greeting: ChatMessage | None,
-        metadata: dict[str, Any] | None,
+        metadata: dict[str, object] | None,
     ) -> tuple[str, bytes]:
         now = datetime.now()
         header = ChatHeader(
@@ -331,17 +320,10 @@ class ChatStore:
         self._check_writable()
         src = Path(path)
         data = _read_import(src)
-        if data.startswith(b"\xef\xbb\xbf"):
-            data = data[3:]  # SillyTavern could not read the header behind a BOM
-        chat = Chat._from_bytes(
-            src,
-            data,
-            character_key=character_key,
-            read_only=True,
-            backup_dir=None,
-            keep_backups=0,
-            mtime=src.stat().st_mtime,
-        )
+        if data.startswith(BOM):
+            data = data[len(BOM) :]  # SillyTavern could not read the header behind a BOM
+        read = read_chat_file(src, data, character_key=character_key, mtime=src.stat().st_mtime)
+        chat = Chat(src, read, character_key=character_key, read_only=True, backup_dir=None, keep_backups=0)
         chat._drop_corrupt_lines()
         unreadable = chat.verify()
         skipped = len(chat._corrupt) + len(unreadable)

@@ -1,6 +1,6 @@
 """Dates and file names as SillyTavern writes them in chat files.
 
-Used by the chat store (`message.py`, `chatfile.py`, `chatstore.py`) and by anyone who shows a
+Used by the chat store (`message.py`, `jsonl.py`, `chatstore.py`) and by anyone who shows a
 message's time. SillyTavern has written `send_date` three ways over the years and its chats
 still hold all of them:
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from tavern.store.names import sanitize_file_name  # the one sanitizer; the chat store imports it here
+from tavern.store.names import sanitize_file_name  # the one sanitizer
 
 MONTHS = (
     "January",

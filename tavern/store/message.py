@@ -20,7 +20,6 @@ import copy
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from tavern.errors import ChatStoreError
 from tavern.store.dates import format_send_date
@@ -56,11 +55,12 @@ class ChatMessage:
     send_date: str = ""
     swipes: list[str] | None = None
     swipe_id: int | None = None
-    swipe_info: list[dict[str, Any]] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Each swipe's record is a dict when SillyTavern wrote it; anything else is kept as read.
+    swipe_info: list[object] | None = None
+    extra: dict[str, object] = field(default_factory=dict)
     gen_started: str | None = None
     gen_finished: str | None = None
-    other: dict[str, Any] = field(default_factory=dict)
+    other: dict[str, object] = field(default_factory=dict)
     # The key order read from the file; empty for a message made here.
     _keys: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
     # send_date was epoch milliseconds (a JSON number) in the file.
@@ -74,65 +74,76 @@ class ChatMessage:
             self.other = {}
 
     @classmethod
-    def from_json(cls, data: Any) -> ChatMessage:
+    def from_json(cls, data: object) -> ChatMessage:
         """Build from one parsed line; tolerant of odd values, never loses a key."""
         if not isinstance(data, dict):
             raise ChatStoreError(f"a chat message must be a JSON object, not {_kind(data)}")
-        other: dict[str, Any] = {}
+        fields: dict[str, object] = data  # JSON object keys are always strings
+        other: dict[str, object] = {}
 
         def stash(key: str) -> None:
-            if key in data:
-                other[key] = data[key]
+            if key in fields:
+                other[key] = fields[key]
 
-        name = data.get("name")
+        name = fields.get("name")
         if not isinstance(name, str):
             stash("name")
             name = "" if name is None else str(name)
-        mes = data.get("mes")
+        mes = fields.get("mes")
         if not isinstance(mes, str):
             stash("mes")
             mes = "" if mes is None else _as_text(mes)
-        is_user, is_system = data.get("is_user", False), data.get("is_system", False)
+        is_user, is_system = fields.get("is_user", False), fields.get("is_system", False)
         if not isinstance(is_user, bool):
             stash("is_user")
         if not isinstance(is_system, bool):
             stash("is_system")
         numeric_date = False
-        send_date = data.get("send_date", "")
+        send_date = fields.get("send_date", "")
         if isinstance(send_date, int | float) and not isinstance(send_date, bool):
-            numeric_date = math.isfinite(send_date)
+            # An int is finite however long (math.isfinite would overflow on 400 digits).
+            numeric_date = not isinstance(send_date, float) or math.isfinite(send_date)
             if not numeric_date:
                 stash("send_date")
             send_date = str(int(send_date)) if numeric_date else ""
         elif not isinstance(send_date, str):
             stash("send_date")
             send_date = ""
-        swipes = data.get("swipes")
-        if swipes is not None and not (isinstance(swipes, list) and all(isinstance(s, str) for s in swipes)):
+        raw_swipes = fields.get("swipes")
+        swipes: list[str] | None = None
+        if isinstance(raw_swipes, list) and all(isinstance(s, str) for s in raw_swipes):
+            swipes = raw_swipes
+        elif raw_swipes is not None:
             stash("swipes")
-            swipes = None
-        swipe_id = data.get("swipe_id")
-        if isinstance(swipe_id, float) and swipe_id.is_integer():
-            swipe_id = int(swipe_id)
-        if swipe_id is not None and (not isinstance(swipe_id, int) or isinstance(swipe_id, bool)):
+        raw_id = fields.get("swipe_id")
+        if isinstance(raw_id, float) and raw_id.is_integer():
+            raw_id = int(raw_id)
+        swipe_id: int | None = None
+        if isinstance(raw_id, int) and not isinstance(raw_id, bool):
+            swipe_id = raw_id
+        elif raw_id is not None:
             stash("swipe_id")
-            swipe_id = None
-        swipe_info = data.get("swipe_info")
-        if swipe_info is not None and not isinstance(swipe_info, list):
+        raw_info = fields.get("swipe_info")
+        swipe_info: list[object] | None = None
+        if isinstance(raw_info, list):
+            swipe_info = raw_info
+        elif raw_info is not None:
             stash("swipe_info")
-            swipe_info = None
-        extra = data.get("extra", {})
-        if not isinstance(extra, dict):
+        raw_extra = fields.get("extra", {})
+        extra: dict[str, object] = {}
+        if isinstance(raw_extra, dict):
+            extra = raw_extra
+        else:
             stash("extra")
-            extra = {}
-        gen = {}
+        gen: dict[str, str | None] = {}
         for key in ("gen_started", "gen_finished"):
-            value = data.get(key)
-            if value is not None and not isinstance(value, str):
+            value = fields.get(key)
+            if value is None or isinstance(value, str):
+                gen[key] = value
+            else:
                 stash(key)
-                value = None
-            gen[key] = value
-        for key, value in data.items():
+                gen[key] = None
+        for key, value in fields.items():
             if key not in MESSAGE_KEYS:
                 other[key] = value
         msg = cls(
@@ -149,21 +160,21 @@ class ChatMessage:
             gen_finished=gen["gen_finished"],
             other=other,
         )
-        msg._keys = tuple(data)
+        msg._keys = tuple(fields)
         msg._numeric_date = numeric_date
         return msg
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The line's JSON object (a deep copy): original key order, unknown keys kept."""
         swipes = self.swipes
         sid = self.swipe_id
         if swipes is not None and sid is not None and 0 <= sid < len(swipes) and swipes[sid] != self.mes:
             swipes = list(swipes)
             swipes[sid] = self.mes
-        send_date: Any = self.send_date
-        if self._numeric_date and send_date.isdigit():
-            send_date = int(send_date)
-        values: dict[str, Any] = {
+        send_date: str | int = self.send_date
+        if self._numeric_date and self.send_date.isdigit():
+            send_date = int(self.send_date)
+        values: dict[str, object] = {
             "name": self.name,
             "is_user": self.is_user,
             "is_system": self.is_system,
@@ -187,7 +198,7 @@ class ChatMessage:
                 return is_new or key in read_keys or bool(value)
             return True
 
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         for key in (*self._keys, *MESSAGE_KEYS, *self.other):
             if key in out:
                 continue
@@ -200,7 +211,7 @@ class ChatMessage:
                 out[key] = self.other[key]
         return copy.deepcopy(out)
 
-    def add_swipe(self, text: str, info: dict[str, Any] | None = None) -> int:
+    def add_swipe(self, text: str, info: dict[str, object] | None = None) -> int:
         """Add an alternative reply and select it; returns its swipe index.
 
         `info` is SillyTavern's per-swipe record: `send_date`, `gen_started`, `gen_finished`,
@@ -235,14 +246,16 @@ class ChatMessage:
         self.mes = self.swipes[index]
         info = self.swipe_info[index] if self.swipe_info and index < len(self.swipe_info) else None
         if isinstance(info, dict):
-            if isinstance(info.get("send_date"), str) and info["send_date"]:
-                self.send_date = info["send_date"]
+            date, extra = info.get("send_date"), info.get("extra")
+            if isinstance(date, str) and date:
+                self.send_date = date
                 self._numeric_date = False
-            if isinstance(info.get("extra"), dict):
-                self.extra = copy.deepcopy(info["extra"])
+            if isinstance(extra, dict):
+                self.extra = copy.deepcopy(extra)
             for key in ("gen_started", "gen_finished"):
-                if key in info and (info[key] is None or isinstance(info[key], str)):
-                    setattr(self, key, info[key])
+                value = info.get(key)
+                if key in info and (value is None or isinstance(value, str)):
+                    setattr(self, key, value)
 
     def text(self) -> str:
         """What a reader sees: `extra.display_text` when an extension set one, else `mes`."""
@@ -253,8 +266,8 @@ class ChatMessage:
         if self.swipes is not None and self.swipe_id is not None and 0 <= self.swipe_id < len(self.swipes):
             self.swipes[self.swipe_id] = self.mes
 
-    def _current_swipe_info(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"send_date": self.send_date}
+    def _current_swipe_info(self) -> dict[str, object]:
+        info: dict[str, object] = {"send_date": self.send_date}
         if self.gen_started is not None:
             info["gen_started"] = self.gen_started
         if self.gen_finished is not None:
@@ -263,7 +276,7 @@ class ChatMessage:
         return info
 
 
-def _is_default(key: str, value: Any) -> bool:
+def _is_default(key: str, value: object) -> bool:
     if key in _OPTIONAL_KEYS:
         return value is None
     if key in ("is_user", "is_system"):
@@ -281,12 +294,12 @@ class ChatHeader:
     user_name: str
     character_name: str
     create_date: str | int = ""
-    chat_metadata: dict[str, Any] = field(default_factory=dict)
-    other: dict[str, Any] = field(default_factory=dict)
+    chat_metadata: dict[str, object] = field(default_factory=dict)
+    other: dict[str, object] = field(default_factory=dict)
     _keys: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     @classmethod
-    def from_json(cls, data: Any) -> ChatHeader:
+    def from_json(cls, data: object) -> ChatHeader:
         if not isinstance(data, dict):
             raise ChatStoreError(f"a chat header must be a JSON object, not {_kind(data)}")
         other = {k: v for k, v in data.items() if k not in HEADER_KEYS}
@@ -311,14 +324,14 @@ class ChatHeader:
         header._keys = tuple(data)
         return header
 
-    def to_json(self) -> dict[str, Any]:
-        values = {
+    def to_json(self) -> dict[str, object]:
+        values: dict[str, object] = {
             "user_name": self.user_name,
             "character_name": self.character_name,
             "create_date": self.create_date,
             "chat_metadata": self.chat_metadata,
         }
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         for key in (*self._keys, *HEADER_KEYS, *self.other):
             if key in out:
                 continue
@@ -330,7 +343,7 @@ class ChatHeader:
         return copy.deepcopy(out)
 
 
-def looks_like_header(data: Any) -> bool:
+def looks_like_header(data: object) -> bool:
     """A first line that is a header rather than a message (some converters omit the header)."""
     return (
         isinstance(data, dict)
@@ -339,7 +352,7 @@ def looks_like_header(data: Any) -> bool:
     )
 
 
-def encode_line(obj: Any) -> bytes:
+def encode_line(obj: object) -> bytes:
     """One JSONL line (no newline) the way JavaScript's JSON.stringify writes it."""
     try:
         text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -356,7 +369,7 @@ def encode_line(obj: Any) -> bytes:
         )
 
 
-def _finite(obj: Any) -> Any:
+def _finite(obj: object) -> object:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
@@ -366,7 +379,7 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def _as_text(value: Any) -> str:
+def _as_text(value: object) -> str:
     if isinstance(value, str):
         return value
     try:
@@ -375,5 +388,5 @@ def _as_text(value: Any) -> str:
         return str(value)
 
 
-def _kind(value: Any) -> str:
+def _kind(value: object) -> str:
     return {list: "a list", str: "a string", type(None): "null"}.get(type(value), type(value).__name__)

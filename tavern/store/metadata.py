@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 BACKEND_KEY = "tavern_backend"
 SUMMARY_TEXT_KEY = "tavern_summary"
@@ -24,14 +26,14 @@ NOTE_ROLES = {0: "system", 1: "user", 2: "assistant"}
 
 
 class _Header(Protocol):
-    chat_metadata: dict[str, Any]
+    chat_metadata: dict[str, object]
 
 
 class _Chat(Protocol):
     @property
     def header(self) -> _Header: ...
 
-    def update_metadata(self, values: dict[str, Any]) -> None: ...
+    def update_metadata(self, values: Mapping[str, object]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,12 @@ class CfgMeta:
     insertion_depth: int | None = None
 
 
-def _int(value: Any, default: int) -> int:
+def _int(value: object, default: int) -> int:
+    if not isinstance(value, str | int | float):
+        return default  # null, a list, an object: what int() refuses with TypeError
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (ValueError, OverflowError):  # OverflowError: Infinity, which JSON readers accept
         return default
 
 
@@ -69,7 +73,7 @@ class ChatMeta:
         self._chat = chat
 
     @property
-    def raw(self) -> dict[str, Any]:
+    def raw(self) -> dict[str, object]:
         return self._chat.header.chat_metadata
 
     # -- author's note ------------------------------------------------------------------------
@@ -97,17 +101,21 @@ class ChatMeta:
         m = self.raw
         scale: float | None = None
         depth: int | None = None
-        with contextlib.suppress(TypeError, ValueError):
-            if m.get("cfg_guidance_scale") not in (None, ""):
-                scale = float(m["cfg_guidance_scale"])
-        with contextlib.suppress(TypeError, ValueError):
-            if m.get("cfg_prompt_insertion_depth") not in (None, ""):
-                depth = int(m["cfg_prompt_insertion_depth"])
+        raw_scale, raw_depth = m.get("cfg_guidance_scale"), m.get("cfg_prompt_insertion_depth")
+        # Anything but a finite number or a numeric string reads as unset (float() and int()
+        # refuse it, or overflow on Infinity and a 400-digit integer).
+        with contextlib.suppress(ValueError, OverflowError):
+            if isinstance(raw_scale, str | int | float) and raw_scale != "":
+                scale = float(raw_scale)
+                scale = scale if math.isfinite(scale) else None
+        with contextlib.suppress(ValueError, OverflowError):
+            if isinstance(raw_depth, str | int | float) and raw_depth != "":
+                depth = int(raw_depth)
         negative = str(m["cfg_negative_prompt"]) if m.get("cfg_negative_prompt") else None
         return CfgMeta(scale, negative, depth)
 
     def set_cfg(self, scale: float | None = None, negative: str | None = None) -> None:
-        changes: dict[str, Any] = {}
+        changes: dict[str, object] = {}
         if scale is not None:
             changes["cfg_guidance_scale"] = scale
         if negative is not None:
@@ -118,26 +126,28 @@ class ChatMeta:
     # -- state that turns carry forward --------------------------------------------------------
 
     @property
-    def timed_world_info(self) -> dict[str, Any] | None:
+    def timed_world_info(self) -> dict[str, object] | None:
         value = self.raw.get("timedWorldInfo")
         return value if isinstance(value, dict) else None
 
-    def variables(self) -> dict[str, Any]:
+    def variables(self) -> dict[str, object]:
         """A deep copy of the chat's macro variables: a prompt built and never sent must not
         change them."""
         value = self.raw.get("variables")
         return copy.deepcopy(value) if isinstance(value, dict) else {}
 
-    def turn_changes(self, timed_state: dict[str, Any] | None, variables: dict[str, Any]) -> dict[str, Any]:
+    def turn_changes(
+        self, timed_state: Mapping[str, object] | None, variables: Mapping[str, object]
+    ) -> dict[str, object]:
         """The metadata a sent turn changes: World Info timers and variables that differ."""
-        changes: dict[str, Any] = {}
+        changes: dict[str, object] = {}
         if timed_state is not None and timed_state != self.raw.get("timedWorldInfo"):
             changes["timedWorldInfo"] = timed_state
         if variables != (self.raw.get("variables") or {}):
             changes["variables"] = variables
         return changes
 
-    def update(self, changes: dict[str, Any]) -> None:
+    def update(self, changes: Mapping[str, object]) -> None:
         if changes:
             self._chat.update_metadata(changes)
 
@@ -163,7 +173,7 @@ class ChatMeta:
         return str(self.raw.get(SUMMARY_TEXT_KEY, "") or "")
 
     @property
-    def summary_state(self) -> dict[str, Any]:
+    def summary_state(self) -> dict[str, object]:
         value = self.raw.get(SUMMARY_META_KEY)
         return dict(value) if isinstance(value, dict) else {}
 

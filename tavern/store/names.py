@@ -29,14 +29,17 @@ DEFAULT_MAX_BYTES = 200
 """Room under the common 255-byte limit for " - <date>", " (2)", ".jsonl" and sidecar suffixes."""
 
 
-def sanitize_file_name(name: str, fallback: str = "chat", *, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+def sanitize_file_name(
+    name: str, fallback: str = "chat", *, max_bytes: int = DEFAULT_MAX_BYTES, replacement: str = ""
+) -> str:
     """`name` made safe as one file name (no folder part, never hidden) on every OS.
 
     Returns `fallback` when nothing usable is left ("", "...", "///"); pass "" to detect that.
+    `replacement` stands for each unsafe character (SillyTavern's export names use "_").
     """
     cleaned = unicodedata.normalize("NFC", name)
     cleaned = cleaned.encode("utf-8", "ignore").decode("utf-8")  # drops lone surrogates
-    cleaned = _EDGES.sub("", _UNSAFE.sub("", cleaned))
+    cleaned = _EDGES.sub("", _UNSAFE.sub(replacement, cleaned))
     encoded = cleaned.encode("utf-8")
     if len(encoded) > max_bytes:
         cleaned = _EDGES.sub("", encoded[:max_bytes].decode("utf-8", errors="ignore"))

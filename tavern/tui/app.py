@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from asyncio import AbstractEventLoop
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
 
+from rich.console import RenderableType
 from textual import on, work
-from textual.app import App
-from textual.binding import Binding
+from textual.app import App, AutopilotCallbackType
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from tavern.errors import TavernError
@@ -26,6 +30,9 @@ from tavern.tui.screens.library import LibraryScreen
 if TYPE_CHECKING:
     from textual.command import Provider
 
+    from tavern.session import Tavern
+    from tavern.tui.boot import Boot
+
 
 def _tavern_commands() -> type[Provider]:
     """The palette's Tavern commands (a lazy provider: imported when the palette opens)."""
@@ -34,11 +41,11 @@ def _tavern_commands() -> type[Provider]:
     return TavernCommands
 
 
-class TavernApp(App):
+class TavernApp(App[None]):
     CSS_PATH = "tavern.tcss"
     COMMANDS = App.COMMANDS | {_tavern_commands}
     TITLE = "Tavern"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", id="app.quit_any", priority=True, show=False),
         Binding("f1", "help", "Help", id="app.help"),
         Binding("f9", "personas", "Personas", id="app.personas", show=False),
@@ -46,7 +53,7 @@ class TavernApp(App):
         Binding("f4", "backends", "Backends", id="app.backends", show=False),
     ]
 
-    def __init__(self, tavern: Any = None, boot: Any = None) -> None:
+    def __init__(self, tavern: Tavern | None = None, boot: Boot | None = None) -> None:
         """`tavern`: an open Tavern (tests, `tavern serve`'s children use the CLI path too).
         `boot`: a `tavern.tui.boot.Boot`, for a first frame before the Tavern is open."""
         super().__init__()
@@ -58,11 +65,12 @@ class TavernApp(App):
         self.boot_error: str | None = None
         self._tavern = tavern
         self._opened = threading.Event()
-        self._frame_callbacks: list[Any] = []
+        self._frame_callbacks: list[Callable[[], object]] = []
         if tavern is not None:
             self._opened.set()
             theme, keys = tavern.settings.ui.theme, dict(tavern.settings.ui.keys)
         else:
+            assert boot is not None, "the app needs a Tavern or a Boot"
             theme, keys = boot.theme, dict(boot.keys)
         self.engine_status = "loading model…"
         self._load_started = 0.0
@@ -70,7 +78,7 @@ class TavernApp(App):
             self.theme = theme
         self.user_keys: dict[str, str] = keys
 
-    def after_frame(self, callback: Any) -> None:
+    def after_frame(self, callback: Callable[[], object]) -> None:
         """Call `callback` once the next frame has been handed to the terminal.
 
         `call_after_refresh` is too early for the first frame: the first screen's first
@@ -78,7 +86,7 @@ class TavernApp(App):
         then (a thread importing pydantic) delayed the frame the user sees by ~30 ms."""
         self._frame_callbacks.append(callback)
 
-    def _display(self, screen: Any, renderable: Any) -> None:
+    def _display(self, screen: Screen[object], renderable: RenderableType | None) -> None:
         # Private in Textual (pinned exactly in pyproject); the one place a written frame shows.
         super()._display(screen, renderable)
         if self._frame_callbacks and renderable is not None and not self._batch_count:
@@ -87,7 +95,7 @@ class TavernApp(App):
                 self.call_later(callback)
 
     @property
-    def tavern(self) -> Any:
+    def tavern(self) -> Tavern:
         """The open Tavern. Before it is open (the first half second of a cold start) this
         waits for the opener thread: only an action taken that early ever waits."""
         if self._tavern is None:
@@ -100,11 +108,24 @@ class TavernApp(App):
     def tavern_ready(self) -> bool:
         return self._tavern is not None
 
-    def run(self, *args: Any, **kwargs: Any) -> Any:
+    def run(
+        self,
+        *,
+        headless: bool = False,
+        inline: bool = False,
+        inline_no_clear: bool = False,
+        mouse: bool = True,
+        size: tuple[int, int] | None = None,
+        auto_pilot: AutopilotCallbackType | None = None,
+        loop: AbstractEventLoop | None = None,
+    ) -> None:
         from tavern.tui.terminal import private_streams
 
         with private_streams():  # frames must reach the terminal while llama.cpp loads
-            return super().run(*args, **kwargs)
+            return super().run(
+                headless=headless, inline=inline, inline_no_clear=inline_no_clear, mouse=mouse, size=size,
+                auto_pilot=auto_pilot, loop=loop,
+            )
 
     def get_default_screen(self) -> LibraryScreen:
         # The library is the first screen itself, not pushed over a blank one from on_mount: a
@@ -132,6 +153,7 @@ class TavernApp(App):
         threading.Thread(target=self._open_tavern, name="tavern-open", daemon=True).start()
 
     def _open_tavern(self) -> None:
+        assert self.boot is not None  # only a Boot-built app opens its Tavern here
         try:
             tavern = self.boot.opener()
         except TavernError as err:
@@ -144,7 +166,7 @@ class TavernApp(App):
         self.call_from_thread(self._tavern_opened)
 
     def _tavern_opened(self) -> None:
-        ui = self._tavern.settings.ui  # validated now: the boot read may have skipped a bad value
+        ui = self.tavern.settings.ui  # validated now: the boot read may have skipped a bad value
         if ui.theme and ui.theme in self.available_themes and ui.theme != self.theme:
             self.theme = ui.theme
         for screen in self.screen_stack:
@@ -219,7 +241,7 @@ class TavernApp(App):
         except TavernError as err:
             self.notify(str(err), title=getattr(err, "title", "Error"), severity="error")
             return
-        self.push_screen(ChatScreen(session))
+        self.push_screen(ChatScreen(self.tavern, session))
 
     def action_help(self) -> None:
         from tavern.tui.screens.help import HelpScreen
@@ -242,7 +264,7 @@ class TavernApp(App):
     def action_backends(self) -> None:
         from tavern.tui.screens.backends import open_backends
 
-        open_backends(self)
+        open_backends(self, self.tavern)
 
     @on(ReplyFinished)
     def _engine_notices(self, _message: ReplyFinished) -> None:
@@ -267,7 +289,7 @@ class TavernApp(App):
                 self.notify(str(err), severity="warning")
 
 
-def make_app(tavern: Any = None, boot: Any = None) -> TavernApp:
+def make_app(tavern: Tavern | None = None, boot: Boot | None = None) -> TavernApp:
     return TavernApp(tavern, boot=boot)
 
 

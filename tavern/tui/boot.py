@@ -12,16 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tavern.cards.index import CardEntry, cached_entries
 from tavern.paths import DataHome
+
+if TYPE_CHECKING:
+    from tavern.session import Tavern
 
 
 @dataclass
 class Boot:
     home: DataHome
-    opener: Callable[[], Any]
+    opener: Callable[[], Tavern]
     """Opens the real Tavern (and takes the home lock); runs in a thread after the first frame."""
     theme: str = ""
     keys: dict[str, str] = field(default_factory=dict)

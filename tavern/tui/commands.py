@@ -5,10 +5,11 @@ anything a key does not."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 from textual.command import Hit, Hits, Provider
+from textual.screen import Screen
 
 # (title, help, screen class name or "app", action)
 COMMANDS: list[tuple[str, str, str, str]] = [
@@ -45,15 +46,16 @@ COMMANDS: list[tuple[str, str, str, str]] = [
 
 
 class TavernCommands(Provider):
-    def _screen(self) -> Any:
+    def _screen(self) -> Screen[object]:
         # The palette is a screen of its own: act on the one below it.
         stack = self.app.screen_stack
         return stack[-2] if len(stack) >= 2 else stack[-1]
 
-    def _available(self) -> list[tuple[str, str, Any]]:
+    def _available(self) -> list[tuple[str, str, Callable[[], object]]]:
         screen = self._screen()
-        out = []
+        out: list[tuple[str, str, Callable[[], object]]] = []
         for title, help_text, where, action in COMMANDS:
+            target: object
             if where == "app":
                 target = self.app
             elif type(screen).__name__ == where:

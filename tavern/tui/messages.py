@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual.message import Message
+
+if TYPE_CHECKING:
+    from tavern.engines.base import TurnStats
 
 
 class EngineLoaded(Message):
@@ -27,7 +30,7 @@ class ReplyDelta(Message):
 
 
 class ReplyFinished(Message):
-    def __init__(self, text: str, stats: Any, error: str | None, mode: str) -> None:
+    def __init__(self, text: str, stats: TurnStats, error: str | None, mode: str) -> None:
         super().__init__()
         self.text = text
         self.stats = stats

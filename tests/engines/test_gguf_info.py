@@ -14,15 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tavern.engines.gguf_info import (
-    GGUFInfo,
-    SkippedArray,
-    context_stretch_warning,
-    detect_free_vram,
-    plan_load,
-    read_gguf,
-    rope_freq_base_for_alpha,
-)
+from tavern.engines.gguf_header import SkippedArray
+from tavern.engines.gguf_info import GGUFInfo, read_gguf
+from tavern.engines.gpu import detect_free_vram
+from tavern.engines.load_plan import context_stretch_warning, plan_load, rope_freq_base_for_alpha
 from tavern.errors import ModelLoadError
 
 MIB = 1024 * 1024

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tavern.engines.gguf_info import plan_load, read_gguf
+from tavern.engines.gguf_info import read_gguf
 from tavern.engines.gpu import backend_devices, offload_supported, step_down
+from tavern.engines.load_plan import plan_load
 
 REPO = Path(__file__).resolve().parents[2]
 

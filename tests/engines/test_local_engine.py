@@ -9,7 +9,7 @@ import pytest
 
 from tavern.engines.base import Finished, GenerationRequest, Token
 from tavern.engines.local import LocalEngine
-from tavern.engines.lowlevel import plan_reuse
+from tavern.engines.reuse_plan import plan_reuse
 from tavern.engines.samplers import SamplerSettings
 from tavern.errors import ModelLoadError
 

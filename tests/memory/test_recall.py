@@ -129,7 +129,7 @@ def test_a_huge_old_message_is_indexed_by_its_start_and_the_turn_goes_on(home: P
     huge = "The harbour bell rang at dawn. " * 330_000  # 10 MB
     assert len(chunk_message("k", MessageRef(0, "User", huge))) == MAX_CHUNKS
     app = Tavern.open(home)
-    chat = app.new_chat("Mira", app.character("Mira")[1])
+    chat = app.chats.new("Mira", app.cards.find("Mira")[1])
     chat.append(ChatMessage(name="User", is_user=True, mes=huge))
     for i in range(40):
         chat.append(ChatMessage(name="User" if i % 2 else "Mira", is_user=bool(i % 2), mes=f"Small talk {i}."))

@@ -13,7 +13,7 @@ from unittest import mock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tavern.prompt import macros
+from tavern.prompt import macro_random, macro_time, macro_variables, macros
 from tavern.prompt.macros import MACRO_NAMES, MacroContext, substitute
 
 ARGS = [
@@ -154,15 +154,15 @@ def test_macro_soup_gives_a_bounded_result_and_never_raises(texts: list[str]) ->
 
 
 DELIMITED = [
-    macros._ROLL,
+    macro_random.ROLL,
     macros._REVERSE,
     macros._COMMENT,
-    macros._DATETIMEFORMAT,
-    macros._TIMEDIFF,
+    macro_time.DATETIMEFORMAT,
+    macro_time.TIMEDIFF,
     macros._BANNED,
-    macros._RANDOM,
-    macros._PICK,
-    *(m for _scope, _kind, m in macros._VARIABLE_MACROS),
+    macro_random.RANDOM,
+    macro_random.PICK,
+    *(m for _scope, _kind, m in macro_variables.VARIABLE_MACROS),
 ]
 OPENERS = [
     "{{roll:",

@@ -44,9 +44,9 @@ def _bounded(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[s
 _RENDER = """
 import json, sys
 from tavern.errors import TemplateError
-from tavern.prompt import templates
+from tavern.prompt import template_guards
 from tavern.prompt.templates import format_from_jinja
-templates.MAX_SECONDS = float(sys.argv[2])
+template_guards.MAX_SECONDS = float(sys.argv[2])
 try:
     format_from_jinja(sys.argv[1], "<s>", "</s>", "evil")
 except TemplateError as err:
@@ -77,9 +77,9 @@ def test_slow_steps_are_stopped_by_the_clock():
 _ABANDON = """
 import json, sys, threading, time
 from tavern.errors import TemplateError
-from tavern.prompt import templates
+from tavern.prompt import template_guards, template_render
 from tavern.prompt.templates import format_from_jinja
-templates.MAX_SECONDS = 1.0
+template_guards.MAX_SECONDS = 1.0
 messages = []
 for attempt in range(2):
     try:
@@ -91,7 +91,7 @@ for attempt in range(2):
 # Were it to run on, its 100,000 slow steps would outlast the test's bound.
 def busy():
     alive = [t for t in threading.enumerate() if t.name == "tavern-template"]
-    return len(alive) - templates._THREADS._idle
+    return len(alive) - template_render._THREADS._idle
 while busy() > 0:
     time.sleep(0.05)
 print(json.dumps(messages))

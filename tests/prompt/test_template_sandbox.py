@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tavern.errors import TemplateError
-from tavern.prompt import templates
+from tavern.prompt import template_guards
 from tavern.prompt.templates import format_from_jinja, get_format, select_format
 
 MALICIOUS = {
@@ -48,8 +48,8 @@ MALICIOUS = {
 @pytest.fixture
 def small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Lower step and time limits, so the templates that run until a limit stops them end quickly."""
-    monkeypatch.setattr(templates, "MAX_STEPS", 100_000)
-    monkeypatch.setattr(templates, "MAX_SECONDS", 2.0)
+    monkeypatch.setattr(template_guards, "MAX_STEPS", 100_000)
+    monkeypatch.setattr(template_guards, "MAX_SECONDS", 2.0)
 
 
 @pytest.mark.usefixtures("small_limits")
@@ -65,7 +65,7 @@ def test_malicious_template_gives_one_error_line(source: str) -> None:
 
 def test_default_limits_stop_nested_loops() -> None:
     source = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
-    with pytest.raises(TemplateError, match=f"more than {templates.MAX_STEPS} steps"):
+    with pytest.raises(TemplateError, match=f"more than {template_guards.MAX_STEPS} steps"):
         format_from_jinja(source, "", "", "evil")
 
 

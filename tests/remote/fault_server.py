@@ -12,8 +12,7 @@ is recorded in `Handler.requests` (tests check what Tavern sent).
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 
 def _chunk(text: str = "", reasoning: str = "", finish: str | None = None) -> bytes:
@@ -101,10 +100,3 @@ class Handler(BaseHTTPRequestHandler):
             w.write(_chunk("Hello") + _chunk(" world"))
         w.write(_chunk(finish="stop") + b"data: [DONE]\n\n")
         w.flush()
-
-
-def start() -> tuple[ThreadingHTTPServer, str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"

@@ -25,9 +25,8 @@ Every POST body is recorded in `Hostile.requests` (tests check what Tavern sent)
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 SHAPES: list[dict[str, Any]] = [
@@ -208,10 +207,3 @@ class Hostile(BaseHTTPRequestHandler):
         bad = SHAPES[int(mode.removeprefix("shape"))]
         if self._write(self._chunk("Hello") + b"data: " + json.dumps(bad).encode() + b"\n\n"):
             self._end()
-
-
-def start() -> tuple[ThreadingHTTPServer, str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"

@@ -1,6 +1,7 @@
 """The real servers the remote tests talk to: `python -m llama_cpp.server` with the bundled
-model (the `llama_server` fixture; import it into a test module to use it), and llama.cpp's own
-llama-server where benchmarks/build_llama_server.sh has built it (`native_llama_server`)."""
+model (the `llama_server` fixture), and llama.cpp's own llama-server where
+benchmarks/build_llama_server.sh has built it (`native_llama_server`); tests/remote/conftest.py
+offers both to every test module here."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ def test_use_globally_per_character_and_per_chat(home: Path) -> None:
     out = tav(home, "backends", "use", "embedded", "--character", "Mira")
     assert out.returncode == 0, out.stderr
     app = Tavern.open(home)
-    assert app.character("Mira")[1].extensions["tavern"]["backend"] == "embedded"
+    assert app.cards.find("Mira")[1].extensions["tavern"]["backend"] == "embedded"
     session = app.open_chat("Mira")
     assert app.backend_name == ""  # the character picks the embedded engine over the global srv
 
@@ -39,7 +39,7 @@ def test_use_globally_per_character_and_per_chat(home: Path) -> None:
     assert tav(home, "backends", "use", "--clear", "--character", "Mira").returncode == 0
     app = Tavern.open(home)
     app.open_chat("Mira", chat_name=session.chat.name)
-    assert app.backend_name == "srv" and "backend" not in app.character("Mira")[1].extensions["tavern"]
+    assert app.backend_name == "srv" and "backend" not in app.cards.find("Mira")[1].extensions["tavern"]
 
 
 def test_use_refuses_unknown_names_in_one_line(home: Path) -> None:

@@ -12,25 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from remote.hostile_server import SHAPE_FIELDS, SHAPES, Hostile, start
+from remote.hostile_server import SHAPE_FIELDS, SHAPES, Hostile
 from tavern.backends import BackendStore, Profile
 from tavern.engines.base import Finished, GenerationRequest, Token
-from tavern.engines.remote import engine as remote_engine
 from tavern.engines.remote.engine import RemoteEngine
 from tavern.engines.remote.http import RemoteError
 
-
-@pytest.fixture(scope="module")
-def base():
-    server, url = start()
-    yield url
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch):
-    monkeypatch.setattr(remote_engine, "BACKOFF_S", 0.01)
+pytestmark = pytest.mark.usefixtures("fast_backoff")
 
 
 def make(
@@ -60,8 +48,8 @@ def one_line(error: str | None) -> str:
 
 
 @pytest.mark.parametrize("api", ["openai-chat", "openai-text", "llamacpp", "ollama"])
-def test_a_stream_that_ignores_the_length_limit_is_stopped_at_it(base, api):
-    engine = make(base, "overrun", api)
+def test_a_stream_that_ignores_the_length_limit_is_stopped_at_it(hostile_url, api):
+    engine = make(hostile_url, "overrun", api)
     streamed, final = run(engine, max_tokens=16)
     assert final.error is None
     assert streamed == final.text == "".join(f" w{i}" for i in range(16))  # the reply so far, kept
@@ -71,9 +59,9 @@ def test_a_stream_that_ignores_the_length_limit_is_stopped_at_it(base, api):
     ]
 
 
-def test_a_400_naming_max_tokens_never_drops_the_limit(base, tmp_path):
+def test_a_400_naming_max_tokens_never_drops_the_limit(hostile_url, tmp_path):
     store = BackendStore(tmp_path)
-    engine = make(base, "maxtok400", store=store)
+    engine = make(hostile_url, "maxtok400", store=store)
     Hostile.requests.clear()
     _, final = run(engine, max_tokens=100)
     assert "max_tokens must be at most 64" in one_line(final.error) and final.text == ""
@@ -88,23 +76,23 @@ def test_a_400_naming_max_tokens_never_drops_the_limit(base, tmp_path):
 # -- time ----------------------------------------------------------------------------------------
 
 
-def test_keep_alives_after_a_token_end_at_the_idle_timeout_keeping_the_reply(base):
-    _, final = run(make(base, "keepalive", idle_timeout_s=1))
+def test_keep_alives_after_a_token_end_at_the_idle_timeout_keeping_the_reply(hostile_url):
+    _, final = run(make(hostile_url, "keepalive", idle_timeout_s=1))
     assert final.text == "Hello"
     error = one_line(final.error)
     assert "no text for 1 s, only keep-alives (idle_timeout_s)" in error and "partial reply kept" in error
-    assert base in error and final.stats.stop_reason == "error"
+    assert hostile_url in error and final.stats.stop_reason == "error"
 
 
-def test_keep_alives_alone_end_at_the_idle_timeout_without_retrying(base):
+def test_keep_alives_alone_end_at_the_idle_timeout_without_retrying(hostile_url):
     Hostile.requests.clear()
-    _, final = run(make(base, "keepalive0", idle_timeout_s=1))
+    _, final = run(make(hostile_url, "keepalive0", idle_timeout_s=1))
     assert final.text == "" and "no text for 1 s" in one_line(final.error)
     assert len(Hostile.requests) == 1  # waiting again would only repeat the wait
 
 
-def test_a_reply_that_never_ends_stops_at_the_deadline(base):
-    streamed, final = run(make(base, "endless", deadline_s=1.5), max_tokens=100_000)
+def test_a_reply_that_never_ends_stops_at_the_deadline(hostile_url):
+    streamed, final = run(make(hostile_url, "endless", deadline_s=1.5), max_tokens=100_000)
     assert streamed == final.text and final.text.startswith(" t0 t1")
     assert "ran past its deadline of 1.5 s (deadline_s)" in one_line(final.error)
     assert "partial reply kept" in final.error
@@ -132,8 +120,8 @@ def test_time_limits_are_profile_settings_kept_in_backends_toml(tmp_path):
 # -- size ----------------------------------------------------------------------------------------
 
 
-def test_a_50_mb_stream_line_is_an_error_and_the_reply_is_kept(base):
-    _, final = run(make(base, "longline"))
+def test_a_50_mb_stream_line_is_an_error_and_the_reply_is_kept(hostile_url):
+    _, final = run(make(hostile_url, "longline"))
     assert final.text == "Hello"
     assert "the server sent a stream line longer than 4 MiB" in one_line(final.error)
     assert "partial reply kept" in final.error
@@ -143,33 +131,33 @@ def test_a_50_mb_stream_line_is_an_error_and_the_reply_is_kept(base):
 
 
 @pytest.mark.parametrize("n", range(len(SHAPES)), ids=[str(s)[:40] for s in SHAPES])
-def test_valid_json_of_the_wrong_shape_is_one_line_naming_the_field(base, n):
-    streamed, final = run(make(base, f"shape{n}"))
+def test_valid_json_of_the_wrong_shape_is_one_line_naming_the_field(hostile_url, n):
+    streamed, final = run(make(hostile_url, f"shape{n}"))
     assert streamed == final.text == "Hello"
     error = one_line(final.error)
-    assert error.startswith(f"{base}/shape{n}/v1/chat/completions: ")  # names the server
+    assert error.startswith(f"{hostile_url}/shape{n}/v1/chat/completions: ")  # names the server
     assert SHAPE_FIELDS[n] in error and "partial reply kept" in error
 
 
-def test_html_from_models_props_and_completions_says_so(base):
+def test_html_from_models_props_and_completions_says_so(hostile_url):
     with pytest.raises(
         RemoteError, match=r"/v1/models: the server answered with HTML, not JSON \(status 200\)"
     ):
-        make(base, "html").load()
+        make(hostile_url, "html").load()
     with pytest.raises(RemoteError, match=r"/props: the server answered with HTML, not JSON \(status 200\)"):
-        make(base, "html", "llamacpp").load()
+        make(hostile_url, "html", "llamacpp").load()
     with pytest.raises(
         RemoteError, match=r"/api/tags: the server answered with text that is not JSON \(status 200\)"
     ):
-        make(base, "notjson", "ollama").load()
+        make(hostile_url, "notjson", "ollama").load()
     with pytest.raises(RemoteError, match=r"`data` is a string, not a list"):
-        make(base, "badmodels").load()
+        make(hostile_url, "badmodels").load()
     for mode in ("html", "htmlplain"):
-        _, final = run(make(base, mode))
+        _, final = run(make(hostile_url, mode))
         assert "the server answered with HTML" in one_line(final.error) and "(status 200)" in final.error
-    _, final = run(make(base, "jsonbody"))
+    _, final = run(make(hostile_url, "jsonbody"))
     assert "the server's answer is not an event stream: '{\"choices\"" in one_line(final.error)
-    _, final = run(make(base, "html502"))
+    _, final = run(make(hostile_url, "html502"))
     assert final.error.endswith("server error 502: (an HTML page)")
 
 
@@ -193,8 +181,8 @@ def _tavern(home: Path, *args: str) -> tuple[subprocess.CompletedProcess, int]:
     return done, usage.ru_maxrss
 
 
-def test_cli_html_from_the_server_is_one_error_line(base, home):
-    BackendStore(home).save(Profile(name="web", api="openai-chat", url=base + "/html"))
+def test_cli_html_from_the_server_is_one_error_line(hostile_url, home):
+    BackendStore(home).save(Profile(name="web", api="openai-chat", url=hostile_url + "/html"))
     done, _ = _tavern(home, "chat", "Mira", "--backend", "web", "--message", "hi")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     [line] = done.stderr.strip().splitlines()
@@ -203,10 +191,10 @@ def test_cli_html_from_the_server_is_one_error_line(base, home):
     )
 
 
-def test_cli_a_50_mb_line_keeps_the_reply_in_bounded_memory(base, home):
+def test_cli_a_50_mb_line_keeps_the_reply_in_bounded_memory(hostile_url, home):
     store = BackendStore(home)
-    store.save(Profile(name="good", api="openai-chat", url=base + "/ok"))
-    store.save(Profile(name="huge", api="openai-chat", url=base + "/longline"))
+    store.save(Profile(name="good", api="openai-chat", url=hostile_url + "/ok"))
+    store.save(Profile(name="huge", api="openai-chat", url=hostile_url + "/longline"))
     good, good_kib = _tavern(home, "chat", "Mira", "--backend", "good", "--message", "hi")
     assert good.returncode == 0 and "Hello world" in good.stdout, good.stderr
     done, huge_kib = _tavern(home, "chat", "Mira", "--backend", "huge", "--message", "hi")
@@ -218,9 +206,9 @@ def test_cli_a_50_mb_line_keeps_the_reply_in_bounded_memory(base, home):
     assert len(errors) == 1 and "longer than 4 MiB (partial reply kept)" in errors[0]
 
 
-def test_cli_keep_alives_end_at_the_idle_timeout_set_in_backends_toml(base, home):
+def test_cli_keep_alives_end_at_the_idle_timeout_set_in_backends_toml(hostile_url, home):
     store = BackendStore(home)
-    store.save(Profile(name="ka", api="openai-chat", url=base + "/keepalive"))
+    store.save(Profile(name="ka", api="openai-chat", url=hostile_url + "/keepalive"))
     toml = home / "backends.toml"
     toml.write_text(toml.read_text().replace("ignored = []", "ignored = []\nidle_timeout_s = 1"))
     done, _ = _tavern(home, "chat", "Mira", "--backend", "ka", "--message", "hi")

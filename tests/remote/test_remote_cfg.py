@@ -12,20 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from remote.fault_server import Handler, start
-from remote.llama_server import llama_server  # noqa: F401  (the fixture)
+from remote.fault_server import Handler
 from tavern.backends import BackendStore, Profile
 from tavern.engines.base import Finished, GenerationRequest
 from tavern.engines.remote.engine import RemoteEngine
 from tavern.session import Tavern
-
-
-@pytest.fixture(scope="module")
-def base():
-    server, url = start()
-    yield url
-    server.shutdown()
-    server.server_close()
 
 
 def _send(engine: RemoteEngine, scale: float) -> tuple[Finished, dict]:
@@ -36,8 +27,8 @@ def _send(engine: RemoteEngine, scale: float) -> tuple[Finished, dict]:
 
 
 @pytest.mark.parametrize("api,path", [("textgen", "/tg/v1"), ("kobold", "/kb")])
-def test_cfg_fields_reach_backends_that_take_them(base: str, api: str, path: str) -> None:
-    engine = RemoteEngine(Profile(name=api, api=api, url=base + path), timeout=5)
+def test_cfg_fields_reach_backends_that_take_them(fault_url: str, api: str, path: str) -> None:
+    engine = RemoteEngine(Profile(name=api, api=api, url=fault_url + path), timeout=5)
     final, body = _send(engine, 1.5)
     assert final.error is None and final.text.startswith("Hello")
     assert body["guidance_scale"] == 1.5 and body["negative_prompt"] == "<neg>" and body["prompt"] == "<pos>"
@@ -46,8 +37,8 @@ def test_cfg_fields_reach_backends_that_take_them(base: str, api: str, path: str
     assert "guidance_scale" not in body and "negative_prompt" not in body
 
 
-def test_a_chat_negative_prompt_goes_to_text_generation_webui(base: str, home: Path) -> None:
-    BackendStore(home).add("tg", "textgen", base + "/tg/v1")
+def test_a_chat_negative_prompt_goes_to_text_generation_webui(fault_url: str, home: Path) -> None:
+    BackendStore(home).add("tg", "textgen", fault_url + "/tg/v1")
     app = Tavern.open(home, **{"memory.enabled": False})
     app.backend_override = "tg"
     session = app.open_chat("Mira")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from remote.llama_server import llama_server  # noqa: F401  (the fixture)
 from tavern.backends import BackendStore
 from tavern.prompt.assemble import TokenCounter
 from tavern.session import Tavern

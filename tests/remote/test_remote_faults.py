@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from remote.fault_server import Handler, start
+from remote.fault_server import Handler
 from tavern.backends import BackendStore, Profile
 from tavern.engines.base import Finished, GenerationRequest, Token
 from tavern.engines.remote import engine as remote_engine
@@ -21,17 +21,7 @@ from tavern.engines.samplers import SamplerSettings
 KEY = "sk-secret-123456"
 
 
-@pytest.fixture(scope="module")
-def base():
-    server, url = start()
-    yield url
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch):
-    monkeypatch.setattr(remote_engine, "BACKOFF_S", 0.01)
+pytestmark = pytest.mark.usefixtures("fast_backoff")
 
 
 def run(engine, sampler=None, cancel=None):
@@ -50,21 +40,21 @@ def make(url, mode, tmp_path=None, key="", api="openai-chat"):
     return RemoteEngine(prof, store=store, timeout=5)
 
 
-def test_server_dying_mid_stream_keeps_the_partial_reply(base):
-    streamed, final = run(make(base, "die"))
+def test_server_dying_mid_stream_keeps_the_partial_reply(fault_url):
+    streamed, final = run(make(fault_url, "die"))
     assert streamed == final.text == "Hello there"
     assert "closed the connection mid-reply" in final.error
     assert final.stats.stop_reason == "error"
 
 
-def test_malformed_sse_is_one_clear_error_and_keeps_the_text(base):
-    _, final = run(make(base, "garbage"))
+def test_malformed_sse_is_one_clear_error_and_keeps_the_text(fault_url):
+    _, final = run(make(fault_url, "garbage"))
     assert final.text == "Hi"
     assert "malformed stream" in final.error
 
 
-def test_a_400_naming_a_parameter_retries_without_it_and_remembers(base, tmp_path):
-    engine = make(base, "param400", tmp_path)
+def test_a_400_naming_a_parameter_retries_without_it_and_remembers(fault_url, tmp_path):
+    engine = make(fault_url, "param400", tmp_path)
     sampler = SamplerSettings(min_p=0.05, top_k=40)
     _, final = run(engine, sampler)
     assert final.error is None and final.text == "Hello world"
@@ -78,20 +68,20 @@ def test_a_400_naming_a_parameter_retries_without_it_and_remembers(base, tmp_pat
     assert "min_p" not in Handler.requests[0] and Handler.requests[0]["top_k"] == 40
 
 
-def test_429_before_any_token_is_retried(base):
-    _, final = run(make(base, "flaky429"))
+def test_429_before_any_token_is_retried(fault_url):
+    _, final = run(make(fault_url, "flaky429"))
     assert final.error is None and final.text == "Hello world"
 
 
-def test_5xx_gives_the_servers_message_after_retries(base):
+def test_5xx_gives_the_servers_message_after_retries(fault_url):
     Handler.seen.pop("down500", None)
-    _, final = run(make(base, "down500"))
+    _, final = run(make(fault_url, "down500"))
     assert "503" in final.error and "model is loading" in final.error
     assert Handler.seen["down500"] == 1 + remote_engine.RETRIES
 
 
-def test_401_never_shows_the_key(base):
-    _, final = run(make(base, "auth401", key=KEY))
+def test_401_never_shows_the_key(fault_url):
+    _, final = run(make(fault_url, "auth401", key=KEY))
     assert "not authorised" in final.error and KEY not in final.error
 
 
@@ -104,19 +94,19 @@ def test_connection_refused_is_one_line():
     assert final.error.endswith("cannot connect (is the server running?)") and final.text == ""
 
 
-def test_think_blocks_split_across_chunks_go_to_extra(base):
-    streamed, final = run(make(base, "think"))
+def test_think_blocks_split_across_chunks_go_to_extra(fault_url):
+    streamed, final = run(make(fault_url, "think"))
     assert streamed == final.text == "Hello!"
     assert final.extra["reasoning"] == "the user said hi; be kind"
 
 
-def test_reasoning_content_goes_to_extra(base):
-    _, final = run(make(base, "reasoning"))
+def test_reasoning_content_goes_to_extra(fault_url):
+    _, final = run(make(fault_url, "reasoning"))
     assert final.text == "Answer" and final.extra["reasoning"] == "thinking hard"
 
 
-def test_cancel_stops_the_stream_at_once(base):
-    engine = make(base, "slow")
+def test_cancel_stops_the_stream_at_once(fault_url):
+    engine = make(fault_url, "slow")
     cancel = threading.Event()
     got = []
     req = GenerationRequest(prompt="p", messages=[{"role": "user", "content": "hi"}])
@@ -129,7 +119,7 @@ def test_cancel_stops_the_stream_at_once(base):
     assert got == [" t0"] and final.text == " t0" and final.stats.stop_reason == "cancelled"
 
 
-def test_unsupported_samplers_are_reported(base):
+def test_unsupported_samplers_are_reported(fault_url):
     from tavern.engines.remote.params import map_sampler
 
     # Mapping only: Ollama has no XTC or DRY.
@@ -137,7 +127,7 @@ def test_unsupported_samplers_are_reported(base):
     assert fields == {"top_k": 20, "temperature": 1.0} and set(unsupported) == {"xtc_probability", "dry_multiplier"}
     # On a real stream: KoboldCpp has no frequency penalty. The reply still comes, the user is
     # told once that the sampler was not applied, and the request leaves it out.
-    engine = make(base, "ok", api="kobold")
+    engine = make(fault_url, "ok", api="kobold")
     sampler = SamplerSettings(frequency_penalty=0.5, top_k=20)
     Handler.requests.clear()
     _, final = run(engine, sampler)
@@ -149,10 +139,10 @@ def test_unsupported_samplers_are_reported(base):
     assert len(engine.notices) == 1  # said once, not every turn
 
 
-def test_profiles_keep_keys_in_a_0600_file_out_of_listings(tmp_path, base):
+def test_profiles_keep_keys_in_a_0600_file_out_of_listings(tmp_path, fault_url):
     env = {**os.environ, "TAVERN_HOME": str(tmp_path), "MY_KEY": KEY}
     cli = [sys.executable, "-m", "tavern", "backends"]
-    add = subprocess.run([*cli, "add", "srv", "--api", "openai-chat", "--url", base + "/ok", "--key-env", "MY_KEY"],
+    add = subprocess.run([*cli, "add", "srv", "--api", "openai-chat", "--url", fault_url + "/ok", "--key-env", "MY_KEY"],
                          env=env, capture_output=True, text=True)
     assert add.returncode == 0, add.stderr
     keys = tmp_path / "keys.toml"
@@ -168,11 +158,11 @@ def test_profiles_keep_keys_in_a_0600_file_out_of_listings(tmp_path, base):
     assert missing.returncode == 1 and "no backend named 'srv'" in missing.stderr
 
 
-def test_pulling_the_plug_mid_reply_loses_nothing_in_the_chat(base, home):
+def test_pulling_the_plug_mid_reply_loses_nothing_in_the_chat(fault_url, home):
     from tavern.session import Tavern
 
     app = Tavern.open(home)
-    BackendStore(app.home.root).save(Profile(name="dies", api="openai-chat", url=base + "/die"))
+    BackendStore(app.home.root).save(Profile(name="dies", api="openai-chat", url=fault_url + "/die"))
     app.backend_override = "dies"
     session = app.open_chat("Mira", new=True)
     before = len(session.chat)

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-from remote.llama_server import llama_server  # noqa: F401  (the fixture)
 from tavern.backends import Profile
 from tavern.engines.base import Finished, GenerationRequest, Token
 from tavern.engines.remote.engine import RemoteEngine

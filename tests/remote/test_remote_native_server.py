@@ -4,7 +4,6 @@ one `/tokenize`. Skips, saying why, where the binary is not built."""
 
 from __future__ import annotations
 
-from remote.llama_server import native_llama_server  # noqa: F401  (the fixture)
 from tavern.backends import Profile
 from tavern.engines.base import Finished, GenerationRequest, Token
 from tavern.engines.remote.engine import RemoteEngine

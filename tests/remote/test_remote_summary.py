@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from remote.llama_server import llama_server  # noqa: F401  (the fixture)
 from tavern.backends import BackendStore, Profile
 from tavern.engines.base import Finished
 from tavern.engines.remote.engine import RemoteEngine

@@ -16,7 +16,7 @@ import pytest
 
 from tavern.session import Tavern
 from tavern.store import ChatMessage
-from tavern.store.chatfile import ChatChangedError
+from tavern.store.errors import ChatChangedError
 
 REPO = Path(__file__).resolve().parents[2]
 

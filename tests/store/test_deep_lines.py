@@ -15,8 +15,9 @@ import pytest
 
 from tavern.errors import ChatStoreError
 from tavern.store import ChatStore
-from tavern.store.chatfile import TAIL_VERIFY, Chat
+from tavern.store.chatfile import Chat
 from tavern.store.chatstore import header_character_name
+from tavern.store.jsonl import TAIL_VERIFY
 
 DEPTH = 50_000
 HEADER = {"user_name": "User", "character_name": "Mira", "create_date": "2024-5-1 @12h 00m 00s 000ms"}

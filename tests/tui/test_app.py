@@ -23,7 +23,7 @@ async def test_send_a_message_and_see_the_reply_stream(home: Path) -> None:
     async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
         await wait_until(pilot, lambda: "loading" not in app.engine_status)
         # The library lists the bundled characters; pick Mira.
-        keys = [e.key for e in tavern.library.list()]
+        keys = [e.key for e in tavern.cards.library.list()]
         assert "Mira" in keys
         app.open_character("Mira")
         await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
@@ -101,8 +101,8 @@ async def test_a_long_chat_mounts_only_its_tail_and_shows_older_on_request(home:
     from tavern.store import ChatMessage
 
     tavern = Tavern.open(home, **{"model.path": str(home / "no-model.gguf")})  # no engine needed
-    key, card = tavern.character("Mira")
-    chat = tavern.new_chat(key, card)
+    key, card = tavern.cards.find("Mira")
+    chat = tavern.chats.new(key, card)
     for i in range(1, 120):
         chat.append(ChatMessage(name="User" if i % 2 else "Mira", is_user=bool(i % 2), mes=f"line {i}"))
     app = make_app(tavern)

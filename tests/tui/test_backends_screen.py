@@ -123,7 +123,7 @@ async def test_choose_backend_globally_per_character_and_per_chat(home: Path, ll
         _highlight(screen, EMBEDDED)
         screen.query_one("#bk-use-character").press()
         await pilot.pause(0.05)
-        assert tavern.character("Mira")[1].extensions["tavern"]["backend"] == EMBEDDED
+        assert tavern.cards.find("Mira")[1].extensions["tavern"]["backend"] == EMBEDDED
         assert tavern.backend_name == "srv"  # the chat's choice still beats the character's
 
         screen.query_one("#bk-clear-chat").press()
@@ -157,8 +157,8 @@ class NotedApp(TavernApp):
 async def test_the_chat_says_once_that_cfg_is_unavailable_on_the_backend(home: Path, llama_server: str) -> None:  # noqa: F811
     BackendStore(home).add("srv", "openai-chat", llama_server)
     tavern = Tavern.open(home, **{"model.backend": "srv", "generation.max_tokens": 6, "memory.enabled": False})
-    key, card = tavern.character("Mira")
-    chat = tavern.new_chat(key, card)
+    key, card = tavern.cards.find("Mira")
+    chat = tavern.chats.new(key, card)
     chat.update_metadata({"cfg_guidance_scale": 1.5, "cfg_negative_prompt": "Be rude."})
     app = NotedApp(tavern)
     async with app.run_test(size=(100, 32)) as pilot:

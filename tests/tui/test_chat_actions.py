@@ -17,7 +17,7 @@ from tavern.tui.render import render
 from tavern.tui.screens.chat import ChatScreen
 from tavern.tui.screens.chats import ChatListScreen
 from tavern.tui.screens.dialogs import AuthorNoteModal, EditTextModal, PickModal
-from tavern.tui.screens.library import ConfirmModal, TextPromptModal
+from tavern.tui.screens.modals import ConfirmModal, TextPromptModal
 from tavern.tui.widgets.composer import Composer
 from tavern.tui.widgets.message import ChatMessageView
 
@@ -29,8 +29,8 @@ def offline(home: Path) -> Tavern:
 
 
 def seeded_chat(tavern: Tavern, n: int = 6):
-    key, card = tavern.character("Mira")
-    chat = tavern.new_chat(key, card)
+    key, card = tavern.cards.find("Mira")
+    chat = tavern.chats.new(key, card)
     for i in range(1, n):
         user = bool(i % 2)
         chat.append(ChatMessage(name="User" if user else "Mira", is_user=user, mes=f"line {i}"))
@@ -118,7 +118,7 @@ async def test_chat_list_opens_renames_deletes_and_starts_chats(home: Path) -> N
         await pilot.press("ctrl+n")  # a new chat
         await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
         second = app.screen.session.chat.name
-        assert second != first.name and len(tavern.list_chats("Mira")) == 2
+        assert second != first.name and len(tavern.chats.list("Mira")) == 2
 
         await pilot.press("ctrl+l")
         await wait_until(pilot, lambda: isinstance(app.screen, ChatListScreen))
@@ -148,14 +148,14 @@ async def test_chat_list_opens_renames_deletes_and_starts_chats(home: Path) -> N
         await pilot.press("f8")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
         await pilot.press("y")
-        await wait_until(pilot, lambda: len(tavern.list_chats("Mira")) == 1)
+        await wait_until(pilot, lambda: len(tavern.chats.list("Mira")) == 1)
         assert list((home / "trash" / "chats" / "Mira").glob("*.jsonl"))
 
 
 async def test_find_in_chat_and_authors_note(home: Path) -> None:
     tavern = offline(home)
-    key, card = tavern.character("Mira")
-    chat = tavern.new_chat(key, card)
+    key, card = tavern.cards.find("Mira")
+    chat = tavern.chats.new(key, card)
     for i in range(1, 120):
         chat.append(
             ChatMessage(name="User", is_user=True, mes=f"line {i}" + (" lighthouse" if i == 7 else ""))

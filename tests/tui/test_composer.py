@@ -11,7 +11,7 @@ from tavern.session import Tavern
 from tavern.tui.app import make_app
 from tavern.tui.messages import ReplyFinished
 from tavern.tui.screens.chat import ChatScreen
-from tavern.tui.screens.library import ConfirmModal
+from tavern.tui.screens.modals import ConfirmModal
 from tavern.tui.widgets.composer import Composer
 from tavern.tui.widgets.statusbar import StatusBar
 

@@ -30,7 +30,7 @@ def plain(frame: LayoutUpdate) -> str:
 async def test_the_first_frame_written_is_the_whole_library_and_the_tavern_opens_after_it(
     home: Path,
 ) -> None:
-    Tavern.open(home).library.list()  # seeds the bundled characters and indexes them, as a first start did
+    Tavern.open(home).cards.library.list()  # seeds the bundled characters and indexes them, as a first start did
     events: list[str] = []
     frames: list[object] = []
 

@@ -63,7 +63,7 @@ async def test_ctrl_o_imports_a_lorebook_a_chat_and_says_what_each_became(tmp_pa
         assert "character 'Seraphina' imported" in shown
         shown = await import_path(pilot, dialog, SERAPHINA_CHAT)
         assert "imported for Seraphina (9 messages)" in shown
-        assert len(tavern.list_chats("Seraphina")) == 1
+        assert len(tavern.chats.list("Seraphina")) == 1
 
         shown = await import_path(pilot, dialog, junk)
         assert f"{junk}: not a card, lorebook, chat or preset" in shown

@@ -13,7 +13,9 @@ from tui.pilot_wait import waiter
 
 from tavern.cards.avatar import placeholder_avatar
 from tavern.session import Tavern
-from tavern.tui.screens.library import ConfirmModal, LibraryScreen, TextPromptModal, parse_query
+from tavern.tui.screens.library import LibraryScreen
+from tavern.tui.screens.library_search import parse_query
+from tavern.tui.screens.modals import ConfirmModal, TextPromptModal
 from tavern.tui.widgets.avatar import AvatarView, decode, half_block_rows
 
 wait_until = waiter(10.0)
@@ -120,7 +122,7 @@ async def test_greeting_picker_and_opening_chats(tmp_path: Path) -> None:
         assert "greeting 2 of 3" in text_of(screen, "#lib-picker")
         second = screen.greeting_text
         assert second != first and second.strip()
-        assert second.strip() in tavern.library.get("Mira").alternate_greetings[0].replace("{{user}}", "User")
+        assert second.strip() in tavern.cards.library.get("Mira").alternate_greetings[0].replace("{{user}}", "User")
         await pilot.press("alt+left", "ctrl+left")
         assert "greeting 3 of 3" in text_of(screen, "#lib-picker")  # wraps around
         await pilot.press("ctrl+n")
@@ -131,7 +133,7 @@ async def test_greeting_picker_and_opening_chats(tmp_path: Path) -> None:
 
 async def test_rename_duplicate_delete_and_undo(tmp_path: Path) -> None:
     tavern = Tavern.open(tmp_path / "home")
-    library = tavern.library
+    library = tavern.cards.library
     app = Host(tavern)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await started(pilot, app)
@@ -200,7 +202,7 @@ async def test_errors_are_notifications(tmp_path: Path) -> None:
         await pilot.press("enter")  # a blank name is refused by the library
         await wait_until(pilot, lambda: app.screen is screen)
         assert any(sev == "error" and "name" in msg for sev, msg in app.notes)
-        assert [e.name for e in tavern.library.list()] == ["Broken", "Captain Ilse Varga", "Mira"]
+        assert [e.name for e in tavern.cards.library.list()] == ["Broken", "Captain Ilse Varga", "Mira"]
 
 
 async def test_avatar_half_blocks_and_narrow_terminal(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from tui.pilot_wait import waiter
 
 from tavern.lore import Lorebook, LoreEntry, load_lorebook, save_lorebook
 from tavern.session import Tavern
-from tavern.tui.screens.library import ConfirmModal, TextPromptModal
 from tavern.tui.screens.lore_editor import LoreBooksScreen, LoreEditorScreen
+from tavern.tui.screens.modals import ConfirmModal, TextPromptModal
 
 wait_until = waiter(10.0)
 

@@ -107,7 +107,7 @@ async def test_create_edit_and_import_characters(home: Path) -> None:
         editor.query_one("#card-alternate_greetings", TextArea).text = "Hi.\n---\nHello again."
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: app.screen is screen)
-        card = tavern.library.get("Zed")
+        card = tavern.cards.library.get("Zed")
         assert card.first_mes == '*nods* "Evening."' and card.alternate_greetings == ["Hi.", "Hello again."]
         assert screen.current_key() == "Zed"
 
@@ -116,7 +116,7 @@ async def test_create_edit_and_import_characters(home: Path) -> None:
         app.screen.query_one("#card-description", TextArea).text = "A quiet ferryman."
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: app.screen is screen)
-        assert tavern.library.get("Zed").description == "A quiet ferryman."
+        assert tavern.cards.library.get("Zed").description == "A quiet ferryman."
 
         await pilot.press("ctrl+o")
         await wait_until(pilot, lambda: isinstance(app.screen, ImportScreen))
@@ -126,7 +126,7 @@ async def test_create_edit_and_import_characters(home: Path) -> None:
         await wait_until(pilot, lambda: dialog.keys and not dialog.running)
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is screen)
-    keys = {e.key for e in tavern.library.list()}
+    keys = {e.key for e in tavern.cards.library.list()}
     assert {"Seraphina", "Zed"} <= keys
 
 

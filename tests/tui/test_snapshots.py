@@ -25,8 +25,8 @@ NO_MODEL = "/nonexistent/model.gguf"  # a fixed path: the settings screen shows 
 def app_for(home: Path, chat: bool = False):
     tavern = Tavern.open(home, **{"model.path": NO_MODEL})
     if chat:
-        key, card = tavern.character("Mira")
-        c = tavern.new_chat(key, card)
+        key, card = tavern.cards.find("Mira")
+        c = tavern.chats.new(key, card)
         c.append(ChatMessage(name="User", is_user=True, mes='*leans on the bar* "Anything warm?"'))
         c.append(
             ChatMessage(

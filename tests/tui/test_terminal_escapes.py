@@ -68,9 +68,9 @@ def recording_driver(sink: list[str]) -> type[HeadlessDriver]:
 async def test_card_and_chat_escapes_are_shown_not_sent_to_the_terminal(tmp_path: Path) -> None:
     home = tmp_path / "home"
     tavern = Tavern.open(home, **{"model.path": str(home / "no-model.gguf")})
-    key = tavern.library.import_file(hostile_card(tmp_path))
-    card = tavern.character(key)[1]
-    chat = tavern.new_chat(key, card)  # the greeting is its first message
+    key = tavern.cards.library.import_file(hostile_card(tmp_path))
+    card = tavern.cards.find(key)[1]
+    chat = tavern.chats.new(key, card)  # the greeting is its first message
     chat.append(ChatMessage(name="User", is_user=True, mes=f"What is {OSC52} this {CLEAR}?"))
     written: list[str] = []
     app = make_app(tavern)

@@ -34,10 +34,10 @@ def test_no_screen_touches_files_itself() -> None:
 
 def test_the_services_the_screens_use(tmp_path: Path) -> None:
     tavern = Tavern.open(tmp_path / "home")
-    card, avatar = tavern.library.get_with_avatar(tavern.character("Mira")[0])
+    card, avatar = tavern.cards.library.get_with_avatar(tavern.cards.find("Mira")[0])
     assert card.name == "Mira" and avatar is not None and avatar.startswith(b"\x89PNG")
-    sized = tavern.lorebook_sizes()
+    sized = tavern.lorebooks.sizes()
     assert sized and all(size == path.stat().st_size for path, size in sized)
     (tavern.home.presets / "Mine.json").write_text('{"temp": 0.33}', encoding="utf-8")
-    assert abs(tavern.sampler_preset("Mine").temperature - 0.33) < 1e-9
-    assert tavern.sampler_preset("Deterministic").temperature != 0.33
+    assert abs(tavern.presets.sampler_preset("Mine").temperature - 0.33) < 1e-9
+    assert tavern.presets.sampler_preset("Deterministic").temperature != 0.33

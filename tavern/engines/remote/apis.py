@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar, TypeVar
 
 import httpx
 
@@ -20,8 +20,11 @@ from tavern.engines.base import GenerationRequest
 from tavern.engines.remote.http import RemoteError, ShapeError
 from tavern.engines.remote.profile import CFG_APIS
 
-Getter = Callable[[str], Any]
-"""GET a path under the profile's URL and return its JSON (raises RemoteError)."""
+Getter = Callable[[str], object]
+"""GET a path under the profile's URL and return its JSON, unchecked (raises RemoteError)."""
+
+T = TypeVar("T", str, int, bool)
+"""The scalar kinds `field` checks for."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class ServerInfo:
 # -- shape checks ------------------------------------------------------------------------------
 
 
-def _kind(value: Any) -> str:
+def _kind(value: object) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -60,45 +63,61 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-_WANT = {str: "a string", int: "a whole number", bool: "true/false", list: "a list", dict: "an object"}
+_WANT: dict[type[object], str] = {str: "a string", int: "a whole number", bool: "true/false"}
 
 
-def field(obj: dict[str, Any], key: str, kind: type, where: str = "") -> Any:
+def field(obj: dict[str, object], key: str, kind: type[T], where: str = "") -> T | None:
     """obj[key] when it is of `kind`; None when absent or null; else ShapeError naming it.
     A whole float passes as an int (some servers write counts as 12.0); a bool never does."""
     value = obj.get(key)
     if value is None:
         return None
     if kind is int and isinstance(value, float) and value.is_integer():
-        return int(value)
+        return kind(value)
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     raise ShapeError(f"`{where}{key}` is {_kind(value)}, not {_WANT[kind]}")
 
 
-def text_field(obj: dict[str, Any], key: str, where: str = "") -> str:
+def object_field(obj: dict[str, object], key: str, where: str = "") -> dict[str, object] | None:
+    """obj[key] when it is an object; None when absent or null; else ShapeError naming it."""
+    value = obj.get(key)
+    if value is None or isinstance(value, dict):
+        return value
+    raise ShapeError(f"`{where}{key}` is {_kind(value)}, not an object")
+
+
+def list_field(obj: dict[str, object], key: str, where: str = "") -> list[object] | None:
+    """obj[key] when it is a list; None when absent or null; else ShapeError naming it."""
+    value = obj.get(key)
+    if value is None or isinstance(value, list):
+        return value
+    raise ShapeError(f"`{where}{key}` is {_kind(value)}, not a list")
+
+
+def text_field(obj: dict[str, object], key: str, where: str = "") -> str:
     return field(obj, key, str, where) or ""
 
 
-def as_object(value: Any, what: str) -> dict[str, Any]:
+def as_object(value: object, what: str) -> dict[str, object]:
     if not isinstance(value, dict):
         raise ShapeError(f"{what} is {_kind(value)}, not an object")
     return value
 
 
-def usage(chunk: dict[str, Any]) -> dict[str, int]:
+def usage(chunk: dict[str, object]) -> dict[str, int]:
     """Prompt token counts where a server reports them, whatever its API (OpenAI `usage`,
     llama-server `timings` on its OpenAI endpoints too, Ollama's `prompt_eval_count`)."""
     out: dict[str, int] = {}
-    u = field(chunk, "usage", dict) or {}
+    u = object_field(chunk, "usage") or {}
     prompt = field(u, "prompt_tokens", int, "usage.")
     if prompt:
         out["prompt"] = prompt
-        details = field(u, "prompt_tokens_details", dict, "usage.") or {}
+        details = object_field(u, "prompt_tokens_details", "usage.") or {}
         cached = field(details, "cached_tokens", int, "usage.prompt_tokens_details.")
         if cached:
             out["cached"] = cached
-    timings = field(chunk, "timings", dict) or {}
+    timings = object_field(chunk, "timings") or {}
     prompt_n = field(timings, "prompt_n", int, "timings.")
     evaluated = field(chunk, "tokens_evaluated", int)
     if prompt_n is not None:
@@ -113,10 +132,10 @@ def usage(chunk: dict[str, Any]) -> dict[str, int]:
     return out
 
 
-def _models_list(answer: Any, key: str, name: str, what: str) -> list[str]:
+def _models_list(answer: object, key: str, name: str, what: str) -> list[str]:
     """The `name` of each entry of answer[key] (OpenAI's data[].id, Ollama's models[].name)."""
     try:
-        entries = field(as_object(answer, "the answer"), key, list) or []
+        entries = list_field(as_object(answer, "the answer"), key) or []
         return [text_field(as_object(e, f"`{key}[{i}]`"), name, f"{key}[{i}].") for i, e in enumerate(entries)]
     except ShapeError as err:
         raise ShapeError(f"{what}: {err}") from None  # which of the server's answers was wrong
@@ -159,32 +178,32 @@ class RemoteApi:
         raise NotImplementedError
 
     def body(
-        self, request: GenerationRequest, model: str, n_ctx: int, fields: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, request: GenerationRequest, model: str, n_ctx: int, fields: dict[str, object]
+    ) -> dict[str, object]:
         raise NotImplementedError
 
-    def delta(self, chunk: dict[str, Any]) -> Delta:
+    def delta(self, chunk: dict[str, object]) -> Delta:
         raise NotImplementedError
 
-    def count_request(self, text: str) -> tuple[str, dict[str, Any]] | None:
+    def count_request(self, text: str) -> tuple[str, dict[str, object]] | None:
         """(URL, JSON body) of a request counting `text`'s tokens; None: no such endpoint."""
         return None
 
-    def count_value(self, answer: Any) -> int:
+    def count_value(self, answer: object) -> int:
         raise NotImplementedError
 
     def cancel(self, client: httpx.Client) -> None:
         """Tell the server a cancelled turn is over (most stop when the client leaves)."""
 
 
-def _with_stop(body: dict[str, Any], stop: list[str]) -> dict[str, Any]:
+def _with_stop(body: dict[str, object], stop: list[str]) -> dict[str, object]:
     if stop:
         body["stop"] = stop[:4]  # OpenAI's limit; most servers accept more but some refuse
     return body
 
 
-def _openai_choice(chunk: dict[str, Any]) -> dict[str, Any] | None:
-    choices = field(chunk, "choices", list)
+def _openai_choice(chunk: dict[str, object]) -> dict[str, object] | None:
+    choices = list_field(chunk, "choices")
     if not choices:
         return None  # a usage-only chunk (choices: [])
     return as_object(choices[0], "`choices[0]`")
@@ -200,23 +219,23 @@ class OpenAIText(RemoteApi):
         return self.base + self._v1() + "/completions"
 
     def body(
-        self, request: GenerationRequest, model: str, n_ctx: int, fields: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, request: GenerationRequest, model: str, n_ctx: int, fields: dict[str, object]
+    ) -> dict[str, object]:
         head = {"model": model} if model else {}
         body = {**head, "prompt": request.prompt, "max_tokens": request.max_tokens, "stream": True, **fields}
         return _with_stop(body, list(request.stop))
 
-    def delta(self, chunk: dict[str, Any]) -> Delta:
+    def delta(self, chunk: dict[str, object]) -> Delta:
         c = _openai_choice(chunk)
         if c is None:
             return Delta()
         return Delta(text_field(c, "text", "choices[0]."), "", field(c, "finish_reason", str, "choices[0]."))
 
-    def count_request(self, text: str) -> tuple[str, dict[str, Any]] | None:
+    def count_request(self, text: str) -> tuple[str, dict[str, object]] | None:
         # llama-cpp-python's server; other OpenAI-style servers answer 404 once.
         return self.base.removesuffix("/v1") + "/extras/tokenize/count", {"input": text}
 
-    def count_value(self, answer: Any) -> int:
+    def count_value(self, answer: object) -> int:
         return _count(answer, "count")
 
 
@@ -228,18 +247,18 @@ class OpenAIChat(OpenAIText):
         return self.base + self._v1() + "/chat/completions"
 
     def body(
-        self, request: GenerationRequest, model: str, n_ctx: int, fields: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, request: GenerationRequest, model: str, n_ctx: int, fields: dict[str, object]
+    ) -> dict[str, object]:
         head = {"model": model} if model else {}
         messages = request.messages or [{"role": "user", "content": request.prompt}]
         body = {**head, "messages": messages, "max_tokens": request.max_tokens, "stream": True, **fields}
         return _with_stop(body, list(request.stop))
 
-    def delta(self, chunk: dict[str, Any]) -> Delta:
+    def delta(self, chunk: dict[str, object]) -> Delta:
         c = _openai_choice(chunk)
         if c is None:
             return Delta()
-        d = field(c, "delta", dict, "choices[0].") or {}
+        d = object_field(c, "delta", "choices[0].") or {}
         where = "choices[0].delta."
         reasoning = text_field(d, "reasoning_content", where) or text_field(d, "reasoning", where)
         return Delta(
@@ -252,10 +271,10 @@ class TextGen(OpenAIText):
 
     name = "textgen"
 
-    def count_request(self, text: str) -> tuple[str, dict[str, Any]] | None:
+    def count_request(self, text: str) -> tuple[str, dict[str, object]] | None:
         return self.base.removesuffix("/v1") + "/v1/internal/token-count", {"text": text}
 
-    def count_value(self, answer: Any) -> int:
+    def count_value(self, answer: object) -> int:
         return _count(answer, "length")
 
 
@@ -272,7 +291,7 @@ class LlamaCpp(RemoteApi):
 
     def discover(self, get: Getter) -> ServerInfo:
         props = as_object(get("/props"), "the answer of /props")
-        settings = field(props, "default_generation_settings", dict) or {}
+        settings = object_field(props, "default_generation_settings") or {}
         n_ctx = field(settings, "n_ctx", int, "default_generation_settings.")
         return ServerInfo(n_ctx=n_ctx or None, chat_template=text_field(props, "chat_template") or None)
 
@@ -280,8 +299,8 @@ class LlamaCpp(RemoteApi):
         return self.base + "/completion"
 
     def body(
-        self, request: GenerationRequest, model: str, n_ctx: int, fields: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, request: GenerationRequest, model: str, n_ctx: int, fields: dict[str, object]
+    ) -> dict[str, object]:
         return {
             "prompt": request.prompt,
             "n_predict": request.max_tokens,
@@ -292,18 +311,18 @@ class LlamaCpp(RemoteApi):
             **fields,
         }
 
-    def delta(self, chunk: dict[str, Any]) -> Delta:
+    def delta(self, chunk: dict[str, object]) -> Delta:
         finish = None
         if field(chunk, "stop", bool):
             # stop_type "limit": n_predict reached, which callers (the loop guard) tell apart.
             finish = "length" if text_field(chunk, "stop_type") == "limit" else "stop"
         return Delta(text_field(chunk, "content"), "", finish)
 
-    def count_request(self, text: str) -> tuple[str, dict[str, Any]] | None:
+    def count_request(self, text: str) -> tuple[str, dict[str, object]] | None:
         return self.base + "/tokenize", {"content": text}
 
-    def count_value(self, answer: Any) -> int:
-        tokens = field(as_object(answer, "the answer of /tokenize"), "tokens", list)
+    def count_value(self, answer: object) -> int:
+        tokens = list_field(as_object(answer, "the answer of /tokenize"), "tokens")
         if tokens is None:
             raise ShapeError("the answer of /tokenize has no `tokens`")
         return len(tokens)
@@ -327,8 +346,8 @@ class Kobold(RemoteApi):
         return self.base + "/api/extra/generate/stream"
 
     def body(
-        self, request: GenerationRequest, model: str, n_ctx: int, fields: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, request: GenerationRequest, model: str, n_ctx: int, fields: dict[str, object]
+    ) -> dict[str, object]:
         return {
             "prompt": request.prompt,
             "max_length": request.max_tokens,
@@ -337,13 +356,13 @@ class Kobold(RemoteApi):
             **fields,
         }
 
-    def delta(self, chunk: dict[str, Any]) -> Delta:
+    def delta(self, chunk: dict[str, object]) -> Delta:
         return Delta(text_field(chunk, "token"), "", field(chunk, "finish_reason", str))
 
-    def count_request(self, text: str) -> tuple[str, dict[str, Any]] | None:
+    def count_request(self, text: str) -> tuple[str, dict[str, object]] | None:
         return self.base + "/api/extra/tokencount", {"prompt": text}
 
-    def count_value(self, answer: Any) -> int:
+    def count_value(self, answer: object) -> int:
         return _count(answer, "value")
 
     def cancel(self, client: httpx.Client) -> None:
@@ -368,20 +387,20 @@ class Ollama(RemoteApi):
         return self.base + "/api/generate"
 
     def body(
-        self, request: GenerationRequest, model: str, n_ctx: int, fields: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, request: GenerationRequest, model: str, n_ctx: int, fields: dict[str, object]
+    ) -> dict[str, object]:
         head = {"model": model} if model else {}
         options = {"num_predict": request.max_tokens, "stop": list(request.stop), "num_ctx": n_ctx, **fields}
         return {**head, "prompt": request.prompt, "raw": True, "stream": True, "options": options}
 
-    def delta(self, chunk: dict[str, Any]) -> Delta:
+    def delta(self, chunk: dict[str, object]) -> Delta:
         finish = None
         if field(chunk, "done", bool):
             finish = "length" if text_field(chunk, "done_reason") == "length" else "stop"
         return Delta(text_field(chunk, "response"), text_field(chunk, "thinking"), finish)
 
 
-def _count(answer: Any, key: str) -> int:
+def _count(answer: object, key: str) -> int:
     n = field(as_object(answer, "the count answer"), key, int)
     if n is None:
         raise ShapeError(f"the count answer has no `{key}`")

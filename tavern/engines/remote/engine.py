@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 
@@ -156,12 +155,12 @@ class RemoteEngine(Engine):
     def _sent(self, _request: httpx.Request) -> None:
         self.http_requests += 1
 
-    def _get(self, path: str) -> Any:
+    def _get(self, path: str) -> object:
         """The JSON a GET answers, read no further than MAX_BODY; HTML, other text and a wrong
         shape (checked by the API class) are one line naming the URL."""
         return self._json("GET", self.base + path)
 
-    def _json(self, method: str, url: str, payload: dict[str, Any] | None = None) -> Any:
+    def _json(self, method: str, url: str, payload: dict[str, object] | None = None) -> object:
         try:
             with self.client.stream(method, url, json=payload) as resp:
                 body = read_capped(resp, MAX_ERROR_BODY if resp.status_code >= 400 else MAX_BODY, url)
@@ -307,10 +306,10 @@ class RemoteEngine(Engine):
             return None
         url, payload = asked
         try:
-            tokens = self._json("POST", url, {**payload, "with_pieces": True})["tokens"]
-            pieces = (t["piece"] for t in tokens)
-            sizes = [len(p.encode("utf-8")) if isinstance(p, str) else len(p) for p in pieces]
-        except (RemoteError, httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+            sizes = _piece_sizes(self._json("POST", url, {**payload, "with_pieces": True}))
+        except (RemoteError, httpx.HTTPError, ValueError):
+            sizes = None
+        if sizes is None:
             return None  # any answer but the expected one: count one text at a time
         self.count_method = "server"
         ends, total = [], 0
@@ -329,7 +328,7 @@ class RemoteEngine(Engine):
 
     # -- generation ---------------------------------------------------------------------------
 
-    def _fields(self, request: GenerationRequest) -> dict[str, Any]:
+    def _fields(self, request: GenerationRequest) -> dict[str, object]:
         """The sampler's fields under the API's names (and CFG's where the API takes it),
         less those the server rejected before; what the API cannot take is a notice."""
         fields, unsupported = map_sampler(request.sampler, self.profile.api)
@@ -364,7 +363,7 @@ class RemoteEngine(Engine):
         yield self._finished(turn, error)
 
     def _attempts(
-        self, request: GenerationRequest, body: dict[str, Any], droppable: list[str], turn: _Turn,
+        self, request: GenerationRequest, body: dict[str, object], droppable: list[str], turn: _Turn,
         clock: StreamClock, cancel: threading.Event,
     ) -> Generator[Token, None, str | None]:
         """Stream the reply, retrying what is safe before the first token; the error line or None."""
@@ -386,7 +385,7 @@ class RemoteEngine(Engine):
                 return scrub(str(rerr), key)
 
     def _attempt(
-        self, url: str, request: GenerationRequest, body: dict[str, Any], droppable: list[str], turn: _Turn,
+        self, url: str, request: GenerationRequest, body: dict[str, object], droppable: list[str], turn: _Turn,
         clock: StreamClock, cancel: threading.Event,
     ) -> Iterator[Token]:
         with self.client.stream("POST", url, json=body) as resp:
@@ -420,7 +419,7 @@ class RemoteEngine(Engine):
                 turn.finish = "length"
                 self._notice(OVERRAN.format(limit=request.max_tokens))
 
-    def _take(self, chunk: dict[str, Any], request: GenerationRequest, turn: _Turn,
+    def _take(self, chunk: dict[str, object], request: GenerationRequest, turn: _Turn,
               clock: StreamClock) -> Iterator[Token]:
         """One chunk into the turn: its text streamed, its reasoning kept apart."""
         if chunk is DONE:
@@ -445,7 +444,7 @@ class RemoteEngine(Engine):
             turn.text += out
             yield Token(out)
 
-    def _drop(self, rerr: RemoteError, body: dict[str, Any], droppable: list[str]) -> bool:
+    def _drop(self, rerr: RemoteError, body: dict[str, object], droppable: list[str]) -> bool:
         """Version skew: a 400 named a sampler the server does not take. Drop it for good and
         retry; only the sampler's fields are candidates, never the prompt, the stop strings or
         the length limit (a 400 about those is the server's message, shown as it is)."""
@@ -476,10 +475,33 @@ class RemoteEngine(Engine):
                           ttft_ms=turn.ttft, gen_tokens=turn.tokens,
                           gen_tps=turn.tokens / gen_s if turn.tokens else 0.0, total_ms=total,
                           stop_reason=reason)
-        extra = {"reasoning": turn.reasoning.strip()} if turn.reasoning.strip() else {}
+        extra: dict[str, object] = {"reasoning": turn.reasoning.strip()} if turn.reasoning.strip() else {}
         return Finished(text=turn.text, stats=stats, error=error, extra=extra)
 
     def _notice(self, line: str) -> None:
         if line not in self._said:
             self._said.add(line)
             self.notices.append(line)
+
+
+def _piece_sizes(answer: object) -> list[int] | None:
+    """The size in bytes of each token's piece in llama-server's /tokenize answer `with_pieces`
+    (a string, or a list of byte values where a piece is not whole UTF-8); None for an answer of
+    any other shape."""
+    if not isinstance(answer, dict) or "tokens" not in answer:
+        return None
+    tokens = answer["tokens"]
+    if not isinstance(tokens, Iterable):
+        return None
+    sizes = []
+    for token in tokens:
+        if not isinstance(token, dict) or "piece" not in token:
+            return None
+        piece = token["piece"]
+        if isinstance(piece, str):
+            sizes.append(len(piece.encode("utf-8")))  # a lone surrogate: ValueError, for the caller
+        elif isinstance(piece, Sized):
+            sizes.append(len(piece))
+        else:
+            return None
+    return sizes

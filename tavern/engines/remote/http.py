@@ -12,7 +12,6 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import httpx
 
@@ -59,7 +58,7 @@ def _server_message(body: bytes) -> str:
     if looks_html(body):
         return "(an HTML page)"
     try:
-        data = json.loads(text)
+        data: object = json.loads(text)
     except ValueError:
         return " ".join(text.split())[:300]
     err = data.get("error", data) if isinstance(data, dict) else data
@@ -122,18 +121,20 @@ def read_capped(resp: httpx.Response, limit: int, url: str) -> bytes:
     return bytes(out)
 
 
-def json_answer(resp: httpx.Response, body: bytes, url: str) -> Any:
-    """The JSON of a plain answer; HTML or other text is one line naming the status."""
+def json_answer(resp: httpx.Response, body: bytes, url: str) -> object:
+    """The JSON of a plain answer, its shape unchecked (the API classes check what they read);
+    HTML or other text is one line naming the status."""
     code = resp.status_code
     if looks_html(body, resp.headers.get("content-type", "")):
         raise RemoteError(f"{url}: the server answered with HTML, not JSON (status {code})")
     try:
-        return json.loads(body)
+        answer: object = json.loads(body)
     except ValueError:
         head = body[:60].decode("utf-8", "replace")
         raise RemoteError(
             f"{url}: the server answered with text that is not JSON (status {code}): {head!r}"
         ) from None
+    return answer
 
 
 def split_lines(chunks: Iterable[bytes], max_line: int = MAX_LINE) -> Iterator[str]:
@@ -202,14 +203,14 @@ class StreamClock:
             yield chunk
 
 
-DONE: dict[str, Any] = {"_done": True}
+DONE: dict[str, object] = {"_done": True}
 """Yielded for OpenAI's `data: [DONE]`, so callers can tell a finished stream from a cut one."""
 
 
 _SSE_FIELDS = ("data", "event", "id", "retry", "error")
 
 
-def iter_sse(lines: Iterable[str], max_event: int = MAX_LINE) -> Iterator[dict[str, Any]]:
+def iter_sse(lines: Iterable[str], max_event: int = MAX_LINE) -> Iterator[dict[str, object]]:
     """JSON payloads of an SSE stream's `data:` events; `[DONE]` ends it; bad JSON raises, and
     so does an answer that is no event stream at all (HTML, a plain JSON body)."""
     data: list[str] = []
@@ -245,7 +246,7 @@ def iter_sse(lines: Iterable[str], max_event: int = MAX_LINE) -> Iterator[dict[s
         raise StreamError(f"the server's answer is not an event stream: {junk[:80]!r}")
 
 
-def iter_ndjson(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+def iter_ndjson(lines: Iterable[str]) -> Iterator[dict[str, object]]:
     for line in lines:
         if line.strip():
             if line.lstrip().startswith("<"):
@@ -253,9 +254,9 @@ def iter_ndjson(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
             yield _json(line)
 
 
-def _json(payload: str) -> dict[str, Any]:
+def _json(payload: str) -> dict[str, object]:
     try:
-        value = json.loads(payload)
+        value: object = json.loads(payload)
     except ValueError:
         raise StreamError(f"malformed stream from the server: {payload[:80]!r}") from None
     if not isinstance(value, dict):

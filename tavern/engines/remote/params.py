@@ -6,7 +6,10 @@ for goes in the `unsupported` list the engine reports to the user (never silentl
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from tavern.engines.samplers import SamplerSettings
 
 # Our field -> each API's field name (None: the API has no such sampler).
 _NAMES: dict[str, dict[str, str | None]] = {
@@ -38,7 +41,7 @@ _NAMES: dict[str, dict[str, str | None]] = {
 }
 
 # Neutral values: a sampler at these is left out of the request.
-_NEUTRAL: dict[str, Any] = {
+_NEUTRAL: dict[str, object] = {
     "top_p": 1.0, "top_k": 0, "min_p": 0.0, "top_a": 0.0, "typical_p": 1.0, "top_n_sigma": 0.0,
     "repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0, "mirostat_mode": 0,
     "dry_multiplier": 0.0, "xtc_probability": 0.0, "dynatemp_range": 0.0, "seed": None,
@@ -56,7 +59,7 @@ def family(api: str) -> str:
     return "openai" if api.startswith("openai") or api == "textgen" else api
 
 
-def map_sampler(sampler: Any, api: str) -> tuple[dict[str, Any], list[str]]:
+def map_sampler(sampler: SamplerSettings | None, api: str) -> tuple[dict[str, object], list[str]]:
     """(fields for the request, names of our active samplers this API cannot take)."""
     if sampler is None:
         return {}, []
@@ -64,7 +67,7 @@ def map_sampler(sampler: Any, api: str) -> tuple[dict[str, Any], list[str]]:
     values = sampler.model_dump()
     if values.get("greedy"):
         values["temperature"] = 0.0
-    fields: dict[str, Any] = {}
+    fields: dict[str, object] = {}
     unsupported: list[str] = []
 
     def active(name: str) -> bool:

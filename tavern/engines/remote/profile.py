@@ -8,7 +8,7 @@ small `IgnoredParams` interface, so the engine never depends on where profiles a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from tavern.errors import ConfigError
 
@@ -50,7 +50,7 @@ class Profile:
         self.deadline_s = _seconds(self.name, "deadline_s", self.deadline_s)
 
 
-def _seconds(profile: str, key: str, value: Any) -> float:
+def _seconds(profile: str, key: str, value: object) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf"):
         return float(value)
     raise ConfigError(f"backend {profile!r}: {key} must be a number of seconds above 0, not {value!r}")

@@ -10,7 +10,7 @@ this chat alone. Everything goes through tavern/backends.py, as `tavern backends
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from rich.text import Text
 from textual import on, work
@@ -24,16 +24,23 @@ from textual.widgets.option_list import Option
 from tavern.backends import APIS, EMBEDDED, BackendStore, backend_choices, choose_backend, test_backend
 from tavern.errors import TavernError
 
+if TYPE_CHECKING:
+    from textual.app import App
+
+    from tavern.chat.session import ChatSession
+    from tavern.session import Tavern
+
 EMBEDDED_LABEL = "embedded llama.cpp"
+_R = TypeVar("_R")  # whatever the app returns
 
 
-def open_backends(app: Any) -> None:
+def open_backends(app: App[_R], tavern: Tavern) -> None:
     """Push the screen for the chat on the stack, if one is open (its character and chat can
     then be given a backend of their own)."""
     if isinstance(app.screen, BackendsScreen):
         return
     session = next((s.session for s in reversed(app.screen_stack) if hasattr(s, "session")), None)
-    app.push_screen(BackendsScreen(app.tavern, session))
+    app.push_screen(BackendsScreen(tavern, session))
 
 
 class BackendsScreen(Screen[None]):
@@ -56,7 +63,7 @@ class BackendsScreen(Screen[None]):
         Binding("escape", "back", "Back", id="backends.back", priority=True),
     ]
 
-    def __init__(self, tavern: Any, session: Any = None) -> None:
+    def __init__(self, tavern: Tavern, session: ChatSession | None = None) -> None:
         super().__init__()
         self.tavern = tavern
         self.session = session

@@ -2,7 +2,7 @@
 
 `CardEditorScreen(tavern, key)` (key None: a new character) dismisses with the saved key;
 `ImportScreen(tavern)` dismisses with the imported keys. Writing goes through
-`Tavern.save_character` and `tavern.importing` (cards, lorebooks, chats, presets: the service
+`Tavern.cards.save` and `tavern.importing` (cards, lorebooks, chats, presets: the service
 `tavern import` uses); nothing here touches a file itself. A big folder imports in a thread
 worker behind a progress bar.
 """
@@ -10,7 +10,7 @@ worker behind a progress bar.
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -23,6 +23,10 @@ from textual.widgets import Footer, Input, Label, ProgressBar, Static, TextArea
 
 from tavern.errors import TavernError
 from tavern.importing import ImportReport
+
+if TYPE_CHECKING:
+    from tavern.cards.model import Card
+    from tavern.session import Tavern
 
 GREETING_SEPARATOR = "\n---\n"
 # (field, label, multi-line)
@@ -54,7 +58,7 @@ class CardEditorScreen(Screen[str | None]):
         Binding("escape", "cancel", "Cancel", id="card.cancel", priority=True),
     ]
 
-    def __init__(self, tavern: Any, key: str | None) -> None:
+    def __init__(self, tavern: Tavern, key: str | None) -> None:
         super().__init__()
         self.tavern = tavern
         self.key = key
@@ -63,7 +67,7 @@ class CardEditorScreen(Screen[str | None]):
 
             self.card = Card(name="")
         else:
-            self.card = copy.deepcopy(tavern.library.get(key))
+            self.card = copy.deepcopy(tavern.cards.library.get(key))
 
     def compose(self) -> ComposeResult:
         title = f"Edit {self.card.name}" if self.key else "New character"
@@ -89,7 +93,7 @@ class CardEditorScreen(Screen[str | None]):
             return GREETING_SEPARATOR.join(value)
         return value
 
-    def form(self) -> Any:
+    def form(self) -> Card:
         card = copy.deepcopy(self.card)
         for name, _label, multi in FIELDS:
             widget = self.query_one(f"#card-{name}")
@@ -106,7 +110,7 @@ class CardEditorScreen(Screen[str | None]):
 
     def action_save(self) -> None:
         try:
-            key = self.tavern.save_character(self.key, self.form())
+            key = self.tavern.cards.save(self.key, self.form())
         except TavernError as err:
             self.notify(str(err), severity="error")
             return
@@ -129,7 +133,7 @@ class ImportScreen(ModalScreen[list[str] | None]):
     """
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close", id="import.close")]
 
-    def __init__(self, tavern: Any) -> None:
+    def __init__(self, tavern: Tavern) -> None:
         super().__init__()
         self.tavern = tavern
         self.keys: list[str] = []

@@ -1,14 +1,14 @@
 """A character's chats: search, open, start a new one, rename, delete (to the trash), export.
 
-`ChatListScreen(session)` is pushed by the chat screen (Ctrl+L) and dismisses with what the
+`ChatListScreen(tavern, session)` is pushed by the chat screen (Ctrl+L) and dismisses with what the
 user chose: `("open", name)`, `("new", "")` or None. Renames, deletes and exports go through
-the `Tavern` / `ChatSession` services; the open chat is renamed through its own session so
+`Tavern.chats` and the `ChatSession`; the open chat is renamed through its own session so
 it keeps writing to the right file.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual import on
@@ -21,6 +21,11 @@ from textual.widgets.option_list import Option
 
 from tavern.errors import TavernError
 from tavern.tui.screens.modals import ConfirmModal, TextPromptModal
+
+if TYPE_CHECKING:
+    from tavern.chat.session import ChatSession
+    from tavern.session import Tavern
+    from tavern.store import ChatInfo
 
 
 class ChatListScreen(ModalScreen[tuple[str, str] | None]):
@@ -41,11 +46,11 @@ class ChatListScreen(ModalScreen[tuple[str, str] | None]):
         Binding("up", "move(-1)", show=False, priority=True),
     ]
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, tavern: Tavern, session: ChatSession) -> None:
         super().__init__()
         self.session = session
-        self.tavern = session.app
-        self.infos: list[Any] = []
+        self.tavern = tavern
+        self.infos: list[ChatInfo] = []
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -60,7 +65,7 @@ class ChatListScreen(ModalScreen[tuple[str, str] | None]):
 
     def reload(self, keep: str | None = None) -> None:
         try:
-            self.infos = self.tavern.list_chats(self.session.key)
+            self.infos = self.tavern.chats.list(self.session.key)
         except TavernError as err:
             self.notify(str(err), severity="error")
             self.infos = []
@@ -131,7 +136,7 @@ class ChatListScreen(ModalScreen[tuple[str, str] | None]):
                 if name == self.session.chat.name:
                     new_name = self.session.rename(new)
                 else:
-                    new_name = self.tavern.rename_chat(self.session.key, name, new)
+                    new_name = self.tavern.chats.rename(self.session.key, name, new)
             except TavernError as err:
                 self.notify(str(err), severity="error")
                 return
@@ -149,7 +154,7 @@ class ChatListScreen(ModalScreen[tuple[str, str] | None]):
             if not yes:
                 return
             try:
-                where = self.tavern.delete_chat(self.session.key, name)
+                where = self.tavern.chats.delete(self.session.key, name)
             except TavernError as err:
                 self.notify(str(err), severity="error")
                 return
@@ -170,7 +175,7 @@ class ChatListScreen(ModalScreen[tuple[str, str] | None]):
             if not path:
                 return
             try:
-                to = self.tavern.export_chat(self.session.key, name, path)
+                to = self.tavern.chats.export(self.session.key, name, path)
             except (TavernError, OSError) as err:
                 self.notify(str(err), severity="error")
                 return

@@ -6,8 +6,8 @@ Each returns its result through `dismiss`; none of them reads or writes a file.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual import on
@@ -17,6 +17,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Select, TextArea
 from textual.widgets.option_list import Option
+
+from tavern.store.metadata import NoteMeta
+
+if TYPE_CHECKING:
+    from tavern.chat.summary import SummaryState
 
 
 class EditTextModal(ModalScreen[str | None]):
@@ -62,7 +67,7 @@ class EditTextModal(ModalScreen[str | None]):
 ROLES = [("system", 0), ("user", 1), ("assistant", 2)]
 
 
-class AuthorNoteModal(ModalScreen[dict | None]):
+class AuthorNoteModal(ModalScreen[NoteMeta | None]):
     """The chat's author's note: text, depth, every-N-messages, role. Ctrl+S saves."""
 
     DEFAULT_CSS = """
@@ -83,7 +88,7 @@ class AuthorNoteModal(ModalScreen[dict | None]):
         Binding("escape", "cancel", "Cancel", id="note.cancel", priority=True),
     ]
 
-    def __init__(self, note: dict[str, Any]) -> None:
+    def __init__(self, note: Mapping[str, int | str]) -> None:
         super().__init__()
         self.note = note
 
@@ -91,7 +96,7 @@ class AuthorNoteModal(ModalScreen[dict | None]):
         n = self.note
         with Vertical():
             yield Label(Text("Author's note (inserted into the prompt at a depth)", style="bold"))
-            yield TextArea(n["note_prompt"], id="note-text", soft_wrap=True)
+            yield TextArea(str(n["note_prompt"]), id="note-text", soft_wrap=True)
             with Horizontal():
                 yield Label("depth")
                 yield Input(str(n["note_depth"]), id="note-depth", type="integer")
@@ -111,14 +116,9 @@ class AuthorNoteModal(ModalScreen[dict | None]):
         except ValueError:
             self.notify("Depth and interval are whole numbers", severity="error")
             return
-        self.dismiss(
-            {
-                "text": self.query_one("#note-text", TextArea).text,
-                "depth": depth,
-                "interval": interval,
-                "role": self.query_one("#note-role", Select).value,
-            }
-        )
+        role = self.query_one("#note-role", Select).value
+        assert isinstance(role, int)  # the select offers the roles only, never a blank
+        self.dismiss(NoteMeta(self.query_one("#note-text", TextArea).text, depth, interval, role))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -141,7 +141,7 @@ class PickModal(ModalScreen[str | None]):
         Binding("up", "move(-1)", show=False, priority=True),
     ]
 
-    def __init__(self, title: str, search: Callable[[str], list[tuple[str, Any]]], value: str = "") -> None:
+    def __init__(self, title: str, search: Callable[[str], list[tuple[str, str]]], value: str = "") -> None:
         super().__init__()
         self.title_text = title
         self.search = search
@@ -187,7 +187,7 @@ class PickModal(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class SummaryModal(ModalScreen[tuple[str, Any] | None]):
+class SummaryModal(ModalScreen[tuple[str, str | bool | None] | None]):
     """The chat's rolling summary: edit the text (Ctrl+S), regenerate it (Ctrl+R), switch it
     off or on (Ctrl+O). Dismisses with (action, value): ("save", text), ("regenerate", None) or
     ("enabled", bool); the chat screen calls the service."""
@@ -208,7 +208,7 @@ class SummaryModal(ModalScreen[tuple[str, Any] | None]):
         Binding("escape", "cancel", "Cancel", id="summary.cancel", priority=True),
     ]
 
-    def __init__(self, state: Any) -> None:
+    def __init__(self, state: SummaryState) -> None:
         super().__init__()
         self.state = state
 

@@ -4,14 +4,14 @@ screen F1 was pressed on is listed first."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
 Section = tuple[str, type, list[tuple[str, str]]]
@@ -30,8 +30,8 @@ def _key_label(key: str) -> str:
     return ", ".join("+".join(one(p) for p in k.strip().split("+")) for k in key.split(","))
 
 
-def help_table(sections: list[Section], keymap: dict[str, str], first: type | None = None) -> list[Any]:
-    out: list[Any] = []
+def help_table(sections: list[Section], keymap: dict[str, str], first: type | None = None) -> list[Table | Text]:
+    out: list[Table | Text] = []
     sections = list(sections)
     sections.sort(key=lambda s: s[1] is not first)
     for title, cls, extra in sections:
@@ -62,7 +62,7 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,f1,q", "dismiss_help", "Close", id="help.close"),
     ]
 
-    def __init__(self, sections: list[Section], under: Any = None) -> None:
+    def __init__(self, sections: list[Section], under: Screen[object] | None = None) -> None:
         """`sections`: what to list (the app knows its screens; this module imports none of
         them); `under`: the screen the help was opened on, whose keys come first."""
         super().__init__()

@@ -17,7 +17,7 @@ Esc closes it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -25,6 +25,10 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Collapsible, DataTable, Footer, Static, TabbedContent, TabPane, TextArea
+
+if TYPE_CHECKING:
+    from tavern.lore import ScanResult
+    from tavern.prompt.assemble import AssembledPrompt
 
 BAR_WIDTH = 16
 POSITION_NAMES = {
@@ -76,7 +80,10 @@ class PromptInspectorScreen(Screen):
         Binding("3", "tab('tab-prompt')", "Prompt", id="inspector.prompt"),
     ]
 
-    def __init__(self, prompt: Any, lore: Any = None, format_name: str = "", cfg: Any = None) -> None:
+    def __init__(
+        self, prompt: AssembledPrompt, lore: ScanResult | None = None, format_name: str = "",
+        cfg: tuple[float, str] | None = None,
+    ) -> None:
         """`cfg`: (guidance scale, negative prompt) when the chat has a negative prompt."""
         super().__init__()
         self.prompt = prompt
@@ -200,6 +207,8 @@ class PromptInspectorScreen(Screen):
 
     def _fill_lore(self) -> None:
         lore = self.lore
+        if lore is None:
+            return
         if lore.activated:
             table = self.query_one("#insp-fired", DataTable)
             table.add_columns("entry", "position", "order", "book", "why")

@@ -1,7 +1,7 @@
 """The character library: find a character, see its picture and greetings, open a chat.
 
 Callers: `TavernApp` pushes `LibraryScreen(tavern)` first. Every change goes through
-`tavern.library` (a `tavern.cards.CardLibrary`): rename, duplicate, delete to the trash and
+`tavern.cards.library` (a `tavern.cards.CardLibrary`): rename, duplicate, delete to the trash and
 undo (restore). Errors become notifications; nothing here writes files itself.
 
 Layout at 80x24: a search box and the list on the left (~30 columns), the preview on the right
@@ -10,19 +10,14 @@ list is an `OptionList`, which draws only the rows on screen, so a thousand card
 fast as ten. The card and picture of the highlighted row are read in a thread worker, so
 holding the arrow key over big PNGs never freezes the screen.
 
-Search syntax: words are matched against name, key, creator and tags; `tag:x` keeps cards
-with a tag starting with x, `creator:x` cards whose creator contains x (both repeatable,
-quotes allowed: `tag:"sci fi"`).
-
-The small dialogs every screen reuses, `ConfirmModal` and `TextPromptModal`, live in
-tavern/tui/screens/modals.py (imported here too, where tests and older callers find them).
+Search syntax (library_search.py): words are matched against name, key, creator and tags;
+`tag:x` keeps cards with a tag starting with x, `creator:x` cards whose creator contains x
+(both repeatable, quotes allowed: `tag:"sci fi"`).
 """
 
 from __future__ import annotations
 
-import shlex
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, Protocol, cast
 
 from rich.text import Text
 from textual import on, work
@@ -30,18 +25,23 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
-from textual.events import Resize
+from textual.events import Key, Resize
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from tavern.errors import TavernError
+from tavern.tui.screens.library_search import greetings_of, matches, parse_query, substitute_greeting
 from tavern.tui.screens.modals import ConfirmModal, TextPromptModal
 from tavern.tui.widgets.avatar import AvatarView, decode
 
 if TYPE_CHECKING:
-    from tavern.tui.app import TavernApp
+    from tavern.cards.index import CardEntry
+    from tavern.cards.model import Card
+    from tavern.session import Tavern
+    from tavern.tui.boot import Boot
+    from tavern.tui.widgets.avatar import Decoded
 
 NARROW = 70
 """Below this many columns the picture is hidden: the text needs the room more."""
@@ -51,70 +51,16 @@ DEBOUNCE_ABOVE = 300
 DEBOUNCE_SECONDS = 0.15
 
 
-# ---------------------------------------------------------------------------------------------
-# search
+class LibraryHost(Protocol):
+    """What the library needs from the app it runs in (tavern.tui.app.TavernApp)."""
+
+    @property
+    def tavern(self) -> Tavern: ...
+
+    def open_character(self, key: str, new: bool = False, greeting_index: int = 0) -> None: ...
 
 
-@dataclass
-class Query:
-    words: list[str] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
-    creators: list[str] = field(default_factory=list)
-
-
-def parse_query(text: str) -> Query:
-    """`tag:x creator:y words` -> Query. An unbalanced quote is taken literally."""
-    try:
-        parts = shlex.split(text)
-    except ValueError:
-        parts = text.split()
-    q = Query()
-    for part in parts:
-        low = part.casefold()
-        if low.startswith("tag:") and len(part) > 4:
-            q.tags.append(low[4:])
-        elif low.startswith("creator:") and len(part) > 8:
-            q.creators.append(low[8:])
-        elif low:
-            q.words.append(low)
-    return q
-
-
-def matches(entry: Any, q: Query) -> bool:
-    """Does a `CardEntry` match? Same fields as `CardLibrary.search`; tags match by prefix
-    so the list narrows while the tag is being typed."""
-    tags = [t.casefold() for t in entry.tags]
-    creator = entry.creator.casefold()
-    hay = [entry.name.casefold(), entry.key.casefold(), creator, *tags]
-    if any(not any(w in h for h in hay) for w in q.words):
-        return False
-    if any(not any(t.startswith(want) for t in tags) for want in q.tags):
-        return False
-    return all(c in creator for c in q.creators)
-
-
-def greetings_of(card: Any) -> list[str]:
-    """The greetings a new chat can start with, in the order `Tavern.new_chat` counts them
-    (empty ones skipped), so index i here is `greeting_index=i` there."""
-    return [g for g in [card.first_mes, *card.alternate_greetings] if g.strip()]
-
-
-def _substitute(text: str, char: str, user: str) -> str:
-    try:
-        from tavern.prompt.macros import MacroContext, substitute
-
-        return substitute(text, MacroContext(char=char, user=user))
-    except (ImportError, TavernError):  # no macro module yet, or a bad macro: the everyday ones by hand
-        for tag, value in (("{{char}}", char), ("{{user}}", user), ("<BOT>", char), ("<USER>", user)):
-            text = text.replace(tag, value).replace(tag.lower(), value).replace(tag.upper(), value)
-        return text
-
-
-# ---------------------------------------------------------------------------------------------
-# the screen
-
-
-class LibraryScreen(Screen):
+class LibraryScreen(Screen[None]):
     DEFAULT_CSS = """
     LibraryScreen { layout: vertical; }
     LibraryScreen #lib-status { height: 1; background: $panel; color: $text-muted; padding: 0 1; }
@@ -170,7 +116,7 @@ class LibraryScreen(Screen):
         Binding("escape", "clear_search", show=False),
     ]
 
-    def __init__(self, tavern: Any = None, boot: Any = None) -> None:
+    def __init__(self, tavern: Tavern | None = None, boot: Boot | None = None) -> None:
         super().__init__()
         self._tavern = tavern
         self.boot = boot
@@ -178,13 +124,13 @@ class LibraryScreen(Screen):
         """The preview pane's widgets are mounted (right after the first frame)."""
         self._nothing: str | None = None
         """What the empty preview says (no characters, none matching), while it says that."""
-        self._from_index: Any = None
+        self._from_index: list[CardEntry] | None = None
         """The first frame shows the list only; the card and picture are read after it."""
-        self.entries: list[Any] = []
+        self.entries: list[CardEntry] = []
         """Every character, as listed by the library (CardEntry)."""
-        self.shown: list[Any] = []
+        self.shown: list[CardEntry] = []
         """The entries the search lets through, in list order."""
-        self.card: Any = None
+        self.card: Card | None = None
         """The card of the highlighted row, once read (None while reading or unreadable)."""
         self.card_key: str | None = None
         self.greetings: list[str] = []
@@ -216,12 +162,13 @@ class LibraryScreen(Screen):
             yield VerticalScroll(id="lib-preview")
 
     @property
-    def tavern_app(self) -> TavernApp:
-        """`self.app`, typed: this screen runs inside TavernApp."""
-        return cast("TavernApp", self.app)
+    def tavern_app(self) -> LibraryHost:
+        """`self.app` as what this screen needs of it."""
+        # The screen runs inside TavernApp, which has these (the checker sees only an App).
+        return cast(LibraryHost, self.app)
 
     @property
-    def tavern(self) -> Any:
+    def tavern(self) -> Tavern:
         return self._tavern if self._tavern is not None else self.tavern_app.tavern
 
     def on_mount(self) -> None:
@@ -263,7 +210,7 @@ class LibraryScreen(Screen):
         if self._from_index is None:
             self.reload(keep=self.current_key())
 
-    def on_key(self, event: Any) -> None:
+    def on_key(self, event: Key) -> None:
         # Letters typed while the list or the preview has the focus go to the search box. A
         # printable key only gets here when the search box did not take it (it takes them all),
         # so the focus is not checked: typing arrives in bursts, and the letters behind the
@@ -319,7 +266,7 @@ class LibraryScreen(Screen):
             self.apply_filter(keep=keep)
             return
         try:
-            self.entries = self.tavern.library.list()
+            self.entries = self.tavern.cards.library.list()
         except TavernError as err:
             self.entries = []
             self.notify(str(err), severity="error")
@@ -346,7 +293,7 @@ class LibraryScreen(Screen):
         # OptionHighlighted is not sent when the index stays the same: load the preview anyway.
         self.load_preview(self.shown[index].key)
 
-    def _label(self, entry: Any) -> Content:
+    def _label(self, entry: CardEntry) -> Content:
         """The row for an entry, cached: with a thousand cards every keystroke in the search
         rebuilds the list, and building the rows was a good part of that."""
         cache_key = (entry.key, entry.name, entry.error is not None)
@@ -407,7 +354,7 @@ class LibraryScreen(Screen):
     @work(thread=True, exclusive=True, group="library-preview", exit_on_error=False)
     def _read_card(self, key: str) -> None:
         try:
-            card, avatar = self.tavern.library.get_with_avatar(key)
+            card, avatar = self.tavern.cards.library.get_with_avatar(key)
         except TavernError as err:
             self.app.call_from_thread(self._show_error, key, str(err))
             return
@@ -435,7 +382,7 @@ class LibraryScreen(Screen):
         self.query_one("#lib-picker", Static).update("")
         self.query_one("#lib-greeting", Static).update("")
 
-    def _show_card(self, key: str, card: Any, avatar: bytes | None, decoded: Any) -> None:
+    def _show_card(self, key: str, card: Card, avatar: bytes | None, decoded: Decoded) -> None:
         if key != self.card_key:
             return
         self.card = card
@@ -472,7 +419,7 @@ class LibraryScreen(Screen):
         else:
             picker.update(Text("greeting   (Enter: latest chat, Ctrl+N: new chat)"))
         user = self.tavern.settings.chat.user_name
-        body.update(Text(_substitute(self.greetings[self.greeting_index], self.card.name, user)))
+        body.update(Text(substitute_greeting(self.greetings[self.greeting_index], self.card.name, user)))
 
     @property
     def greeting_text(self) -> str:
@@ -513,7 +460,7 @@ class LibraryScreen(Screen):
 
     # -- changes --------------------------------------------------------------------------------
 
-    def _entry(self, key: str) -> Any:
+    def _entry(self, key: str) -> CardEntry | None:
         return next((e for e in self.entries if e.key == key), None)
 
     def action_rename(self) -> None:
@@ -527,7 +474,7 @@ class LibraryScreen(Screen):
             if new_name is None or new_name == name:
                 return
             try:
-                self.tavern.library.rename(key, new_name)
+                self.tavern.cards.library.rename(key, new_name)
             except TavernError as err:
                 self.notify(str(err), severity="error")
                 return
@@ -544,7 +491,7 @@ class LibraryScreen(Screen):
         if not key:
             return
         try:
-            new_key = self.tavern.library.duplicate(key)
+            new_key = self.tavern.cards.library.duplicate(key)
         except TavernError as err:
             self.notify(str(err), severity="error")
             return
@@ -564,7 +511,7 @@ class LibraryScreen(Screen):
             # Keep the cursor where it was: on the next row, or the last one.
             index = next((i for i, e in enumerate(self.shown) if e.key == key), 0)
             try:
-                trash_name = self.tavern.library.delete(key)
+                trash_name = self.tavern.cards.library.delete(key)
             except TavernError as err:
                 self.notify(str(err), severity="error")
                 return
@@ -584,7 +531,7 @@ class LibraryScreen(Screen):
             return
         trash_name, name = self.deleted[-1]
         try:
-            key = self.tavern.library.restore(trash_name)
+            key = self.tavern.cards.library.restore(trash_name)
         except TavernError as err:
             self.notify(str(err), severity="error")
             return

@@ -2,7 +2,7 @@
 `LoreEditorScreen(tavern, book_path)` edits one.
 
 Callers: the library screen ("w"), and whatever else the app wires to these classes. The book
-is read with `Tavern.open_lorebook` and written back whole with `Tavern.save_lorebook` (atomic:
+is read with `Tavern.lorebooks.read` and written back whole with `Tavern.lorebooks.save` (atomic:
 temp file, fsync, rename) on ctrl+s; nothing touches the file before that. Edits go straight
 into the in-memory `LoreEntry` as the user types (assigning attributes, which also tells the
 scan cache), so the list and the saved file always agree with what the form shows.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual import on
@@ -35,6 +35,9 @@ from textual.widgets.option_list import Option
 from tavern.errors import TavernError
 from tavern.lore import Lorebook, LoreEntry, split_keys
 from tavern.tui.screens.modals import ConfirmModal, TextPromptModal
+
+if TYPE_CHECKING:
+    from tavern.session import Tavern
 
 POSITIONS: list[tuple[str, int]] = [
     ("before card", 0),
@@ -125,7 +128,7 @@ class LoreEditorScreen(Screen):
         Binding("escape", "leave", "Back", id="lore.back"),
     ]
 
-    def __init__(self, tavern: Any, book_path: Path | str) -> None:
+    def __init__(self, tavern: Tavern, book_path: Path | str) -> None:
         super().__init__()
         self.tavern = tavern
         self.path = Path(book_path)
@@ -185,7 +188,7 @@ class LoreEditorScreen(Screen):
 
     def on_mount(self) -> None:
         try:
-            self.book = self.tavern.open_lorebook(self.path)
+            self.book = self.tavern.lorebooks.read(self.path)
         except TavernError as err:
             self.notify(str(err), severity="error")
             self.book = None
@@ -265,7 +268,7 @@ class LoreEditorScreen(Screen):
         form.disabled = entry is None
         if entry is None:
             return
-        values: dict[str, Any] = {
+        values: dict[str, str] = {
             "f-comment": entry.comment,
             "f-keys": ", ".join(entry.key),
             "f-keysecondary": ", ".join(entry.keysecondary),
@@ -280,26 +283,26 @@ class LoreEditorScreen(Screen):
                 field.value = value
                 field.cursor_position = len(value)
             field.remove_class("-invalid")
-        selects: dict[str, Any] = {
+        selects: dict[str, int | str] = {
             "f-logic": entry.selective_logic if entry.selective_logic in dict(LOGICS).values() else 0,
             "f-position": entry.position if entry.position in dict(POSITIONS).values() else 0,
             "f-role": entry.role if entry.role in (0, 1, 2) else 0,
             "f-case_sensitive": _tri(entry.case_sensitive),
             "f-match_whole_words": _tri(entry.match_whole_words),
         }
-        for wid, value in selects.items():
+        for wid, choice in selects.items():
             select = self.query_one(f"#{wid}", Select)
             with select.prevent(Select.Changed):
-                select.value = value
-        for wid, value in (("f-constant", entry.constant), ("f-disable", entry.disable)):
+                select.value = choice
+        for wid, flag in (("f-constant", entry.constant), ("f-disable", entry.disable)):
             box = self.query_one(f"#{wid}", Checkbox)
             with box.prevent(Checkbox.Changed):
-                box.value = bool(value)
+                box.value = bool(flag)
         area = self.query_one("#f-content", TextArea)
         with area.prevent(TextArea.Changed):
             area.load_text(entry.content)
 
-    def _set(self, attr: str, value: Any) -> None:
+    def _set(self, attr: str, value: object) -> None:
         """Apply one field to the current entry; a real change marks the book modified."""
         entry = self.entry
         if entry is None or getattr(entry, attr) == value:
@@ -310,7 +313,7 @@ class LoreEditorScreen(Screen):
         if attr in ("comment", "key", "disable", "constant"):
             self._refresh_row(entry)
 
-    _TEXT_FIELDS: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {
+    _TEXT_FIELDS: ClassVar[dict[str, tuple[str, Callable[[str], object]]]] = {
         "f-comment": ("comment", lambda s: s),
         "f-keys": ("key", split_keys),
         "f-keysecondary": ("keysecondary", split_keys),
@@ -330,7 +333,7 @@ class LoreEditorScreen(Screen):
             value = parse(event.value)
             if attr == "order" and value is None:
                 value = 100  # SillyTavern's default; an entry always has an order
-            if attr == "probability" and value is not None and not 0 <= value <= 100:
+            if attr == "probability" and isinstance(value, int | float) and not 0 <= value <= 100:
                 raise ValueError("probability is 0 to 100")
         except ValueError:
             event.input.add_class("-invalid")
@@ -338,7 +341,7 @@ class LoreEditorScreen(Screen):
         event.input.remove_class("-invalid")
         if attr == "key" or attr == "keysecondary":
             current = getattr(self.entry, attr, None)
-            if current is not None and ", ".join(current) == ", ".join(value):
+            if current is not None and isinstance(value, list) and ", ".join(current) == ", ".join(value):
                 return
         self._set(attr, value)
 
@@ -372,7 +375,7 @@ class LoreEditorScreen(Screen):
         if self.book is None:
             return
         try:
-            self.tavern.save_lorebook(self.book, self.path)
+            self.tavern.lorebooks.save(self.book, self.path)
         except TavernError as err:
             self.notify(str(err), severity="error")
             return
@@ -451,7 +454,7 @@ class LoreBooksScreen(Screen):
         Binding("escape", "back", "Back", id="lorebooks.back"),
     ]
 
-    def __init__(self, tavern: Any) -> None:
+    def __init__(self, tavern: Tavern) -> None:
         super().__init__()
         self.tavern = tavern
         self.paths: list[Path] = []
@@ -476,7 +479,7 @@ class LoreBooksScreen(Screen):
     def reload(self, keep: Path | None = None) -> None:
         folder = self.folder
         try:
-            sized = self.tavern.lorebook_sizes()
+            sized = self.tavern.lorebooks.sizes()
         except TavernError as err:
             sized = []
             self.notify(str(err), severity="error")
@@ -505,7 +508,7 @@ class LoreBooksScreen(Screen):
             if name is None:
                 return
             try:
-                path = self.tavern.create_lorebook(name)
+                path = self.tavern.lorebooks.create(name)
             except TavernError as err:
                 self.notify(str(err), severity="error")
                 return

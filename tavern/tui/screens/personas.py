@@ -7,7 +7,7 @@ F8 deletes. Everything goes through `Tavern.personas` and `Tavern.use_persona`.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual import on
@@ -20,6 +20,9 @@ from textual.widgets.option_list import Option
 
 from tavern.errors import TavernError
 from tavern.tui.screens.modals import ConfirmModal
+
+if TYPE_CHECKING:
+    from tavern.session import Tavern
 
 
 class PersonaScreen(Screen[None]):
@@ -37,7 +40,7 @@ class PersonaScreen(Screen[None]):
         Binding("escape", "back", "Back", id="persona.back", priority=True),
     ]
 
-    def __init__(self, tavern: Any) -> None:
+    def __init__(self, tavern: Tavern) -> None:
         super().__init__()
         self.tavern = tavern
         self.editing: str | None = None

@@ -9,7 +9,7 @@ background; the status bars show the load's progress.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual import on
@@ -20,6 +20,9 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Select, Static, TextArea
 
 from tavern.errors import TavernError
+
+if TYPE_CHECKING:
+    from tavern.session import Tavern
 
 # (dotted key, label, kind); kinds: str, int, float, optint, optfloat, select, text
 FIELDS: list[tuple[str, str, str]] = [
@@ -59,20 +62,20 @@ class SettingsScreen(Screen[None]):
         Binding("escape", "cancel", "Back", id="settings.back", priority=True),
     ]
 
-    def __init__(self, tavern: Any) -> None:
+    def __init__(self, tavern: Tavern) -> None:
         super().__init__()
         self.tavern = tavern
 
-    def current(self, dotted: str) -> Any:
+    def current(self, dotted: str) -> object:
         section, _, key = dotted.partition(".")
         return getattr(getattr(self.tavern.settings, section), key)
 
     def options(self, dotted: str) -> list[tuple[str, str]]:
         if dotted == "model.format":
-            return [("from the model file", "")] + [(f, f) for f in self.tavern.available_formats()]
+            return [("from the model file", "")] + [(f, f) for f in self.tavern.presets.formats()]
         if dotted == "generation.preset":
-            names = self.tavern.available_presets()
-            cur = self.current(dotted)
+            names = self.tavern.presets.names()
+            cur = str(self.current(dotted))
             return [(n, n) for n in ([*names, cur] if cur not in names else names)]
         if dotted == "prompt.layout":
             return [("cache friendly", "cache_friendly"), ("SillyTavern order", "sillytavern")]
@@ -83,7 +86,7 @@ class SettingsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(Text("Settings   (Ctrl+S save, Esc back)", style="bold"), id="set-title")
         with VerticalScroll(id="set-form"):
-            models = self.tavern.available_models()
+            models = self.tavern.presets.models()
             if models:
                 yield Static(Text("In models/: " + ", ".join(models), style="dim"))
             for dotted, label, kind in FIELDS:
@@ -94,11 +97,11 @@ class SettingsScreen(Screen[None]):
                     continue
                 with Horizontal(classes="row"):
                     yield Label(label)
-                    if kind == "select":
+                    if kind == "select":  # every choice setting is a string
                         opts = self.options(dotted)
-                        if value not in [v for _, v in opts]:
-                            opts.append((str(value), value))
-                        yield Select(opts, value=value, allow_blank=False, id=_wid(dotted))
+                        if str(value) not in [v for _, v in opts]:
+                            opts.append((str(value), str(value)))
+                        yield Select(opts, value=str(value), allow_blank=False, id=_wid(dotted))
                     else:
                         yield Input("" if value is None else str(value), id=_wid(dotted))
                 if dotted == "generation.preset":
@@ -108,13 +111,13 @@ class SettingsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one(f"#{_wid('model.path')}", Input).focus()
-        self._show_preset(self.current("generation.preset"))
+        self._show_preset(str(self.current("generation.preset")))
 
     @on(Button.Pressed, "#set-backends")
     def _backends(self) -> None:
         from tavern.tui.screens.backends import open_backends
 
-        open_backends(self.app)
+        open_backends(self.app, self.tavern)
 
     @on(Select.Changed, "#set-generation-preset")
     def _preset_changed(self, event: Select.Changed) -> None:
@@ -123,7 +126,7 @@ class SettingsScreen(Screen[None]):
     def _show_preset(self, name: str) -> None:
         """The sampler values of the chosen preset, so the user sees what they pick."""
         try:
-            s = self.tavern.sampler_preset(name)
+            s = self.tavern.presets.sampler_preset(name)
             keys = (
                 "temperature",
                 "top_p",
@@ -140,13 +143,13 @@ class SettingsScreen(Screen[None]):
             text = Text(f"  {err}", style="red")
         self.query_one("#set-preset-info", Static).update(text)
 
-    def changes(self) -> dict[str, Any]:
+    def changes(self) -> dict[str, object]:
         """The fields whose value differs from the settings; ValueError names a bad number."""
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         for dotted, label, kind in FIELDS:
             widget = self.query_one(f"#{_wid(dotted)}")
             if kind == "text":
-                value: Any = widget.text  # type: ignore[attr-defined]
+                value: object = widget.text  # type: ignore[attr-defined]
             elif kind == "select":
                 value = widget.value  # type: ignore[attr-defined]
             else:
@@ -179,7 +182,7 @@ class SettingsScreen(Screen[None]):
             self.notify(str(err), title="Settings", severity="error")
             return
         if "ui.theme" in changes and changes["ui.theme"]:
-            self.app.theme = changes["ui.theme"]
+            self.app.theme = str(changes["ui.theme"])
         self.notify("Saved" + (": loading the model again" if reload else ""), timeout=3)
         if hasattr(self.app, "settings_changed"):
             self.app.settings_changed(reload)

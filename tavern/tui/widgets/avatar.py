@@ -25,7 +25,7 @@ import io
 import os
 import sys
 import warnings
-from typing import Any, cast
+from typing import TYPE_CHECKING, TypeAlias, cast
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.segment import Segment
@@ -35,6 +35,12 @@ from textual.app import ComposeResult
 from textual.widget import Widget
 
 from tavern.cards.avatar import MAX_PIXELS  # the one bound: a bigger picture shows a notice
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as Picture
+
+    Decoded: TypeAlias = Picture | None
+    """A small RGB working copy of a picture (a PIL image), or None: nothing to show."""
 
 UPPER_HALF = "▀"
 WORK_SIZE = (96, 144)
@@ -74,13 +80,13 @@ def graphics_protocol() -> str | None:
     return None  # textual-image would fall back to half cells too: ours are as good
 
 
-def decode(png: bytes | None) -> Any:
+def decode(png: bytes | None) -> Decoded:
     """A small RGB working copy of the picture (a PIL image), or None if it is not readable
     or too large to decode (`decode_with_notice` says which)."""
     return decode_with_notice(png)[0]
 
 
-def decode_with_notice(png: bytes | None) -> tuple[Any, str | None]:
+def decode_with_notice(png: bytes | None) -> tuple[Decoded, str | None]:
     """(working copy, None), or (None, one line for the user) when the picture is not shown;
     (None, None) when there is no picture, or it is unreadable."""
     if not png:
@@ -103,7 +109,7 @@ def _remember_failure(png: bytes | None, notice: str | None) -> None:
     _LAST_FAILED = None if png is None else (png, notice)
 
 
-def _decode(png: bytes) -> tuple[Any, str | None]:
+def _decode(png: bytes) -> tuple[Decoded, str | None]:
     from PIL import Image  # deferred: Pillow's import is not free
 
     try:
@@ -135,7 +141,7 @@ def _too_large(size: tuple[int, int], decoded: tuple[int, int]) -> str | None:
     return f"picture too large to show ({width}x{height} pixels, over {MAX_PIXELS // 1_000_000} megapixels)"
 
 
-def _shrink(image: Any) -> Any:
+def _shrink(image: Picture) -> Picture:
     """A small copy of a decoded picture, at least WORK_SIZE where the picture is.
 
     Made in bands: Pillow's reduce and resize first copy the whole picture into another mode
@@ -163,7 +169,7 @@ _WORK_MODES = {"1": "L", "L": "L", "LA": "LA", "RGB": "RGB", "RGBA": "RGBA", "P"
 _BAND_ROWS = 256  # input rows per band: a few MB even for a picture 10,000 pixels wide
 
 
-def _flatten(image: Any) -> Any:
+def _flatten(image: Picture) -> Picture:
     """RGB over BACKGROUND, transparency composited."""
     from PIL import Image
 
@@ -176,7 +182,7 @@ def _flatten(image: Any) -> Any:
 
 
 def half_block_rows(
-    image: Any, width: int, height: int
+    image: Decoded, width: int, height: int
 ) -> list[list[tuple[tuple[int, int, int], tuple[int, int, int]]]]:
     """The picture fitted into `width` x `height` cells (aspect kept, centred), as rows of
     (top colour, bottom colour) per cell. Pure; the tests and the widget both use it."""
@@ -253,11 +259,11 @@ class AvatarView(Widget):
         return self._notice
 
     @property
-    def image(self) -> Any:
+    def image(self) -> Decoded:
         """The decoded working copy (a PIL image) or None."""
         return self._image
 
-    def set_image(self, png: bytes | None, decoded: Any = None) -> None:
+    def set_image(self, png: bytes | None, decoded: Decoded = None) -> None:
         """Show another picture; `decoded` (from `decode`) skips decoding on the UI thread."""
         self._png = png
         self._image, self._notice = (decoded, None) if decoded is not None else decode_with_notice(png)
@@ -278,7 +284,7 @@ class AvatarView(Widget):
         for child in self.query(GraphicsImage):
             child.image = self._image
 
-    def render(self) -> Any:
+    def render(self) -> Text | HalfBlocks | str:
         if self._image is None and self._notice:
             return Text(self._notice, style="dim italic")
         if self._graphics:

@@ -10,9 +10,12 @@ when the engine reports them, restored_state and banked_tokens).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual.widgets import Static
+
+if TYPE_CHECKING:
+    from tavern.engines.base import TurnStats
 
 
 class StatusBar(Static):
@@ -25,14 +28,14 @@ class StatusBar(Static):
         self.character = character
         self.model = ""
         self.n_ctx = 0
-        self.stats: Any = None
+        self.stats: TurnStats | None = None
         self.activity = ""
 
     def set_model(self, model: str, n_ctx: int = 0) -> None:
         self.model, self.n_ctx = model, n_ctx
         self._draw()
 
-    def set_stats(self, stats: Any) -> None:
+    def set_stats(self, stats: TurnStats | None) -> None:
         self.stats = stats
         self.activity = ""
         self._draw()

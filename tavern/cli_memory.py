@@ -1,7 +1,8 @@
 """`tavern memory ...`: the summary, recall search and reindexing, headless.
 
-Kept beside the memory code so that tavern/cli.py only registers it (`add_memory_parser`).
-Everything heavy (chromadb, torch, the engine) loads inside the commands.
+A CLI front beside tavern/cli.py, which only registers it (`add_memory_parser`), as it does
+tavern/cli_backends.py; the work is tavern.memory's. Everything heavy (chromadb, torch, the
+engine) loads inside the commands.
 """
 
 from __future__ import annotations
@@ -9,13 +10,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tavern.errors import MemoryError_, TavernError
 from tavern.textsafe import json_safe
 
+if TYPE_CHECKING:
+    from tavern.memory.service import MemoryService
+    from tavern.session import Tavern
 
-def add_memory_parser(sub: Any, open_app: Any, usage: Any) -> None:
+Command = Callable[[argparse.Namespace], int]
+Opener = Callable[[argparse.Namespace], "Tavern"]
+"""Opens the Tavern the arguments name (tavern/cli.py's `_open`, with --home and overrides)."""
+
+
+def add_memory_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], open_app: Opener,
+    usage: Callable[[argparse.ArgumentParser], Command],
+) -> None:
     parser = sub.add_parser("memory", help="long-term memory: the summary, recall, the index")
     parser.set_defaults(func=usage(parser))
     memory = parser.add_subparsers(metavar="ACTION")
@@ -47,21 +60,22 @@ def add_memory_parser(sub: Any, open_app: Any, usage: Any) -> None:
     sp.set_defaults(func=lambda a: cmd_reindex(a, open_app))
 
 
-def _memory(app: Any) -> Any:
+def _memory(app: Tavern) -> MemoryService:
     memory = app.memory
     if memory is None:
         raise MemoryError_("long-term memory is switched off ([memory] enabled = false)")
     return memory
 
 
-def _ready(memory: Any) -> None:
+def _ready(memory: MemoryService) -> None:
     """Wait for the background index to catch up; memory that failed is an error here."""
     memory.wait_idle()
     if memory.failed:
         raise MemoryError_(memory.failed)
 
 
-def cmd_summary(args: argparse.Namespace, open_app: Any) -> int:
+def cmd_summary(args: argparse.Namespace, open_app: Opener) -> int:
+    from tavern.chat import summary as chat_summary
     from tavern.memory import summary
 
     app = open_app(args)
@@ -79,20 +93,19 @@ def cmd_summary(args: argparse.Namespace, open_app: Any) -> int:
         if window_start == 0:
             raise TavernError("nothing has left the prompt window yet: no summary to write")
         summary.regenerate(session.link, app.settings.memory, window_start)
-    meta = summary.summary_meta(chat)
-    text = str(chat.header.chat_metadata.get(summary.TEXT_KEY, "") or "")
+    shown = chat_summary.read(session)
     if args.json:
-        dumped = json.dumps({"chat": chat.name, "summary": text, **meta}, ensure_ascii=False)
+        meta = summary.summary_meta(chat)
+        dumped = json.dumps({"chat": chat.name, "summary": shown.text, **meta}, ensure_ascii=False)
         sys.stdout.write(json_safe(dumped) + "\n")
         return 0
-    end = int(meta.get("end", 0))
-    state = " (off: not in the prompt)" if meta.get("off") else ""
-    print(f"chat: {chat.name}\ncovers messages {int(meta.get('start', 0))}-{max(0, end - 1)}{state}")
-    print(text or "(no summary yet)")
+    state = " (off: not in the prompt)" if shown.off else ""
+    print(f"chat: {chat.name}\ncovers messages {shown.start}-{max(0, shown.end - 1)}{state}")
+    print(shown.text or "(no summary yet)")
     return 0
 
 
-def cmd_search(args: argparse.Namespace, open_app: Any) -> int:
+def cmd_search(args: argparse.Namespace, open_app: Opener) -> int:
     app = open_app(args)
     session = app.open_chat(args.character, chat_name=args.chat)
     memory = _memory(app)
@@ -114,16 +127,16 @@ def cmd_search(args: argparse.Namespace, open_app: Any) -> int:
         return 0
     where = "the whole chat" if before is None else f"messages before #{before} (outside the window)"
     print(f"chat: {session.chat.name}; searched {where}; threshold {threshold}")
-    for r in rows:
-        mark = "*" if r["recalled"] else " "
-        text = r["text"].replace("\n", " ")
-        print(f"{mark} {r['score']:.3f}  #{r['index']:<5} {text[:100]}")
-    if not rows:
+    for h in hits:
+        mark = "*" if h.score >= threshold else " "
+        text = h.text.replace("\n", " ")
+        print(f"{mark} {round(h.score, 4):.3f}  #{h.index:<5} {text[:100]}")
+    if not hits:
         print("(nothing indexed there)")
     return 0
 
 
-def cmd_reindex(args: argparse.Namespace, open_app: Any) -> int:
+def cmd_reindex(args: argparse.Namespace, open_app: Opener) -> int:
     app = open_app(args)
     app.lock_home()
     session = app.open_chat(args.character, chat_name=args.chat)

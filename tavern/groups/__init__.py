@@ -1,0 +1,1 @@
+"""SillyTavern group chats: the group file, its chats, and who speaks next."""

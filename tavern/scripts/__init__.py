@@ -1,0 +1,1 @@
+"""SillyTavern's regex scripts: the model, the run, where they live, and their JSON files."""
