@@ -54,8 +54,10 @@ from tavern.engines.base import SEQ_CHAT, Finished, GenerationRequest
 from tavern.engines.local import LocalEngine
 from tavern.engines.models import default_model_path
 from tavern.engines.samplers import SamplerSettings
-from tavern.prompt.assemble import CardFields, HistoryMessage, PromptInputs, TokenCounter, assemble_prompt
+from tavern.prompt.assemble import assemble_prompt
+from tavern.prompt.inputs import CardFields, HistoryMessage, PromptInputs
 from tavern.prompt.templates import get_format
+from tavern.prompt.token_counter import TokenCounter
 
 USER_LINES = [
     "Good evening! Is there a room free tonight?",

@@ -51,7 +51,8 @@ CHILD = textwrap.dedent(
         sys.path.insert(0, sys.argv[1])
         from macros_under_test import MacroContext, substitute
     else:
-        from tavern.prompt.macros import MacroContext, substitute
+        from tavern.prompt.macro_context import MacroContext
+        from tavern.prompt.macros import substitute
     text = eval(sys.argv[2])
     ctx = MacroContext(char="Mira", user="Ann", chat_id="c", now=datetime(2024, 9, 15, 14, 3), rng_seed=1,
                        description="d" * 10000, original="sys")

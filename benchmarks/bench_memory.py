@@ -7,8 +7,10 @@ Part 1, speed (a real persistent Chroma in a temp dir, the packaged MiniLM):
   bulk is *realistic random*: 500 real sentence embeddings, each copied ~100 times with
   Gaussian noise and normalized (clusters like a chat's recurring topics). Queries are real
   MiniLM embeddings of real questions, embedded per turn inside the timing.
-- Recall per turn: embed the query + a Chroma top-k query restricted to messages before the
-  window (`index < window start`), as `MemoryService.recall` does. Baseline, same run, same
+- Recall per turn: embed the query + `VectorStore.query` restricted to messages before the
+  window (`index < window start`): since issue #28 an exact search over the chat's vectors
+  held in memory (the lines still say "Chroma"; benchmarks/bench_recall.py compares it with
+  Chroma's HNSW-then-filter and the hybrid search). Baseline, same run, same
   data: embed the query + a brute-force numpy cosine scan of all 50,000 vectors with the same
   filter. Also printed: Chroma with its own metadata filter (`where`), which Tavern avoids.
 - Indexing throughput: MiniLM embedding of real chunks (what each new message costs), and
@@ -108,7 +110,7 @@ def bench_speed(args: argparse.Namespace, embedder: Embedder) -> None:
         for q in questions:
             t0 = time.perf_counter()
             v = embedder.embed([q])[0]
-            hits = store.query(human, v, k, before=window_start, window=200 * 3 // 2 + 8)
+            hits = store.query(human, v, k, before=window_start)
             chroma_ms.append((time.perf_counter() - t0) * 1000)
 
             t0 = time.perf_counter()
@@ -124,7 +126,7 @@ def bench_speed(args: argparse.Namespace, embedder: Embedder) -> None:
             t0 = time.perf_counter()
             v = embedder.embed([q])[0]
             t1 = time.perf_counter()
-            store.query(human, v, k, before=window_start, window=200 * 3 // 2 + 8)
+            store.query(human, v, k, before=window_start)
             embed_ms.append((t1 - t0) * 1000)
             query_ms.append((time.perf_counter() - t1) * 1000)
         # A turn as MemoryService.recall runs it: the new message is embedded once (to index it;
@@ -135,7 +137,7 @@ def bench_speed(args: argparse.Namespace, embedder: Embedder) -> None:
             t0 = time.perf_counter()
             v = embedder.embed([q])[0]
             for vector in (v, previous if previous is not None else v):
-                store.query(human, vector, k, before=window_start, window=200 * 3 // 2 + 8)
+                store.query(human, vector, k, before=window_start)
             turn_ms.append((time.perf_counter() - t0) * 1000)
             previous = v
         where_ms = []

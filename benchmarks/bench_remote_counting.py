@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tavern.backends import BackendStore  # noqa: E402
 from tavern.engines.models import default_model_path  # noqa: E402
-from tavern.prompt.assemble import TokenCounter  # noqa: E402
+from tavern.prompt.token_counter import TokenCounter  # noqa: E402
 from tavern.session import Tavern  # noqa: E402
 from tavern.store import ChatMessage  # noqa: E402
 

@@ -21,6 +21,7 @@ from tavern.textsafe import guard_output, json_safe, terminal_safe
 
 if TYPE_CHECKING:
     from tavern.chat.session import ChatSession
+    from tavern.engines.base import TurnStats
     from tavern.session import Tavern
 
 
@@ -290,7 +291,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
         messages = (line.rstrip("\n") for line in sys.stdin)
     else:
         raise TavernError("no message: use --message TEXT, pipe lines on stdin, or run `tavern` for the app")
-    app.load_engine()  # load before the first turn so a bad model fails before anything is written
+    status = _StatusLine()
+    if not app.engine_loaded:
+        status.show("loading model…")
+    try:
+        app.load_engine()  # load before the first turn so a bad model fails before anything is written
+    finally:
+        status.clear()
     for warning in app.load_warnings:
         print(f"tavern: warning: {warning}", file=sys.stderr)
     for note in app.load_notes:  # e.g. how many layers fitted on a GPU whose free memory is unknown
@@ -299,7 +306,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     for text in messages:
         if args.message is None and not text.strip():
             continue  # blank lines between piped messages are not messages
-        if _chat_turn(app, session, text, args.json) != 0:
+        if _chat_turn(app, session, text, args.json, status) != 0:
             return 1
         turns += 1
     if turns == 0:
@@ -307,8 +314,42 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
-def _chat_turn(app: Tavern, session: ChatSession, text: str, as_json: bool) -> int:
-    from tavern.engines.base import Finished
+class _StatusLine:
+    """One line on stderr, rewritten in place (`\r`), for what happens before the reply: the
+    model loading, the prompt being read. Only when stderr is a terminal: a log file or a
+    pipe gets none of it."""
+
+    def __init__(self) -> None:
+        # The real stream, past `guard_output` (which would show our \r and erase-line as
+        # marks); the text itself is made safe here.
+        raw = sys.__stderr__
+        self.out = raw if raw is not None and sys.stderr.isatty() and raw.isatty() else None
+        self.shown = False
+
+    def show(self, text: str) -> None:
+        if self.out is not None:
+            self.out.write(f"\r{terminal_safe(text)}\x1b[K")
+            self.out.flush()
+            self.shown = True
+
+    def clear(self) -> None:
+        if self.out is not None and self.shown:
+            self.out.write("\r\x1b[K")
+            self.out.flush()
+            self.shown = False
+
+
+def _prompt_eval(stats: TurnStats) -> dict[str, object]:
+    """The prompt evaluation's figures for `--json`: tokens evaluated, seconds, tokens/s."""
+    return {
+        "tokens": stats.evaluated_tokens,
+        "seconds": round(stats.prompt_ms / 1000, 3),
+        "tokens_per_s": round(stats.prompt_tps, 1),
+    }
+
+
+def _chat_turn(app: Tavern, session: ChatSession, text: str, as_json: bool, status: _StatusLine) -> int:
+    from tavern.engines.base import Finished, PromptProgress
 
     cancel = threading.Event()
     final = None
@@ -317,12 +358,17 @@ def _chat_turn(app: Tavern, session: ChatSession, text: str, as_json: bool) -> i
     previous = signal.signal(signal.SIGINT, lambda _sig, _frame: cancel.set())
     try:
         for event in session.send(text, cancel):
+            if isinstance(event, PromptProgress):
+                status.show(event.describe())
+                continue
+            status.clear()  # before the reply's first text (or the turn's end)
             if isinstance(event, Finished):
                 final = event
             elif not as_json:
                 sys.stdout.write(event.text)
                 sys.stdout.flush()
     finally:
+        status.clear()
         signal.signal(signal.SIGINT, previous)
     interrupted = cancel.is_set()
     assert final is not None
@@ -336,6 +382,7 @@ def _chat_turn(app: Tavern, session: ChatSession, text: str, as_json: bool) -> i
                 "message": text,
                 "reply": final.text,
                 "stats": final.stats.as_dict(),
+                "prompt_eval": _prompt_eval(final.stats),
                 "error": final.error,
                 "loop": final.stats.loop,
             }

@@ -118,7 +118,8 @@ def cmd_search(args: argparse.Namespace, open_app: Opener) -> int:
     hits = memory.search(session.link, args.text, k=args.k, before=before)
     threshold = app.settings.memory.score_threshold
     rows = [
-        {"score": round(h.score, 4), "index": h.index, "recalled": h.score >= threshold, "text": h.text}
+        {"score": round(h.score, 4), "index": h.index, "keyword": h.keyword,
+         "recalled": h.score >= threshold or h.keyword, "text": h.text}
         for h in hits
     ]
     if args.json:
@@ -128,7 +129,7 @@ def cmd_search(args: argparse.Namespace, open_app: Opener) -> int:
     where = "the whole chat" if before is None else f"messages before #{before} (outside the window)"
     print(f"chat: {session.chat.name}; searched {where}; threshold {threshold}")
     for h in hits:
-        mark = "*" if h.score >= threshold else " "
+        mark = "*" if h.score >= threshold or h.keyword else " "  # a name's match is recalled too
         text = h.text.replace("\n", " ")
         print(f"{mark} {round(h.score, 4):.3f}  #{h.index:<5} {text[:100]}")
     if not hits:

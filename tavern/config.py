@@ -50,6 +50,9 @@ class ModelSettings(_Section):
     0 = none (they borrow the chat's sequence, whose state waits in host memory)."""
     cache_ram_mib: int = Field(1024, ge=0)
     """Host memory for saved KV states (another chat, an earlier branch); 0 = off."""
+    cache_disk_mib: int = Field(2048, ge=0)
+    """Disk for saved KV states, in the user cache folder: a chat reopened after a restart starts
+    from its cells instead of evaluating its whole prompt again; least recently used out; 0 = off."""
     bank_cells: int = Field(-1, ge=-1)
     """Side cells that keep text which just left the prompt (a lore entry that lapsed, a note
     that moved), so that it costs nothing when it comes back; -1 = all the side cells (given

@@ -8,6 +8,23 @@ traceback and the TUI shows it as a notification.
 from __future__ import annotations
 
 
+def json_kind(value: object) -> str:
+    """How a parsed JSON value's type is named in a one-line error ("is a list, not a string")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
 class TavernError(Exception):
     """Base of every expected failure. `str(err)` is the one line shown to the user."""
 

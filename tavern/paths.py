@@ -29,6 +29,18 @@ def default_home() -> Path:
     return Path(platformdirs.user_data_dir("tavern", appauthor=False))
 
 
+def cache_root() -> Path:
+    """Where Tavern keeps what it can rebuild (saved KV states, a probe's verdict): never the
+    data home, which holds only what the user owns. `$TAVERN_CACHE` when set (tests), else the
+    platform's user cache directory."""
+    env = os.environ.get("TAVERN_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("tavern", appauthor=False))
+
+
 @dataclass(frozen=True)
 class DataHome:
     root: Path

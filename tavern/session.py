@@ -25,7 +25,7 @@ from tavern.config import LoreSettingsModel, Settings, load_settings
 from tavern.engines.base import Engine
 from tavern.paths import DataHome, open_home
 from tavern.personas import PersonaStore
-from tavern.prompt.assemble import TokenCounter
+from tavern.prompt.token_counter import TokenCounter
 from tavern.services.cards import Cards
 from tavern.services.chats import Chats
 from tavern.services.engine_host import EngineHost
@@ -151,11 +151,13 @@ class Tavern:
         return self._memory
 
     def close(self, timeout: float = 10.0) -> None:
-        """Before the process exits: stop long-term memory's background worker, waiting at most
-        `timeout` seconds (see MemoryService.close). The engine is left to the interpreter: a
-        reply the app did not finish may still hold it, and waiting for it would hang the exit."""
+        """Before the process exits: stop long-term memory's background worker and write the
+        embedded engine's live chat state to the user cache (so the next start is warm), each
+        waiting at most `timeout` seconds. The engine itself is left to the interpreter: a reply
+        the app did not finish may still hold it, and waiting for it would hang the exit."""
         if self._memory is not None:
             self._memory.close(timeout)
+        self.engines.close(timeout)
 
     # -- samplers (tavern.services.presets with [generation]) ------------------------------------
 

@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from tavern.chat.host import PromptHost
     from tavern.engines.base import Engine
     from tavern.engines.samplers import SamplerSettings
-    from tavern.prompt.assemble import TokenCounter
     from tavern.prompt.templates import PromptFormat
+    from tavern.prompt.token_counter import TokenCounter
     from tavern.store.chatfile import Chat
 
 

@@ -18,21 +18,15 @@ from typing import TYPE_CHECKING
 from tavern.chat.host import PromptHost
 from tavern.chat.layout import ChatLayout
 from tavern.chat.memory_link import SessionLink
-from tavern.prompt.assemble import (
-    AssembledPrompt,
-    AuthorNote,
-    CardFields,
-    HistoryMessage,
-    PromptInputs,
-    TokenCounter,
-    assemble_prompt,
-)
+from tavern.prompt.assemble import AssembledPrompt, assemble_prompt
+from tavern.prompt.inputs import AuthorNote, CardFields, HistoryMessage, PromptInputs
+from tavern.prompt.token_counter import TokenCounter
 from tavern.store.metadata import ChatMeta
 
 if TYPE_CHECKING:
     from tavern.cards.model import Card
     from tavern.lore import Lorebook, ScanMessage, ScanResult
-    from tavern.prompt.macros import MacroContext
+    from tavern.prompt.macro_context import MacroContext
     from tavern.store.chatfile import Chat
 
 Macro = Callable[[str], str]
@@ -240,7 +234,8 @@ class PromptBuilder:
 
     def macro_fn(self, history: list[HistoryMessage], variables: dict[str, object]) -> MacroFn:
         """SillyTavern's macros over this chat (`variables`: the copy this prompt may change)."""
-        from tavern.prompt.macros import MacroContext, substitute
+        from tavern.prompt.macro_context import MacroContext
+        from tavern.prompt.macros import substitute
 
         card = self.card
         s = self.host.settings

@@ -1,7 +1,8 @@
 """`ReplyWriter`: one reply, from the built prompt to the saved message.
 
 It turns the prompt into a `GenerationRequest`, streams the engine's events through the loop
-guard, keeps the reply in progress in the chat's sidecar file (a kill mid-reply never touches
+guard (passing on `PromptProgress` while the prompt is read, for the fronts to show), keeps
+the reply in progress in the chat's sidecar file (a kill mid-reply never touches
 the chat file, and the next open recovers the partial text), and saves the result the way its
 mode asks: a new message, a new swipe, text appended to the last message (continue), or nothing
 (impersonate: the text goes to the user, who edits it). A cancelled reply keeps its partial
@@ -16,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from tavern.chat.prompt_builder import BuiltPrompt, PromptBuilder
-from tavern.engines.base import Finished, GenerationRequest, Token
+from tavern.engines.base import Finished, GenerationRequest, PromptProgress, Token
 from tavern.loop_guard import Restart
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class ReplyWriter:
             negative_prompt=built.negative,
             guidance_scale=built.guidance_scale,
             recurring=built.recurring(),
+            report_progress=True,
         )
 
     def _stream(
@@ -98,6 +100,8 @@ class ReplyWriter:
             for event in self._guarded(request, cancel, mode, swipe_of):
                 if isinstance(event, Finished):
                     final = event
+                elif isinstance(event, PromptProgress):
+                    yield event  # how far the prompt is read: for the front, not the reply
                 else:
                     so_far = "" if isinstance(event, Restart) else so_far + event.text
                     if streaming:

@@ -19,7 +19,8 @@ from tavern.chat.memory_link import SessionLink
 from tavern.chat.prompt_builder import Books, PromptBuilder
 from tavern.chat.reply import Event, ReplyWriter, now_date
 from tavern.errors import TavernError
-from tavern.prompt.assemble import AssembledPrompt, HistoryMessage
+from tavern.prompt.assemble import AssembledPrompt
+from tavern.prompt.inputs import HistoryMessage
 from tavern.store.metadata import NoteMeta
 
 if TYPE_CHECKING:

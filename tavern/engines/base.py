@@ -2,7 +2,8 @@
 
 Callers (the chat session, benchmarks) hand an engine a `GenerationRequest` and iterate the
 events it yields: `Token` deltas while the reply streams, then one `Finished` with the full
-text and `TurnStats`. Cancellation is a `threading.Event` the engine checks between tokens.
+text and `TurnStats`; with `report_progress`, `PromptProgress` (a Token without text) while
+the prompt is read. Cancellation is a `threading.Event` the engine checks between tokens.
 An engine never raises for a failure mid-reply: it yields `Finished(error=...)` with the text
 so far, so the caller keeps the user's message and the partial reply.
 """
@@ -49,6 +50,9 @@ class GenerationRequest:
     """Parts of the prompt that may leave it and come back on a later turn (the lorebook
     entries in it): the embedded engine keeps their cells when they leave, before old
     messages'. Remote engines ignore it."""
+    report_progress: bool = False
+    """Yield `PromptProgress` events while the prompt is read (the embedded engine does; remote
+    engines send none): a long prompt on a CPU takes minutes before the first token."""
 
 
 @dataclass
@@ -61,6 +65,8 @@ class TurnStats:
     gen_tokens: int = 0
     gen_tps: float = 0.0
     prompt_ms: float = 0.0
+    prompt_tps: float = 0.0
+    """Prompt tokens evaluated per second (evaluated_tokens over prompt_ms; 0 when none were)."""
     total_ms: float = 0.0
     shifted_tokens: int = 0
     """Of cached_tokens, how many were moved by a context shift rather than a plain prefix."""
@@ -72,6 +78,9 @@ class TurnStats:
     cfg_evaluated_tokens: int = 0
     restored_state: str = ""
     """The saved state the turn started from ("" = the live cache), e.g. "#3"."""
+    restored_from_disk: bool = False
+    """That state was read from disk (a previous process saved it: the chat reopened after a
+    restart), not from host memory."""
     saved_states: int = 0
     """States in the engine's host-memory prompt cache after this turn, and their size."""
     saved_state_mib: float = 0.0
@@ -88,6 +97,28 @@ class TurnStats:
 @dataclass
 class Token:
     text: str
+
+
+@dataclass
+class PromptProgress(Token):
+    """How far the engine has read the prompt: `done` of the `total` tokens it must evaluate
+    (what the cache lacks), `seconds` after it began. First 0 of total, then one per decoded
+    batch, the last with done == total, all before the first Token. A Token with no text, so
+    a consumer that knows only Token and Finished shows nothing for it."""
+
+    text: str = ""
+    done: int = 0
+    total: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.done / self.seconds if self.done and self.seconds > 0 else 0.0
+
+    def describe(self) -> str:
+        """One line for a status bar: `reading prompt 800/1908 · 1234 tok/s`."""
+        line = f"reading prompt {self.done}/{self.total}"
+        return f"{line} · {self.tokens_per_s:.0f} tok/s" if self.tokens_per_s else line
 
 
 @dataclass

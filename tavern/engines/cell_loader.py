@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from tavern.engines.base import SEQ_BACKGROUND, SEQ_CFG, TurnStats
+from tavern.engines.base import SEQ_BACKGROUND, SEQ_CFG, SEQ_CHAT, TurnStats
 from tavern.engines.cell_bank import CellBank, Match
 from tavern.engines.lowlevel.context import BatchDecoder, DecodeError, KVCache
 from tavern.engines.lowlevel.model import is_control, token_piece
@@ -24,9 +24,17 @@ from tavern.engines.reuse_plan import ReusePlan, align_cuts, common_prefix, plan
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from tavern.engines.lowlevel.model import Vocab
+    from tavern.engines.state_disk import DiskState
 
 RESTORE_MARGIN = 64
 """A saved state must save this many more tokens than the live one to be worth restoring."""
+FIRST_BATCH = 32
+"""With a progress callback, a span's first batch is this short: the first figure of a long
+prompt (tokens per second) then comes after ~32 tokens instead of n_batch (512 tokens of a 7B
+model on a CPU take half a minute)."""
+
+Progress = Callable[[int], None]
+"""Told `n` more prompt tokens were decoded (0: decoding starts)."""
 
 
 class CellLoader:
@@ -97,13 +105,10 @@ class CellLoader:
                 return p.n_past
             return p.n_past + sum(m.n for m in bank.find(tokens, self._to_serve(tokens, p.gaps(), p.end)))
 
-        best: tuple[ReusePlan, SavedState] | None = None
         candidates = self.states.candidates(tokens)
         top = served(plan) if candidates else plan.n_past  # no bank lookup without a rival
-        for state in candidates:
-            alt = self._plan(state.tokens, tokens)
-            if (value := served(alt)) > top + RESTORE_MARGIN:
-                best, top = (alt, state), value
+        scored = [(served(alt), alt, c) for c in candidates for alt in [self._plan(c.tokens, tokens)]]
+        best, from_disk = self._pick_saved(scored, top)
         lost = len(live) - plan.n_past
         if (best is not None or lost >= max(256, len(live) // 4)) and len(live) >= 256:
             if not self.states.holds(live):
@@ -120,6 +125,7 @@ class CellLoader:
             if restored:
                 self.states.take(state)
                 stats.restored_state = state.label
+                stats.restored_from_disk = from_disk
                 plan = alt
             else:
                 plan = self._plan(kv.tokens(seq), tokens)
@@ -128,6 +134,26 @@ class CellLoader:
         # lapse there come back piece by piece, which only the bank can serve.
         cells = kv.tokens(seq)
         return plan, plan.n_past < len(cells) // 2 and self.states.holds(cells)
+
+    def _pick_saved(
+        self, scored: list[tuple[int, ReusePlan, SavedState | DiskState]], top: int
+    ) -> tuple[tuple[ReusePlan, SavedState] | None, bool]:
+        """The saved state worth restoring, with its plan, and whether it was read from disk:
+        the first that serves RESTORE_MARGIN more tokens than the live cells, unless a later one
+        beats it by as much again. A file that turns out damaged gives way to the next best."""
+        skip: list[SavedState | DiskState] = []
+        while True:
+            best: tuple[ReusePlan, SavedState | DiskState] | None = None
+            bar = top
+            for value, alt, candidate in scored:
+                if value > bar + RESTORE_MARGIN and candidate not in skip:
+                    best, bar = (alt, candidate), value
+            if best is None:
+                return None, False
+            alt, candidate = best
+            if (fetched := self.states.fetch(candidate)) is not None:
+                return (alt, fetched), fetched is not candidate
+            skip.append(candidate)
 
     def bank_for(self, seq: int) -> CellBank | None:
         """The bank, for the sequences whose text may come back: not a background job's (a
@@ -146,7 +172,9 @@ class CellLoader:
         bank.put(seq, 0, len(live), live, wanted_only=True)
         kv.truncate(seq, 0)
 
-    def load(self, seq: int, tokens: list[int], cancel: threading.Event, stats: TurnStats) -> None:
+    def load(
+        self, seq: int, tokens: list[int], cancel: threading.Event, stats: TurnStats, *, progress: Progress | None = None
+    ) -> None:
         """Bring `seq`'s cells to hold `tokens`, evaluating only what the cache lacks; fills the
         cache fields of `stats`. Raises DecodeError when cancelled midway."""
         kv = self.kv
@@ -172,8 +200,8 @@ class CellLoader:
         stats.shifted_tokens = plan.shifted if kv.can_shift and plan.moves else 0
         stats.evaluated_tokens = len(tokens) - stats.cached_tokens
         for a, b in gaps:
-            self._decode_gap(seq, tokens, a, b, cancel, [m for m in found if a <= m.at < b])
-        self._decode_tail(seq, tokens, cancel, [m for m in found if m.at >= n_past])
+            self._decode_gap(seq, tokens, a, b, cancel, [m for m in found if a <= m.at < b], progress)
+        self._decode_tail(seq, tokens, cancel, [m for m in found if m.at >= n_past], progress)
 
     def _to_serve(self, tokens: list[int], gaps: list[tuple[int, int]], tail: int) -> list[tuple[int, int]]:
         """The spans of the prompt the bank may serve: the inserted text and the tail from `tail`,
@@ -190,36 +218,75 @@ class CellLoader:
         kv.tokens(seq).extend(part)
 
     def _decode_with_room(self, part: list[int], seq: int, pos: int) -> None:
-        """When the KV cache is full, the other side sequences (which can be rebuilt) give up
-        their cells: the chat first, then CFG, then a background job."""
-        kv, decoder = self.kv, self.decoder
-        try:
-            decoder.decode(part, seq, pos)
-        except DecodeError as err:
-            bank = self.bank
-            if err.code == 1 and bank is not None and bank.chunks:
-                # Only ever a cache: its cells go first, least likely to come back first.
-                while bank.chunks:
-                    bank.drop_oldest()
-                    try:
-                        decoder.decode(part, seq, pos)
-                        return
-                    except DecodeError as again:
-                        if again.code != 1:
-                            raise
-            others = [s for s in (SEQ_BACKGROUND, SEQ_CFG) if s != seq and kv.tokens(s)]
-            if err.code != 1 or not others or seq == SEQ_BACKGROUND:
-                raise
-            for i, side in enumerate(others):
-                kv.clear(side)
-                try:
-                    decoder.decode(part, seq, pos)
-                    return
-                except DecodeError as again:
-                    if again.code != 1 or i == len(others) - 1:
-                        raise
+        """Decode `part` at `seq`'s `pos`, making room when the KV cache is full (`_give_way`)."""
+        self._with_room(lambda: self.decoder.decode(part, seq, pos), (seq,), len(part))
 
-    def _decode_tail(self, seq: int, tokens: list[int], cancel: threading.Event, banked: Sequence[Match] = ()) -> None:
+    def decode_pair(self, token: int, seq: int, other: int) -> None:
+        """One token at the end of two sequences in one batch (a guided reply: the chat and its
+        negative prompt), making room as `_decode_with_room` does; neither gives way."""
+        kv = self.kv
+        places = [(seq, len(kv.tokens(seq))), (other, len(kv.tokens(other)))]
+        self._with_room(lambda: self.decoder.decode_each(token, places), (seq, other), 2)
+        kv.tokens(seq).append(token)
+        kv.tokens(other).append(token)
+
+    guiding = False
+    """A guided reply is under way (the engine sets it once the negative prompt is in): SEQ_CFG's
+    cells are read beside the chat's, so they never give way for the chat's."""
+
+    def _with_room(self, decode: Callable[[], None], seqs: Sequence[int], n: int) -> None:
+        """Run `decode` (of `n` tokens into `seqs`); while llama.cpp finds no room for it, what
+        can be rebuilt gives up cells, one step at a time (`_give_way`). Raises KVCacheFull once
+        nothing is left to give."""
+        for _ in self._give_way(seqs):
+            try:
+                decode()
+                return
+            except DecodeError as err:
+                if err.code != 1:
+                    raise
+        raise KVCacheFull(n, seqs, self._holders())
+
+    def _give_way(self, seqs: Sequence[int]) -> Iterator[None]:
+        """Yields once before anything gives way, then after each step. Cells go in this order,
+        the cheapest to lose first: the bank's chunks (only ever a cache; least likely to come
+        back first), a background job's cells (its prompt never comes back), then the negative
+        prompt's (saved to host memory first, for its next turn) unless it is decoding or
+        guiding this reply. Never the chat's. Enough by construction: the cache holds n_ctx + side
+        cells, the chat's window is n_ctx and each side sequence's the side cells, so the chat
+        and any one side sequence fit together once the bank and the other have given way."""
+        yield
+        bank = self.bank
+        while bank is not None and bank.chunks:
+            bank.drop_oldest()
+            yield
+        keep = {*seqs, SEQ_CFG} if self.guiding and SEQ_CHAT in seqs else set(seqs)
+        for side in (SEQ_BACKGROUND, SEQ_CFG):
+            if side not in keep and self.kv.tokens(side):
+                self._drop_side(side)
+                yield
+
+    def _drop_side(self, side: int) -> None:
+        """Free a side sequence's cells; the negative prompt's state goes to host memory first
+        (restoring it costs a copy; evaluating it again, the whole negative prompt)."""
+        kv = self.kv
+        cells = kv.tokens(side)
+        if side == SEQ_CFG and len(cells) >= 256 and not self.states.holds(cells):
+            with contextlib.suppress(RuntimeError, MemoryError):
+                self.states.add(*kv.save(side))
+        kv.clear(side)
+
+    def _holders(self) -> dict[str, int]:
+        """Who holds the cells, for KVCacheFull's message."""
+        kv, bank = self.kv, self.bank
+        held = {name: len(kv.tokens(s)) for name, s in SEQ_NAMES.items()}
+        held["bank"] = bank.cells if bank is not None else 0
+        return held
+
+    def _decode_tail(
+        self, seq: int, tokens: list[int], cancel: threading.Event, banked: Sequence[Match] = (),
+        progress: Progress | None = None,
+    ) -> None:
         kv = self.kv
         start = len(kv.tokens(seq))
         for a, b, match in self._pieces(start, len(tokens), banked):
@@ -227,17 +294,20 @@ class CellLoader:
                 if self._take(match, seq):
                     kv.tokens(seq).extend(tokens[a:b])
                     continue
-            for i in range(a, b, self.n_batch):
+            for i, j in self._batches(a, b, progress):
                 if cancel.is_set():
                     return
                 try:
-                    self.decode_at(seq, tokens[i : min(b, i + self.n_batch)], i)
+                    self.decode_at(seq, tokens[i:j], i)
                 except DecodeError:
                     kv.truncate(seq, i)  # an aborted batch leaves no cells behind
                     raise
+                if progress is not None:
+                    progress(j - i)
 
     def _decode_gap(
-        self, seq: int, tokens: list[int], a: int, b: int, cancel: threading.Event, banked: Sequence[Match] = ()
+        self, seq: int, tokens: list[int], a: int, b: int, cancel: threading.Event, banked: Sequence[Match] = (),
+        progress: Progress | None = None,
     ) -> None:
         """Decode inserted text at positions a..b while the cells after it wait on the scratch
         sequence (they are already at their final positions)."""
@@ -249,10 +319,12 @@ class CellLoader:
             for x, y, match in self._pieces(a, b, banked):
                 if match is not None and self._take(match, seq):
                     continue
-                for i in range(x, y, self.n_batch):
+                for i, j in self._batches(x, y, progress):
                     if cancel.is_set():
                         raise DecodeError(2)
-                    self._decode_with_room(tokens[i : min(y, i + self.n_batch)], seq, i)
+                    self._decode_with_room(tokens[i:j], seq, i)
+                    if progress is not None:
+                        progress(j - i)
             ok = True
         finally:
             kv.unpark(seq, a, 0)
@@ -260,6 +332,17 @@ class CellLoader:
                 kv.mirrors[seq] = kept
             else:
                 kv.truncate(seq, a)
+
+    def _batches(self, a: int, b: int, progress: Progress | None) -> Iterator[tuple[int, int]]:
+        """[a, b) in decode batches of n_batch tokens; with `progress`, the first one short
+        (FIRST_BATCH), and `progress(0)` before it."""
+        start = a
+        if progress is not None and b > a:
+            progress(0)
+            start = min(b, a + min(FIRST_BATCH, self.n_batch))
+            yield a, start
+        for i in range(start, b, self.n_batch):
+            yield i, min(b, i + self.n_batch)
 
     @staticmethod
     def _pieces(a: int, b: int, banked: Sequence[Match]) -> Iterator[tuple[int, int, Match | None]]:
@@ -276,3 +359,19 @@ class CellLoader:
     def _take(self, match: Match, seq: int) -> bool:
         bank = self.bank
         return bank is not None and bank.take(match, seq)
+
+
+SEQ_NAMES = {"chat": SEQ_CHAT, "negative prompt": SEQ_CFG, "background": SEQ_BACKGROUND}
+
+
+class KVCacheFull(DecodeError):
+    """No room in the KV cache even after everything that can be rebuilt gave its cells up
+    (`CellLoader._give_way`): the cells are held by sequences the decode needs. A reply that
+    meets it stops (`LocalEngine._advance`); a prompt fails with this line."""
+
+    def __init__(self, n: int, seqs: Sequence[int], held: dict[str, int]):
+        super().__init__(1)
+        names = {s: name for name, s in SEQ_NAMES.items()}
+        into = " and ".join(names.get(s, f"sequence {s}") for s in seqs)
+        cells = ", ".join(f"{name} {count}" for name, count in held.items())
+        self.args = (f"no room in the KV cache for {n} more tokens of the {into} (cells held: {cells})",)

@@ -38,6 +38,8 @@ class EngineConfig:
     side_ctx: int = -1
     """Extra KV cells for the side sequences (CFG, background); -1 = n_ctx, 0 = none."""
     cache_ram_mib: int = 1024
+    cache_disk_mib: int = 2048
+    """Disk for saved KV states that outlive the process (the user cache folder); 0 = off."""
     bank_cells: int = -1
     """Side cells for the bank of removed text; -1 = all of them, 0 = off."""
 
@@ -77,11 +79,17 @@ class EngineChanges(TypedDict, total=False):
     insert_reuse: bool
     side_ctx: int
     cache_ram_mib: int
+    cache_disk_mib: int
     bank_cells: int
 
 
 def side_cells(n_ctx: int, side_ctx: int) -> int:
-    """Cells for the side sequences beside the chat's window (-1: as many as the window)."""
+    """Cells for the side sequences beside the chat's window (-1: as many as the window).
+
+    Shared, not one window each: the negative prompt (CFG) and a background job may each fill
+    them, and the bank of removed text keeps what they leave. When cells run out, the one not
+    in use and the bank give theirs up (`cell_loader.CellLoader._give_way`), so the chat always
+    fits beside either side sequence: the cache holds n_ctx + side cells, the windows more."""
     return n_ctx if side_ctx < 0 else side_ctx
 
 

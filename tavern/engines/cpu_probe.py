@@ -5,7 +5,9 @@ native llama.cpp build then dies with SIGILL (`tileloadd` in `ggml_backend_amx_m
 the first batched decode of more than a few dozen tokens. A short smoke test passes, so the
 user loses the process on their first real prompt. The probe runs that decode (~100 tokens)
 in a child process, so a crash kills the child, not Tavern, and caches the verdict per build
-(the llama_cpp version and its shared libraries' sizes and times) in the data home.
+(the llama_cpp version and its shared libraries' sizes and times) in the user cache folder
+(`tavern.paths.cache_root()`): it is about this machine and this build, and a read-only command
+(`tavern prompt`) must leave the data home as it found it.
 
 `python -m tavern.engines.cpu_probe [MODEL]` runs the decode in this process: exit 0 when it
 worked, killed by SIGILL when the CPU lies. `.ci/run` uses it to rebuild without AMX.
@@ -111,20 +113,26 @@ def _read_cache(path: Path, build: str) -> ProbeResult | None:
 
 
 def _write_cache(path: Path, result: ProbeResult) -> None:
-    from tavern.store.atomic import atomic_write_text
+    from tavern.store.atomic import atomic_write_text, make_dirs
 
     payload = {"build": result.build, "ok": result.ok, "detail": result.detail}
     try:
+        make_dirs(path.parent)  # a first run: no cache folder yet
         atomic_write_text(path, json.dumps(payload) + "\n")
     except OSError:
         pass  # no cache: the probe runs again next start, which costs time, not data
 
 
 def check_build(
-    cache_dir: Path, model: Path, command: Sequence[str] | None = None
+    model: Path, command: Sequence[str] | None = None, *, cache_dir: Path | None = None
 ) -> ProbeResult:
     """The cached verdict for this build, else a fresh probe. Raises CPUProbeError when the
-    build crashes on this CPU, naming the cause and the command that fixes it."""
+    build crashes on this CPU, naming the cause and the command that fixes it. The verdict is
+    kept in `cache_dir` (default: the user cache folder, never a data home)."""
+    if cache_dir is None:
+        from tavern.paths import cache_root
+
+        cache_dir = cache_root()
     cache = Path(cache_dir) / CACHE_NAME
     build = build_id()
     result = _read_cache(cache, build)

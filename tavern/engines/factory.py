@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tavern.engines.base import Engine
-from tavern.engines.config import EngineConfig
+from tavern.engines.config import EngineConfig, side_cells
 from tavern.engines.remote.profile import IgnoredParams, Profile
 
 
@@ -28,25 +28,24 @@ class OpenedEngine:
 def open_engine(
     config: EngineConfig,
     models_dir: Path,
-    cache_dir: Path,
     profile: Profile | None = None,
     store: IgnoredParams | None = None,
     probe_command: Sequence[str] | None = None,
 ) -> OpenedEngine:
     """A loaded engine: remote for a `profile` (`store` remembers parameters the server
     rejects), else the embedded one for `config`. Raises ModelLoadError/EngineError with one
-    line. `cache_dir` keeps the CPU probe's verdict per llama.cpp build."""
+    line. The CPU probe keeps its verdict per llama.cpp build in the user cache folder."""
     if profile is not None:
         from tavern.engines.remote.engine import RemoteEngine
 
         remote = RemoteEngine(profile, n_ctx=config.n_ctx, store=store)
         remote.load()
         return OpenedEngine(remote)
-    return _open_local(config, models_dir, cache_dir, probe_command)
+    return _open_local(config, models_dir, probe_command)
 
 
 def _open_local(
-    config: EngineConfig, models_dir: Path, cache_dir: Path, probe_command: Sequence[str] | None
+    config: EngineConfig, models_dir: Path, probe_command: Sequence[str] | None
 ) -> OpenedEngine:
     from tavern.engines.cpu_probe import check_build
     from tavern.engines.local import LocalEngine
@@ -54,7 +53,7 @@ def _open_local(
 
     path = resolve_model(config.path or None, models_dir)
     # Once per llama.cpp build: a CPU that lies about AMX kills a child, not us.
-    check_build(cache_dir, path, probe_command)
+    check_build(path, probe_command)
     planned, gpu_step_down, warnings = plan_config(config, path)
     engine = LocalEngine(path, planned, gpu_step_down=gpu_step_down)
     engine.load()
@@ -75,16 +74,21 @@ def plan_config(config: EngineConfig, path: Path) -> tuple[EngineConfig, bool, l
     gpu_layers = config.n_gpu_layers
     if gpu_layers != 0 and not offload_supported():  # a CPU-only build, whatever the GPU
         gpu_layers = 0
+    free_vram = detect_free_vram() if gpu_layers != 0 else None
     plan = plan_load(
         info,
         n_ctx=config.n_ctx,
         rope_freq_base=config.rope_freq_base or None,
         rope_alpha=config.rope_alpha or None,
         gpu_layers=gpu_layers,
-        free_vram=detect_free_vram() if gpu_layers != 0 else None,
+        free_vram=free_vram,
         gpu_backend=gpu_layers != 0,
     )
-    planned = config.with_changes(
-        n_ctx=plan.n_ctx, n_gpu_layers=plan.n_gpu_layers, rope_freq_base=plan.rope_freq_base or 0.0
-    )
+    layers = plan.n_gpu_layers
+    if gpu_layers < 0 and free_vram is not None:
+        # plan_load fitted the layers beside the chat's window; the KV cache llama.cpp makes
+        # holds the side cells too (twice the window by default), in the configured types.
+        cells = plan.n_ctx + side_cells(plan.n_ctx, config.side_ctx)
+        layers = info.recommend_gpu_layers(free_vram, cells, config.type_k, config.type_v, config.flash_attn)
+    planned = config.with_changes(n_ctx=plan.n_ctx, n_gpu_layers=layers, rope_freq_base=plan.rope_freq_base or 0.0)
     return planned, plan.gpu_step_down, list(plan.warnings)

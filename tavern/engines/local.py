@@ -32,11 +32,12 @@ from tavern.engines.base import (
     Engine,
     Finished,
     GenerationRequest,
+    PromptProgress,
     Token,
     TurnStats,
 )
 from tavern.engines.cell_bank import CellBank
-from tavern.engines.cell_loader import CellLoader
+from tavern.engines.cell_loader import CellLoader, KVCacheFull
 from tavern.engines.config import EngineChanges, EngineConfig
 from tavern.engines.gguf_info import ggml_type_id, read_gguf
 from tavern.engines.gpu import Offload, step_down
@@ -52,7 +53,7 @@ from tavern.engines.lowlevel.context import (
 from tavern.engines.lowlevel.model import is_eog, silence_llama_logs, token_piece, vocab_of
 from tavern.engines.own_tokens import OwnTokens
 from tavern.engines.prompt_cache import PromptStateCache
-from tavern.engines.turn import TextStream, Turn
+from tavern.engines.turn import Halt, PromptMeter, TextStream, Turn, reported
 from tavern.errors import EngineError, ModelLoadError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; llama_cpp and numpy are imported at load time
@@ -66,6 +67,9 @@ SEQ_SCRATCH = 3
 SEQ_BANK = 4
 """Cells of text that left a prompt (tavern/engines/cell_bank.py)."""
 N_SEQ = 5
+MIN_DISK_TOKENS = 128
+"""A chat's cells are written to disk when they hold at least this many tokens (fewer cost
+less to evaluate again than to read)."""
 KV_TYPES = ("f16", "f32", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
 """The KV cache types `type_k`/`type_v` may name (their ids: gguf_info's GGML type table), in the
 order the error for an unknown one lists them."""
@@ -136,6 +140,9 @@ class LocalEngine(Engine):
         self.insert_reuse = insert_reuse
         """Reuse cached text after an insertion too (`plan_align`); False: llama-server's walk."""
         self.states = PromptStateCache(cfg.cache_ram_mib * 1024 * 1024)
+        self.state_dir: Path | None = None
+        """Where saved states go on disk (`keep_states_in`); None: host memory only. Set by the
+        engine host, never by default: a test's or a benchmark's engine writes nothing."""
         self.bank_cells = cfg.bank_size
         """Cells the bank of removed text may hold; 0 = off."""
         self.bank: CellBank | None = None
@@ -237,7 +244,59 @@ class LocalEngine(Engine):
             insert_reuse=self.insert_reuse,
             n_batch=self.n_batch,
         )
+        self._open_disk()
         self.load_seconds = time.perf_counter() - t0
+
+    def keep_states_in(self, folder: Path | None) -> None:
+        """Save KV states to `folder` too (None: host memory only), within `cache_disk_mib`: the
+        live chat's when the engine unloads or the app quits (`save_states`), and each one saved
+        in host memory (another chat's, when the user switches) written through in the
+        background. A new engine on the same model, context and build starts from them."""
+        self.state_dir = folder
+        if self._llama is not None:
+            self._open_disk()
+
+    def _open_disk(self) -> None:
+        from tavern.engines.state_disk import StateDisk, StateKey
+
+        budget = self.config.cache_disk_mib * 1024 * 1024
+        disk = None
+        if self.state_dir is not None and budget > 0:
+            try:
+                key = StateKey.for_engine(
+                    self.model_path, n_ctx=self.n_ctx, type_k=self.type_k, type_v=self.type_v,
+                    flash_attn=self.flash_attn, rope_freq_base=self.rope_freq_base,
+                )
+            except OSError:
+                key = None  # the model file went away after the load: no key, no disk tier
+            disk = StateDisk(self.state_dir, budget, key) if key is not None else None
+        self.states.disk = disk
+
+    def save_states(self, timeout: float = 10.0) -> bool:
+        """Before the process ends: the live chat's state to disk, and the background writes
+        finished, within `timeout` seconds. A reply still running (the app quit mid-reply)
+        holds the engine: then nothing is saved (False) rather than the exit waiting on it."""
+        if not self._lock.acquire(timeout=max(0.0, timeout)):
+            return False
+        try:
+            self._persist(timeout)
+        finally:
+            self._lock.release()
+        return True
+
+    def _persist(self, timeout: float) -> None:
+        """The chat sequence's cells to disk (when the tier is on and they are worth a file)."""
+        kv, disk = self._kv, self.states.disk
+        if disk is None or kv is None:
+            return
+        if len(kv.tokens(SEQ_CHAT)) >= MIN_DISK_TOKENS and not disk.has(kv.tokens(SEQ_CHAT)):
+            try:
+                tokens, data = kv.save(SEQ_CHAT)
+            except (RuntimeError, MemoryError):
+                return
+            self.states.persist(tokens, data, timeout)
+        else:
+            disk.flush(timeout)
 
     def _llama_kwargs(self, path: Path) -> LlamaArgs:
         """`llama_cpp.Llama`'s arguments for this engine's settings (not the sequences:
@@ -282,6 +341,7 @@ class LocalEngine(Engine):
 
     def unload(self) -> None:
         with self._lock:
+            self._persist(timeout=10.0)
             if self._decoder is not None:
                 self._decoder.close()
             if self._llama is not None:
@@ -384,13 +444,13 @@ class LocalEngine(Engine):
         """One reply, in steps: the prompt's tokens, the prompts into the cells, the
         decode-sample loop, the stats. Any failure ends it with Finished(error=...) and the
         text so far, and leaves the sequence's cache empty."""
-        turn = Turn(req, cancel, self._seq_for(req.seq_id))
+        turn = Turn(req, Halt(cancel), self._seq_for(req.seq_id))
         try:
             refused = self._prepare_prompt(turn)
             if refused is not None:
                 yield refused
                 return
-            self._evaluate_prompt(turn)
+            yield from self._evaluate_prompt(turn)
             assert self._kv is not None
             if cancel.is_set() or len(self._kv.tokens(turn.seq)) < len(turn.tokens):
                 yield self._cancelled(turn)
@@ -423,10 +483,22 @@ class LocalEngine(Engine):
             return Finished("", stats, error=too_long)
         return None
 
-    def _evaluate_prompt(self, turn: Turn) -> None:
-        """Step 2: the negative prompt (CFG) and the prompt into their sequences' cells,
-        evaluating only what the cache lacks. A cancel stops it between batches, and within one
-        through llama.cpp's abort flag; the caller sees it in the cells that are missing."""
+    def _evaluate_prompt(self, turn: Turn) -> Iterator[PromptProgress]:
+        """Step 2: the prompts into the cells (`_load_prompts`); with `report_progress`, on a
+        helper thread while this yields how far it got."""
+        if turn.req.report_progress:
+            yield from reported(lambda report: self._load_prompts(turn, PromptMeter(turn.stats, report)), turn.cancel)
+        else:
+            self._load_prompts(turn, None)
+        stats = turn.stats
+        if stats.evaluated_tokens and stats.prompt_ms > 0:
+            stats.prompt_tps = stats.evaluated_tokens / (stats.prompt_ms / 1000)
+
+    def _load_prompts(self, turn: Turn, meter: PromptMeter | None) -> None:
+        """The negative prompt (CFG) and the prompt into their sequences' cells, evaluating only
+        what the cache lacks (`meter` counts the prompt's batches). A cancel stops it between
+        batches, and within one through llama.cpp's abort flag; the caller sees it in the cells
+        that are missing."""
         req, cancel, seq = turn.req, turn.cancel, turn.seq
         guided = bool(req.negative_prompt) and req.guidance_scale != 1.0
         if guided and (seq != SEQ_CHAT or self.side_ctx <= 0):
@@ -441,7 +513,7 @@ class LocalEngine(Engine):
             bank = cells.bank_for(seq)
             if bank is not None and req.recurring:
                 bank.expect([self.tokenize(text) for text in req.recurring])
-            cells.load(seq, turn.tokens, cancel, turn.stats)
+            cells.load(seq, turn.tokens, cancel, turn.stats, progress=meter)
         except DecodeError as err:
             if not (cancel.is_set() or err.code == 2):
                 raise
@@ -458,13 +530,26 @@ class LocalEngine(Engine):
             raise EngineError(
                 f"the negative prompt is {len(neg_tokens)} tokens; the side cells hold {self.side_ctx}"
             )
+        cells = self._live_cells()
+        cells.guiding = True  # the chat's prompt and reply must not take these cells
+        self._spare_background(turn, len(neg_tokens))
         neg_stats = TurnStats()
-        self._live_cells().load(SEQ_CFG, neg_tokens, turn.cancel, neg_stats)
+        cells.load(SEQ_CFG, neg_tokens, turn.cancel, neg_stats)
         turn.stats.cfg_prompt_tokens = len(neg_tokens)
         turn.stats.cfg_evaluated_tokens = neg_stats.evaluated_tokens
         if turn.cancel.is_set():
             return None
         return self._logits(-1).copy()
+
+    def _spare_background(self, turn: Turn, n_negative: int) -> None:
+        """A guided turn near a full window needs the chat's cells and the negative prompt's,
+        nearly every cell there is: a background job's cells (a summary, whose prompt never comes
+        back) go first, so that saved states restore in one piece instead of failing for room."""
+        assert self._kv is not None
+        background = self._kv.tokens(SEQ_BACKGROUND)
+        reply = min(turn.req.max_tokens, turn.window - len(turn.tokens))
+        if background and len(turn.tokens) + n_negative + 2 * reply + len(background) > self.kv_cells:
+            self._kv.clear(SEQ_BACKGROUND)
 
     def _cancelled(self, turn: Turn) -> Finished:
         """Cancelled while the prompt was evaluated: no reply."""
@@ -488,6 +573,8 @@ class LocalEngine(Engine):
         made: list[int] = []  # the tokens decoded into the cells, and their bytes
         pieces: list[bytes] = []
         vocab = self._live_vocab()
+        cells = self._live_cells()
+        cells.guiding = turn.neg_logits is not None
         with TokenSampler(self._require(), settings, turn.tokens) as sampler:  # it keeps its own range of them
             stats.seed = sampler.seed
             for i in range(max_new):
@@ -513,6 +600,7 @@ class LocalEngine(Engine):
                     break
                 made.append(tok)
                 pieces.append(piece)
+        cells.guiding = False
         self.own_tokens.add(made, pieces)
         if tail := stream.flush(final=stats.stop_reason != "stop"):
             yield Token(tail)
@@ -528,23 +616,25 @@ class LocalEngine(Engine):
 
     def _advance(self, turn: Turn, tok: int) -> bool:
         """Decode the drawn token into the cells (with CFG: into the negative's too, keeping its
-        logits); False when there is no room left for it, which ends the reply."""
-        kv, decoder = self._kv, self._decoder
-        assert kv is not None and decoder is not None
-        seq = turn.seq
+        logits); False when there is no room left for it, which ends the reply: its window is
+        full, or the KV cache is even after the bank and the idle side sequences gave their
+        cells up (`CellLoader._give_way`; by the windows' sizes that never happens)."""
+        kv = self._kv
+        assert kv is not None
+        seq, cells = turn.seq, self._live_cells()
         mirror = kv.tokens(seq)
-        if len(mirror) >= turn.window:
+        guided = turn.neg_logits is not None
+        if len(mirror) >= turn.window or (guided and len(kv.tokens(SEQ_CFG)) >= self.side_ctx):
             return False
-        if turn.neg_logits is None:
-            self._live_cells().decode_at(seq, [tok], len(mirror))
-            return True
-        neg_mirror = kv.tokens(SEQ_CFG)
-        if len(neg_mirror) >= self.side_ctx:
+        try:
+            if guided:
+                cells.decode_pair(tok, seq, SEQ_CFG)
+            else:
+                cells.decode_at(seq, [tok], len(mirror))
+        except KVCacheFull:
             return False
-        decoder.decode_each(tok, [(seq, len(mirror)), (SEQ_CFG, len(neg_mirror))])
-        mirror.append(tok)
-        neg_mirror.append(tok)
-        turn.neg_logits = self._logits(1).copy()
+        if guided:
+            turn.neg_logits = self._logits(1).copy()
         return True
 
     def _final_stats(self, turn: Turn) -> None:
@@ -564,6 +654,13 @@ class LocalEngine(Engine):
         if logits is None:
             raise EngineError("no logits to sample from")
         return logits
+
+    def take_notices(self) -> list[str]:
+        disk = self.states.disk
+        if disk is None or not disk.notices:
+            return []
+        out, disk.notices = disk.notices, []
+        return out
 
     def _state_stats(self, stats: TurnStats) -> None:
         stats.saved_states = len(self.states)

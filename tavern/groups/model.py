@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from enum import IntEnum
 
-from tavern.errors import TavernError
+from tavern.errors import TavernError, json_kind
 from tavern.groups.jsvalues import js_number, js_string, st_json
 
 MAX_GROUP_FILE_BYTES = 16 << 20
@@ -79,21 +79,6 @@ _FIELDS: dict[str, tuple[str, str]] = {
 }
 
 
-def js_type(value: object) -> str:
-    """How a JSON value's type is named in an error message."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
-
-
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -130,16 +115,16 @@ def _check(raw: Mapping[str, object], source: str) -> None:
         if kind in ("str_list", "id_list"):
             _check_list(value, key, kind, must, source)
         elif not _CHECKS[kind](value):
-            raise GroupError(f'{source}: "{key}" must be {must}, not {js_type(value)}')
+            raise GroupError(f'{source}: "{key}" must be {must}, not {json_kind(value)}')
 
 
 def _check_list(value: object, key: str, kind: str, must: str, source: str) -> None:
     if not isinstance(value, list):
-        raise GroupError(f'{source}: "{key}" must be {must}, not {js_type(value)}')
+        raise GroupError(f'{source}: "{key}" must be {must}, not {json_kind(value)}')
     for number, item in enumerate(value, 1):
         # Old releases wrote numeric chat ids; SillyTavern turns them into strings on load.
         if not (isinstance(item, str) or (kind == "id_list" and _is_number(item))):
-            raise GroupError(f'{source}: "{key}" must be {must}; item {number} is {js_type(item)}')
+            raise GroupError(f'{source}: "{key}" must be {must}; item {number} is {json_kind(item)}')
 
 
 class Group:
@@ -322,7 +307,7 @@ def parse_group(data: bytes | str, source: str = "group") -> Group:
     except RecursionError:
         raise GroupError(f"{source}: not JSON (nested too deeply)") from None
     if not isinstance(parsed, dict):
-        raise GroupError(f"{source}: not a SillyTavern group (the file holds {js_type(parsed)})")
+        raise GroupError(f"{source}: not a SillyTavern group (the file holds {json_kind(parsed)})")
     return Group(parsed, source)
 
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from tavern.engines.base import Engine
     from tavern.engines.samplers import SamplerSettings
-    from tavern.prompt.assemble import TokenCounter
     from tavern.prompt.templates import PromptFormat
+    from tavern.prompt.token_counter import TokenCounter
     from tavern.store.chatfile import Chat
 
 

@@ -75,11 +75,6 @@ def message_refs(chat: Chat, start: int = 0, end: int | None = None) -> list[Mes
     return out
 
 
-def _window(handle: ChatHandle, before: int | None) -> int:
-    """About how many chunks the prompt window holds (most messages are one chunk)."""
-    return 0 if before is None else (len(handle.chat) - before) * 3 // 2 + 8
-
-
 class MemoryService:
     def __init__(
         self, settings: MemorySettings, path: Path | None, engine_getter: Callable[[], Engine] | None = None
@@ -305,7 +300,9 @@ class MemoryService:
         end = len(chat)
         start = min(self._dirty_from.get(human, end), end - TAIL)
         refs = message_refs(chat, start, end)
-        keyed = [(message_key(r.name, r.text), r) for r in refs]
+        # A repeated text ('*nods*', look-alike small talk) is one chunk, at its latest place
+        # as in sync_full: Chroma refuses a get or an upsert naming an id twice.
+        keyed = list({message_key(r.name, r.text): r for r in refs}.items())
         if not keyed:
             return False
         coll = self.store.collection(human)
@@ -346,19 +343,32 @@ class MemoryService:
 
     # -- recall -----------------------------------------------------------------------------
 
-    def search(self, session: ChatHandle, text: str, k: int | None = None, before: int | None = None) -> list[Hit]:
-        """The nearest chunks to `text` with their scores (no threshold)."""
+    def search(
+        self, session: ChatHandle, text: str, k: int | None = None, before: int | None = None, hybrid: bool = True
+    ) -> list[Hit]:
+        """The best chunks for `text` with their scores (no threshold): recall's own search
+        (exact vectors fused with keywords and the names `text` mentions) or, `hybrid` False,
+        the exact vector search alone."""
         k = self.settings.top_k if k is None else k
         vector = self.embedder.embed([text])[0]
-        return self.store.query(chat_id(session), vector, k, before=before, window=_window(session, before))
+        return self._search(chat_id(session), vector, text, k, before, hybrid)
+
+    def _search(self, human: str, vector: list[float], text: str, k: int, before: int | None, hybrid: bool) -> list[Hit]:
+        if not hybrid:
+            return self.store.query(human, vector, k, before=before)
+        names = self.store.keywords().names(human, text)
+        return self.store.hybrid(human, vector, text, k, before=before, names=names)
 
     def recall(
         self, session: ChatHandle, queries: list[str], window_start: int, count: Callable[[str], int]
     ) -> list[Recalled]:
         """What to put in the prompt: chunks of messages before the window (not already in
-        the prompt), above the score threshold, at most top_k and token_cap tokens, oldest first.
+        the prompt), at most top_k and token_cap tokens, oldest first. A chunk qualifies by its
+        similarity (score >= score_threshold) or by its words (among the best keyword matches of
+        a query or of a name it mentions: 'Ilvana' finds 'Ilvana' when MiniLM does not).
 
-        `queries`: the latest messages, newest first. Each is embedded and searched on its own,
+        `queries`: the latest messages, newest first. Each is searched on its own (exact vectors
+        over the chat's chunks outside the window, fused with keywords, tavern.memory.fusion),
         and their results are taken in turns (each query's best, then each one's second...):
         one long query mixing the user's question with the previous reply found the reply's
         small talk rather than the answer to the question."""
@@ -379,10 +389,7 @@ class MemoryService:
             if self.sync_tail(session, limit=RECALL_CHUNKS):
                 self._submit("tail", human)
             vectors = self._query_vectors(queries)
-            ranked = [
-                self.store.query(chat_id(session), v, s.top_k, before=window_start, window=_window(session, window_start))
-                for v in vectors
-            ]
+            ranked = [self._search(human, v, q, s.top_k, window_start, True) for q, v in zip(queries, vectors)]
         except Exception as err:  # Chroma or the model failed: recall is off, the chat goes on
             self._fail(err)
             return []
@@ -394,7 +401,7 @@ class MemoryService:
                 if rank >= len(hits) or len(picked) >= s.top_k:
                     continue
                 hit = hits[rank]
-                if hit.score < s.score_threshold or hit.id in seen:
+                if (hit.score < s.score_threshold and not hit.keyword) or hit.id in seen:
                     continue
                 cost = count(hit.text)
                 if used + cost > s.token_cap:

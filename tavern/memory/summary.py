@@ -75,7 +75,8 @@ def summary_due(source: ChatHandle, window_start: int, settings: MemorySettings)
 
 
 def _instruction(source: SummarySource, settings: MemorySettings, meta: Mapping[str, object]) -> str:
-    from tavern.prompt.macros import MacroContext, substitute
+    from tavern.prompt.macro_context import MacroContext
+    from tavern.prompt.macros import substitute
 
     prompt = str(meta.get("prompt") or settings.summary_prompt)
     return substitute(prompt, MacroContext(char=source.char_name, user=source.user_name))

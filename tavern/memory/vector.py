@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from tavern.errors import MemoryError_
 from tavern.memory.chunking import Chunk
-from tavern.memory.embedder import Embedder, set_offline_env
+from tavern.memory.embedder import DIMENSIONS, Embedder, set_offline_env
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -28,14 +28,14 @@ if TYPE_CHECKING:
         EmbeddingFunction,
         Embeddings,
         Include,
-        LiteralValue,
-        LogicalOperator,
         Metadata,
         PyEmbeddings,
         Space,
         Where,
-        WhereOperator,
     )
+
+    from tavern.memory.exact import ChatMatrix, Scored
+    from tavern.memory.keyword import KeywordIndex
 
 T = TypeVar("T")
 
@@ -59,6 +59,10 @@ class Hit:
     key: str
     score: float
     """Cosine similarity, 1 = same direction."""
+    keyword: bool = False
+    """Found by its words too: among the best keyword matches of the query or of a name in it."""
+    fused: float = 0.0
+    """Its reciprocal-rank-fusion score (tavern.memory.fusion); 0 for a vector-only search."""
 
 
 def _ef_class() -> type[EmbeddingFunction[Documents]]:
@@ -106,6 +110,10 @@ class VectorStore:
         self._ef: EmbeddingFunction[Documents] | None = None
         self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
+        self._matrices: dict[str, ChatMatrix] = {}
+        """Per chat, its vectors for exact search (loaded on its first search in this process)."""
+        self._keywords: KeywordIndex | None = None
+        self._load_lock = threading.Lock()
 
     def connect(self) -> ClientAPI:
         with self._lock:
@@ -164,10 +172,28 @@ class VectorStore:
         client = self.connect()
         name = collection_name(human)
         self._collections.pop(name, None)
+        self._matrices.pop(human, None)
+        self.keywords().drop(human)
         try:
             client.delete_collection(name)
         except Exception:  # not there: nothing to drop
             pass
+
+    def keywords(self) -> KeywordIndex:
+        """The keyword index: `keywords.sqlite3` in the local Chroma folder, in memory for a server."""
+        with self._lock:
+            if self._keywords is None:
+                from tavern.memory.keyword import KeywordIndex
+
+                file = None
+                if not self.url and self.path is not None:
+                    from tavern.store.atomic import make_dirs
+
+                    make_dirs(self.path)
+                    file = self.path / "keywords.sqlite3"
+                    _touch_private(file)
+                self._keywords = KeywordIndex(file)
+            return self._keywords
 
     # -- records ----------------------------------------------------------------------------
 
@@ -194,10 +220,20 @@ class VectorStore:
                 documents=[c.text for c in part],
                 metadatas=[{"index": c.index, "key": c.key, "name": c.name} for c in part],
             )
+        from tavern.memory.keyword import body
+
+        self.keywords().upsert(human, [(c.id, c.index, body(c.text, c.name)) for c in chunks])
+        matrix = self._matrices.get(human)
+        if matrix is not None:
+            matrix.upsert([c.id for c in chunks], [c.index for c in chunks], [c.key for c in chunks], vectors)
 
     def delete(self, human: str, ids: list[str]) -> None:
         if ids:
             self.collection(human).delete(ids=ids)
+            self.keywords().delete(human, ids)
+            matrix = self._matrices.get(human)
+            if matrix is not None:
+                matrix.delete(ids)
 
     def reindex_positions(self, human: str, moves: dict[str, tuple[int, list[str]]]) -> None:
         """Update the `index` of chunks whose message moved (no re-embedding)."""
@@ -209,41 +245,116 @@ class VectorStore:
                 metas.append({"index": index, "key": key})
         if ids:
             self.collection(human).update(ids=ids, metadatas=metas)
+            by_id = {cid: index for index, chunk_ids in moves.values() for cid in chunk_ids}
+            self.keywords().move(human, by_id)
+            matrix = self._matrices.get(human)
+            if matrix is not None:
+                matrix.move(by_id)
 
     def count(self, human: str) -> int:
         return int(self.collection(human).count())
 
-    def query(
-        self, human: str, vector: list[float], k: int, before: int | None = None, window: int = 0
-    ) -> list[Hit]:
-        """The k nearest chunks, only of messages with index < `before` when given.
+    # -- search -----------------------------------------------------------------------------
 
-        `window`: about how many chunks sit at or after `before` (the prompt's window). Chroma's
-        metadata filter scans SQLite first and cost ~1 s a query at 50,000 chunks here, so the
-        nearest k + window are fetched unfiltered (~20 ms) and filtered here; only when that
-        leaves fewer than k does the filtered query run."""
+    def matrix(self, human: str) -> ChatMatrix:
+        """The chat's vectors for exact search, loaded from Chroma on first use in this process
+        (and again when Chroma holds another number of chunks: another process wrote to it),
+        with the keyword index brought in line with the collection at the same time."""
+        coll = self.collection(human)
+        total = int(coll.count())
+        matrix = self._matrices.get(human)
+        if matrix is not None and len(matrix) == total:
+            return matrix
+        with self._load_lock:
+            matrix = self._matrices.get(human)
+            if matrix is None or len(matrix) != total:
+                matrix = self._load(human, coll)
+                self._matrices[human] = matrix
+            return matrix
+
+    def _load(self, human: str, coll: Collection) -> ChatMatrix:
+        from tavern.memory.exact import ChatMatrix
+
+        matrix = ChatMatrix(DIMENSIONS)
+        positions: dict[str, int] = {}
+        offset = 0
+        while True:
+            got = coll.get(include=["embeddings", "metadatas"], limit=5000, offset=offset)
+            ids = list(got["ids"])
+            if not ids:
+                break
+            metas: list[Metadata | None] = _metas(got["metadatas"], len(ids))
+            embeddings = got["embeddings"]
+            if embeddings is None:
+                raise MemoryError_("Chroma returned no embeddings for a chat's chunks")
+            indexes = [_index_of(m) for m in metas]
+            keys = [str((m or {}).get("key", cid.rsplit(".", 1)[0])) for cid, m in zip(ids, metas)]
+            matrix.upsert(ids, indexes, keys, [list(map(float, e)) for e in embeddings])
+            positions.update(zip(ids, indexes))
+            offset += len(ids)
+        self._reconcile_keywords(human, coll, positions)
+        return matrix
+
+    def _reconcile_keywords(self, human: str, coll: Collection, positions: dict[str, int]) -> None:
+        """The keyword index holds exactly the collection's chunks (a memory folder from before
+        the keyword index, a server's collection, a crash between the two writes)."""
+        from tavern.memory.keyword import body
+
+        keywords = self.keywords()
+        held = keywords.positions(human)
+        keywords.delete(human, [cid for cid in held if cid not in positions])
+        keywords.move(human, {cid: i for cid, i in positions.items() if cid in held and held[cid] != i})
+        missing = [cid for cid in positions if cid not in held]
+        for start in range(0, len(missing), 1000):
+            got = coll.get(ids=missing[start : start + 1000], include=["documents", "metadatas"])
+            metas: list[Metadata | None] = _metas(got["metadatas"], len(got["ids"]))
+            rows = [
+                (cid, positions[cid], body(doc or "", str((meta or {}).get("name", ""))))
+                for cid, doc, meta in zip(got["ids"], got["documents"] or [], metas)
+            ]
+            keywords.upsert(human, rows)
+
+    def query(self, human: str, vector: list[float], k: int, before: int | None = None) -> list[Hit]:
+        """The k nearest chunks, exactly (only of messages with index < `before` when given)."""
         if k <= 0:
             return []
-        coll = self.collection(human)
-        if before is None:
-            return self._query(coll, vector, k, None)
-        hits: list[Hit] = []
-        total = None
-        # A few more than k first (cheap: a wide search costs HNSW time); the window's size next.
-        for fetch in dict.fromkeys((4 * k + 16, k + max(0, window))):
-            hits = [h for h in self._query(coll, vector, fetch, None, documents=False) if h.index < before]
-            if len(hits) >= k:
-                break
-            total = coll.count() if total is None else total
-            if fetch >= total:
-                break
-        else:
-            below: dict[WhereOperator | LogicalOperator, LiteralValue] = {"$lt": int(before)}
-            earlier: Where = {"index": below}
-            return self._query(coll, vector, k, earlier)
-        hits = hits[:k]
+        found = self.matrix(human).top(vector, k, before)
+        return self._with_text(human, [Hit(s.id, "", s.index, s.key, s.score) for s in found])
+
+    def hybrid(
+        self, human: str, vector: list[float], text: str, k: int, before: int | None = None,
+        names: list[str] | None = None,
+    ) -> list[Hit]:
+        """The k best chunks by reciprocal rank fusion of the exact vector ranking, the keyword
+        ranking of `text` and one keyword ranking per name in `names` (each searched on its
+        own, so that a message naming 'Ilvana' ranks first there whatever else the query says).
+        Every hit carries its cosine similarity; `keyword` marks those among the first k of a
+        name's ranking (recall takes them below the similarity threshold too). The words of
+        `text` only reorder: 'living' matching 'lives' is no reason to recall a message."""
+        if k <= 0:
+            return []
+        from tavern.memory.fusion import fuse
+
+        depth = max(4 * k, 32)
+        matrix = self.matrix(human)
+        by_vector = matrix.top(vector, depth, before)
+        keywords = self.keywords()
+        by_names = [keywords.search(human, name, depth, before) for name in names or []]
+        worded = [w for w in [keywords.search(human, text, depth, before), *by_names] if w]
+        fused = fuse([[s.id for s in by_vector]] + [[h.id for h in w] for w in worded])[:k]
+        top_words = {h.id for w in by_names for h in w[:k]}
+        scored: dict[str, Scored] = {s.id: s for s in by_vector}
+        scored.update(matrix.scores(vector, [cid for cid, _f in fused if cid not in scored]))
+        hits = [
+            Hit(cid, "", scored[cid].index, scored[cid].key, scored[cid].score, cid in top_words, f)
+            for cid, f in fused
+            if cid in scored
+        ]
+        return self._with_text(human, hits)
+
+    def _with_text(self, human: str, hits: list[Hit]) -> list[Hit]:
         if hits:
-            got = coll.get(ids=[h.id for h in hits], include=["documents"])
+            got = self.collection(human).get(ids=[h.id for h in hits], include=["documents"])
             docs = dict(zip(got["ids"], got["documents"] or []))
             for h in hits:
                 h.text = docs.get(h.id) or ""
@@ -252,6 +363,8 @@ class VectorStore:
     def _query(
         self, coll: Collection, vector: list[float], n: int, where: Where | None, documents: bool = True
     ) -> list[Hit]:
+        """Chroma's own search (HNSW, approximate; `where` filters in SQLite first). Recall no
+        longer uses it: benchmarks/bench_recall.py measures it as the baseline."""
         include: Include = ["metadatas", "distances"]
         if documents:
             include.append("documents")
@@ -274,12 +387,25 @@ def _first(batches: list[list[T]] | None, what: str) -> list[T]:
     return batches[0]
 
 
+def _metas(metas: list[Metadata] | None, n: int) -> list[Metadata | None]:
+    """A get's metadata column, or n Nones where Chroma returned none."""
+    return list(metas) if metas is not None else [None] * n
+
+
 def _index_of(meta: Metadata | None) -> int:
     """The message index a chunk's metadata holds (-1 when it has none)."""
     value = (meta or {}).get("index", -1)
     if isinstance(value, str | int | float):  # Tavern writes an int
         return int(value)
     raise MemoryError_(f"a memory chunk's index is not a number: {value!r}")
+
+
+def _touch_private(file: Path) -> None:
+    """Create the file 0600 before sqlite3 does (with the umask's mode): it holds the chats' words."""
+    from tavern.store.atomic import create_exclusive
+
+    if not file.exists():
+        create_exclusive(file, b"")  # an empty file is a database sqlite3 starts from
 
 
 def _one_line(err: BaseException) -> str:

@@ -24,19 +24,19 @@ whose anchors left the window sit before the oldest message kept. Units at one p
 system message.
 The `sillytavern` layout puts lore before/after the card in the system block as SillyTavern does.
 
-This module holds the contract (what the assembler is given and what it returns, the token
-counter) and `assemble_prompt`, which runs the steps: `system_block` (system prompt, card,
-persona, examples), `lore_placement` (the scan's text by position and depth), `injections`
-(depth injections, the notes and their anchors) and `history_window` (the budget: which
-messages and examples fit, and the whole-prompt count).
+This module holds what the assembler returns (`AssembledPrompt`) and `assemble_prompt`, which
+runs the steps: `system_block` (system prompt, card, persona, examples), `lore_placement` (the
+scan's text by position and depth), `injections` (depth injections, the notes and their
+anchors) and `history_window` (the budget: which messages and examples fit, and the
+whole-prompt count). What it is given lives in `inputs` (`PromptInputs` and its parts) and the
+counter in `token_counter`, below the steps, so that every import points one way.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING
 
 from tavern.prompt.history_window import (
     Draft,
@@ -51,164 +51,11 @@ from tavern.prompt.history_window import (
 from tavern.prompt.injections import NoteUnit, anchor_notes, depth_injections, notes_units, remember_lapsed
 from tavern.prompt.lore_placement import LoreSlots, budget_rejections
 from tavern.prompt.system_block import SystemBlock, system_prompt
+from tavern.prompt.token_counter import TokenCounter
 
 if TYPE_CHECKING:
-    from tavern.prompt.st_presets import StoryTemplate
+    from tavern.prompt.inputs import PromptInputs, PromptMessage
     from tavern.prompt.templates import PromptFormat
-
-Mode = Literal["normal", "continue", "impersonate"]
-
-#: One role-tagged message of a prompt: {"role": ..., "content": ...}.
-PromptMessage = dict[str, str]
-
-
-@dataclass
-class HistoryMessage:
-    name: str
-    text: str
-    is_user: bool
-    is_system: bool = False
-    index: int = -1
-    """Position in the chat file; kept so the inspector can say which messages were dropped."""
-
-
-@dataclass
-class AuthorNote:
-    text: str = ""
-    depth: int = 4
-    frequency: int = 1
-    """Insert every N user turns (0 = never), as SillyTavern's note_interval."""
-    role: str = "system"
-
-
-class CardLike(Protocol):
-    """What the assembler reads of a character card (tavern.cards.Card)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def description(self) -> str: ...
-    @property
-    def personality(self) -> str: ...
-    @property
-    def scenario(self) -> str: ...
-    @property
-    def mes_example(self) -> str: ...
-    @property
-    def system_prompt(self) -> str: ...
-    @property
-    def post_history_instructions(self) -> str: ...
-    @property
-    def depth_prompt(self) -> tuple[str, int, str] | None: ...
-
-
-class LoreNote(Protocol):
-    """An activated lorebook entry, as the assembler reads it (tavern.lore.ActivatedEntry)."""
-
-    @property
-    def book(self) -> str: ...
-    @property
-    def uid(self) -> int: ...
-    @property
-    def content(self) -> str: ...
-    @property
-    def position(self) -> int: ...
-    @property
-    def order(self) -> float: ...
-
-
-class LoreRejection(Protocol):
-    """An entry a rule kept out (tavern.lore.Rejection)."""
-
-    @property
-    def uid(self) -> int: ...
-    @property
-    def comment(self) -> str: ...
-    @property
-    def reason(self) -> str: ...
-
-
-class LoreScan(Protocol):
-    """What the assembler reads of a lorebook scan (tavern.lore.ScanResult)."""
-
-    @property
-    def activated(self) -> Sequence[LoreNote]: ...
-    @property
-    def rejected(self) -> Sequence[LoreRejection]: ...
-    def by_position(self) -> Mapping[int, object]:
-        """Text per insertion position; key 4: a list of (depth, role, text)."""
-        ...
-
-
-@dataclass
-class CardFields:
-    """What the assembler needs of a card, with macros not yet substituted."""
-
-    name: str
-    description: str = ""
-    personality: str = ""
-    scenario: str = ""
-    mes_example: str = ""
-    system_prompt: str = ""
-    post_history_instructions: str = ""
-    depth_prompt: tuple[str, int, str] | None = None
-
-    @classmethod
-    def from_card(cls, card: CardLike) -> CardFields:
-        return cls(
-            name=card.name,
-            description=card.description,
-            personality=card.personality,
-            scenario=card.scenario,
-            mes_example=card.mes_example,
-            system_prompt=card.system_prompt,
-            post_history_instructions=card.post_history_instructions,
-            depth_prompt=card.depth_prompt,
-        )
-
-
-@dataclass
-class PromptInputs:
-    card: CardFields
-    user_name: str
-    history: Sequence[HistoryMessage]
-    persona: str = ""
-    system_prompt: str = ""
-    """The user's system prompt; a card's own system_prompt replaces it ({{original}} keeps it)."""
-    lore: LoreScan | None = None
-    """A tavern.lore.ScanResult, or None."""
-    summary: str = ""
-    recalled: Sequence[str] = ()
-    author_note: AuthorNote | None = None
-    mode: Mode = "normal"
-    names_in_history: bool = True
-    layout: Literal["cache_friendly", "sillytavern"] = "cache_friendly"
-    pin_examples: bool | None = None
-    """None: pinned in the cache-friendly layout (dropping examples rewrites the prompt's top)."""
-    trim_step: float = 0.0
-    macro: Callable[[str], str] = staticmethod(lambda s: s)
-    """Macro substitution for card fields, lore and notes (tavern.prompt.macros.substitute)."""
-    story: StoryTemplate | None = None
-    """The context preset (st_presets.StoryTemplate) of the sillytavern layout; None: SillyTavern's
-    default one."""
-    note_anchors: dict[str, tuple[int, str]] | None = None
-    """Notes unit key -> (chat index, text) from the last sent turn: a unit whose text is
-    unchanged stays before the same message, so the engine's cache keeps it."""
-    return_lapsed: bool = False
-    """The engine keeps text that left the prompt (Engine.keeps_removed_text): a unit that
-    lapsed and fires again goes back to its place. Off, it goes before the newest message, the
-    only place where any cache (llama-server's) evaluates nothing but its tokens."""
-    depth_lore_drift: int = 0
-    """Tavern's cache-aware lore mode (`[lore] cache_aware`; 0 = off, SillyTavern's rule): an
-    @depth lore block that stays unchanged keeps its place instead of moving with the newest
-    message every turn (each move re-evaluates it), until it has drifted this many messages past
-    its depth; then it goes back to its depth once."""
-    window_floor: int | None = None
-    """Cache-friendly layout: the oldest message of the last sent prompt. Older messages stay
-    out even when the notes shrink and would leave room: bringing one back means evaluating it
-    again at the top of the window (SillyTavern refills the window; Tavern lets it run ahead).
-    Unless more than half the budget would stay empty (the user deleted the newest messages):
-    then the window refills."""
 
 
 @dataclass
@@ -273,76 +120,6 @@ class AssembledPrompt:
             "stop": self.stop,
             "first_message_index": self.first_message_index,
         }
-
-
-class TokenCounter:
-    """Counts with the backend's tokenizer and remembers: a turn re-counts only new text."""
-
-    def __init__(
-        self,
-        count: Callable[[str], int],
-        max_entries: int = 100_000,
-        count_many: Callable[[list[str]], list[int]] | None = None,
-        max_token_bytes: int | None = None,
-    ):
-        self._count = count
-        self._count_many = count_many
-        """A backend that counts many texts at once (a remote server: one request or one
-        concurrent batch, not a round trip per piece); None: `prime` does nothing."""
-        self.max_token_bytes = max_token_bytes
-        """The most bytes one token spells (None: unknown): see `cannot_fit`."""
-        self._cache: OrderedDict[str, int] = OrderedDict()
-        self._max = max_entries
-        self._seen = [0, 0]  # characters and tokens counted so far: this model's ratio
-
-    def known(self, text: str) -> int | None:
-        return self._cache.get(text)
-
-    def cannot_fit(self, text: str, room: int) -> bool:
-        """True when `text` is surely over `room` tokens, known without tokenizing it: every
-        token spells at most `max_token_bytes` bytes. Tokenizing is linear but slow (2 s per
-        MB): a 10 MB message in an 8k context needs no count to be left out."""
-        limit = self.max_token_bytes
-        if not limit or text in self._cache or len(text) <= room * limit // 4:
-            return False  # a character is at most 4 UTF-8 bytes: too short to decide by length
-        return len(text.encode("utf-8", "surrogatepass")) > room * limit
-
-    def chars_per_token(self) -> float:
-        chars, tokens = self._seen
-        return chars / tokens if tokens > 50 else 4.0
-
-    @property
-    def batches(self) -> bool:
-        return self._count_many is not None
-
-    def prime(self, texts: list[str]) -> None:
-        """Count the texts not known yet in one batch, so the calls that follow are hits."""
-        if self._count_many is None:
-            return
-        todo = [t for t in dict.fromkeys(texts) if t and t not in self._cache]
-        if len(todo) < 2:
-            return
-        for text, n in zip(todo, self._count_many(todo), strict=True):
-            self._cache[text] = n
-            self._seen[0] += len(text)
-            self._seen[1] += n
-        while len(self._cache) > self._max:
-            self._cache.popitem(last=False)
-
-    def __call__(self, text: str) -> int:
-        if not text:
-            return 0
-        hit = self._cache.get(text)
-        if hit is not None:
-            self._cache.move_to_end(text)
-            return hit
-        n = self._count(text)
-        self._cache[text] = n
-        self._seen[0] += len(text)
-        self._seen[1] += n
-        if len(self._cache) > self._max:
-            self._cache.popitem(last=False)
-        return n
 
 
 def assemble_prompt(

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 from tavern.prompt.injections import chat_role, place_injections
 
 if TYPE_CHECKING:
-    from tavern.prompt.assemble import HistoryMessage, PromptInputs, PromptMessage, TokenCounter
     from tavern.prompt.injections import DepthInjection
+    from tavern.prompt.inputs import HistoryMessage, PromptInputs, PromptMessage
     from tavern.prompt.system_block import SystemBlock
     from tavern.prompt.templates import PromptFormat
+    from tavern.prompt.token_counter import TokenCounter
 
 ROLE = {True: "user", False: "assistant"}
 

@@ -17,7 +17,7 @@ from tavern.prompt.lore_placement import depth_anchor, notes_entries
 from tavern.prompt.system_block import labelled
 
 if TYPE_CHECKING:
-    from tavern.prompt.assemble import HistoryMessage, PromptInputs, PromptMessage
+    from tavern.prompt.inputs import HistoryMessage, PromptInputs, PromptMessage
     from tavern.prompt.lore_placement import LoreSlots
 
 MAX_LAPSED = 64

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tavern.prompt.assemble import HistoryMessage, LoreNote, LoreScan, PromptInputs
+    from tavern.prompt.inputs import HistoryMessage, LoreNote, LoreScan, PromptInputs
 
 
 @dataclass

@@ -17,7 +17,7 @@ from tavern.prompt.macro_js import SeedRandom, st_string_hash, utf16_len
 from tavern.prompt.macro_scan import delimited, put, to_brace
 
 if TYPE_CHECKING:
-    from tavern.prompt.macros import MacroContext
+    from tavern.prompt.macro_context import MacroContext
 
 ROLL = delimited(r"\{\{roll[ :]([^}]+)\}\}", r"\{\{roll[ :]", to_brace)
 RANDOM = delimited(r"\{\{random\s?::?([^}]+)\}\}", r"\{\{random\s?:", to_brace)

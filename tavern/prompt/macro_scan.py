@@ -1,5 +1,5 @@
 """Finding SillyTavern macros in linear time, and the replacements that insert their values
-within a :class:`~tavern.prompt.macros.MacroContext`'s expansion limit.
+within a :class:`~tavern.prompt.macro_context.MacroContext`'s expansion limit.
 
 Who calls it: :func:`tavern.prompt.macros.substitute` and its macro families. SillyTavern's
 regexes for macros whose body runs to a delimiter (``{{roll:…}}``, ``{{timeDiff::…::…}}``,
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from tavern.prompt.macro_js import js_str
 
 if TYPE_CHECKING:
-    from tavern.prompt.macros import MacroContext
+    from tavern.prompt.macro_context import MacroContext
 
 
 class ScanText:

@@ -15,9 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from tavern.prompt.macro_scan import const, delimited, put, to_brace_or_empty, to_time_diff
+from tavern.store.dates import MONTHS  # the English names SillyTavern's dates use
 
 if TYPE_CHECKING:
-    from tavern.prompt.macros import MacroContext
+    from tavern.prompt.macro_context import MacroContext
 
 DATETIMEFORMAT = delimited(r"\{\{datetimeformat +([^}]*)\}\}", r"\{\{datetimeformat ", to_brace_or_empty)
 _TIME_UTC = re.compile(r"\{\{time_UTC([-+]\d+)\}\}", re.IGNORECASE)  # digits, then "}}": linear as it is
@@ -27,20 +28,6 @@ TIMEDIFF = delimited(r"\{\{timeDiff::(.*?)::(.*?)\}\}", r"\{\{timeDiff::", to_ti
 # ---------------------------------------------------------------------------------------------
 # moment.js (English) formatting and humanizing
 
-_MONTHS = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-]
 _DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 _LOCALE_FORMATS = {
     "LTS": "h:mm:ss A",
@@ -106,8 +93,8 @@ def _moment_format(dt: datetime, fmt: str) -> str:
             "YY": lambda: f"{dt.year % 100:02d}",
             "Q": lambda: str((dt.month - 1) // 3 + 1),
             "Qo": lambda: _ordinal((dt.month - 1) // 3 + 1),
-            "MMMM": lambda: _MONTHS[dt.month - 1],
-            "MMM": lambda: _MONTHS[dt.month - 1][:3],
+            "MMMM": lambda: MONTHS[dt.month - 1],
+            "MMM": lambda: MONTHS[dt.month - 1][:3],
             "MM": lambda: f"{dt.month:02d}",
             "M": lambda: str(dt.month),
             "Mo": lambda: _ordinal(dt.month),

@@ -4,8 +4,8 @@
 
 Who calls it: :func:`tavern.prompt.macros.substitute` runs :func:`variable_line` over each line
 (SillyTavern's ``replaceVariableMacros``). What a variable may hold is bounded by
-:meth:`~tavern.prompt.macros.MacroContext.store_variable`, what reading them may cost by
-:meth:`~tavern.prompt.macros.MacroContext.afford`.
+:meth:`~tavern.prompt.macro_context.MacroContext.store_variable`, what reading them may cost by
+:meth:`~tavern.prompt.macro_context.MacroContext.afford`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tavern.prompt.macro_js import js_number, js_str
 from tavern.prompt.macro_scan import delimited, to_brace, to_pair
 
 if TYPE_CHECKING:
-    from tavern.prompt.macros import MacroContext
+    from tavern.prompt.macro_context import MacroContext
 
 
 def _get_var(store: dict[str, object], name: str) -> object:

@@ -13,201 +13,41 @@ line; ``{{newline}}``, ``{{trim}}``, ``{{noop}}``, ``{{input}}``; the character/
 (``{{description}}`` before ``{{user}}``/``{{char}}`` so names inside it are replaced too);
 chat macros; ``{{reverse:}}``; ``{{// comments}}``; time macros; ``{{timeDiff}}``;
 ``{{banned}}``; ``{{random}}`` (a new draw each time); ``{{pick}}`` (stable for a chat). Names are
-case-insensitive. Unknown macros stay as written. This module holds the context, the order and
-the simple macros; the families live beside it: :mod:`~tavern.prompt.macro_variables`,
-:mod:`~tavern.prompt.macro_random` (dice, random, pick), :mod:`~tavern.prompt.macro_time`
-(moment.js's English formats), on :mod:`~tavern.prompt.macro_js` (JavaScript's numbers,
-strings and SillyTavern's hash) and :mod:`~tavern.prompt.macro_scan` (finding macros).
+case-insensitive. Unknown macros stay as written. This module holds the order and the simple
+macros; the context and its limits are :mod:`~tavern.prompt.macro_context`'s
+(:class:`~tavern.prompt.macro_context.MacroContext`), and the families live beside it:
+:mod:`~tavern.prompt.macro_variables`, :mod:`~tavern.prompt.macro_random` (dice, random, pick),
+:mod:`~tavern.prompt.macro_time` (moment.js's English formats), on :mod:`~tavern.prompt.macro_js`
+(JavaScript's numbers, strings and SillyTavern's hash) and :mod:`~tavern.prompt.macro_scan`
+(finding macros).
 
 Hostile text costs linear time and bounded memory. Macros whose body runs to a delimiter are
 found in one pass (:class:`~tavern.prompt.macro_scan.Delimited`), not with SillyTavern's
 regexes, which rescan the text for each unclosed one. A context may add at most
 ``max_expansion`` characters to its texts (``{{description}}`` a million times, a line that
-doubles a variable), one variable holds at most :data:`MAX_VARIABLE_CHARS` and all of a store
-:data:`MAX_VARIABLES_CHARS`; past a limit the macro stays as written (or the variable keeps its
-last value) and ``MacroContext.warnings`` gets one line saying so. SillyTavern has no such limits;
-they are far above what any card uses.
+doubles a variable), one variable holds at most
+:data:`~tavern.prompt.macro_context.MAX_VARIABLE_CHARS` and all of a store
+:data:`~tavern.prompt.macro_context.MAX_VARIABLES_CHARS`; past a limit the macro stays as
+written (or the variable keeps its last value) and ``MacroContext.warnings`` gets one line saying
+so. SillyTavern has no such limits; they are far above what any card uses.
 """
 
 from __future__ import annotations
 
-import random as _random
 import re
-from dataclasses import dataclass, field
-from datetime import datetime
 
-from tavern.prompt.macro_js import js_str
+from tavern.prompt.macro_context import MacroContext
 from tavern.prompt.macro_random import RANDOM, ROLL, pick, random_picks, roll_dice
 from tavern.prompt.macro_scan import Delimited, const, delimited, to_banned, to_comment, to_reverse
 from tavern.prompt.macro_time import DATETIMEFORMAT, time_macros
 from tavern.prompt.macro_variables import VARIABLE_MACROS, variable_line
 
 __all__ = [
-    "MAX_DRAWS",
-    "MAX_EXPANSION_CHARS",
-    "MAX_VARIABLES_CHARS",
-    "MAX_VARIABLE_CHARS",
-    "MAX_VARIABLE_WORK",
     "MACRO_NAMES",
-    "MacroContext",
     "strip_trim",
     "substitute",
     "volatile_macros",
 ]
-
-MAX_VARIABLE_CHARS = 1 << 20  # one variable's value
-MAX_VARIABLES_CHARS = 8 << 20  # all the variables of one store (the chat's, or the globals)
-MAX_EXPANSION_CHARS = 4 << 20  # what macros may add to the texts of one MacroContext
-MAX_VARIABLE_WORK = 64 << 20  # what variable macros may read (numbers, JSON lists) per MacroContext
-MAX_DRAWS = 20_000  # dice rolled, {{random}} and {{pick}} drawn, per MacroContext
-_MAX_WARNINGS = 16
-
-
-@dataclass
-class _Spent:
-    """What one MacroContext has used of the limits (all the texts it substitutes share them)."""
-
-    added: int = 0
-    work: int = 0
-    draws: int = 0
-    stopped: bool = False  # expansion hit its limit: from then on variables keep their values
-    totals: dict[int, int] = field(default_factory=dict)  # id(store) -> the size of its values
-
-
-@dataclass
-class MacroContext:
-    """What macros can see. ``variables`` (the chat's ``chat_metadata.variables``) and
-    ``global_variables`` are changed in place by ``{{setvar}}`` and friends; ``banned_words``
-    collects ``{{banned "word"}}``. ``now`` fixes the clock (tests); ``last_user_time`` is when
-    the user's message before the latest one was sent (``{{idle_duration}}``). ``rng_seed``
-    makes ``{{random}}`` and ``{{roll}}`` repeatable. ``original`` is substituted once, and only
-    when given (``None`` leaves ``{{original}}`` as written, as SillyTavern does).
-    ``instruct`` maps instruct/system-prompt macro names (``systemPrompt``, ``instructInput``,
-    ``exampleSeparator``, ``chatStart``...) to values; known ones that are missing become "".
-    ``extra`` adds more ``{{name}}`` macros. ``warnings`` collects one line per limit a macro
-    ran into (see the module docstring); ``max_expansion`` is how many characters macros may add
-    to the texts of this context, all together."""
-
-    char: str
-    user: str
-    description: str = ""
-    personality: str = ""
-    scenario: str = ""
-    persona: str = ""
-    mes_examples: str = ""
-    original: str | None = None
-    last_message: str = ""
-    last_user_message: str = ""
-    last_char_message: str = ""
-    chat_id: str = ""
-    variables: dict[str, object] = field(default_factory=dict)
-    global_variables: dict[str, object] = field(default_factory=dict)
-    now: datetime | None = None
-    last_user_time: datetime | None = None
-    model: str = ""
-    rng_seed: int | None = None
-    group: str | None = None
-    char_prompt: str = ""
-    char_jailbreak: str = ""
-    char_version: str = ""
-    input: str = ""
-    max_prompt: int | None = None
-    last_message_id: int | None = None
-    first_included_message_id: int | None = None
-    last_swipe_id: int | None = None
-    current_swipe_id: int | None = None
-    chat_id_hash: int | None = None
-    instruct: dict[str, str] = field(default_factory=dict)
-    extra: dict[str, object] = field(default_factory=dict)
-    banned_words: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    max_expansion: int = MAX_EXPANSION_CHARS
-    _rng: _random.Random | None = field(default=None, init=False, repr=False, compare=False)
-    _spent: _Spent = field(default_factory=_Spent, init=False, repr=False, compare=False)
-
-    def rng(self) -> _random.Random:
-        if self._rng is None:
-            self._rng = _random.Random(self.rng_seed) if self.rng_seed is not None else _random.SystemRandom()
-        return self._rng
-
-    def clock(self) -> datetime:
-        return self.now if self.now is not None else datetime.now()
-
-    def warn(self, message: str) -> None:
-        """Adds a one-line warning, once, and no more than a few of them."""
-        if message not in self.warnings and len(self.warnings) < _MAX_WARNINGS:
-            self.warnings.append(message)
-
-    def fits(self, matched: str, value: str) -> bool:
-        """Whether replacing ``matched`` by ``value`` keeps within ``max_expansion`` (counted if so)."""
-        grow = len(value) - len(matched)
-        if grow <= 0:
-            return True
-        if self._spent.added + grow > self.max_expansion:
-            self._spent.stopped = True
-            self.warn(
-                f"macros: stopped expanding at {self.max_expansion:,} added characters; "
-                "the macros left stay as written and variables keep their values"
-            )
-            return False
-        self._spent.added += grow
-        return True
-
-    def draw(self, count: int = 1) -> bool:
-        """Counts ``count`` random draws (dice, ``{{random}}``, ``{{pick}}``: a pick seeds its own
-        generator, 0.1 ms); False (and a warning) past :data:`MAX_DRAWS`."""
-        if self._spent.draws + count > MAX_DRAWS:
-            self.warn(
-                f"macros: stopped drawing at {MAX_DRAWS:,} dice and random picks; the ones left stay as written"
-            )
-            return False
-        self._spent.draws += count
-        return True
-
-    def store_variable(self, store: dict[str, object], name: str, value: object, macro: str) -> bool:
-        """``store[name] = value``, unless that goes over a limit: then the variable keeps its
-        last value, a warning says why, and this returns False."""
-        if self._spent.stopped:  # expansion stopped: what would be stored is text left half-expanded
-            return False
-        totals = self._spent.totals
-        if id(store) not in totals:
-            totals[id(store)] = sum(_var_size(v) for v in store.values())
-        size, old = _var_size(value), (_var_size(store[name]) if name in store else 0)
-        total = totals[id(store)] + size - old
-        if size > MAX_VARIABLE_CHARS:
-            self.warn(
-                f"macros: {{{{{macro}::{_short(name)}}}}} not done: {size:,} characters is over the "
-                f"{MAX_VARIABLE_CHARS:,} a variable may hold; it keeps its last value"
-            )
-            return False
-        if size > old and total > MAX_VARIABLES_CHARS:
-            self.warn(
-                f"macros: {{{{{macro}::{_short(name)}}}}} not done: the variables would hold {total:,} "
-                f"characters, over the {MAX_VARIABLES_CHARS:,} allowed; it keeps its last value"
-            )
-            return False
-        store[name] = value
-        totals[id(store)] = total
-        return True
-
-    def afford(self, chars: int) -> bool:
-        """Counts ``chars`` of work for a variable macro; False (and a warning) past the limit."""
-        if self._spent.work + chars > MAX_VARIABLE_WORK:
-            self.warn(
-                f"macros: variable macros stopped after reading {MAX_VARIABLE_WORK:,} characters; "
-                "the ones left stay as written"
-            )
-            return False
-        self._spent.work += chars
-        return True
-
-
-def _var_size(value: object) -> int:
-    return len(value) if isinstance(value, str) else len(js_str(value))
-
-
-def _short(name: str) -> str:
-    return name if len(name) <= 40 else name[:39] + "…"
 
 
 # Instruct macros (``replaceInstructMacros``): name -> aliases, all case-insensitive.

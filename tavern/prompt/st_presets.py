@@ -49,6 +49,7 @@ from typing import Literal
 
 from tavern.errors import PresetError, TemplateError
 from tavern.prompt import macros as _macros
+from tavern.prompt.macro_context import MacroContext
 from tavern.prompt.story_string import jinja_literal, translate_story_string
 from tavern.prompt.template_render import render_template
 from tavern.prompt.template_sandbox import compile_template
@@ -368,7 +369,7 @@ class StoryTemplate:
         self,
         fields: Mapping[str, object],
         *,
-        macros: _macros.MacroContext | None = None,
+        macros: MacroContext | None = None,
         final_newline: bool = True,
     ) -> str:
         """The story string for ``fields`` (system, description, personality, scenario, persona,

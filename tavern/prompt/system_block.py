@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tavern.prompt.assemble import PromptInputs, PromptMessage
+    from tavern.prompt.inputs import PromptInputs, PromptMessage
     from tavern.prompt.lore_placement import LoreSlots
     from tavern.prompt.st_presets import StoryTemplate
     from tavern.prompt.templates import PromptFormat

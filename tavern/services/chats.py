@@ -2,8 +2,10 @@
 
 A new chat starts with the card's greeting (its alternate greetings become swipes of the first
 message, as in SillyTavern); `choose` picks the file `Tavern.open_chat` opens (a named one, the
-latest, or a new one); opening one by name and the chat list's rename, trash and export take
-a character by key, name or prefix. The files themselves are tavern.store's (`store`, a `ChatStore`).
+one opened last, or a new one); opening one by name and the chat list's rename, trash and export
+take a character by key, name or prefix. The files themselves are tavern.store's (`store`, a
+`ChatStore`); which chat was opened last and each chat's unsent text are `state`'s
+(tavern.services.chat_state, a file of the data home: opening a chat changes no chat or card).
 """
 
 from __future__ import annotations
@@ -23,13 +25,17 @@ if TYPE_CHECKING:
 
 class Chats:
     def __init__(self, store: ChatStore, library: CardLibrary, user_name: Callable[[], str]) -> None:
+        from tavern.services.chat_state import FILE_NAME, ChatState
+
         self.store = store
         self._library = library
         self._user_name = user_name
+        self.state = ChatState(store.home / FILE_NAME, read_only=store.read_only)
 
     def new(self, key: str, card: Card, greeting_index: int = 0, draft: bool = False) -> Chat:
         """A new chat with the character, written now (or, as a `draft`, only once it changes)."""
-        from tavern.prompt.macros import MacroContext, substitute
+        from tavern.prompt.macro_context import MacroContext
+        from tavern.prompt.macros import substitute
         from tavern.store import ChatMessage
 
         user = self._user_name()
@@ -50,15 +56,40 @@ class Chats:
     def choose(
         self, key: str, card: Card, chat_name: str | None = None, new: bool = False, greeting_index: int = 0,
     ) -> Chat:
-        """The chat named `chat_name`, else the latest one (unless `new`), else a new one."""
+        """The chat named `chat_name`, else the one opened last (unless `new`; SillyTavern's
+        choice: the latest changed one may be a branch left behind), else a new one. The choice
+        is remembered as the character's last opened chat."""
         chat = None
         if chat_name:
             chat = self.store.open(key, chat_name)
         elif not new:
-            chat = self.store.latest(key)
+            last = self._last_opened(key, card)
+            chat = self.store.open(key, last) if last else self.store.latest(key)
         if chat is None:
             chat = self.new(key, card, greeting_index)
+        try:
+            self.state.opened(key, chat.name)
+        except TavernError as err:
+            chat.warnings.append(f"could not remember the last opened chat: {err}")
         return chat
+
+    def remember_opened(self, key: str, chat_name: str) -> None:
+        """`chat_name` is now open (a branch, a chat picked from the list): Enter in the library
+        and `tavern chat` without `--chat` come back to it. Raises ChatStoreError."""
+        self.state.opened(key, chat_name)
+
+    def _last_opened(self, key: str, card: Card) -> str | None:
+        """The character's last opened chat if it still exists: Tavern's record, else the
+        card's SillyTavern `chat` field (a card and chats brought over from SillyTavern)."""
+        folder = self.store.folder(key)
+        from_card = card.root_extra.get("chat")
+        for name in (self.state.last_opened(key), from_card if isinstance(from_card, str) else None):
+            if not name:
+                continue
+            name = name.removesuffix(".jsonl")
+            if Path(name).name == name and not name.startswith(".") and (folder / f"{name}.jsonl").is_file():
+                return name
+        return None
 
     def peek(self, key: str, card: Card, chat_name: str | None = None, greeting_index: int = 0) -> Chat:
         """`choose` that never writes: no repair, no recovered reply appended, and a character
@@ -66,7 +97,8 @@ class Chats:
         from tavern.store import ChatStore
 
         store = ChatStore(self.store.root, read_only=True)
-        chat = store.open(key, chat_name) if chat_name else store.latest(key)
+        name = chat_name or self._last_opened(key, card)
+        chat = store.open(key, name) if name else store.latest(key)
         return chat if chat is not None else self.new(key, card, greeting_index, draft=True)
 
     def open(self, character: str, chat_name: str) -> Chat:
@@ -80,12 +112,24 @@ class Chats:
     def rename(self, character: str, chat_name: str, new_name: str) -> str:
         """Rename a chat; returns its new name."""
         chat = self.open(character, chat_name)
+        old = chat.name
         self.store.rename(chat, new_name)
+        try:
+            self.state.renamed(chat.character_key, old, chat.name)
+        except TavernError:
+            pass  # the rename is done; only the record of the last opened chat may be stale
         return chat.name
 
     def delete(self, character: str, chat_name: str) -> Path:
         """Move a chat to the trash; returns where it went."""
-        return self.store.delete(self.open(character, chat_name))
+        chat = self.open(character, chat_name)
+        name = chat.name
+        trashed = self.store.delete(chat)
+        try:
+            self.state.forget(chat.character_key, name)
+        except TavernError:
+            pass  # the chat is in the trash; a stale record falls back to the latest chat
+        return trashed
 
     def export(self, character: str, chat_name: str, to: Path | str) -> Path:
         """Write a chat as .jsonl (SillyTavern's file), .md or .txt, by the target's suffix."""

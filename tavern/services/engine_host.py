@@ -16,11 +16,15 @@ from tavern.config import ModelSettings, Settings
 from tavern.engines.base import Engine
 from tavern.engines.config import EngineConfig
 from tavern.errors import TavernError
-from tavern.prompt.assemble import TokenCounter
+from tavern.prompt.token_counter import TokenCounter
 
 if TYPE_CHECKING:
     from tavern.prompt.st_presets import StoryTemplate
     from tavern.prompt.templates import PromptFormat
+
+
+STATES_FOLDER = "kv-states"
+"""The embedded engine's saved KV states, under `tavern.paths.cache_root()`."""
 
 
 class EngineHost:
@@ -97,12 +101,33 @@ class EngineHost:
             store = BackendStore(self._root)
             profile = store.get(backend)
         opened = open_engine(
-            EngineConfig.from_settings(settings.model), self._models_dir, self._root, profile, store,
+            EngineConfig.from_settings(settings.model), self._models_dir, profile, store,
             self.cpu_probe_command,
         )
         self._engine, self._engine_backend = opened.engine, backend
         if not backend:
             self.load_warnings, self.load_notes = opened.warnings, opened.notes
+            self._keep_states(opened.engine, settings.model.cache_disk_mib)
+
+    @staticmethod
+    def _keep_states(engine: Engine, disk_mib: int) -> None:
+        """The embedded engine keeps its KV states on disk too, in the user cache folder (never
+        the data home): a chat reopened after a restart starts from its cells."""
+        from tavern.engines.local import LocalEngine
+        from tavern.paths import cache_root
+
+        if isinstance(engine, LocalEngine) and disk_mib > 0:
+            engine.keep_states_in(cache_root() / STATES_FOLDER)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Before the process exits: the embedded engine's live chat state to disk, waiting at
+        most `timeout` seconds (a reply still running keeps it; the exit does not wait on it).
+        The engine stays loaded: the interpreter frees it."""
+        from tavern.engines.local import LocalEngine
+
+        engine = self._engine
+        if isinstance(engine, LocalEngine):
+            engine.save_states(timeout)
 
     def drop(self) -> None:
         with self._lock:

@@ -5,7 +5,8 @@ a thread worker after the first frame, so the library shows at once even when th
 slow or broken (then the status line says why, and chats stay readable); while it loads, the
 status bars count the seconds. App-wide keys: F1 help, Ctrl+P command palette, F9 personas,
 F10 settings, Ctrl+Q quit. `[ui] theme` picks the theme and `[keys]` rebinds any binding by
-its id (the help screen lists the ids).
+its id (the help screen lists the ids). Keys typed while a screen opens wait for it
+(tavern/tui/early_keys.py); ESC CR is read as Alt+Enter (tavern/tui/keys.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.console import RenderableType
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, AutopilotCallbackType
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
@@ -47,19 +48,26 @@ class TavernApp(App[None]):
     TITLE = "Tavern"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", id="app.quit_any", priority=True, show=False),
-        Binding("f1", "help", "Help", id="app.help"),
-        Binding("f9", "personas", "Personas", id="app.personas", show=False),
-        Binding("f10", "settings", "Settings", id="app.settings", show=False),
-        Binding("f4", "backends", "Backends", id="app.backends", show=False),
+        # Keys that open a screen are priority bindings (no widget uses them): the screen is
+        # pushed as the key arrives, so the keys typed right behind it wait for that screen
+        # (early_keys.py) instead of landing in the field that had the focus.
+        Binding("f1", "help", "Help", id="app.help", priority=True),
+        Binding("f9", "personas", "Personas", id="app.personas", priority=True, show=False),
+        Binding("f10", "settings", "Settings", id="app.settings", priority=True, show=False),
+        Binding("f4", "backends", "Backends", id="app.backends", priority=True, show=False),
     ]
 
     def __init__(self, tavern: Tavern | None = None, boot: Boot | None = None) -> None:
         """`tavern`: an open Tavern (tests, `tavern serve`'s children use the CLI path too).
         `boot`: a `tavern.tui.boot.Boot`, for a first frame before the Tavern is open."""
         super().__init__()
+        from tavern.tui.early_keys import EarlyKeys
         from tavern.tui.escapes import guard_rich_text
+        from tavern.tui.keys import name_alt_enter
 
         guard_rich_text()  # card and chat text is shown on screen, never run by the terminal
+        name_alt_enter()  # ESC CR is Alt+Enter (a new line), not Enter and the keys after it
+        self.early_keys = EarlyKeys(self, self._dispatch_key)
 
         self.boot = boot
         self.boot_error: str | None = None
@@ -93,6 +101,15 @@ class TavernApp(App[None]):
             callbacks, self._frame_callbacks = self._frame_callbacks, []
             for callback in callbacks:
                 self.call_later(callback)
+
+    async def on_event(self, event: events.Event) -> None:
+        # Keys typed while a screen opens wait for it (tavern/tui/early_keys.py).
+        if isinstance(event, events.Key) and not event.is_forwarded and self.early_keys.hold(event):
+            return
+        await super().on_event(event)
+
+    async def _dispatch_key(self, event: events.Key) -> None:
+        await super().on_event(event)
 
     @property
     def tavern(self) -> Tavern:
@@ -134,6 +151,7 @@ class TavernApp(App[None]):
         return LibraryScreen(self._tavern, boot=self.boot)
 
     def on_mount(self) -> None:
+        self.screen_change_signal.subscribe(self, self.early_keys.opening, immediate=True)
         if self.user_keys:
             self.set_keymap(self.user_keys)
         # Opening the Tavern (pydantic, the store...) and then the model (llama_cpp, numpy, the
@@ -308,7 +326,8 @@ def help_sections() -> list[tuple[str, type, list[tuple[str, str]]]]:
             ChatScreen,
             [
                 ("Enter", "send"),
-                ("Ctrl+J, Shift+Enter", "new line"),
+                ("Ctrl+J, Alt+Enter, Shift+Enter", "new line"),
+                ("Ctrl+Z (after Ctrl+U)", "give back what impersonation replaced"),
                 ("Up (first line)", "focus the last message"),
             ],
         ),

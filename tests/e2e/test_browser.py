@@ -134,7 +134,9 @@ def _chat(browser: object, url: str, home: Path) -> None:
     wait_for(lambda s: "smollm" in s.splitlines()[0].lower(), 120)  # the model is loaded
     page.keyboard.type("Hello there!")
     page.keyboard.press("Enter")
-    screen = wait_for(lambda s: "tok/s" in s.splitlines()[0], 120)  # the reply has streamed
+    # The reply has streamed when the status bar shows its figures ("tok/s" shows while the
+    # prompt is read too, and "writing…" while the reply streams).
+    screen = wait_for(lambda s: _reply_done(s.splitlines()[0]), 120)
     chat = next((home / "chats" / "Mira").glob("*.jsonl"))
     lines = [json.loads(x) for x in chat.read_text(encoding="utf-8").splitlines()]
     assert lines[-2]["mes"] == "Hello there!"
@@ -142,3 +144,7 @@ def _chat(browser: object, url: str, home: Path) -> None:
     flat = " ".join(screen.split())
     assert "Hello there!" in flat
     assert all(w in flat for w in words if w), (words, screen)
+
+
+def _reply_done(status: str) -> bool:
+    return "tok/s" in status and "reading prompt" not in status and "writing" not in status

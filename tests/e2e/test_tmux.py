@@ -19,6 +19,10 @@ from e2e.tmux_driver import Tmux
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
 
 
+def _reply_done(status: str) -> bool:
+    return "tok/s" in status and "reading prompt" not in status and "writing" not in status
+
+
 def test_chat_in_tmux_at_80x24(home: Path) -> None:
     (home).mkdir(parents=True, exist_ok=True)
     (home / "settings.toml").write_text(
@@ -36,7 +40,9 @@ def test_chat_in_tmux_at_80x24(home: Path) -> None:
         tmux.wait_for(lambda s: "SmolLM2" in s.splitlines()[0] or "smollm" in s.lower().splitlines()[0], 120)
         tmux.keys("Hello there!", literal=True)
         tmux.keys("Enter")
-        screen = tmux.wait_for(lambda s: "tok/s" in s.splitlines()[0], 120)
+        # Done when the status bar shows the reply's figures: "tok/s" also shows while the prompt
+        # is read ("reading prompt 800/1908 · 178 tok/s"), and "writing…" while it streams.
+        screen = tmux.wait_for(lambda s: _reply_done(s.splitlines()[0]), 120)
         chat = next((home / "chats" / "Mira").glob("*.jsonl"))
         lines = [json.loads(x) for x in chat.read_text().splitlines()]
         assert lines[-2]["mes"] == "Hello there!"

@@ -9,15 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tavern.prompt.assemble import (
-    AuthorNote,
-    CardFields,
-    HistoryMessage,
-    PromptInputs,
-    TokenCounter,
-    assemble_prompt,
-)
+from tavern.prompt.assemble import assemble_prompt
+from tavern.prompt.inputs import AuthorNote, CardFields, HistoryMessage, PromptInputs
 from tavern.prompt.templates import get_format
+from tavern.prompt.token_counter import TokenCounter
 
 FORMATS = ["chatml", "llama3", "llama2", "mistral-v3", "gemma", "alpaca", "phi3"]
 
@@ -288,7 +283,8 @@ def test_the_system_block_is_sillytavern_s_default_story_string(count: TokenCoun
     """SillyTavern's default system prompt ("Neutral - Chat") and its story string, which joins
     system prompt, description, personality and scenario with single newlines."""
     from tavern.config import PromptSettings
-    from tavern.prompt.macros import MacroContext, substitute
+    from tavern.prompt.macro_context import MacroContext
+    from tavern.prompt.macros import substitute
 
     ctx = MacroContext(char="Mira", user="User")
     inputs = PromptInputs(

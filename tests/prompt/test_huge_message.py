@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tavern.prompt.assemble import CardFields, HistoryMessage, PromptInputs, TokenCounter, assemble_prompt
+from tavern.prompt.assemble import assemble_prompt
+from tavern.prompt.inputs import CardFields, HistoryMessage, PromptInputs
 from tavern.prompt.templates import get_format
+from tavern.prompt.token_counter import TokenCounter
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,9 @@ from unittest import mock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tavern.prompt import macro_random, macro_time, macro_variables, macros
-from tavern.prompt.macros import MACRO_NAMES, MacroContext, substitute
+from tavern.prompt import macro_context, macro_random, macro_time, macro_variables, macros
+from tavern.prompt.macro_context import MacroContext
+from tavern.prompt.macros import MACRO_NAMES, substitute
 
 ARGS = [
     "",
@@ -138,7 +139,7 @@ def size(store: dict[str, object]) -> list[int]:
 def test_macro_soup_gives_a_bounded_result_and_never_raises(texts: list[str]) -> None:
     # Small limits, so that short soup reaches them.
     limits = mock.patch.multiple(
-        macros, MAX_VARIABLE_CHARS=300, MAX_VARIABLES_CHARS=1000, MAX_DRAWS=60, MAX_VARIABLE_WORK=20_000
+        macro_context, MAX_VARIABLE_CHARS=300, MAX_VARIABLES_CHARS=1000, MAX_DRAWS=60, MAX_VARIABLE_WORK=20_000
     )
     with limits:
         c = context()

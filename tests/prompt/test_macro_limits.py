@@ -15,14 +15,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tavern.prompt.macros import (
+from tavern.prompt.macro_context import (
     MAX_DRAWS,
     MAX_EXPANSION_CHARS,
     MAX_VARIABLE_CHARS,
     MAX_VARIABLES_CHARS,
     MacroContext,
-    substitute,
 )
+from tavern.prompt.macros import substitute
 
 HANG_BOUND_S = 60  # a hang, not a speed test: each case takes well under a second
 
@@ -31,7 +31,8 @@ _CHILD = textwrap.dedent(
     import json, resource, sys
     from datetime import datetime
     resource.setrlimit(resource.RLIMIT_AS, (3 << 29, 3 << 29))
-    from tavern.prompt.macros import MacroContext, substitute
+    from tavern.prompt.macro_context import MacroContext
+    from tavern.prompt.macros import substitute
     spec = json.loads(sys.argv[1])
     text = eval(spec["text"])
     ctx = MacroContext(char="Mira", user="Ann", chat_id="c", now=datetime(2024, 9, 15, 14, 3), rng_seed=1,

@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tavern.prompt.macro_context import MacroContext
 from tavern.prompt.macro_js import st_string_hash
-from tavern.prompt.macros import MacroContext, substitute, volatile_macros
+from tavern.prompt.macros import substitute, volatile_macros
 
 NOW = datetime(2024, 9, 15, 14, 3, 22)  # a Sunday
 CHAT_ID = "Mira - 2024-09-15@14h03m22s"

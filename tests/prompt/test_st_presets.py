@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tavern.errors import PresetError
-from tavern.prompt.macros import MacroContext
+from tavern.prompt.macro_context import MacroContext
 from tavern.prompt.st_presets import (
     DEFAULT_CONTEXT_PRESET,
     StoryTemplate,

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from tavern.config import Settings
-from tavern.prompt.assemble import CardFields, HistoryMessage, PromptInputs, assemble_prompt
+from tavern.prompt.assemble import assemble_prompt
+from tavern.prompt.inputs import CardFields, HistoryMessage, PromptInputs
 from tavern.prompt.st_presets import context_preset_to_story_template
 from tavern.prompt.story import examples_text, load_context_preset
 from tavern.prompt.templates import get_format

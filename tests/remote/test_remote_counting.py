@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tavern.backends import BackendStore
-from tavern.prompt.assemble import TokenCounter
+from tavern.prompt.token_counter import TokenCounter
 from tavern.session import Tavern
 from tavern.store import ChatMessage
 

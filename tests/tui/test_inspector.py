@@ -9,16 +9,10 @@ from textual.widgets import Collapsible, DataTable, Static, TabbedContent, TextA
 from tui.pilot_wait import waiter
 
 from tavern.lore import Lorebook, LoreEntry, LoreSettings, ScanMessage, scan_lore
-from tavern.prompt.assemble import (
-    AssembledPrompt,
-    CardFields,
-    HistoryMessage,
-    PromptInputs,
-    SlotUsage,
-    TokenCounter,
-    assemble_prompt,
-)
+from tavern.prompt.assemble import AssembledPrompt, SlotUsage, assemble_prompt
+from tavern.prompt.inputs import CardFields, HistoryMessage, PromptInputs
 from tavern.prompt.templates import get_format
+from tavern.prompt.token_counter import TokenCounter
 from tavern.prompt.tokenizers import count_tiktoken
 from tavern.tui.screens.inspector import PromptInspectorScreen, bar
 

@@ -36,6 +36,8 @@ def app_for(home: Path, chat: bool = False):
                 "- stew\n- bread\n\n```\nspecial: `fish pie`\n```",
             )
         )
+        # A fixed name: the status bar shows the chat's name, which is the time it began.
+        tavern.chats.store.rename(c, "Mira - 2024-09-15@14h03m22s")
     return make_app(tavern)
 
 

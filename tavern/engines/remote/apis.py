@@ -19,6 +19,7 @@ import httpx
 from tavern.engines.base import GenerationRequest
 from tavern.engines.remote.http import RemoteError, ShapeError
 from tavern.engines.remote.profile import CFG_APIS
+from tavern.errors import json_kind
 
 Getter = Callable[[str], object]
 """GET a path under the profile's URL and return its JSON, unchecked (raises RemoteError)."""
@@ -47,22 +48,6 @@ class ServerInfo:
 # -- shape checks ------------------------------------------------------------------------------
 
 
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 _WANT: dict[type[object], str] = {str: "a string", int: "a whole number", bool: "true/false"}
 
 
@@ -76,7 +61,7 @@ def field(obj: dict[str, object], key: str, kind: type[T], where: str = "") -> T
         return kind(value)
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
-    raise ShapeError(f"`{where}{key}` is {_kind(value)}, not {_WANT[kind]}")
+    raise ShapeError(f"`{where}{key}` is {json_kind(value)}, not {_WANT[kind]}")
 
 
 def object_field(obj: dict[str, object], key: str, where: str = "") -> dict[str, object] | None:
@@ -84,7 +69,7 @@ def object_field(obj: dict[str, object], key: str, where: str = "") -> dict[str,
     value = obj.get(key)
     if value is None or isinstance(value, dict):
         return value
-    raise ShapeError(f"`{where}{key}` is {_kind(value)}, not an object")
+    raise ShapeError(f"`{where}{key}` is {json_kind(value)}, not an object")
 
 
 def list_field(obj: dict[str, object], key: str, where: str = "") -> list[object] | None:
@@ -92,7 +77,7 @@ def list_field(obj: dict[str, object], key: str, where: str = "") -> list[object
     value = obj.get(key)
     if value is None or isinstance(value, list):
         return value
-    raise ShapeError(f"`{where}{key}` is {_kind(value)}, not a list")
+    raise ShapeError(f"`{where}{key}` is {json_kind(value)}, not a list")
 
 
 def text_field(obj: dict[str, object], key: str, where: str = "") -> str:
@@ -101,7 +86,7 @@ def text_field(obj: dict[str, object], key: str, where: str = "") -> str:
 
 def as_object(value: object, what: str) -> dict[str, object]:
     if not isinstance(value, dict):
-        raise ShapeError(f"{what} is {_kind(value)}, not an object")
+        raise ShapeError(f"{what} is {json_kind(value)}, not an object")
     return value
 
 

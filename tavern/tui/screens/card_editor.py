@@ -72,7 +72,8 @@ class CardEditorScreen(Screen[str | None]):
     def compose(self) -> ComposeResult:
         title = f"Edit {self.card.name}" if self.key else "New character"
         yield Static(Text(f"{title}   (Ctrl+S save, Esc cancel)", style="bold"), id="card-title")
-        with VerticalScroll(id="card-form"):
+        # The form scrolls to the focused field; as a focus of its own it showed nothing.
+        with VerticalScroll(id="card-form", can_focus=False):
             for name, label, multi in FIELDS:
                 yield Label(label)
                 value = self._value(name)

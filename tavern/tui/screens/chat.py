@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from textual import events, work
+from textual import events, on, work
 from textual.binding import Binding, BindingType
 
 from tavern.errors import TavernError
+from tavern.tui.messages import ReplyFailed, ReplyFinished
 from tavern.tui.screens.chat_history import TAIL
 from tavern.tui.screens.chat_replies import ChatRepliesScreen
 
@@ -51,10 +52,10 @@ class ChatScreen(ChatRepliesScreen):
         Binding("ctrl+l", "chats", "Chats", id="chat.chats", priority=True),
         Binding("ctrl+f", "search", "Find", id="chat.search", priority=True, show=False),
         Binding("ctrl+n", "author_note", "Author's note", id="chat.note", priority=True, show=False),
-        Binding("f2", "inspect", "Prompt", id="chat.inspect"),
+        Binding("f2", "inspect", "Prompt", id="chat.inspect", priority=True),
         Binding("f5", "summary", "Summary", id="chat.summary", priority=True, show=False),
         Binding("f6", "cfg", "Negative prompt", id="chat.cfg", priority=True, show=False),
-        Binding("f3", "lorebooks", "Lore", id="chat.lorebooks"),
+        Binding("f3", "lorebooks", "Lore", id="chat.lorebooks", priority=True),
     ]
     MESSAGE_KEYS = [
         # On a focused message (listed in the help screen).
@@ -90,6 +91,20 @@ class ChatScreen(ChatRepliesScreen):
             event.stop()
             event.prevent_default()
             action()
+
+    # -- impersonation: what was typed stays one Ctrl+Z away --------------------------------------
+
+    def action_impersonate(self) -> None:
+        if not self.generating:
+            self.composer.take_over()
+        super().action_impersonate()
+
+    @on(ReplyFinished)
+    @on(ReplyFailed)
+    def _impersonation_over(self) -> None:
+        # Runs before chat_replies' handlers (a subclass's come first): the composer's final
+        # text is set there, so the hand-back waits for them.
+        self.call_later(self.composer.hand_back)
 
     # -- acting on a message ---------------------------------------------------------------------
 
@@ -213,6 +228,7 @@ class ChatScreen(ChatRepliesScreen):
         def done(result: tuple[str, str] | None) -> None:
             if result is None:
                 self.status.character = self.session.card.name
+                self.status.set_chat(self.session.chat.name)  # it may have been renamed there
                 return
             what, name = result
             tavern = self.tavern

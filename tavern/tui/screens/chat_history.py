@@ -5,6 +5,13 @@ status bar, the history (only the recent tail is mounted: Textual has no virtual
 of varying height; older messages mount above on demand) and the composer, and moves the focus
 from message to message. The replies (chat_replies.py) and the actions on a message (chat.py)
 build on it. It is given the `Tavern` it shows a chat of and the open `ChatSession`.
+
+The status bar names the open chat. What is typed and not sent is the chat's draft: kept as it
+changes (`Tavern.chats.state`), written when the screen closes and put back when the chat opens
+again, in this run or the next. Opening the screen records the chat as the character's last
+opened one, so Enter in the library comes back to it (after a branch or a pick from the list
+too). The focus moves only between the composer and the messages (the scrolling box around
+them takes none: Tab there was a focus nothing showed, and the next Esc left the chat).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widget import AwaitMount
-from textual.widgets import Button, Footer
+from textual.widgets import Button, Footer, TextArea
 
 from tavern.errors import TavernError
 from tavern.tui.widgets.composer import Composer
@@ -49,11 +56,12 @@ class ChatHistoryScreen(Screen[None]):
         self.last_stats: TurnStats | None = None
 
     def compose(self) -> ComposeResult:
-        yield StatusBar(self.session.card.name, id="status")
-        yield VerticalScroll(id="messages")
-        yield Composer(
+        yield StatusBar(self.session.card.name, chat=self.session.chat.name, id="status")
+        yield VerticalScroll(id="messages", can_focus=False)
+        self._composer = Composer(
             placeholder=f"Message {self.session.card.name}… (Enter sends, Ctrl+J new line)", id="composer"
         )
+        yield self._composer
         yield Footer()
 
     @property
@@ -71,6 +79,37 @@ class ChatHistoryScreen(Screen[None]):
         for warning in self.session.warnings:
             self.app.notify(warning, title="Chat", severity="warning", timeout=8)
         self._watch_memory()
+        self._open_draft()
+
+    # -- the draft and the last opened chat -----------------------------------------------------
+
+    def _open_draft(self) -> None:
+        state = self.tavern.chats.state
+        draft = state.draft(self.session.key, self.session.chat.name)
+        if draft:
+            self.composer.value = draft
+        try:
+            self.tavern.chats.remember_opened(self.session.key, self.session.chat.name)
+        except TavernError as err:
+            self.app.notify(str(err), title="Chat", severity="warning", timeout=8)
+
+    @on(TextArea.Changed, "#composer")
+    def _keep_draft(self) -> None:
+        # Memory only: the chat's name is read now, as a rename from the chat list changes it.
+        self.tavern.chats.state.keep_draft(self.session.key, self.session.chat.name, self.composer.text)
+
+    def save_draft(self) -> None:
+        """Write the drafts (the screen is closing, or the app)."""
+        try:
+            self.tavern.chats.state.save()
+        except TavernError as err:
+            self.app.notify(str(err), title="Draft", severity="warning", timeout=8)
+
+    def on_unmount(self) -> None:
+        # The box itself, not a query (its widgets are gone by now), and its text as it is: the
+        # Changed of a key typed just before Esc may not have been handled yet.
+        self.tavern.chats.state.keep_draft(self.session.key, self.session.chat.name, self._composer.text)
+        self.save_draft()
 
     def _watch_memory(self) -> None:
         """Chroma or the embedder failing to load is said once, here, not only in the

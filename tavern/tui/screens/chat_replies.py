@@ -12,19 +12,36 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.containers import VerticalScroll
+from textual.message import Message
 
 from tavern.tui.messages import ReplyDelta, ReplyFailed, ReplyFinished
 from tavern.tui.screens.chat_history import ChatHistoryScreen, loop_note, reasoning_of, swipe_label
 from tavern.tui.widgets.composer import Composer
 from tavern.tui.widgets.message import ChatMessageView
 
+if TYPE_CHECKING:
+    from tavern.engines.base import PromptProgress
+
 BATCH_SECONDS = 0.05
+WRITING = "writing… (Esc to stop)"
+
+
+class ReplyProgress(Message):
+    """How far the engine has read the prompt (one per decoded batch)."""
+
+    def __init__(self, progress: PromptProgress) -> None:
+        super().__init__()
+        self.progress = progress
 
 
 class ChatRepliesScreen(ChatHistoryScreen):
+    _writing = WRITING
+    """The status once the reply's first text arrives."""
+
     # -- sending -----------------------------------------------------------------------------
 
     @on(Composer.Submitted, "#composer")
@@ -54,12 +71,20 @@ class ChatRepliesScreen(ChatHistoryScreen):
         box.anchor()
         self.generating = True
         self.cancel = threading.Event()
-        self._set_status("writing… (Esc to stop)")
+        self._writing = WRITING
+        self._set_status(self._waiting_status())
         self.generate(mode, text)
+
+    def _waiting_status(self) -> str:
+        """Before the first token: the model is still loading, or the prompt is being read
+        (its figures follow as `ReplyProgress`)."""
+        if not self.tavern.engine_loaded:
+            return "loading model… (Esc to stop)"
+        return "reading prompt… (Esc to stop)"
 
     @work(thread=True, exclusive=True, group="generation", exit_on_error=False)
     def generate(self, mode: str, text: str) -> None:
-        from tavern.engines.base import Finished
+        from tavern.engines.base import Finished, PromptProgress
 
         session = self.session
         try:
@@ -79,6 +104,9 @@ class ChatRepliesScreen(ChatHistoryScreen):
                         self.post_message(ReplyDelta(pending))
                     self.post_message(ReplyFinished(event.text, event.stats, event.error, mode))
                     return
+                if isinstance(event, PromptProgress):
+                    self.post_message(ReplyProgress(event))
+                    continue
                 pending += event.text
                 now = time.monotonic()
                 if now - last >= BATCH_SECONDS:
@@ -87,8 +115,15 @@ class ChatRepliesScreen(ChatHistoryScreen):
         except Exception as err:  # the message is on disk already; say what failed
             self.post_message(ReplyFailed(str(err), text))
 
+    @on(ReplyProgress)
+    def _progress(self, message: ReplyProgress) -> None:
+        if self.generating and not self.cancel.is_set():
+            self._set_status(f"{message.progress.describe()} (Esc to stop)")
+
     @on(ReplyDelta)
     def _delta(self, message: ReplyDelta) -> None:
+        if self.generating and not self.cancel.is_set() and self.status.activity != self._writing:
+            self._set_status(self._writing)
         if self.live is not None:
             self.live.append(message.text)
         elif self.generating:  # impersonation writes into the composer, for the user to edit
@@ -175,7 +210,8 @@ class ChatRepliesScreen(ChatHistoryScreen):
         self.live = None
         self.generating = True
         self.cancel = threading.Event()
-        self._set_status("impersonating… (Esc to stop)")
+        self._writing = "impersonating… (Esc to stop)"
+        self._set_status(self._waiting_status())
         self.generate("impersonate", "")
 
     def action_continue_reply(self) -> None:

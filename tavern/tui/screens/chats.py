@@ -135,6 +135,9 @@ class ChatListScreen(ModalScreen[tuple[str, str] | None]):
             try:
                 if name == self.session.chat.name:
                     new_name = self.session.rename(new)
+                    # Its draft and the last-opened record follow it (other chats' do in
+                    # Chats.rename).
+                    self.tavern.chats.state.renamed(self.session.key, name, new_name)
                 else:
                     new_name = self.tavern.chats.rename(self.session.key, name, new)
             except TavernError as err:

@@ -106,13 +106,13 @@ class LibraryScreen(Screen[None]):
         Binding("right", "greeting(1)", show=False),
         Binding("ctrl+e", "edit_card", "Edit", id="library.edit", priority=True),
         Binding("ctrl+o", "import_card", "Import", id="library.import", priority=True),
-        Binding("f7", "create_card", "New character", id="library.create", show=False),
-        Binding("f2", "rename", "Rename", id="library.rename", show=False),
+        Binding("f7", "create_card", "New character", id="library.create", priority=True, show=False),
+        Binding("f2", "rename", "Rename", id="library.rename", priority=True, show=False),
         Binding("f5", "duplicate", "Duplicate", id="library.duplicate", show=False),
         Binding("f8", "delete", "Delete", id="library.delete", priority=True, show=False),
         Binding("delete", "delete", show=False),
         Binding("ctrl+z", "undo", "Undo delete", id="library.undo", show=False, priority=True),
-        Binding("f3", "lorebooks", "Lorebooks", id="library.lorebooks"),
+        Binding("f3", "lorebooks", "Lorebooks", id="library.lorebooks", priority=True),
         Binding("escape", "clear_search", show=False),
     ]
 

@@ -65,7 +65,8 @@ def greetings_of(card: Card) -> list[str]:
 def substitute_greeting(text: str, char: str, user: str) -> str:
     """The greeting as the chat will show it: {{char}} and {{user}} filled in."""
     try:
-        from tavern.prompt.macros import MacroContext, substitute
+        from tavern.prompt.macro_context import MacroContext
+        from tavern.prompt.macros import substitute
 
         return substitute(text, MacroContext(char=char, user=user))
     except (ImportError, TavernError):  # no macro module yet, or a bad macro: the everyday ones by hand

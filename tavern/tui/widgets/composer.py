@@ -1,10 +1,13 @@
 """The chat composer: a multi-line text box where Enter sends.
 
 Enter posts `Composer.Submitted`; Shift+Enter (terminals that report it), Ctrl+J and Alt+Enter
-insert a newline. Up on the first line posts `Composer.LeaveUp`, so the chat screen can move
+insert a newline (a terminal sends Alt+Enter as ESC CR: tavern/tui/keys.py names it). Up on the first line posts `Composer.LeaveUp`, so the chat screen can move
 the focus onto the messages (to edit, delete or copy one). The box grows with its text up to
 a few lines. Ctrl+U and Ctrl+D belong to the chat screen (impersonate, delete): they are
 priority bindings there, so this box's own line-editing uses of them never swallow them.
+
+When the model writes into the box (impersonation), `take_over` and `hand_back` around it make
+the whole replacement one undo step: Ctrl+Z gives back what was typed before.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Composer(TextArea):
             compact=True,
             highlight_cursor_line=False,
         )
+        self._before_takeover: str | None = None
 
     @property
     def value(self) -> str:
@@ -58,6 +62,23 @@ class Composer(TextArea):
     def append(self, text: str) -> None:
         """Add text at the end (an impersonated message as it streams in)."""
         self.insert(text, self.document.end)
+
+    def take_over(self) -> None:
+        """The model is about to replace the text: remember it for `hand_back`."""
+        self._before_takeover = self.text
+
+    def hand_back(self) -> None:
+        """The model is done: its text replaces the one `take_over` kept in one undoable edit
+        (the streamed pieces and the clearing before them leave no undo steps of their own).
+        When it wrote nothing (it failed, or was stopped at once) the kept text comes back."""
+        before, self._before_takeover = self._before_takeover, None
+        after = self.text
+        if not before or before == after:
+            return
+        self.load_text(before)  # also forgets the streamed pieces' undo steps
+        if after.strip():
+            self.replace(after, (0, 0), self.document.end)
+        self.move_cursor(self.document.end)
 
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "enter":
