@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from textual.widgets import OptionList, TextArea
+from tui.homes import offline, seeded_chat
 from tui.pilot_wait import open_chat, waiter
 
 from tavern.session import Tavern
@@ -22,19 +23,6 @@ from tavern.tui.widgets.composer import Composer
 from tavern.tui.widgets.message import ChatMessageView
 
 wait_until = waiter(20.0)
-
-
-def offline(home: Path) -> Tavern:
-    return Tavern.open(home, **{"model.path": str(home / "no-model.gguf")})
-
-
-def seeded_chat(tavern: Tavern, n: int = 6):
-    key, card = tavern.cards.find("Mira")
-    chat = tavern.chats.new(key, card)
-    for i in range(1, n):
-        user = bool(i % 2)
-        chat.append(ChatMessage(name="User" if user else "Mira", is_user=user, mes=f"line {i}"))
-    return chat
 
 
 def on_disk(chat_path: Path) -> list[dict]:

@@ -14,11 +14,11 @@ from pathlib import Path
 from textual import events
 from textual._xterm_parser import XTermParser
 from textual.widgets import Input
+from tui.homes import offline, seeded_chat
 from tui.pilot_wait import open_chat, waiter
 
 from tavern.engines.base import TurnStats
 from tavern.session import Tavern
-from tavern.store import ChatMessage
 from tavern.tui.app import make_app
 from tavern.tui.messages import ReplyFinished
 from tavern.tui.screens.card_editor import CardEditorScreen
@@ -30,19 +30,6 @@ from tavern.tui.widgets.message import ChatMessageView
 from tavern.tui.widgets.statusbar import StatusBar
 
 wait_until = waiter(20.0)
-
-
-def offline(home: Path) -> Tavern:
-    return Tavern.open(home, **{"model.path": str(home / "no-model.gguf")})
-
-
-def seeded_chat(tavern: Tavern, n: int = 6):
-    key, card = tavern.cards.find("Mira")
-    chat = tavern.chats.new(key, card)
-    for i in range(1, n):
-        user = bool(i % 2)
-        chat.append(ChatMessage(name="User" if user else "Mira", is_user=user, mes=f"line {i}"))
-    return chat
 
 
 def type_raw(app, data: str) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from textual.command import CommandList, CommandPalette
 from textual.widgets import Input, Select, TextArea
+from tui.homes import offline
 from tui.pilot_wait import waiter
 
 from tavern.session import Tavern
@@ -22,10 +23,6 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "cards"
 
 
 wait_until = waiter(20.0)
-
-
-def offline(home: Path, **overrides) -> Tavern:
-    return Tavern.open(home, **{"model.path": str(home / "no-model.gguf"), **overrides})
 
 
 def errors(app) -> list[str]:
